@@ -1,0 +1,49 @@
+"""Azure Functions entry point: triggers and bindings only; the work is in the `shared` package.
+
+Nothing heavy is imported here, so Graph's validation handshake is answered fast on a cold start.
+"""
+
+import os
+
+import azure.functions as func
+
+from shared import workers
+from shared.settings import get_settings
+
+# A broken setting stops start-up here, with one line naming it.
+get_settings()
+
+CHANGES_QUEUE = "mail-changes"
+LIFECYCLE_QUEUE = "mail-lifecycle"
+STORAGE = "AzureWebJobsStorage"
+# Read from the environment (no I/O) so the schedule has a default when the setting is absent.
+MAINTAIN_SCHEDULE = os.environ.get("MAINTAIN_SCHEDULE", "0 */15 * * * *")
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@app.route(route="notifications", methods=["POST"])
+@app.queue_output(arg_name="changes", queue_name=CHANGES_QUEUE, connection=STORAGE)
+async def graph_notifications(req: func.HttpRequest, changes: func.Out[list[str]]) -> func.HttpResponse:
+    return await workers.notifications(req, changes)
+
+
+@app.route(route="lifecycle", methods=["POST"])
+@app.queue_output(arg_name="events", queue_name=LIFECYCLE_QUEUE, connection=STORAGE)
+async def graph_lifecycle(req: func.HttpRequest, events: func.Out[list[str]]) -> func.HttpResponse:
+    return await workers.lifecycle(req, events)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=CHANGES_QUEUE, connection=STORAGE)
+async def ingest(msg: func.QueueMessage) -> None:
+    await workers.ingest(msg)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=LIFECYCLE_QUEUE, connection=STORAGE)
+async def lifecycle(msg: func.QueueMessage) -> None:
+    await workers.lifecycle_event(msg)
+
+
+@app.timer_trigger(arg_name="timer", schedule=MAINTAIN_SCHEDULE, run_on_startup=False, use_monitor=True)
+async def maintain(timer: func.TimerRequest) -> None:
+    await workers.maintain()

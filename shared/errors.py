@@ -1,0 +1,61 @@
+"""The app's exception tree: one base, a branch per concern, one line of text each."""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base of every error this app raises on purpose."""
+
+
+class SettingsError(IngestError):
+    """A setting is missing or malformed; start-up stops with this one line."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"setting {name}: {problem}")
+        self.name = name
+
+
+class InvalidNotification(IngestError):
+    """A webhook body that is not a Graph change-notification collection."""
+
+
+class QueueMessageError(IngestError):
+    """A queue message this app cannot read; retrying will not help."""
+
+
+class GraphError(IngestError):
+    """Microsoft Graph answered with an error, or could not be reached."""
+
+    def __init__(self, status: int, code: str, message: str, request: str) -> None:
+        super().__init__(f"Graph {request} failed: {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.graph_message = message
+
+
+class GraphNotFound(GraphError):
+    """404: the resource (message, subscription, folder) does not exist (any more)."""
+
+
+class GraphConflict(GraphError):
+    """409: e.g. a subscription for the same resource and changeType exists."""
+
+
+class GraphAuthError(GraphError):
+    """401/403: the token is refused or the app lacks a permission."""
+
+
+class GraphThrottled(GraphError):
+    """429/503/504 still answered after the bounded retries."""
+
+
+class AuthError(IngestError):
+    """No token could be had from the identity platform."""
+
+
+class StorageError(IngestError):
+    """Blob or state storage refused an operation."""
+
+
+class StateConflict(StorageError):
+    """Another instance changed a state record first (ETag mismatch)."""

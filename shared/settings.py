@@ -1,0 +1,275 @@
+"""Settings from environment variables, parsed once into a typed object.
+
+The names are a contract (README, infra). A missing or malformed setting raises SettingsError,
+whose text is one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit
+
+from .errors import SettingsError
+
+AuthMode = Literal["application", "delegated"]
+
+# Subscriptions on Outlook messages live at most 10,080 minutes (graph_facts §1).
+MAX_SUBSCRIPTION_MINUTES = 10_080
+MIN_SUBSCRIPTION_MINUTES = 45
+
+# Authority hosts of Microsoft's clouds: only these take part in MSAL's instance discovery.
+MICROSOFT_AUTHORITY_HOSTS = frozenset(
+    {
+        "login.microsoftonline.com",
+        "login.microsoft.com",
+        "login.windows.net",
+        "login.microsoftonline.us",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+    }
+)
+
+
+@dataclass(frozen=True)
+class MailboxFolder:
+    """One `MAILBOXES` entry: a mailbox (address or object id) and a folder path."""
+
+    mailbox: str
+    folder: str = "Inbox"
+
+    @property
+    def key(self) -> str:
+        """Short, stable id of this mailbox folder, used in clientState, queue messages and state."""
+        ident = f"{self.mailbox.lower()}/{self.folder.lower()}".encode()
+        return hashlib.sha256(ident).hexdigest()[:16]
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.folder.split("/"))
+
+    def __str__(self) -> str:
+        return f"{self.mailbox}/{self.folder}"
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Either a connection string or identity-based service URIs (`AzureWebJobsStorage__*`)."""
+
+    connection_string: str | None = None
+    blob_service_uri: str | None = None
+    queue_service_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    tenant_id: str
+    client_id: str
+    client_secret: str | None
+    client_certificate: str | None
+    auth_mode: AuthMode
+    authority_host: str
+    graph_api_url: str
+    mailboxes: tuple[MailboxFolder, ...]
+    webhook_base_url: str | None
+    storage: StorageSettings
+    attachments_container: str
+    state_container: str
+    key_vault_url: str
+    key_vault_verify_challenge_resource: bool
+    subscription_minutes: int
+    graph_max_retries: int
+    graph_max_retry_after_seconds: float
+    _by_key: Mapping[str, MailboxFolder] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def authority(self) -> str:
+        return f"{self.authority_host}/{self.tenant_id}"
+
+    @property
+    def graph_scope(self) -> str:
+        """`{origin}/.default` of the Graph endpoint (graph.microsoft.com, or a national cloud's)."""
+        parts = urlsplit(self.graph_api_url)
+        return f"{parts.scheme}://{parts.netloc}/.default"
+
+    @property
+    def instance_discovery(self) -> bool:
+        return (urlsplit(self.authority_host).hostname or "") in MICROSOFT_AUTHORITY_HOSTS
+
+    @property
+    def notification_url(self) -> str:
+        return f"{self._require_webhook_base()}/api/notifications"
+
+    @property
+    def lifecycle_url(self) -> str:
+        return f"{self._require_webhook_base()}/api/lifecycle"
+
+    def folder_by_key(self, key: str) -> MailboxFolder | None:
+        return self._by_key.get(key)
+
+    def _require_webhook_base(self) -> str:
+        if not self.webhook_base_url:
+            raise SettingsError("WEBHOOK_BASE_URL", "required (or WEBSITE_HOSTNAME, as set in Azure)")
+        return self.webhook_base_url
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(name, "required but not set")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None, *, https: bool = True) -> str:
+    value = env.get(name, "").strip() or default
+    if value is None:
+        raise SettingsError(name, "required but not set")
+    parts = urlsplit(value)
+    schemes = ("https",) if https else ("https", "http")
+    if parts.scheme not in schemes or not parts.netloc:
+        raise SettingsError(name, f"must be an absolute {' or '.join(schemes)} URL")
+    return value.rstrip("/")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(name, f"must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(name, f"must be true or false, got {raw!r}")
+
+
+_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _container(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if not _CONTAINER.match(value):
+        raise SettingsError(name, f"{value!r} is not a valid blob container name")
+    return value
+
+
+def parse_mailboxes(raw: str) -> tuple[MailboxFolder, ...]:
+    """`a@x.com, b@x.com/Inbox/Sub folder`: the first `/` splits mailbox from folder path."""
+    entries: list[MailboxFolder] = []
+    seen: set[str] = set()
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        mailbox, _, folder = item.partition("/")
+        mailbox = mailbox.strip()
+        segments = [s.strip() for s in folder.split("/")] if folder else ["Inbox"]
+        if not mailbox or any(not s for s in segments):
+            raise SettingsError("MAILBOXES", f"entry {item!r} has an empty mailbox or folder name")
+        if any(ch in mailbox for ch in " '\"\\?#"):
+            raise SettingsError("MAILBOXES", f"entry {item!r} is not a mailbox address or id")
+        entry = MailboxFolder(mailbox=mailbox.lower(), folder="/".join(segments))
+        if entry.key in seen:
+            raise SettingsError("MAILBOXES", f"entry {item!r} is listed twice")
+        seen.add(entry.key)
+        entries.append(entry)
+    if not entries:
+        raise SettingsError("MAILBOXES", "required but lists no mailbox")
+    return tuple(entries)
+
+
+def _storage(env: Mapping[str, str]) -> StorageSettings:
+    conn = env.get("AzureWebJobsStorage", "").strip()
+    if conn:
+        if "=" not in conn:
+            raise SettingsError("AzureWebJobsStorage", "is not a storage connection string")
+        return StorageSettings(connection_string=conn)
+    blob = env.get("AzureWebJobsStorage__blobServiceUri", "").strip()
+    queue = env.get("AzureWebJobsStorage__queueServiceUri", "").strip()
+    if blob and queue:
+        return StorageSettings(
+            blob_service_uri=_url(env, "AzureWebJobsStorage__blobServiceUri", None),
+            queue_service_uri=_url(env, "AzureWebJobsStorage__queueServiceUri", None),
+        )
+    raise SettingsError(
+        "AzureWebJobsStorage",
+        "required: a connection string, or AzureWebJobsStorage__blobServiceUri and __queueServiceUri",
+    )
+
+
+def parse_settings(env: Mapping[str, str]) -> Settings:
+    tenant_id = _required(env, "GRAPH_TENANT_ID")
+    client_id = _required(env, "GRAPH_CLIENT_ID")
+    mode = env.get("GRAPH_AUTH_MODE", "").strip().lower() or "application"
+    if mode == "delegated":
+        raise SettingsError(
+            "GRAPH_AUTH_MODE", "delegated mode is not available in this release; use application"
+        )
+    if mode != "application":
+        raise SettingsError("GRAPH_AUTH_MODE", f"must be application or delegated, got {mode!r}")
+    secret = env.get("GRAPH_CLIENT_SECRET", "").strip() or None
+    certificate = env.get("GRAPH_CLIENT_CERTIFICATE", "").strip() or None
+    if certificate and not secret:
+        raise SettingsError(
+            "GRAPH_CLIENT_CERTIFICATE",
+            "certificate credentials are not available in this release; set GRAPH_CLIENT_SECRET",
+        )
+    if not secret:
+        raise SettingsError("GRAPH_CLIENT_SECRET", "required")
+    website = env.get("WEBSITE_HOSTNAME", "").strip()
+    webhook = env.get("WEBHOOK_BASE_URL", "").strip()
+    webhook_base = (
+        _url(env, "WEBHOOK_BASE_URL", None, https=False)
+        if webhook
+        else (f"https://{website}" if website else None)
+    )
+    mailboxes = parse_mailboxes(_required(env, "MAILBOXES"))
+    return Settings(
+        tenant_id=tenant_id,
+        client_id=client_id,
+        client_secret=secret,
+        client_certificate=certificate,
+        auth_mode="application",
+        authority_host=_url(env, "GRAPH_AUTHORITY_HOST", "https://login.microsoftonline.com"),
+        graph_api_url=_url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0"),
+        mailboxes=mailboxes,
+        webhook_base_url=webhook_base,
+        storage=_storage(env),
+        attachments_container=_container(env, "ATTACHMENTS_CONTAINER", "mail-attachments"),
+        state_container=_container(env, "STATE_CONTAINER", "mail-ingest-state"),
+        key_vault_url=_url(env, "KEY_VAULT_URL", None),
+        key_vault_verify_challenge_resource=_bool(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
+        subscription_minutes=_int(
+            env,
+            "SUBSCRIPTION_LIFETIME_MINUTES",
+            MAX_SUBSCRIPTION_MINUTES,
+            MIN_SUBSCRIPTION_MINUTES,
+            MAX_SUBSCRIPTION_MINUTES,
+        ),
+        graph_max_retries=_int(env, "GRAPH_MAX_RETRIES", 4, 0, 10),
+        graph_max_retry_after_seconds=float(_int(env, "GRAPH_MAX_RETRY_AFTER_SECONDS", 60, 1, 600)),
+        _by_key={m.key: m for m in mailboxes},
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, parsed on first use."""
+    return parse_settings(os.environ)

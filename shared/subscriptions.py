@@ -1,0 +1,285 @@
+"""Subscriptions per mailbox folder: resolve the folder, create, renew, recreate; lifecycle events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from .clientstate import make_client_state
+from .errors import GraphConflict, GraphError, GraphNotFound, IngestError, StateConflict
+from .layout import parse_graph_time
+from .logs import log_event
+from .messages import LifecycleMessage
+from .runtime import Runtime
+from .settings import MIN_SUBSCRIPTION_MINUTES, MailboxFolder
+from .state import FolderState, StateStore
+
+logger = logging.getLogger(__name__)
+
+WELL_KNOWN_FOLDERS = frozenset(
+    {
+        "inbox",
+        "archive",
+        "clutter",
+        "conversationhistory",
+        "deleteditems",
+        "drafts",
+        "junkemail",
+        "outbox",
+        "sentitems",
+        "scheduled",
+        "searchfolders",
+        "msgfolderroot",
+    }
+)
+# Graph's answer to a create beyond the cap it enforces names the cap (graph_facts §1).
+_CAP = re.compile(r"(\d{2,6})\s*minutes", re.IGNORECASE)
+_EXISTING = re.compile(r"Subscription Id\s+<?([0-9a-fA-F-]{36})>?\s+already exists", re.IGNORECASE)
+# Reauthorize and PATCH of one subscription must not fall within 10 minutes of each other (graph_facts §4).
+REAUTHORIZE_QUIET = timedelta(minutes=10)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _quote(segment: str) -> str:
+    return quote(segment, safe="@")
+
+
+def _odata_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+async def resolve_folder(rt: Runtime, folder: MailboxFolder) -> str:
+    """The folder's id: first segment a well-known name or a top-level folder, then child folders by name."""
+    user = f"users/{_quote(folder.mailbox)}"
+    first, *rest = folder.segments
+    if first.lower() in WELL_KNOWN_FOLDERS:
+        found = await rt.graph.request("GET", f"{user}/mailFolders/{first.lower()}", mailbox=folder.mailbox)
+        current = str(found["id"])
+    else:
+        current = await _child(rt, folder, f"{user}/mailFolders/msgfolderroot/childFolders", first)
+    for name in rest:
+        current = await _child(rt, folder, f"{user}/mailFolders/{_quote(current)}/childFolders", name)
+    return current
+
+
+async def _child(rt: Runtime, folder: MailboxFolder, path: str, name: str) -> str:
+    listing = await rt.graph.request(
+        "GET",
+        path,
+        mailbox=folder.mailbox,
+        params={"$filter": f"displayName eq {_odata_string(name)}", "$select": "id,displayName"},
+    )
+    for item in listing.get("value", []):
+        if str(item.get("displayName", "")).lower() == name.lower():
+            return str(item["id"])
+    raise GraphNotFound(404, "ErrorFolderNotFound", f"folder {name!r} not found in {folder}", f"GET {path}")
+
+
+@dataclass
+class _Creator:
+    rt: Runtime
+    folder: MailboxFolder
+
+    async def create(self, folder_id: str, minutes: int) -> dict[str, object]:
+        rt = self.rt
+        body = {
+            "changeType": "created",
+            "notificationUrl": rt.settings.notification_url,
+            "lifecycleNotificationUrl": rt.settings.lifecycle_url,
+            "resource": f"users/{_quote(self.folder.mailbox)}/mailFolders/{_quote(folder_id)}/messages",
+            "expirationDateTime": _iso(_now() + timedelta(minutes=minutes)),
+            "clientState": make_client_state(await rt.client_state_key(), self.folder.key),
+            "latestSupportedTlsVersion": "v1_2",
+        }
+        try:
+            return await rt.graph.request("POST", "subscriptions", mailbox=self.folder.mailbox, json=body)
+        except GraphConflict as exc:
+            # One exists for this resource and changeType: ours from a lost state record, or a stale
+            # one. Replace it, so that its clientState is one this deployment can verify.
+            match = _EXISTING.search(exc.graph_message)
+            if not match:
+                raise
+            await self._delete(match.group(1))
+            log_event(
+                logger, "subscription.replaced", mailbox=self.folder.mailbox, subscription=match.group(1)
+            )
+            return await rt.graph.request("POST", "subscriptions", mailbox=self.folder.mailbox, json=body)
+        except GraphError as exc:
+            cap = _CAP.search(exc.graph_message) if exc.status == 400 else None
+            if cap and MIN_SUBSCRIPTION_MINUTES <= int(cap.group(1)) < minutes:
+                log_event(
+                    logger,
+                    "subscription.lifetime_capped",
+                    logging.WARNING,
+                    mailbox=self.folder.mailbox,
+                    minutes=int(cap.group(1)),
+                )
+                return await self.create(folder_id, int(cap.group(1)))
+            raise
+
+    async def _delete(self, subscription_id: str) -> None:
+        try:
+            await self.rt.graph.request(
+                "DELETE", f"subscriptions/{subscription_id}", mailbox=self.folder.mailbox
+            )
+        except GraphNotFound:
+            pass
+
+
+class FolderMaintainer:
+    """Brings one mailbox folder's subscription to health and records it in state."""
+
+    def __init__(self, rt: Runtime, folder: MailboxFolder) -> None:
+        self.rt = rt
+        self.folder = folder
+        self.store = StateStore(rt.state)
+        self.minutes = rt.settings.subscription_minutes
+
+    async def _load(self) -> tuple[FolderState, str | None]:
+        state, etag = await self.store.load(self.folder.key)
+        return state or FolderState(self.folder.key, self.folder.mailbox, self.folder.folder), etag
+
+    def _needs_renewal(self, state: FolderState, now: datetime) -> bool:
+        if not state.subscription_id or not state.expiration:
+            return True
+        left = parse_graph_time(state.expiration) - now
+        return left < timedelta(minutes=self.minutes) / 2
+
+    async def ensure(self, *, force_new: bool = False, force_renew: bool = False) -> str:
+        """Create, renew or keep; returns what was done."""
+        state, etag = await self._load()
+        now = _now()
+        if not (force_new or force_renew) and not self._needs_renewal(state, now):
+            return "kept"
+        try:
+            action = await self._apply(state, now, force_new)
+            state.last_error = state.last_error_at = None
+        except IngestError as exc:
+            state.last_error, state.last_error_at = str(exc), _iso(now)
+            await self._save(state, etag)
+            raise
+        await self._save(state, etag)
+        log_event(
+            logger,
+            f"subscription.{action}",
+            mailbox=self.folder.mailbox,
+            folder=self.folder.folder,
+            subscription=state.subscription_id,
+            expires=state.expiration,
+        )
+        return action
+
+    async def _apply(self, state: FolderState, now: datetime, force_new: bool) -> str:
+        if state.subscription_id and not force_new:
+            try:
+                renewed = await self.rt.graph.request(
+                    "PATCH",
+                    f"subscriptions/{state.subscription_id}",
+                    mailbox=self.folder.mailbox,
+                    json={"expirationDateTime": _iso(now + timedelta(minutes=self.minutes))},
+                )
+                state.expiration = str(renewed.get("expirationDateTime"))
+                state.renewed_at = _iso(now)
+                return "renewed"
+            except GraphNotFound:
+                state.subscription_id = None
+        if not state.folder_id:
+            state.folder_id = await resolve_folder(self.rt, self.folder)
+        created = await _Creator(self.rt, self.folder).create(state.folder_id, self.minutes)
+        state.subscription_id = str(created["id"])
+        state.expiration = str(created.get("expirationDateTime"))
+        state.renewed_at = _iso(now)
+        return "recreated" if force_new else "created"
+
+    async def _save(self, state: FolderState, etag: str | None) -> None:
+        try:
+            await self.store.save(state, etag)
+        except StateConflict:
+            # Another timer instance updated this folder meanwhile; its record stands.
+            log_event(
+                logger,
+                "state.conflict",
+                logging.WARNING,
+                mailbox=self.folder.mailbox,
+                folder=self.folder.folder,
+            )
+
+    async def on_lifecycle(self, event: LifecycleMessage) -> str:
+        state, etag = await self._load()
+        now = _now()
+        state.last_lifecycle_event, state.last_lifecycle_at = event.event, _iso(now)
+        if event.subscription_id != state.subscription_id:
+            await self._save(state, etag)
+            log_event(
+                logger, "lifecycle.stale", mailbox=self.folder.mailbox, subscription=event.subscription_id
+            )
+            return "stale"
+        await self._save(state, etag)
+        if event.event == "subscriptionRemoved":
+            return await self.ensure(force_new=True)
+        if event.event == "reauthorizationRequired":
+            renewed = parse_graph_time(state.renewed_at) if state.renewed_at else None
+            if renewed and now - renewed < REAUTHORIZE_QUIET:
+                return "recently renewed"
+            # A PATCH both reauthorizes and renews, in one call (graph_facts §4).
+            return await self.ensure(force_renew=True)
+        log_event(
+            logger,
+            "lifecycle.missed",
+            logging.WARNING,
+            mailbox=self.folder.mailbox,
+            subscription=event.subscription_id,
+            reason="Graph reports missed notifications",
+        )
+        return "recorded"
+
+
+async def maintain_all(rt: Runtime) -> dict[str, str]:
+    """Every configured folder, side by side; one folder's failure does not stop the others."""
+    folders = rt.settings.mailboxes
+
+    async def one(folder: MailboxFolder) -> str:
+        try:
+            return await FolderMaintainer(rt, folder).ensure()
+        except IngestError as exc:
+            log_event(
+                logger,
+                "subscription.failed",
+                logging.ERROR,
+                mailbox=folder.mailbox,
+                folder=folder.folder,
+                reason=str(exc),
+            )
+            return f"failed: {exc}"
+
+    results = await asyncio.gather(*(one(f) for f in folders))
+    return {str(f): r for f, r in zip(folders, results, strict=True)}
+
+
+async def handle_lifecycle(event: LifecycleMessage, rt: Runtime) -> str:
+    folder = rt.settings.folder_by_key(event.folder_key)
+    if folder is None:
+        log_event(logger, "lifecycle.ignored", logging.WARNING, folder_key=event.folder_key)
+        return "ignored"
+    result = await FolderMaintainer(rt, folder).on_lifecycle(event)
+    log_event(
+        logger,
+        "lifecycle.handled",
+        mailbox=folder.mailbox,
+        lifecycle=event.event,
+        subscription=event.subscription_id,
+        result=result,
+    )
+    return result

@@ -1,0 +1,176 @@
+"""The two Graph webhooks: validation handshake, then verify and enqueue, then 202.
+
+This module is on the cold-start path of the validation handshake: it imports only the standard
+library, azure.functions and the app's light modules; Key Vault is reached lazily, once per process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.functions as func
+
+from .clientstate import verify_client_state
+from .errors import InvalidNotification
+from .logs import log_event
+from .messages import LIFECYCLE_EVENTS, ChangeMessage, LifecycleMessage
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MAX_VALIDATION_TOKEN = 4096
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+SecretSource = Callable[[], Awaitable[bytes]]
+
+
+def handshake(params: Mapping[str, str]) -> func.HttpResponse | None:
+    """Graph's validation request: echo the (already URL-decoded) token as text/plain, 200."""
+    token = params.get("validationToken")
+    if token is None:
+        return None
+    if len(token) > MAX_VALIDATION_TOKEN:
+        return _refuse("validationToken is too long")
+    # nosniff: the echoed token is attacker-chosen; never let a browser render it as HTML.
+    return func.HttpResponse(
+        token,
+        status_code=200,
+        mimetype="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _refuse(reason: str) -> func.HttpResponse:
+    return func.HttpResponse(reason, status_code=400, mimetype="text/plain", charset="utf-8")
+
+
+def parse_collection(body: bytes) -> list[dict[str, Any]]:
+    """The `value` items of a changeNotificationCollection, or InvalidNotification."""
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidNotification("body is too large")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidNotification("body is not JSON") from None
+    items = data.get("value") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise InvalidNotification("body has no 'value' list of notifications")
+    if not all(isinstance(item, dict) for item in items):
+        raise InvalidNotification("a notification is not an object")
+    return items
+
+
+def _text_field(item: Mapping[str, Any], name: str, index: int) -> str:
+    value = item.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidNotification(f"notification {index} lacks {name}")
+    return value
+
+
+@dataclass
+class Verdict:
+    """What a webhook call accepted (queue message bodies) and refused (reasons, for the log)."""
+
+    messages: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+def _authentic(item: Mapping[str, Any], secret: bytes, settings: Settings) -> tuple[str | None, str]:
+    """The item's folder key if it is ours, else None and why not."""
+    tenant = item.get("tenantId")
+    if isinstance(tenant, str) and tenant.lower() != settings.tenant_id.lower():
+        return None, "other tenant"
+    folder_key = verify_client_state(secret, item.get("clientState"))
+    if folder_key is None:
+        return None, "clientState mismatch"
+    if settings.folder_by_key(folder_key) is None:
+        return None, "mailbox folder no longer configured"
+    return folder_key, ""
+
+
+def verify_changes(items: list[dict[str, Any]], secret: bytes, settings: Settings) -> Verdict:
+    # Check every item's shape first: a malformed body is refused whole, with nothing enqueued.
+    parsed = []
+    for index, item in enumerate(items):
+        subscription_id = _text_field(item, "subscriptionId", index)
+        change_type = _text_field(item, "changeType", index)
+        resource = _text_field(item, "resource", index)
+        data = item.get("resourceData")
+        message_id = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(message_id, str) or not message_id:
+            raise InvalidNotification(f"notification {index} lacks resourceData.id")
+        parsed.append((item, subscription_id, change_type, resource, message_id))
+    now = _now()
+    verdict = Verdict()
+    for item, subscription_id, change_type, resource, message_id in parsed:
+        folder_key, why = _authentic(item, secret, settings)
+        if folder_key is None:
+            verdict.refused.append(why)
+            continue
+        verdict.messages.append(
+            ChangeMessage(folder_key, subscription_id, change_type, message_id, resource, now).to_json()
+        )
+    return verdict
+
+
+def verify_lifecycle(items: list[dict[str, Any]], secret: bytes, settings: Settings) -> Verdict:
+    parsed = []
+    for index, item in enumerate(items):
+        subscription_id = _text_field(item, "subscriptionId", index)
+        event = _text_field(item, "lifecycleEvent", index)
+        if event not in LIFECYCLE_EVENTS:
+            raise InvalidNotification(f"notification {index} has unknown lifecycleEvent {event!r}")
+        parsed.append((item, subscription_id, event))
+    now = _now()
+    verdict = Verdict()
+    for item, subscription_id, event in parsed:
+        folder_key, why = _authentic(item, secret, settings)
+        if folder_key is None:
+            verdict.refused.append(why)
+            continue
+        verdict.messages.append(LifecycleMessage(folder_key, subscription_id, event, now).to_json())
+    return verdict
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+Verifier = Callable[[list[dict[str, Any]], bytes, Settings], Verdict]
+
+
+async def receive(
+    req: func.HttpRequest,
+    out: func.Out[list[str]],
+    verifier: Verifier,
+    settings: Settings,
+    secret: SecretSource,
+    kind: str,
+) -> func.HttpResponse:
+    """The whole webhook: handshake, or verify and hand the accepted items to the queue output."""
+    answer = handshake(req.params)
+    if answer is not None:
+        log_event(logger, "webhook.validated", kind=kind)
+        return answer
+    try:
+        verdict = verifier(parse_collection(req.get_body()), await secret(), settings)
+    except InvalidNotification as exc:
+        log_event(logger, "webhook.refused", logging.WARNING, kind=kind, reason=str(exc))
+        return _refuse(str(exc))
+    if verdict.messages:
+        out.set(verdict.messages)
+    log_event(
+        logger,
+        "webhook.accepted",
+        kind=kind,
+        accepted=len(verdict.messages),
+        dropped=len(verdict.refused),
+        reasons=",".join(sorted(set(verdict.refused))) or None,
+    )
+    return func.HttpResponse(status_code=202)
