@@ -130,12 +130,10 @@ class _Creator:
             raise
 
     async def _delete(self, subscription_id: str) -> None:
-        try:
+        with contextlib.suppress(GraphNotFound):
             await self.rt.graph.request(
                 "DELETE", f"subscriptions/{subscription_id}", mailbox=self.folder.mailbox
             )
-        except GraphNotFound:
-            pass
 
 
 class FolderMaintainer:
