@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.settings import Settings, parse_settings
+
+BASE_ENV = {
+    "GRAPH_TENANT_ID": "11111111-1111-1111-1111-111111111111",
+    "GRAPH_CLIENT_ID": "22222222-2222-2222-2222-222222222222",
+    "GRAPH_CLIENT_SECRET": "s3cret",
+    "MAILBOXES": "invoices@contoso.com, scans@contoso.com/Inbox/Delivery notes",
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "KEY_VAULT_URL": "https://kv-test.vault.azure.net",
+    "WEBHOOK_BASE_URL": "https://ingest.example.net",
+}
+
+
+@pytest.fixture
+def env() -> dict[str, str]:
+    return dict(BASE_ENV)
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return parse_settings(env)

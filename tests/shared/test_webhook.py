@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared.clientstate import make_client_state
+from shared.errors import InvalidNotification
+from shared.messages import parse_change, parse_lifecycle
+from shared.settings import Settings
+from shared.webhook import handshake, parse_collection, receive, verify_changes, verify_lifecycle
+
+SECRET = b"webhook-test-key-0123456789abcdef"
+
+
+class Out:
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def set(self, value: Any) -> None:
+        self.value = value
+
+    def get(self) -> Any:
+        return self.value
+
+
+def change(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    folder = settings.mailboxes[0]
+    item: dict[str, Any] = {
+        "subscriptionId": "9f0e2a3c-0000-4000-8000-000000000001",
+        "subscriptionExpirationDateTime": "2026-11-29T08:00:00Z",
+        "changeType": "created",
+        "resource": "Users/aaaa/Messages/AAMkAD=",
+        "tenantId": settings.tenant_id,
+        "clientState": make_client_state(SECRET, folder.key),
+        "resourceData": {"@odata.type": "#Microsoft.Graph.Message", "id": "AAMkAD="},
+    }
+    item.update(overrides)
+    return item
+
+
+def request(body: Any, params: dict[str, str] | None = None) -> func.HttpRequest:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return func.HttpRequest("POST", "http://h/api/notifications", params=params or {}, body=raw)
+
+
+async def secret() -> bytes:
+    return SECRET
+
+
+def test_handshake_echoes_decoded_token_as_plain_text():
+    response = handshake({"validationToken": "a b+c/<script>"})
+    assert response is not None
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    assert response.get_body() == b"a b+c/<script>"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert handshake({}) is None
+
+
+async def test_handshake_needs_no_secret(settings):
+    async def boom() -> bytes:
+        raise AssertionError("the handshake must not reach Key Vault")
+
+    out = Out()
+    response = await receive(
+        request(b"", {"validationToken": "tok"}), out, verify_changes, settings, boom, "n"
+    )
+    assert response.get_body() == b"tok"
+    assert out.value is None
+
+
+async def test_accepts_ours_drops_forged_and_foreign(settings):
+    forged = change(settings, clientState=make_client_state(b"other-key", settings.mailboxes[0].key))
+    foreign = change(settings, tenantId="33333333-3333-3333-3333-333333333333")
+    gone = change(settings, clientState=make_client_state(SECRET, "f" * 16))
+    out = Out()
+    body = {
+        "value": [change(settings), forged, foreign, gone, change(settings, resourceData={"id": "second"})]
+    }
+    response = await receive(request(body), out, verify_changes, settings, secret, "n")
+    assert response.status_code == 202
+    messages = [parse_change(m) for m in out.value]
+    assert [m.message_id for m in messages] == ["AAMkAD=", "second"]
+    assert {m.folder_key for m in messages} == {settings.mailboxes[0].key}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        {"value": []},
+        {"value": "x"},
+        {"value": [1]},
+        {"nothing": True},
+    ],
+)
+async def test_non_notifications_are_refused_without_enqueueing(settings, body):
+    out = Out()
+    response = await receive(request(body), out, verify_changes, settings, secret, "n")
+    assert response.status_code == 400
+    assert out.value is None
+
+
+@pytest.mark.parametrize("missing", ["subscriptionId", "changeType", "resource", "resourceData"])
+async def test_one_malformed_item_refuses_the_whole_call(settings, missing):
+    bad = change(settings)
+    del bad[missing]
+    out = Out()
+    response = await receive(
+        request({"value": [change(settings), bad]}), out, verify_changes, settings, secret, "n"
+    )
+    assert response.status_code == 400
+    assert out.value is None
+
+
+def test_parse_collection_limits():
+    with pytest.raises(InvalidNotification, match="too large"):
+        parse_collection(b" " * (4 * 1024 * 1024 + 1))
+
+
+def test_lifecycle_items(settings):
+    folder = settings.mailboxes[1]
+    item = {
+        "subscriptionId": "sub-1",
+        "subscriptionExpirationDateTime": "2026-11-29T08:00:00Z",
+        "tenantId": settings.tenant_id,
+        "clientState": make_client_state(SECRET, folder.key),
+        "lifecycleEvent": "missed",
+    }
+    verdict = verify_lifecycle([item], SECRET, settings)
+    event = parse_lifecycle(verdict.messages[0])
+    assert (event.folder_key, event.event, event.subscription_id) == (folder.key, "missed", "sub-1")
+    with pytest.raises(InvalidNotification, match="unknown lifecycleEvent"):
+        verify_lifecycle([{**item, "lifecycleEvent": "boom"}], SECRET, settings)
