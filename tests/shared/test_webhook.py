@@ -15,15 +15,15 @@ from shared.webhook import handshake, parse_collection, receive, verify_changes,
 SECRET = b"webhook-test-key-0123456789abcdef"
 
 
-class Out:
+class Out(func.Out[list[str]]):
     def __init__(self) -> None:
         self.value: Any = None
 
-    def set(self, value: Any) -> None:
-        self.value = value
+    def set(self, val: list[str]) -> None:
+        self.value = val
 
-    def get(self) -> Any:
-        return self.value
+    def get(self) -> list[str]:
+        return list(self.value)
 
 
 def change(settings: Settings, **overrides: Any) -> dict[str, Any]:
