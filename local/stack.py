@@ -1,0 +1,226 @@
+"""The whole local stack in one object: Azurite, the Azure simulator and the dev host running the app.
+
+Used by `make demo`, the end-to-end tests and the benchmarks. The app is wired to the simulator
+only through settings (URLs, credentials) and the standard CA variables, as it would be to Azure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import certifi
+import httpx
+
+from local.azurite import Azurite
+from local.azuresim.runner import SimulatorProcess, start_simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def write_ca_bundle(path: Path, own_ca: Path, env: Mapping[str, str]) -> Path:
+    """A bundle of the CAs this machine already trusts (a corporate bundle included) plus the test CA."""
+    parts: list[str] = []
+    seen: set[str] = set()
+    for source in (env.get("SSL_CERT_FILE"), env.get("REQUESTS_CA_BUNDLE"), certifi.where()):
+        if source and source not in seen and Path(source).is_file():
+            seen.add(source)
+            parts.append(Path(source).read_text())
+    parts.append(own_ca.read_text())
+    path.write_text("\n".join(parts))
+    return path
+
+
+@dataclass
+class StackConfig:
+    mailboxes: tuple[str, ...] = ("invoices@contoso.com", "scans@contoso.com/Inbox/Delivery notes")
+    data_dir: Path = ROOT / ".stack"
+    devhost_port: int = 0
+    # Settings the caller adds or overrides for the app (e.g. short queue retry delays in tests).
+    app_settings: dict[str, str] = field(default_factory=dict)
+    quiet: bool = True
+
+
+class DevHost:
+    """The dev host as a subprocess with the app's settings in its environment."""
+
+    def __init__(self, env: dict[str, str], port: int, data_dir: Path, quiet: bool) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_file = data_dir / "devhost.log"
+        self._env = env
+        self._quiet = quiet
+        self._ready = data_dir / "devhost.ready.json"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        self._ready.unlink(missing_ok=True)
+        log = open(self.log_file, "ab")  # noqa: SIM115 (kept open for the child's life)
+        args = [sys.executable, "-m", "local.devhost", "--app-dir", str(ROOT), "--port", str(self.port)]
+        self._process = subprocess.Popen(
+            [*args, "--ready-file", str(self._ready)],
+            cwd=ROOT,
+            env=self._env,
+            stdout=log if self._quiet else None,
+            stderr=log if self._quiet else None,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not self._ready.exists():
+            if self._process.poll() is not None:
+                tail = self.log_file.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"dev host exited with {self._process.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dev host did not become ready in {timeout:.0f}s; see {self.log_file}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+
+class Stack:
+    """Start with `with Stack(config) as stack:`; everything started is stopped on exit."""
+
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig()
+        self.data_dir = self.config.data_dir
+        self.azurite: Azurite | None = None
+        self.sim: SimulatorProcess | None = None
+        self.devhost: DevHost | None = None
+        self.env: dict[str, str] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Stack:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.azurite = Azurite(self.data_dir / "azurite")
+            storage = self.azurite.start()
+            self.sim = start_simulator(self.data_dir / "azuresim")
+            self.env = self._app_env(storage)
+            self._create_mailboxes()
+            port = self.config.devhost_port or free_port()
+            self.devhost = DevHost(self.env, port, self.data_dir, self.config.quiet)
+            self.env["WEBHOOK_BASE_URL"] = self.devhost.url
+            self.devhost.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for part in (self.devhost, self.sim, self.azurite):
+            if part is not None:
+                part.stop()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- wiring --------------------------------------------------------------------------------
+    def _app_env(self, storage: str) -> dict[str, str]:
+        assert self.sim is not None
+        info = self.sim.info
+        bundle = write_ca_bundle(self.data_dir / "ca-bundle.pem", Path(info["ca_file"]), os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "AZURE_", "AzureWebJobs"))}
+        env.update(
+            {
+                "FUNCTIONS_WORKER_RUNTIME": "python",
+                "AzureWebJobsStorage": storage,
+                "GRAPH_TENANT_ID": info["tenant_id"],
+                "GRAPH_CLIENT_ID": info["client_id"],
+                "GRAPH_CLIENT_SECRET": info["client_secret"],
+                "GRAPH_AUTHORITY_HOST": info["authority_host"],
+                "GRAPH_API_URL": info["graph_url"],
+                "KEY_VAULT_URL": info["key_vault_url"],
+                "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
+                # DefaultAzureCredential's environment credential, for Key Vault.
+                "AZURE_TENANT_ID": info["tenant_id"],
+                "AZURE_CLIENT_ID": info["client_id"],
+                "AZURE_CLIENT_SECRET": info["client_secret"],
+                "AZURE_AUTHORITY_HOST": info["authority_host"],
+                "MAILBOXES": ",".join(self.config.mailboxes),
+                "SSL_CERT_FILE": str(bundle),
+                "REQUESTS_CA_BUNDLE": str(bundle),
+                # The timer is fired on demand through the admin API; once a day otherwise.
+                "MAINTAIN_SCHEDULE": "0 0 3 * * *",
+            }
+        )
+        env.update(self.config.app_settings)
+        return env
+
+    def _create_mailboxes(self) -> None:
+        by_mailbox: dict[str, list[str]] = {}
+        for entry in self.config.mailboxes:
+            mailbox, _, folder = entry.partition("/")
+            by_mailbox.setdefault(mailbox, [])
+            if folder:
+                by_mailbox[mailbox].append(folder)
+        for mailbox, folders in by_mailbox.items():
+            self.control("POST", "/_sim/mailboxes", {"address": mailbox, "folders": folders})
+
+    # -- convenience ---------------------------------------------------------------------------
+    @property
+    def sim_url(self) -> str:
+        assert self.sim is not None
+        return str(self.sim.url)
+
+    @property
+    def ca_bundle(self) -> str:
+        return self.env["SSL_CERT_FILE"]
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the simulator's control API synchronously."""
+        with httpx.Client(verify=self.ca_bundle if self.env else False, timeout=60) as client:
+            response = client.request(method, f"{self.sim_url}{path}", json=body)
+            response.raise_for_status()
+            return response.json() if response.content else None
+
+    def run_function(self, name: str, body: str = "", timeout: float = 120) -> httpx.Response:
+        """Run a non-HTTP function now through the dev host's admin API, waiting for it to finish."""
+        assert self.devhost is not None
+        return httpx.post(
+            f"{self.devhost.url}/admin/functions/{name}",
+            params={"wait": "true"},
+            json={"input": body},
+            timeout=timeout,
+        )
+
+    def blob_service_env(self) -> str:
+        return self.env["AzureWebJobsStorage"]
+
+    def dump(self) -> str:
+        return json.dumps({"sim": self.sim_url, "devhost": self.devhost.url if self.devhost else None}, indent=1)
