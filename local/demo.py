@@ -1,0 +1,114 @@
+"""`make demo`: the product end to end on the local stack, checked file by file.
+
+Starts Azurite, the Azure simulator and the dev host running the app; the timer creates the
+subscriptions; mails with varied attachments arrive in two mailboxes; Graph's notifications reach
+the webhook; the ingest worker writes the files. Every file is read back from Blob Storage and its
+sha256 compared with what was sent. Exits 0 only if every file arrived intact.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import zlib
+
+from local.mailcheck import BlobReader, Delivered, FileCheck, check_files, deliver, file_attachment, generated_attachment
+from local.mailcheck import wait_for_manifests
+from local.stack import Stack, StackConfig
+
+INVOICES = "invoices@contoso.com"
+SCANS = "scans@contoso.com"
+SCANS_FOLDER = "Inbox/Delivery notes"
+
+
+def tiny_pdf(text: str) -> bytes:
+    body = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(body), body),
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    for number, obj in enumerate(objects, 1):
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, obj)
+    out += b"trailer << /Root 1 0 R >>\n%%EOF\n"
+    return bytes(out)
+
+
+def tiny_png(width: int = 64, height: int = 32) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return len(data).to_bytes(4, "big") + kind + data + crc.to_bytes(4, "big")
+
+    rows = b"".join(b"\x00" + bytes((x * 4) % 256 for x in range(width)) * 3 for _ in range(height))
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x02\x00\x00\x00"
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def send_mails(stack: Stack) -> list[Delivered]:
+    return [
+        deliver(stack, INVOICES, "Inbox", "Invoice 2026-1187", [
+            file_attachment("Invoice 2026-1187.pdf", tiny_pdf("Invoice 2026-1187"), "application/pdf"),
+        ]),
+        deliver(stack, INVOICES, "Inbox", "Photo of the damaged pallet", [
+            file_attachment("pallet.png", tiny_png(), "image/png"),
+        ]),
+        deliver(stack, INVOICES, "Inbox", "October statements", [
+            file_attachment("statement-october.pdf", tiny_pdf("Statement October"), "application/pdf"),
+            file_attachment("statement.csv", b"date,amount\n2026-10-01,120.00\n2026-10-15,89.50\n", "text/csv"),
+            file_attachment("Lieferschein Müller.pdf", tiny_pdf("Lieferschein"), "application/pdf"),
+        ]),
+        deliver(stack, SCANS, SCANS_FOLDER, "Scanner batch 0042", [
+            generated_attachment("scan-batch-0042.tif", 20 * 1024 * 1024, 42, "image/tiff"),
+        ]),
+    ]  # fmt: skip
+
+
+def print_table(checks: list[FileCheck]) -> None:
+    header = f"{'mailbox':22} {'file':28} {'bytes':>10}  {'sha256':10} {'check':6} {'seconds':>7}"
+    print(header)
+    print("-" * len(header))
+    for c in checks:
+        verdict = "ok" if c.ok else "BAD"
+        print(f"{c.mailbox:22} {c.name[:28]:28} {c.size:>10}  {c.actual_sha256[:10]:10} {verdict:6} {c.seconds:>7.2f}")
+
+
+def main() -> int:
+    print("Starting Azurite, the Azure simulator and the dev host ...", flush=True)
+    config = StackConfig(mailboxes=(INVOICES, f"{SCANS}/{SCANS_FOLDER}"))
+    with Stack(config) as stack:
+        print(f"  dev host {stack.devhost.url if stack.devhost else '?'}, simulator {stack.sim_url}")
+        started = time.monotonic()
+        result = stack.run_function("maintain")
+        subscriptions = stack.control("GET", "/_sim/subscriptions")
+        count = len(subscriptions.get("value", subscriptions) if isinstance(subscriptions, dict) else subscriptions)
+        print(f"Timer 'maintain': {result.status_code}, {count} subscriptions ({time.monotonic() - started:.1f}s)")
+        if result.status_code != 200 or count != len(config.mailboxes):
+            print("FAILED: subscriptions were not created; see .stack/devhost.log")
+            return 1
+        mails = send_mails(stack)
+        print(f"Delivered {len(mails)} mails with {sum(len(m.attachments) for m in mails)} attachments; waiting ...")
+        reader = BlobReader(stack)
+        try:
+            manifests = wait_for_manifests(reader, mails)
+            checks: list[FileCheck] = []
+            for mail in mails:
+                if mail.message_id not in manifests:
+                    print(f"FAILED: no manifest for {mail.subject!r} in {mail.mailbox}")
+                    continue
+                manifest, seconds = manifests[mail.message_id]
+                checks.extend(check_files(reader, mail, manifest, seconds))
+        finally:
+            reader.close()
+        print()
+        print_table(checks)
+        expected = sum(len(m.attachments) for m in mails)
+        good = sum(c.ok for c in checks)
+        print()
+        print(f"{good} of {expected} files verified (sha256 of the blob equals the sha256 sent).")
+        return 0 if good == expected and len(manifests) == len(mails) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

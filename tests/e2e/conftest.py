@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local.stack import Stack, StackConfig
+
+MAILBOXES = ("invoices@contoso.com", "scans@contoso.com/Inbox/Delivery notes")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data_dir = Path(tmp_path_factory.mktemp("stack"))
+    config = StackConfig(
+        mailboxes=MAILBOXES,
+        data_dir=data_dir,
+        app_settings={
+            # Failed queue messages come back after a second, not thirty, so poison handling is quick.
+            "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
+            "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.500",
+            "GRAPH_MAX_RETRY_AFTER_SECONDS": "5",
+        },
+    )
+    with Stack(config) as running:
+        response = running.run_function("maintain")
+        assert response.status_code == 200, (data_dir / "devhost.log").read_text()[-3000:]
+        yield running

@@ -1,0 +1,205 @@
+"""The product end to end: Graph simulator → webhook on the dev host → queue → ingest → Blob Storage."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from azure.storage.queue import QueueClient
+
+from local.mailcheck import BlobReader, check_files, deliver, file_attachment, generated_attachment, wait_for_manifests
+from local.stack import Stack
+from shared.layout import message_key
+
+from .conftest import MAILBOXES
+
+
+def subscriptions(stack: Stack) -> list[dict]:
+    answer = stack.control("GET", "/_sim/subscriptions")
+    return list(answer["value"] if isinstance(answer, dict) else answer)
+
+
+def requests_log(stack: Stack) -> list[dict]:
+    return list(stack.control("GET", "/_sim/requests")["requests"])
+
+
+@pytest.fixture
+def reader(stack: Stack):
+    blob_reader = BlobReader(stack)
+    yield blob_reader
+    blob_reader.close()
+
+
+def test_timer_creates_one_subscription_per_folder_and_keeps_them(stack: Stack):
+    subs = subscriptions(stack)
+    assert len(subs) == len(MAILBOXES)
+    for sub in subs:
+        assert sub["changeType"] == "created"
+        assert sub["notificationUrl"] == f"{stack.devhost.url}/api/notifications"
+        assert sub["lifecycleNotificationUrl"] == f"{stack.devhost.url}/api/lifecycle"
+        assert "/mailFolders/" in sub["resource"] and sub["resource"].startswith("users/")
+        assert len(sub["clientState"]) <= 128
+    assert len({s["clientState"] for s in subs}) == len(subs)
+    before = {s["id"] for s in subs}
+    assert stack.run_function("maintain").status_code == 200
+    assert {s["id"] for s in subscriptions(stack)} == before
+
+
+def test_mail_with_attachments_lands_in_blob_storage(stack: Stack, reader: BlobReader):
+    mail = deliver(stack, "invoices@contoso.com", "Inbox", "Invoice 77", [
+        file_attachment("Invoice 77.pdf", b"%PDF-1.4 invoice 77", "application/pdf"),
+        file_attachment("../evil/..\\name.txt", b"hostile name", "text/plain"),
+        generated_attachment("big scan.tif", 9 * 1024 * 1024 + 17, 7, "image/tiff"),
+    ])  # fmt: skip
+    manifests = wait_for_manifests(reader, [mail], timeout=60)
+    assert mail.message_id in manifests, "no manifest written"
+    manifest, seconds = manifests[mail.message_id]
+    checks = check_files(reader, mail, manifest, seconds)
+    assert [c.ok for c in checks] == [True, True, True]
+    assert manifest["messageKey"] == message_key(mail.message_id)
+    assert manifest["mailbox"] == "invoices@contoso.com" and manifest["folder"] == "Inbox"
+    assert manifest["subject"] == "Invoice 77"
+    assert manifest["from"] == "supplier@fabrikam.example"
+    names = reader.names(mail.prefix)
+    assert f"{mail.prefix}/manifest.json" in names
+    assert all(n.count("/") == 5 for n in names), names  # mailbox/yyyy/MM/dd/key/file: no escape from the prefix
+    assert {n.rsplit("/", 1)[1] for n in names} == {"Invoice 77.pdf", "_evil_._name.txt", "big scan.tif", "manifest.json"}
+
+
+def test_nested_folder_of_a_shared_mailbox(stack: Stack, reader: BlobReader):
+    mail = deliver(stack, "scans@contoso.com", "Inbox/Delivery notes", "DN 5", [
+        file_attachment("dn-5.pdf", b"%PDF-1.4 delivery note", "application/pdf"),
+    ])  # fmt: skip
+    manifests = wait_for_manifests(reader, [mail], timeout=60)
+    manifest, _ = manifests[mail.message_id]
+    assert manifest["folder"] == "Inbox/Delivery notes"
+    assert mail.prefix.startswith("scans@contoso.com/")
+
+
+def test_mail_in_an_unsubscribed_folder_is_not_ingested(stack: Stack, reader: BlobReader):
+    other = deliver(stack, "scans@contoso.com", "Inbox", "not watched", [
+        file_attachment("x.pdf", b"x", "application/pdf"),
+    ])  # fmt: skip
+    watched = deliver(stack, "scans@contoso.com", "Inbox/Delivery notes", "watched", [
+        file_attachment("y.pdf", b"y", "application/pdf"),
+    ])  # fmt: skip
+    assert watched.message_id in wait_for_manifests(reader, [watched], timeout=60)
+    assert reader.manifest(other.prefix) is None
+
+
+def test_validation_handshake_through_the_dev_host(stack: Stack):
+    for path in ("/api/notifications", "/api/lifecycle"):
+        response = httpx.post(
+            f"{stack.devhost.url}{path}?validationToken=Validation%3A%20Testing%20client%20application%2B%26",
+            headers={"Content-Type": "text/plain; charset=utf-8"},
+        )
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        assert response.text == "Validation: Testing client application+&"
+
+
+def _queue(stack: Stack, name: str) -> QueueClient:
+    return QueueClient.from_connection_string(stack.blob_service_env(), name)
+
+
+def test_malformed_and_forged_calls_enqueue_nothing(stack: Stack):
+    stack.control("DELETE", "/_sim/requests")
+    url = f"{stack.devhost.url}/api/notifications"
+    assert httpx.post(url, content=b"{not json").status_code == 400
+    assert httpx.post(url, json={"value": [{"subscriptionId": "x"}]}).status_code == 400
+    forged = {
+        "value": [
+            {
+                "subscriptionId": subscriptions(stack)[0]["id"],
+                "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
+                "changeType": "created",
+                "resource": "Users/x/Messages/forged",
+                "tenantId": stack.env["GRAPH_TENANT_ID"],
+                "clientState": "v1.0123456789abcdef.0123456789abcdef." + "A" * 43,
+                "resourceData": {"id": "forged"},
+            }
+        ]
+    }
+    assert httpx.post(url, json=forged).status_code == 202
+    time.sleep(2)
+    fetched = [r for r in requests_log(stack) if "forged" in r["path"]]
+    assert fetched == []
+
+
+def test_repeated_notification_writes_nothing_new(stack: Stack, reader: BlobReader):
+    mail = deliver(stack, "invoices@contoso.com", "Inbox", "twice", [
+        file_attachment("once.pdf", b"%PDF once", "application/pdf"),
+    ])  # fmt: skip
+    manifest, _ = wait_for_manifests(reader, [mail], timeout=60)[mail.message_id]
+    deliveries = stack.control("GET", "/_sim/deliveries")["deliveries"]
+    body = next(d["body"] for d in deliveries if mail.message_id in json.dumps(d.get("body")))
+    stack.control("DELETE", "/_sim/requests")
+    response = httpx.post(f"{stack.devhost.url}/api/notifications", json=body)
+    assert response.status_code == 202
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if any("/messages/" in r["path"] for r in requests_log(stack)):
+            break
+        time.sleep(0.2)
+    time.sleep(1)
+    assert reader.manifest(mail.prefix) == manifest
+    uploads = [r for r in requests_log(stack) if r["path"].endswith("/$value")]
+    assert uploads == []  # the message was fetched, found done, and no attachment downloaded again
+
+
+def test_throttled_graph_is_retried_after_retry_after(stack: Stack, reader: BlobReader):
+    stack.control("POST", "/_sim/faults", {"method": "GET", "path": r"/attachments/.*/\$value$", "status": 429,
+                                           "retryAfter": 1, "count": 2})  # fmt: skip
+    try:
+        mail = deliver(stack, "invoices@contoso.com", "Inbox", "throttled", [
+            file_attachment("t.pdf", b"%PDF throttled", "application/pdf"),
+        ])  # fmt: skip
+        manifest, seconds = wait_for_manifests(reader, [mail], timeout=60)[mail.message_id]
+    finally:
+        stack.control("DELETE", "/_sim/faults")
+    assert [c.ok for c in check_files(reader, mail, manifest, seconds)] == [True]
+
+
+def test_unreadable_queue_message_ends_in_poison_queue(stack: Stack):
+    queue = _queue(stack, "mail-changes")
+    poison = _queue(stack, "mail-changes-poison")
+    from azure.storage.queue import BinaryBase64EncodePolicy
+
+    queue._config.message_encode_policy = BinaryBase64EncodePolicy()  # the host's base64 encoding
+    queue.send_message(b'{"type":"change","v":1,"folder_key":"broken"}')
+    deadline = time.monotonic() + 60
+    found: list[str] = []
+    while time.monotonic() < deadline and not found:
+        found = [m.content for m in poison.peek_messages(max_messages=32)]
+        time.sleep(0.5)
+    assert found, "the broken message never reached the poison queue"
+
+
+def test_subscription_removed_is_recreated(stack: Stack):
+    first = subscriptions(stack)[0]
+    stack.control("POST", "/_sim/lifecycle", {"subscriptionId": first["id"], "event": "subscriptionRemoved"})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        current = subscriptions(stack)
+        if first["id"] not in {s["id"] for s in current} and len(current) == len(MAILBOXES):
+            break
+        time.sleep(0.3)
+    current = subscriptions(stack)
+    assert first["id"] not in {s["id"] for s in current}
+    assert sorted(s["resource"] for s in current) == sorted(s["resource"] for s in subscriptions(stack))
+    assert len(current) == len(MAILBOXES)
+    assert any(s["resource"] == first["resource"] for s in current)
+
+
+def test_sha256_of_large_generated_attachment_is_checked(stack: Stack, reader: BlobReader):
+    mail = deliver(stack, "invoices@contoso.com", "Inbox", "large", [
+        generated_attachment("large.bin", 21 * 1024 * 1024, 3, "application/octet-stream"),
+    ])  # fmt: skip
+    manifest, seconds = wait_for_manifests(reader, [mail], timeout=90)[mail.message_id]
+    (check,) = check_files(reader, mail, manifest, seconds)
+    assert check.ok and check.size == 21 * 1024 * 1024
+    entry = manifest["attachments"][0]
+    assert entry["sha256"] == check.expected_sha256
+    assert entry["size"] == 21 * 1024 * 1024
