@@ -1,0 +1,146 @@
+"""`make bench`: figures for the README. Prints tables; asserts nothing about time.
+
+1. Cold start of the handshake path: the import time of `function_app` in a fresh interpreter
+   (what a cold instance pays before it can answer Graph's validation request).
+2. Webhook acknowledgement latency through the dev host: a burst of notifications, each a valid
+   change for a configured folder, from concurrent callers; each call enqueues before it answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from local.stack import ROOT, Stack, StackConfig
+
+IMPORT_PROBE = (
+    "import time; t = time.perf_counter(); import function_app; "
+    "print((time.perf_counter() - t) * 1000); import sys; "
+    "print(int(any(m.startswith(('azure.storage', 'azure.identity', 'azure.keyvault', 'msal', 'httpx')) "
+    "for m in sys.modules)))"
+)
+BENCH_ENV = {
+    "GRAPH_TENANT_ID": str(uuid.uuid4()),
+    "GRAPH_CLIENT_ID": str(uuid.uuid4()),
+    "GRAPH_CLIENT_SECRET": "bench",
+    "MAILBOXES": "a@contoso.com",
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "KEY_VAULT_URL": "https://kv.vault.azure.net",
+    "WEBHOOK_BASE_URL": "https://example.net",
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def bench_import(runs: int) -> dict[str, Any]:
+    times, heavy = [], 0
+    env = {**os.environ, **BENCH_ENV}
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", IMPORT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
+        times.append(float(out[0]))
+        heavy = max(heavy, int(out[1]))
+    return {"runs": runs, "median_ms": statistics.median(times), "max_ms": max(times), "heavy_sdks_loaded": bool(heavy)}
+
+
+def notification(sub: dict[str, Any], tenant: str, n: int) -> dict[str, Any]:
+    message_id = f"AAMkBench{n:06d}="
+    return {
+        "value": [
+            {
+                "subscriptionId": sub["id"],
+                "subscriptionExpirationDateTime": sub["expirationDateTime"],
+                "changeType": "created",
+                "resource": f"Users/bench/Messages/{message_id}",
+                "tenantId": tenant,
+                "clientState": sub["clientState"],
+                "resourceData": {"@odata.type": "#Microsoft.Graph.Message", "id": message_id},
+            }
+        ]
+    }
+
+
+async def burst(url: str, bodies: list[dict[str, Any]], concurrency: int) -> tuple[list[float], dict[int, int], float]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def caller() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                started = time.perf_counter()
+                response = await client.post(url, json=body)
+                latencies.append((time.perf_counter() - started) * 1000)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return latencies, statuses, elapsed
+
+
+def bench_webhook(total: int, concurrency: int) -> dict[str, Any]:
+    with Stack(StackConfig(mailboxes=("bench@contoso.com",), app_settings={"GRAPH_MAX_RETRIES": "0"})) as stack:
+        if stack.run_function("maintain").status_code != 200:
+            raise SystemExit("maintain failed; see .stack/devhost.log")
+        answer = stack.control("GET", "/_sim/subscriptions")
+        sub = (answer["value"] if isinstance(answer, dict) else answer)[0]
+        assert stack.devhost is not None
+        url = f"{stack.devhost.url}/api/notifications"
+        tenant = stack.env["GRAPH_TENANT_ID"]
+        # Warm up: the first call reads the clientState key from Key Vault once per process.
+        asyncio.run(burst(url, [notification(sub, tenant, i) for i in range(concurrency)], concurrency))
+        bodies = [notification(sub, tenant, i) for i in range(total)]
+        latencies, statuses, elapsed = asyncio.run(burst(url, bodies, concurrency))
+    return {
+        "calls": total,
+        "concurrency": concurrency,
+        "statuses": statuses,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies),
+        "calls_per_s": total / elapsed,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--import-runs", type=int, default=7)
+    args = parser.parse_args(argv)
+
+    imp = bench_import(args.import_runs)
+    print("Cold start: import of function_app (fresh interpreter)")
+    print(f"  runs {imp['runs']}, median {imp['median_ms']:.0f} ms, max {imp['max_ms']:.0f} ms, "
+          f"heavy SDKs loaded at import: {'yes' if imp['heavy_sdks_loaded'] else 'no'}")  # fmt: skip
+    hook = bench_webhook(args.calls, args.concurrency)
+    print()
+    print(f"Webhook acknowledgement through the dev host ({hook['calls']} notifications, "
+          f"{hook['concurrency']} concurrent callers)")  # fmt: skip
+    print(f"  {'p50':>8} {'p99':>8} {'max':>8} {'calls/s':>9}  statuses")
+    print(f"  {hook['p50_ms']:>6.1f}ms {hook['p99_ms']:>6.1f}ms {hook['max_ms']:>6.1f}ms "
+          f"{hook['calls_per_s']:>9.0f}  {hook['statuses']}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
