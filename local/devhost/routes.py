@@ -100,7 +100,8 @@ def compile_template(template: str) -> tuple[re.Pattern[str], dict[str, str], tu
         for found in _PARAM.finditer(segment):
             pieces.append(re.escape(segment[position : found.start()]))
             name, regex, _optional, _default, _rank = _parameter(found.group(1), template=template)
-            pieces.append(f"(?P<{name}>{regex.replace('[^/]+', '[^/]+?')})")
+            # Greedy, so the last literal splits from the right, as ASP.NET matches complex segments.
+            pieces.append(f"(?P<{name}>{regex})")
             position = found.end()
         pieces.append(re.escape(segment[position:]))
         parts.append(("/" if index else "") + "".join(pieces))
