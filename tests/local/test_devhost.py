@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
 from local.azurite import Azurite
@@ -47,13 +49,17 @@ def test_parse_field_forms() -> None:
     assert parse_field("1-3,10", 0, 59, field="f") == {1, 2, 3, 10}
     assert parse_field("10-20/5", 0, 59, field="f") == {10, 15, 20}
     assert parse_field("5/20", 0, 59, field="f") == {5, 25, 45}
-    assert parse_field("MON-FRI", 0, 6, field="day-of-week", names=["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]) == {
-        1, 2, 3, 4, 5,
-    }  # fmt: skip
+    days = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
+    assert parse_field("MON-FRI", 0, 6, field="day-of-week", names=days) == {1, 2, 3, 4, 5}
 
 
-@pytest.mark.parametrize("bad", ["", "* * * * *  * *", "60 * * * * *", "* * 24 * * *", "*/0 * * * * *", "5-1 * * * * *",
-                                 "a * * * * *", "* * * 0 * *", "* * * * 13 *", "* * * * * 7", "1,,2 * * * * *"])  # fmt: skip
+BAD_EXPRESSIONS = [
+    "", "* * * * *  * *", "60 * * * * *", "* * 24 * * *", "*/0 * * * * *", "5-1 * * * * *",
+    "a * * * * *", "* * * 0 * *", "* * * * 13 *", "* * * * * 7", "1,,2 * * * * *",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", BAD_EXPRESSIONS)
 def test_invalid_expressions(bad: str) -> None:
     with pytest.raises(CronError):
         CronSchedule.parse(bad)
@@ -64,13 +70,21 @@ def test_invalid_expressions(bad: str) -> None:
     [
         ("0 */5 * * * *", "2024-03-01T10:02:30", ["2024-03-01T10:05:00", "2024-03-01T10:10:00"]),
         ("*/10 * * * * *", "2024-03-01T10:00:00", ["2024-03-01T10:00:10", "2024-03-01T10:00:20"]),
-        ("0 30 9 * * MON-FRI", "2024-03-01T10:00:00", ["2024-03-04T09:30:00", "2024-03-05T09:30:00"]),  # Fri -> Mon
+        (
+            "0 30 9 * * MON-FRI",
+            "2024-03-01T10:00:00",
+            ["2024-03-04T09:30:00", "2024-03-05T09:30:00"],
+        ),  # Fri -> Mon
         ("0 0 0 29 FEB *", "2023-01-01T00:00:00", ["2024-02-29T00:00:00", "2028-02-29T00:00:00"]),
         ("0 0 12 31 * *", "2024-04-01T00:00:00", ["2024-05-31T12:00:00", "2024-07-31T12:00:00"]),
         ("0 0 0 1 1 *", "2024-12-31T23:59:59", ["2025-01-01T00:00:00", "2026-01-01T00:00:00"]),
         ("15 10 * * *", "2024-03-01T10:15:00", ["2024-03-02T10:15:00", "2024-03-03T10:15:00"]),  # five fields
         ("0 0 * * * 0", "2024-03-01T00:00:00", ["2024-03-03T00:00:00", "2024-03-03T01:00:00"]),  # Sunday is 0
-        ("0 0 0 13 * FRI", "2024-01-01T00:00:00", ["2024-09-13T00:00:00", "2024-12-13T00:00:00"]),  # day AND weekday
+        (
+            "0 0 0 13 * FRI",
+            "2024-01-01T00:00:00",
+            ["2024-09-13T00:00:00", "2024-12-13T00:00:00"],
+        ),  # day AND weekday
     ],
 )
 def test_next_occurrences(expression: str, after: str, expected: list[str]) -> None:
@@ -118,7 +132,9 @@ def test_local_settings_do_not_override_environment(tmp_path: Path) -> None:
 
 def test_host_json_environment_overrides(tmp_path: Path) -> None:
     (tmp_path / "host.json").write_text(
-        json.dumps({"version": "2.0", "extensions": {"queues": {"batchSize": 8, "visibilityTimeout": "00:00:30"}}})
+        json.dumps(
+            {"version": "2.0", "extensions": {"queues": {"batchSize": 8, "visibilityTimeout": "00:00:30"}}}
+        )
     )
     environ = {
         "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:02",
@@ -160,7 +176,7 @@ def test_expressions() -> None:
 
 # --- the dev host against Azurite --------------------------------------------------------------------
 
-APP = '''
+APP = """
 import json
 import logging
 import os
@@ -183,7 +199,8 @@ def place_order(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
 @app.queue_output(arg_name="done", queue_name="done", connection="AzureWebJobsStorage")
 async def handle_order(msg: func.QueueMessage, done: func.Out[str], context: func.Context) -> None:
     order = msg.get_json()
-    logging.info("order %s, dequeue count %s, function %s", order["id"], msg.dequeue_count, context.function_name)
+    logging.info("order %s, dequeue count %s, function %s",
+                 order["id"], msg.dequeue_count, context.function_name)
     done.set(f"done:{order['id']}")
 
 
@@ -208,17 +225,21 @@ def boom(req: func.HttpRequest) -> str:
 @app.queue_output(arg_name="$return", queue_name="ticks", connection="AzureWebJobsStorage")
 def tick(timer: func.TimerRequest) -> str:
     return f"tick past_due={timer.past_due}"
-'''
+"""
 
 HOST_JSON = {
     "version": "2.0",
     "logging": {"logLevel": {"default": "Information"}},
     # visibilityTimeout is long here on purpose: the test overrides it through the environment.
-    "extensions": {"queues": {"maxPollingInterval": "00:00:01", "maxDequeueCount": 2, "visibilityTimeout": "00:05:00"}},
+    "extensions": {
+        "queues": {"maxPollingInterval": "00:00:01", "maxDequeueCount": 2, "visibilityTimeout": "00:05:00"}
+    },
 }
 
 
-def write_app(folder: Path, source: str, host_json: dict[str, Any], values: dict[str, str] | None = None) -> Path:
+def write_app(
+    folder: Path, source: str, host_json: dict[str, Any], values: dict[str, str] | None = None
+) -> Path:
     folder.mkdir(parents=True)
     (folder / "function_app.py").write_text(textwrap.dedent(source))
     (folder / "host.json").write_text(json.dumps(host_json))
@@ -304,15 +325,24 @@ def host(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def queue(azurite: Azurite, name: str) -> QueueClient:
     client = QueueClient.from_connection_string(azurite.connection_string, name)
-    try:
+    with contextlib.suppress(ResourceExistsError):
         client.create_queue()
-    except Exception:  # noqa: S110 - already there
-        pass
     return client
 
 
 def take_all(client: QueueClient) -> list[str]:
-    texts = [str(m.content) for m in client.receive_messages(messages_per_page=32, max_messages=32)]
+    """Receive (and so hide for 30 s) every visible message's raw text."""
+    return [str(m.content) for m in client.receive_messages(messages_per_page=32, max_messages=32)]
+
+
+def collect(client: QueueClient, count: int, timeout: float) -> list[str]:
+    texts: list[str] = []
+
+    def enough() -> bool:
+        texts.extend(take_all(client))
+        return len(texts) >= count
+
+    wait_for(enough, timeout, f"{count} message(s) in '{client.queue_name}'")
     return texts
 
 
@@ -337,8 +367,7 @@ def test_http_route_params_methods_and_queue_output_round_trip(host: RunningHost
     assert httpx.post(f"{host.url}/api/orders/notanumber", json={}).status_code == 404  # :int constraint
 
     # The queue trigger consumed both (base64 in, base64 out): "done" holds base64 of "done:<id>".
-    raw: list[str] = []
-    wait_for(lambda: raw.extend(take_all(done)) or len(raw) >= 2, 15, "two messages in 'done'")
+    raw = collect(done, 2, 15)
     assert sorted(base64.b64decode(t).decode() for t in raw) == ["done:7", "done:8"]
     assert "order 7, dequeue count 1, function handle_order" in host.log()
     assert "Executed 'Functions.handle_order' (Succeeded, trigger=queueTrigger" in host.log()
@@ -347,8 +376,7 @@ def test_http_route_params_methods_and_queue_output_round_trip(host: RunningHost
 def test_message_sent_by_another_client_is_decoded_from_base64(host: RunningHost, azurite: Azurite) -> None:
     done = queue(azurite, "done")
     queue(azurite, "orders").send_message(base64.b64encode(b'{"id": 42}').decode())
-    raw: list[str] = []
-    wait_for(lambda: raw.extend(take_all(done)) or raw, 15, "a message in 'done'")
+    raw = collect(done, 1, 15)
     assert [base64.b64decode(t) for t in raw] == [b"done:42"]
 
 
@@ -391,7 +419,9 @@ def test_timer_fired_through_admin_api(host: RunningHost, azurite: Azurite) -> N
     assert [base64.b64decode(t) for t in take_all(ticks)] == [b"tick past_due=False"]
     # Without ?wait the host answers 202 at once and runs the function in the background.
     assert httpx.post(f"{host.url}/admin/functions/TICK", json={"input": ""}).status_code == 202
-    assert wait_for(lambda: take_all(ticks), 10, "a second tick") == [base64.b64encode(b"tick past_due=False").decode()]
+    assert wait_for(lambda: take_all(ticks), 10, "a second tick") == [
+        base64.b64encode(b"tick past_due=False").decode()
+    ]
 
 
 def test_admin_api_runs_a_queue_function_with_its_input(host: RunningHost, azurite: Azurite) -> None:
@@ -428,7 +458,11 @@ def test_unresolved_setting_stops_startup_with_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MISSING_QUEUE"}
     env["PYTHONPATH"] = str(PROJECT)
     result = subprocess.run(
-        devhost_command(app_dir, tmp_path / "ready.json"), env=env, capture_output=True, timeout=30, check=False
+        devhost_command(app_dir, tmp_path / "ready.json"),
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 1
     # The app's own import-time log lines may come first; the error itself is one line, the last.
