@@ -137,15 +137,17 @@ class BlobStore:
 
         await self._ensure()
         body = json.dumps(data, indent=1, sort_keys=True).encode()
-        condition = MatchConditions.IfMissing if etag is None else MatchConditions.IfNotModified
+        blob = self._container.get_blob_client(path)
+        settings = ContentSettings(content_type="application/json")
         try:
-            result = await self._container.get_blob_client(path).upload_blob(
-                body,
-                overwrite=True,
-                etag=etag or "*",
-                match_condition=condition,
-                content_settings=ContentSettings(content_type="application/json"),
-            )
+            if etag is None:
+                # overwrite=False sends If-None-Match: *: only the first creator succeeds.
+                result = await blob.upload_blob(body, overwrite=False, content_settings=settings)
+            else:
+                result = await blob.upload_blob(
+                    body, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified,
+                    content_settings=settings,
+                )  # fmt: skip
         except (ResourceExistsError, ResourceModifiedError) as exc:
             raise StateConflict(f"{path} was changed by another instance") from exc
         return str(result["etag"])
