@@ -221,6 +221,13 @@ def boom(req: func.HttpRequest) -> str:
     raise ValueError("secret detail")
 
 
+@app.route(route="unwritable", methods=["POST"])
+@app.queue_output(arg_name="out", queue_name="Not_A_Valid_Queue_Name", connection="AzureWebJobsStorage")
+def unwritable(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
+    out.set("never stored")
+    return func.HttpResponse("accepted", status_code=202)
+
+
 @app.timer_trigger(schedule="%TICK_SCHEDULE%", arg_name="timer")
 @app.queue_output(arg_name="$return", queue_name="ticks", connection="AzureWebJobsStorage")
 def tick(timer: func.TimerRequest) -> str:
@@ -361,9 +368,7 @@ def test_http_route_params_methods_and_queue_output_round_trip(host: RunningHost
     assert response.headers["x-order"] == "7"
     assert response.json() == {"id": 7, "note": "rush", "body": {"qty": 2}}
     assert httpx.post(f"{host.url}/api/orders/8", json={}).json()["note"] is None  # optional parameter
-    wrong_method = httpx.get(f"{host.url}/api/orders/7")
-    assert wrong_method.status_code == 405
-    assert wrong_method.headers["allow"] == "POST"
+    assert httpx.get(f"{host.url}/api/orders/7").status_code == 404  # wrong method: 404, as the host answers
     assert httpx.post(f"{host.url}/api/orders/notanumber", json={}).status_code == 404  # :int constraint
 
     # The queue trigger consumed both (base64 in, base64 out): "done" holds base64 of "done:<id>".
@@ -406,6 +411,13 @@ def test_http_failure_is_a_bare_500(host: RunningHost) -> None:
     assert response.status_code == 500
     assert "secret" not in response.text
     assert "ValueError: secret detail" in host.log()  # the details are logged
+
+
+def test_failed_output_write_answers_500(host: RunningHost) -> None:
+    # Azurite refuses the queue name, so the output binding cannot be written: the caller must retry.
+    response = httpx.post(f"{host.url}/api/unwritable")
+    assert response.status_code == 500
+    assert "Executed 'Functions.unwritable' (Failed" in host.log()
 
 
 def test_local_settings_json_values_and_precedence(host: RunningHost) -> None:
