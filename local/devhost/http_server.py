@@ -172,7 +172,9 @@ class HttpServer:
                 return await self._call(request, spec, params)
         # The host answers 404, not 405, when the route exists but the method is not allowed
         # (azure-functions-host issue 10098); the dev host does the same so tests see what Azure does.
-        log.info("%s %s: no function accepts method %s on this route", request.method, request.path, request.method)
+        log.info(
+            "%s %s: no function accepts method %s on this route", request.method, request.path, request.method
+        )
         raise web.HTTPNotFound()
 
     async def _call(
