@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from local.azurite import Azurite
 from local.devhost.config import (
     ConfigError,
     QueueOptions,
+    function_timeout,
     load_host_json,
     load_local_settings,
     parse_timespan,
@@ -161,6 +163,12 @@ def test_timespans() -> None:
     assert parse_timespan(2000, what="x") == timedelta(seconds=2)  # a JSON number is milliseconds
     with pytest.raises(ConfigError):
         parse_timespan("soon", what="x")
+
+
+def test_function_timeout() -> None:
+    assert function_timeout({}) == timedelta(minutes=30)
+    assert function_timeout({"functionTimeout": "00:05:00"}) == timedelta(minutes=5)
+    assert function_timeout({"functionTimeout": "-1"}) is None
 
 
 def test_expressions() -> None:
@@ -445,14 +453,33 @@ def test_admin_api_runs_a_queue_function_with_its_input(host: RunningHost, azuri
     assert failed.status_code == 500 and failed.json()["status"] == "Failed"
 
 
-def test_clean_shutdown_on_sigterm(azurite: Azurite, tmp_path: Path) -> None:
-    app_dir = write_app(tmp_path / "app", "import azure.functions as func\napp = func.FunctionApp()\n", {})
+SLOW_APP = """
+    import asyncio
+    import azure.functions as func
+
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route="slow")
+    async def slow(req: func.HttpRequest) -> func.HttpResponse:
+        await asyncio.sleep(1.5)
+        return func.HttpResponse("finished")
+"""
+
+
+def test_sigterm_lets_the_invocation_in_flight_finish(tmp_path: Path) -> None:
+    app_dir = write_app(tmp_path / "app", SLOW_APP, {"version": "2.0"})
     ready = tmp_path / "ready.json"
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
     process = subprocess.Popen(devhost_command(app_dir, ready), env=env, stderr=subprocess.PIPE)
     wait_for(lambda: ready.exists() or process.poll() is not None, 20, "the ready file")
-    process.send_signal(signal.SIGTERM)
+    url = json.loads(ready.read_text())["url"]
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.get, f"{url}/api/slow", timeout=10)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        response = pending.result()
     _, stderr = process.communicate(timeout=15)
+    assert (response.status_code, response.text) == (200, "finished")
     assert process.returncode == 0
     assert b"Dev host stopped" in stderr
 
