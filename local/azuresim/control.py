@@ -1,0 +1,349 @@
+"""The control API under ``/_sim`` (no auth): seed mailboxes, deliver mail, inject faults, read the
+request log and deliveries, move the clock, tune delivery, send lifecycle events.
+See ``local/README.md`` for the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import uuid
+from datetime import datetime
+from email.utils import parseaddr
+from typing import Any
+
+from aiohttp import web
+
+from .clock import Clock, graph_datetime, graph_datetime_7
+from .content import BytesContent, Content, GeneratedContent, sha256_hex
+from .delivery import Delivery
+from .errors import ControlError
+from .faults import Faults
+from .graph_subscriptions import Subscriptions
+from .mime import message_mime
+from .notifications import LIFECYCLE_EVENTS, Notifier
+from .requestlog import RequestLog
+from .store import Attachment, EmailAddress, Mailbox, Message, Store, change_key, exchange_id
+
+MAX_GENERATED_SIZE = 2**31 - 1  # Graph's attachment size is an Int32
+
+
+def _bad(message: str) -> ControlError:
+    return ControlError(400, "BadRequest", message)
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError as exc:
+        raise _bad("the body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    return body
+
+
+def _address(value: Any, what: str) -> EmailAddress:
+    if isinstance(value, dict) and isinstance(value.get("address"), str):
+        return EmailAddress(str(value.get("name") or value["address"]), value["address"])
+    if isinstance(value, str) and "@" in value:
+        name, address = parseaddr(value)
+        return EmailAddress(name or address, address)
+    raise _bad(f"'{what}' must be an address string or {{'name', 'address'}}")
+
+
+class Control:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        delivery: Delivery,
+        notifier: Notifier,
+        subscriptions: Subscriptions,
+        faults: Faults,
+        log: RequestLog,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.delivery = delivery
+        self.notifier = notifier
+        self.subscriptions = subscriptions
+        self.faults = faults
+        self.log = log
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/_sim/mailboxes", self.add_mailbox),
+            web.post("/_sim/mail", self.add_mail),
+            web.get("/_sim/faults", self.list_faults),
+            web.post("/_sim/faults", self.add_fault),
+            web.delete("/_sim/faults", self.clear_faults),
+            web.get("/_sim/requests", self.list_requests),
+            web.delete("/_sim/requests", self.clear_requests),
+            web.get("/_sim/subscriptions", self.list_subscriptions),
+            web.get("/_sim/deliveries", self.list_deliveries),
+            web.delete("/_sim/deliveries", self.clear_deliveries),
+            web.get("/_sim/clock", self.get_clock),
+            web.post("/_sim/clock", self.advance_clock),
+            web.get("/_sim/delivery", self.get_delivery),
+            web.post("/_sim/delivery", self.set_delivery),
+            web.post("/_sim/lifecycle", self.lifecycle),
+        ]
+
+    # -- mailboxes and mail ---------------------------------------------------------------------
+    async def add_mailbox(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        address = body.get("address")
+        if not isinstance(address, str) or "@" not in address:
+            raise _bad("'address' (an e-mail address) is required")
+        mailbox = self.store.find_mailbox(address)
+        created = mailbox is None
+        if mailbox is None:
+            mailbox = self.store.add_mailbox(address, str(body.get("displayName") or address.split("@")[0]))
+        folders = body.get("folders") or []
+        if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
+            raise _bad("'folders' must be a list of paths like 'Inbox/Invoices'")
+        for path in folders:
+            mailbox.folder_by_path(path, create=True)
+        return web.json_response(
+            {"id": mailbox.id, "address": mailbox.address}, status=201 if created else 200
+        )
+
+    def _content(self, spec: dict[str, Any], name: str) -> Content:
+        if spec.get("contentBase64") is not None:
+            try:
+                return BytesContent(base64.b64decode(str(spec["contentBase64"]), validate=True))
+            except (ValueError, binascii.Error) as exc:
+                raise _bad(f"attachment '{name}': contentBase64 is not valid base64") from exc
+        size = spec.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_GENERATED_SIZE:
+            raise _bad(f"attachment '{name}': give 'contentBase64' or an integer 'size' (0..2^31-1)")
+        return GeneratedContent(size, str(spec.get("seed", name)))
+
+    def _attachment(self, spec: Any, now: datetime) -> Attachment:
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise _bad("each attachment needs a 'name'")
+        name, kind = spec["name"], spec.get("kind", "file")
+        common: dict[str, Any] = {
+            "immutable_id": exchange_id("AAkALg"),
+            "rest_id": exchange_id(),
+            "kind": kind,
+            "name": name,
+            "is_inline": bool(spec.get("isInline", False)),
+            "last_modified": now,
+        }
+        if kind == "file":
+            content_id = spec.get("contentId") or (f"{uuid.uuid4().hex}@sim" if common["is_inline"] else None)
+            return Attachment(
+                **common,
+                content_type=str(spec.get("contentType") or "application/octet-stream"),
+                content=self._content(spec, name),
+                content_id=content_id,
+            )
+        if kind == "item":
+            item_spec = spec.get("item")
+            if not isinstance(item_spec, dict):
+                raise _bad(f"attachment '{name}': kind 'item' needs 'item' (a mail like this one)")
+            item = self._message(item_spec, None, "", now)
+            return Attachment(
+                **common,
+                content_type=spec.get("contentType") or "message/rfc822",
+                content=BytesContent(message_mime(item)),
+                item=item,
+            )
+        if kind == "reference":
+            url = spec.get("url")
+            if not isinstance(url, str) or not re.match(r"^https?://", url):
+                raise _bad(f"attachment '{name}': kind 'reference' needs an http(s) 'url'")
+            return Attachment(
+                **common,
+                content_type=spec.get("contentType"),
+                source_url=url,
+                provider_type=str(spec.get("providerType", "oneDriveBusiness")),
+                permission=str(spec.get("permission", "view")),
+                is_folder=bool(spec.get("isFolder", False)),
+            )
+        raise _bad(f"attachment '{name}': kind must be 'file', 'item' or 'reference'")
+
+    def _message(
+        self, spec: dict[str, Any], mailbox: Mailbox | None, folder_id: str, now: datetime
+    ) -> Message:
+        if "from" not in spec:
+            raise _bad("'from' is required")
+        to = spec.get("to")
+        if to is None:
+            recipients = [EmailAddress(mailbox.display_name, mailbox.address)] if mailbox else []
+        else:
+            recipients = [_address(a, "to") for a in (to if isinstance(to, list) else [to])]
+        attachments = spec.get("attachments") or []
+        if not isinstance(attachments, list):
+            raise _bad("'attachments' must be a list")
+        body_type = str(spec.get("bodyContentType", "text")).lower()
+        if body_type not in ("text", "html"):
+            raise _bad("'bodyContentType' must be 'text' or 'html'")
+        return Message(
+            immutable_id=exchange_id("AAkALg"),
+            rest_id=exchange_id(),
+            mailbox_id=mailbox.id if mailbox else "",
+            folder_id=folder_id,
+            subject=str(spec.get("subject", "")),
+            body=str(spec.get("body", "")),
+            body_type=body_type,
+            sender=_address(spec["from"], "from"),
+            to=recipients,
+            received=now,
+            internet_message_id=f"<{uuid.uuid4().hex}@azuresim.local>",
+            change_key=change_key(),
+            attachments=[self._attachment(a, now) for a in attachments],
+            importance=str(spec.get("importance", "normal")),
+        )
+
+    async def add_mail(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        mailbox = self.store.find_mailbox(str(body.get("mailbox", "")))
+        if mailbox is None:
+            raise ControlError(
+                404, "NotFound", f"no mailbox '{body.get('mailbox')}' (create it with /_sim/mailboxes)"
+            )
+        folder = mailbox.folder_by_path(str(body.get("folder") or "Inbox"))
+        if folder is None:
+            raise ControlError(404, "NotFound", f"no folder '{body.get('folder')}' in {mailbox.address}")
+        message = self._message(body, mailbox, folder.id, self.clock.now())
+        # Hashing a large generated attachment takes a while: keep the event loop serving.
+        digests = [
+            await asyncio.to_thread(sha256_hex, a.content) if a.content is not None else None
+            for a in message.attachments
+        ]
+        for attachment, digest in zip(message.attachments, digests, strict=True):
+            attachment.sha256 = digest
+        mailbox.add_message(message)
+        queued = self.notifier.message_changed(mailbox, folder.id, message, "created")
+        return web.json_response(
+            {
+                "id": message.immutable_id,
+                "restId": message.rest_id,
+                "internetMessageId": message.internet_message_id,
+                "receivedDateTime": graph_datetime(message.received),
+                "notifications": queued,
+                "attachments": [
+                    {"id": a.immutable_id, "name": a.name, "kind": a.kind, "size": a.size, "sha256": a.sha256}
+                    for a in message.attachments
+                ],
+            },
+            status=201,
+        )
+
+    # -- faults and request log -----------------------------------------------------------------
+    async def add_fault(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        status, retry_after = body.get("status"), body.get("retryAfter")
+        latency, count = body.get("latencyMs", 0), body.get("count", 1)
+        if status is not None and (not isinstance(status, int) or not 400 <= status <= 599):
+            raise _bad("'status' must be an HTTP error status (400-599)")
+        for key, value in (("retryAfter", retry_after), ("latencyMs", latency), ("count", count)):
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise _bad(f"'{key}' must be a non-negative integer")
+        if status is None and not latency:
+            raise _bad("give 'status' and/or 'latencyMs'")
+        try:
+            fault = self.faults.add(
+                method=body.get("method"),
+                path=body.get("path"),
+                status=status,
+                retry_after=retry_after,
+                latency_ms=latency or 0,
+                count=count,
+            )
+        except re.error as exc:
+            raise _bad(f"'path' is not a valid regular expression: {exc}") from exc
+        return web.json_response({"id": fault.id}, status=201)
+
+    async def list_faults(self, request: web.Request) -> web.Response:
+        return web.json_response({"faults": [f.describe() for f in self.faults.active()]})
+
+    async def clear_faults(self, request: web.Request) -> web.Response:
+        self.faults.clear()
+        return web.Response(status=204)
+
+    async def list_requests(self, request: web.Request) -> web.Response:
+        rows = [
+            {"method": r.method, "path": r.path, "route": r.route, "status": r.status, "ms": round(r.ms, 1)}
+            for r in self.log.records
+        ]
+        return web.json_response({"requests": rows, "counts": self.log.counts()})
+
+    async def clear_requests(self, request: web.Request) -> web.Response:
+        self.log.clear()
+        return web.Response(status=204)
+
+    # -- subscriptions, deliveries, clock -------------------------------------------------------
+    async def list_subscriptions(self, request: web.Request) -> web.Response:
+        rows = [
+            {
+                **self.subscriptions.describe(s),
+                "immutableIds": s.immutable_ids,
+                "mailboxId": s.mailbox_id,
+                "folderId": s.folder_id,
+            }
+            for s in self.notifier.live_subscriptions()
+        ]
+        return web.json_response({"value": rows})
+
+    async def list_deliveries(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"deliveries": [r.describe() for r in self.delivery.records], "pending": self.delivery.pending()}
+        )
+
+    async def clear_deliveries(self, request: web.Request) -> web.Response:
+        self.delivery.records.clear()
+        return web.Response(status=204)
+
+    def _clock_body(self) -> dict[str, Any]:
+        return {"now": graph_datetime_7(self.clock.now()), "offsetSeconds": self.clock.offset_seconds}
+
+    async def get_clock(self, request: web.Request) -> web.Response:
+        return web.json_response(self._clock_body())
+
+    async def advance_clock(self, request: web.Request) -> web.Response:
+        seconds = (await _json(request)).get("advanceSeconds")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+            raise _bad("'advanceSeconds' must be a non-negative number")
+        self.clock.advance(seconds)
+        self.notifier.live_subscriptions()  # expiry takes effect now, not at the next lookup
+        return web.json_response(self._clock_body())
+
+    def _delivery_body(self) -> dict[str, Any]:
+        return {
+            "retryBaseSeconds": self.delivery.retry_base,
+            "paused": self.delivery.paused,
+            "pending": self.delivery.pending(),
+        }
+
+    async def get_delivery(self, request: web.Request) -> web.Response:
+        return web.json_response(self._delivery_body())
+
+    async def set_delivery(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        base, paused = body.get("retryBaseSeconds"), body.get("paused")
+        if base is not None and (not isinstance(base, int | float) or isinstance(base, bool) or base <= 0):
+            raise _bad("'retryBaseSeconds' must be a positive number")
+        if paused is not None and not isinstance(paused, bool):
+            raise _bad("'paused' must be true or false")
+        self.delivery.configure(float(base) if base is not None else None, paused)
+        return web.json_response(self._delivery_body())
+
+    async def lifecycle(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        event = body.get("event")
+        if event not in LIFECYCLE_EVENTS:
+            raise _bad(f"'event' must be one of {list(LIFECYCLE_EVENTS)}")
+        sub = next(
+            (s for s in self.notifier.live_subscriptions() if s.id == body.get("subscriptionId")), None
+        )
+        if sub is None:
+            raise ControlError(404, "NotFound", f"no live subscription '{body.get('subscriptionId')}'")
+        if sub.lifecycle_url is None:
+            raise _bad("the subscription has no lifecycleNotificationUrl")
+        self.notifier.lifecycle(sub, event)
+        return web.json_response({"subscriptionId": sub.id, "event": event}, status=202)
