@@ -160,6 +160,12 @@ class DevHost:
         if self.runner is not None:
             # Stops accepting connections, then waits (bounded) for requests in progress.
             await self.runner.cleanup()
+        # Queue messages first: their delete or release must happen before the clients close.
+        drained = await asyncio.gather(
+            *(listener.drain(self.options.shutdown_timeout) for listener in self.queue_listeners.values())
+        )
+        if not all(drained):
+            log.warning("Queue messages still in progress after %.0fs", self.options.shutdown_timeout)
         if self.invoker is not None and not await self.invoker.drain(self.options.shutdown_timeout):
             log.warning(
                 "Invocations still running after %.0fs; cancelling them", self.options.shutdown_timeout

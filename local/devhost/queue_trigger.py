@@ -89,6 +89,13 @@ class QueueListener:
             await asyncio.gather(self._poller, return_exceptions=True)
             self._poller = None
 
+    async def drain(self, seconds: float) -> bool:
+        """Wait for received messages to be finished (deleted, released or poisoned)."""
+        if not self._active:
+            return True
+        _, pending = await asyncio.wait(set(self._active), timeout=seconds)
+        return not pending
+
     async def _poll(self) -> None:
         delay = MIN_POLLING_INTERVAL.total_seconds()
         maximum = self.options.max_polling_interval.total_seconds()
@@ -96,6 +103,8 @@ class QueueListener:
             while len(self._active) > self.options.new_batch_threshold:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
+            # Cleared before receiving, so a wake-up that arrives during the receive is not lost.
+            self._wake.clear()
             try:
                 messages = await self._receive()
             except (AzureError, OSError) as exc:
@@ -108,7 +117,6 @@ class QueueListener:
                     self._active.add(task)
                     task.add_done_callback(self._done)
                 continue
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)
                 delay = MIN_POLLING_INTERVAL.total_seconds()
