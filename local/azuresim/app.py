@@ -62,15 +62,14 @@ def _fault_error(path: str, fault: Fault) -> ServiceError:
     return error
 
 
-def _route(request: web.Request) -> str:
-    label = request.get("sim_route")
-    if isinstance(label, str):
-        return route_label(label)
+def _route(request: web.Request, router: GraphRouter) -> str:
+    if request.path.startswith("/v1.0/"):
+        return route_label(router.label(request.path))
     resource = request.match_info.route.resource
     return route_label(resource.canonical) if resource is not None else request.path
 
 
-def make_middleware(faults: Faults, log: RequestLog) -> Middleware:
+def make_middleware(faults: Faults, log: RequestLog, router: GraphRouter) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -95,7 +94,7 @@ def make_middleware(faults: Faults, log: RequestLog) -> Middleware:
             ms = (time.perf_counter() - started) * 1000
             log_line(request.method, request.path, status, ms)
             if not control:
-                log.add(RequestRecord(request.method, request.path, _route(request), status, ms))
+                log.add(RequestRecord(request.method, request.path, _route(request, router), status, ms))
 
     return middleware
 
@@ -117,7 +116,9 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     control = Control(store, clock, delivery, notifier, subscriptions, faults, log)
 
     # Large enough for any JSON a test posts; attachments are generated, not uploaded.
-    app = web.Application(middlewares=[make_middleware(faults, log)], client_max_size=64 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[make_middleware(faults, log, router)], client_max_size=64 * 1024 * 1024
+    )
     app.add_routes(control.routes())
     app.add_routes(KeyVault(store, clock, authority).routes())
     app.add_routes(authority.routes())

@@ -129,10 +129,15 @@ class GraphRouter:
         except TokenError as exc:
             raise GraphError(401, "InvalidAuthenticationToken", str(exc), challenge) from exc
 
+    def label(self, path: str) -> str:
+        """The route template a ``/v1.0/...`` path matches (the path itself when none does)."""
+        segments = split_path(path.removeprefix("/v1.0"))
+        routes, _ = self._match(segments)
+        return "/v1.0/" + (routes[0].template if routes else "/".join(segments))
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         segments = split_path(request.match_info["tail"])
         routes, params = self._match(segments)
-        request["sim_route"] = "/v1.0/" + (routes[0].template if routes else "/".join(segments))
         claims = self._claims(request)
         if segments and segments[0].lower() == "me":
             raise GraphError(
@@ -147,7 +152,6 @@ class GraphRouter:
             raise GraphError(
                 405, "Request_BadRequest", "Specified HTTP method is not allowed for the request uri."
             )
-        request["sim_route"] = "/v1.0/" + route.template
         immutable = any(_IMMUTABLE.search(value) for value in request.headers.getall("Prefer", []))
         return await route.handler(GraphRequest(request, params, claims, immutable))
 

@@ -19,6 +19,8 @@ from .identity import VAULT_RESOURCE, Authority, TokenError, bearer_token, origi
 from .store import SecretVersion, Store, new_secret_version
 
 _NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
+# 7.x and the date-named versions that followed them (azure-keyvault-secrets 4.12 sends 2026-04-01).
+_API_VERSION = re.compile(r"^(7\.\d+(-preview)?|\d{4}-\d{2}-\d{2}(-preview)?)$")
 
 
 def _epoch(value: datetime) -> int:
@@ -56,8 +58,7 @@ class KeyVault:
             self.authority.verify(token, {VAULT_RESOURCE, f"{VAULT_RESOURCE}/"})
         except TokenError as exc:
             raise KeyVaultError(401, "Unauthorized", f"AKV10022: {exc}", challenge) from exc
-        version = request.query.get("api-version", "")
-        if not version.startswith("7."):
+        if not _API_VERSION.match(request.query.get("api-version", "")):
             raise KeyVaultError(400, "BadParameter", "The request URI contains an invalid api-version.")
 
     def _name(self, request: web.Request) -> str:
