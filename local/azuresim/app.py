@@ -24,6 +24,7 @@ from .errors import (
 )
 from .faults import Fault, Faults
 from .graph import GraphRouter
+from .graph_delta import Delta
 from .graph_mail import Mail
 from .graph_subscriptions import Subscriptions
 from .identity import Authority
@@ -64,7 +65,7 @@ def _fault_error(path: str, fault: Fault) -> ServiceError:
 
 def _route(request: web.Request, router: GraphRouter) -> str:
     if request.path.startswith("/v1.0/"):
-        return route_label(router.label(request.path))
+        return route_label(router.label(request.method, request.path))
     resource = request.match_info.route.resource
     return route_label(resource.canonical) if resource is not None else request.path
 
@@ -110,7 +111,9 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     faults, log = Faults(), RequestLog()
 
     router = GraphRouter(authority)
-    Mail(store, clock, notifier).register(router)
+    mail = Mail(store, clock, notifier)
+    mail.register(router)
+    Delta(store, mail).register(router)
     subscriptions = Subscriptions(store, clock, delivery, notifier)
     subscriptions.register(router)
     control = Control(store, clock, delivery, notifier, subscriptions, faults, log)

@@ -9,6 +9,7 @@ import base64
 import binascii
 import json
 import re
+import secrets
 import uuid
 from datetime import datetime
 from email.utils import parseaddr
@@ -89,6 +90,7 @@ class Control:
             web.get("/_sim/delivery", self.get_delivery),
             web.post("/_sim/delivery", self.set_delivery),
             web.post("/_sim/lifecycle", self.lifecycle),
+            web.delete("/_sim/deltatokens", self.reset_delta_tokens),
         ]
 
     # -- mailboxes and mail ---------------------------------------------------------------------
@@ -347,3 +349,7 @@ class Control:
             raise _bad("the subscription has no lifecycleNotificationUrl")
         self.notifier.lifecycle(sub, event)
         return web.json_response({"subscriptionId": sub.id, "event": event}, status=202)
+
+    async def reset_delta_tokens(self, request: web.Request) -> web.Response:
+        self.store.delta_epoch = secrets.token_hex(4)
+        return web.Response(status=204)

@@ -135,12 +135,13 @@ class Delivery:
         started = time.perf_counter()
         status: int | str = "error"
         try:
-            async with self.session.post(
-                target,
-                data=b"",
-                headers={"Content-Type": "text/plain; charset=utf-8"},
-                timeout=aiohttp.ClientTimeout(total=VALIDATION_TIMEOUT_SECONDS),
-            ) as response:
+            # asyncio.timeout, not aiohttp's: aiohttp rounds timeouts over 5 s up to whole seconds.
+            async with (
+                asyncio.timeout(VALIDATION_TIMEOUT_SECONDS),
+                self.session.post(
+                    target, data=b"", headers={"Content-Type": "text/plain; charset=utf-8"}
+                ) as response,
+            ):
                 status = response.status
                 body = await response.read()
                 content_type = response.content_type
@@ -262,11 +263,12 @@ class Delivery:
         status: int | None = None
         error: str | None = None
         try:
-            async with self.session.post(
-                URL(url, encoded=True),
-                json={"value": [p.item for p in batch]},
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as response:
+            async with (
+                asyncio.timeout(timeout),
+                self.session.post(
+                    URL(url, encoded=True), json={"value": [p.item for p in batch]}
+                ) as response,
+            ):
                 status = response.status
                 await response.read()
         except TimeoutError:

@@ -96,9 +96,10 @@ class GraphRouter:
     def add(self, method: str, template: str, handler: Handler) -> None:
         self._routes.append(_Route(method, template.split("/"), template, handler))
 
-    def _match(self, segments: list[str]) -> tuple[list[_Route], dict[str, str]]:
-        found: list[_Route] = []
-        params: dict[str, str] = {}
+    def _match(self, segments: list[str]) -> list[tuple[_Route, dict[str, str]]]:
+        """Routes matching the path with their parameters, most literal segments first
+        (``messages/delta`` beats ``messages/{message}``)."""
+        found: list[tuple[_Route, dict[str, str]]] = []
         for route in self._routes:
             if len(route.segments) != len(segments):
                 continue
@@ -109,10 +110,9 @@ class GraphRouter:
                 elif pattern.lower() != actual.lower():
                     break
             else:
-                if not found:
-                    params = candidate
-                found.append(route)
-        return found, params
+                found.append((route, candidate))
+        found.sort(key=lambda pair: -sum(not s.startswith("{") for s in pair[0].segments))
+        return found
 
     def _claims(self, request: web.Request) -> dict[str, Any]:
         challenge = {
@@ -129,15 +129,16 @@ class GraphRouter:
         except TokenError as exc:
             raise GraphError(401, "InvalidAuthenticationToken", str(exc), challenge) from exc
 
-    def label(self, path: str) -> str:
-        """The route template a ``/v1.0/...`` path matches (the path itself when none does)."""
+    def label(self, method: str, path: str) -> str:
+        """The route template a ``/v1.0/...`` request matches (the path itself when none does)."""
         segments = split_path(path.removeprefix("/v1.0"))
-        routes, _ = self._match(segments)
-        return "/v1.0/" + (routes[0].template if routes else "/".join(segments))
+        routes = [r for r, _ in self._match(segments)]
+        route = next((r for r in routes if r.method == method), routes[0] if routes else None)
+        return "/v1.0/" + (route.template if route else "/".join(segments))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         segments = split_path(request.match_info["tail"])
-        routes, params = self._match(segments)
+        routes = self._match(segments)
         claims = self._claims(request)
         if segments and segments[0].lower() == "me":
             raise GraphError(
@@ -147,12 +148,13 @@ class GraphRouter:
             raise GraphError(
                 400, "BadRequest", f"Resource not found for the segment '{segments[-1] if segments else ''}'."
             )
-        route = next((r for r in routes if r.method == request.method), None)
-        if route is None:
+        chosen = next(((r, p) for r, p in routes if r.method == request.method), None)
+        if chosen is None:
             raise GraphError(
                 405, "Request_BadRequest", "Specified HTTP method is not allowed for the request uri."
             )
         immutable = any(_IMMUTABLE.search(value) for value in request.headers.getall("Prefer", []))
+        route, params = chosen
         return await route.handler(GraphRequest(request, params, claims, immutable))
 
 

@@ -100,13 +100,13 @@ class Mail:
             router.add("GET", f"{prefix}/attachments/{{attachment}}/$value", self.attachment_value)
 
     # -- lookups --------------------------------------------------------------------------------
-    def _mailbox(self, g: GraphRequest) -> Mailbox:
+    def mailbox_of(self, g: GraphRequest) -> Mailbox:
         mailbox = self.store.find_mailbox(g.params["user"])
         if mailbox is None:
             raise GraphError(404, "ErrorInvalidUser", f"The requested user '{g.params['user']}' is invalid.")
         return mailbox
 
-    def _folder(self, g: GraphRequest, mailbox: Mailbox) -> Folder | None:
+    def folder_of(self, g: GraphRequest, mailbox: Mailbox) -> Folder | None:
         key = g.params.get("folder")
         if key is None:
             return None
@@ -117,8 +117,8 @@ class Mail:
         return folder
 
     def _message(self, g: GraphRequest) -> tuple[Mailbox, Message]:
-        mailbox = self._mailbox(g)
-        self._folder(g, mailbox)
+        mailbox = self.mailbox_of(g)
+        self.folder_of(g, mailbox)
         message = mailbox.messages.get(g.params["message"])
         if message is None:
             raise _not_found()
@@ -307,20 +307,20 @@ class Mail:
 
     async def list_top_folders(self, g: GraphRequest) -> web.StreamResponse:
         g.require_role(*READ_ROLES)
-        mailbox = self._mailbox(g)
+        mailbox = self.mailbox_of(g)
         return await self._folder_list(g, mailbox, mailbox.root_id())
 
     async def list_child_folders(self, g: GraphRequest) -> web.StreamResponse:
         g.require_role(*READ_ROLES)
-        mailbox = self._mailbox(g)
-        folder = self._folder(g, mailbox)
+        mailbox = self.mailbox_of(g)
+        folder = self.folder_of(g, mailbox)
         assert folder is not None
         return await self._folder_list(g, mailbox, folder.id)
 
     async def get_folder(self, g: GraphRequest) -> web.StreamResponse:
         g.require_role(*READ_ROLES)
-        mailbox = self._mailbox(g)
-        folder = self._folder(g, mailbox)
+        mailbox = self.mailbox_of(g)
+        folder = self.folder_of(g, mailbox)
         assert folder is not None
         body = select_fields(
             self.folder_json(mailbox, folder),
@@ -350,8 +350,8 @@ class Mail:
 
     async def list_messages(self, g: GraphRequest) -> web.StreamResponse:
         g.require_role(*READ_ROLES)
-        mailbox = self._mailbox(g)
-        folder = self._folder(g, mailbox)
+        mailbox = self.mailbox_of(g)
+        folder = self.folder_of(g, mailbox)
         messages = mailbox.folder_messages(folder.id) if folder else mailbox.all_messages()
         keep = self._message_filter(g)
         messages = [m for m in messages if keep(m)]
@@ -409,6 +409,7 @@ class Mail:
                 raise GraphError(400, "BadRequest", "importance must be low, normal or high.")
             message.importance = body["importance"]
         message.change_key = change_key()
+        mailbox.record_change(message.folder_id, message)
         self.notifier.message_changed(mailbox, message.folder_id, message, "updated")
         body = {"@odata.context": self._message_context(g), **self.render_message(g, message)}
         return await send_json(g.request, body, headers=g.headers())

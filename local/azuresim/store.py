@@ -117,6 +117,16 @@ class Message:
 
 
 @dataclass
+class Change:
+    """One entry of a mailbox's change log, which delta queries replay."""
+
+    seq: int
+    folder_id: str
+    message_id: str  # immutable id
+    rest_id: str  # the regular id at the time of the change
+
+
+@dataclass
 class Mailbox:
     id: str
     address: str
@@ -124,6 +134,15 @@ class Mailbox:
     folders: dict[str, Folder] = field(default_factory=dict)
     # Both the regular and the immutable id of a message map to it: Graph accepts either.
     messages: dict[str, Message] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+
+    def record_change(self, folder_id: str, message: Message) -> None:
+        seq = self.changes[-1].seq + 1 if self.changes else 1
+        self.changes.append(Change(seq, folder_id, message.immutable_id, message.rest_id))
+
+    @property
+    def change_seq(self) -> int:
+        return self.changes[-1].seq if self.changes else 0
 
     def children(self, parent_id: str) -> list[Folder]:
         return [folder for folder in self.folders.values() if folder.parent_id == parent_id]
@@ -180,9 +199,11 @@ class Mailbox:
     def add_message(self, message: Message) -> None:
         self.messages[message.immutable_id] = message
         self.messages[message.rest_id] = message
+        self.record_change(message.folder_id, message)
 
     def move_message(self, message: Message, folder_id: str) -> None:
         """A move gives the message (and its attachments) new regular ids; immutable ids stay."""
+        self.record_change(message.folder_id, message)
         del self.messages[message.rest_id]
         message.rest_id = exchange_id()
         message.folder_id = folder_id
@@ -190,6 +211,7 @@ class Mailbox:
         for attachment in message.attachments:
             attachment.rest_id = exchange_id()
         self.messages[message.rest_id] = message
+        self.record_change(folder_id, message)
 
 
 @dataclass
@@ -234,6 +256,8 @@ class Store:
         self.subscriptions: dict[str, Subscription] = {}
         # Key Vault secret names are case-insensitive; versions are kept oldest first.
         self.secrets: dict[str, list[SecretVersion]] = {}
+        # Part of every delta token: changing it invalidates them all (``410 Gone``).
+        self.delta_epoch = secrets.token_hex(4)
 
     def find_mailbox(self, key: str) -> Mailbox | None:
         """By object id or by address/UPN, case-insensitively (``AAD-UPN:`` prefix allowed)."""

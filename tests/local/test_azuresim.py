@@ -113,8 +113,8 @@ def claims_of(token: str) -> dict[str, Any]:
 class Receiver:
     """The subscriber's endpoint: answers validation handshakes and records notifications.
 
-    Paths: ``/encoded/...`` echoes the token URL-encoded (a wrong answer); ``fail[path] = n`` answers
-    the next n notifications with 500."""
+    Paths: ``/encoded/...`` echoes the token URL-encoded (a wrong answer), ``/slow/...`` answers
+    after 10.5 s; ``fail[path] = n`` answers the next n notifications with 500."""
 
     def __init__(self) -> None:
         self.validations: list[dict[str, Any]] = []
@@ -124,6 +124,8 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         token = request.query.get("validationToken")
+        if token is not None and request.path.startswith("/slow"):
+            await asyncio.sleep(10.5)  # past Graph's 10-second validation limit
         if token is not None:
             self.validations.append(
                 {"path": request.path, "token": token, "contentType": request.headers.get("Content-Type")}
@@ -200,6 +202,21 @@ async def test_ready_file_and_discovery(http: httpx.AsyncClient, sim: SimulatorP
     assert (
         await http.get("/00000000-0000-0000-0000-000000000000/v2.0/.well-known/openid-configuration")
     ).status_code == 400
+
+
+def test_cli_options_and_clean_shutdown(tmp_path: Any) -> None:
+    with start_simulator(tmp_path, tenant_id="t-1", client_id="c-1", client_secret="s-1") as other:
+        assert (other.info["tenant_id"], other.info["client_id"], other.info["client_secret"]) == (
+            "t-1",
+            "c-1",
+            "s-1",
+        )
+        assert (tmp_path / "ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+        assert httpx.get(f"{other.url}/_sim/clock", verify=other.ssl_context()).status_code == 200
+        assert other.stop() == 0
+    assert not (tmp_path / "azuresim.json").exists()
+    log = (tmp_path / "azuresim.log").read_text()
+    assert "GET /_sim/clock 200" in log and "s-1" not in log
 
 
 def test_msal_token_for_graph(sim: SimulatorProcess, ca_env: None) -> None:
@@ -527,6 +544,9 @@ async def test_subscription_validation_and_limits(
     failed = await subscribe(http, graph, resource, f"{receiver.url}/encoded/hook")
     assert failed.status_code == 400 and failed.json()["error"]["code"] == "InvalidRequest"
     assert "validation" in failed.json()["error"]["message"].lower()
+    slow = await subscribe(http, graph, resource, f"{receiver.url}/slow/hook")
+    assert slow.status_code == 400
+    assert slow.json()["error"]["message"] == "Subscription validation request timed out."
     unreachable = await subscribe(http, graph, resource, "http://127.0.0.1:9/hook")
     assert unreachable.status_code == 400
     absolute = await subscribe(
@@ -652,6 +672,60 @@ async def test_lifecycle_events(http: httpx.AsyncClient, graph: dict[str, str], 
     assert all(e["subscriptionId"] == sub["id"] and e["clientState"] == "s3cret-state" for e in events)
     assert "resource" not in events[0]
     assert (await http.get(f"/v1.0/subscriptions/{sub['id']}", headers=graph)).status_code == 404
+
+
+async def test_delta_rounds(http: httpx.AsyncClient, graph: dict[str, str]) -> None:
+    box = await new_mailbox(http)
+    first = [await deliver(http, box["address"], subject=f"m{i}") for i in range(3)]
+    url = f"/v1.0/users/{box['id']}/mailFolders/inbox/messages/delta"
+    headers = {**graph, **IMMUTABLE, "Prefer": 'IdType="ImmutableId", odata.maxpagesize=2'}
+
+    async def round_from(link: str) -> tuple[list[dict[str, Any]], str]:
+        seen: list[dict[str, Any]] = []
+        while True:
+            page = (await http.get(link, headers=headers)).json()
+            seen += page["value"]
+            if "@odata.deltaLink" in page:
+                return seen, page["@odata.deltaLink"]
+            link = page["@odata.nextLink"]
+
+    initial, delta_link = await round_from(f"{url}?$select=subject")
+    assert [m["id"] for m in initial] == [m["id"] for m in first]
+    assert {k for k in initial[0] if not k.startswith("@")} == {"id", "subject"}
+
+    later = await deliver(http, box["address"], subject="m3")
+    moved = await http.post(
+        f"/v1.0/users/{box['id']}/messages/{first[0]['id']}/move",
+        json={"destinationId": "archive"},
+        headers=graph,
+    )
+    assert moved.status_code == 201
+    changes, delta_link = await round_from(delta_link)
+    assert {m["id"]: "@removed" in m for m in changes} == {later["id"]: False, first[0]["id"]: True}
+    assert (await round_from(delta_link))[0] == []
+
+    await http.delete("/_sim/deltatokens")
+    gone = await http.get(delta_link, headers=headers)
+    assert gone.status_code == 410 and gone.headers["Location"].endswith("$deltatoken=")
+
+
+async def test_updates_notify_updated_subscriptions(
+    http: httpx.AsyncClient, graph: dict[str, str], receiver: Receiver
+) -> None:
+    box = await new_mailbox(http)
+    sub = await subscribe(
+        http, graph, f"users/{box['id']}/messages", f"{receiver.url}/upd", changeType="updated"
+    )
+    assert sub.status_code == 201
+    mail = await deliver(http, box["address"])
+    patched = await http.patch(
+        f"/v1.0/users/{box['id']}/messages/{mail['id']}",
+        json={"isRead": True, "categories": ["Ingested"]},
+        headers=graph,
+    )
+    assert patched.status_code == 200 and patched.json()["isRead"] is True
+    await receiver.wait(lambda: len(receiver.items("/upd")) == 1)
+    assert receiver.items("/upd")[0]["changeType"] == "updated"
 
 
 # -- faults and request log -----------------------------------------------------------------------
