@@ -89,6 +89,7 @@ class Subscriptions:
             "encryptionCertificate": None,
             "encryptionCertificateId": None,
             "notificationUrlAppId": None,
+            "notificationContentType": "application/json",
         }
         if g is not None:
             body = {"@odata.context": f"{g.base}/$metadata#subscriptions/$entity", **body}
