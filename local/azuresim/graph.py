@@ -56,6 +56,15 @@ class GraphRequest:
                 return value
         return None
 
+    async def json_object(self) -> dict[str, Any]:
+        try:
+            body = json.loads(await self.request.read() or b"null")
+        except ValueError as exc:
+            raise GraphError(400, "BadRequest", "Invalid JSON in the request body.") from exc
+        if not isinstance(body, dict):
+            raise GraphError(400, "BadRequest", "The request body must be a JSON object.")
+        return body
+
     def require_role(self, *roles: str) -> None:
         granted = set(self.claims.get("roles", []))
         if not granted.intersection(roles):

@@ -6,7 +6,6 @@ attachments are streamed from :mod:`content` both as ``/$value`` and as base64 `
 
 from __future__ import annotations
 
-import json
 import operator
 import re
 from collections.abc import Callable
@@ -378,19 +377,10 @@ class Mail:
         body = {"@odata.context": self._message_context(g), **self.render_message(g, message)}
         return await send_json(g.request, body, headers=g.headers())
 
-    async def _json_body(self, g: GraphRequest) -> dict[str, Any]:
-        try:
-            body = json.loads(await g.request.read() or b"null")
-        except ValueError as exc:
-            raise GraphError(400, "BadRequest", "Invalid JSON in the request body.") from exc
-        if not isinstance(body, dict):
-            raise GraphError(400, "BadRequest", "The request body must be a JSON object.")
-        return body
-
     async def update_message(self, g: GraphRequest) -> web.StreamResponse:
         g.require_role(*WRITE_ROLES)
         mailbox, message = self._message(g)
-        body = await self._json_body(g)
+        body = await g.json_object()
         unknown = sorted(set(body) - PATCHABLE)
         if unknown:
             raise GraphError(
@@ -417,7 +407,7 @@ class Mail:
     async def move_message(self, g: GraphRequest) -> web.StreamResponse:
         g.require_role(*WRITE_ROLES)
         mailbox, message = self._message(g)
-        body = await self._json_body(g)
+        body = await g.json_object()
         destination = mailbox.find_folder(str(body.get("destinationId", "")))
         if destination is None or destination.well_known == ROOT_FOLDER:
             raise _not_found()

@@ -9,7 +9,6 @@ Under 45 minutes is raised to 45 minutes, as documented.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import uuid
 from datetime import datetime, timedelta
@@ -172,20 +171,10 @@ class Subscriptions:
         if problem is not None:
             raise GraphError(400, "InvalidRequest", problem)
 
-    @staticmethod
-    async def _body(g: GraphRequest) -> dict[str, Any]:
-        try:
-            body = json.loads(await g.request.read() or b"null")
-        except ValueError as exc:
-            raise GraphError(400, "BadRequest", "Invalid JSON in the request body.") from exc
-        if not isinstance(body, dict):
-            raise GraphError(400, "BadRequest", "The request body must be a JSON object.")
-        return body
-
     # -- handlers -------------------------------------------------------------------------------
     async def create(self, g: GraphRequest) -> web.StreamResponse:
         g.require_role(*READ_ROLES)
-        body = await self._body(g)
+        body = await g.json_object()
         for prop in ("changeType", "notificationUrl", "resource", "expirationDateTime"):
             if body.get(prop) in (None, ""):
                 raise GraphError(400, "InvalidRequest", f"Subscription property '{prop}' is required.")
@@ -256,7 +245,7 @@ class Subscriptions:
     async def update(self, g: GraphRequest) -> web.StreamResponse:
         g.require_role(*READ_ROLES)
         sub = self._find(g)
-        body = await self._body(g)
+        body = await g.json_object()
         extra = sorted(set(body) - UPDATABLE - {"@odata.type"})
         if extra:
             raise GraphError(
