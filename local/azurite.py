@@ -135,16 +135,12 @@ class Azurite:
         self._reader.start()
         if not found.wait(self.startup_timeout):
             self.stop()
-            raise AzuriteError(
-                f"Azurite did not start within {self.startup_timeout:.0f}s; see {self.log_file}"
-            )
+            raise AzuriteError(f"Azurite did not start within {self.startup_timeout:.0f}s; see {self.log_file}")
         self._endpoints = AzuriteEndpoints(self.host, ports["Blob"], ports["Queue"], ports["Table"])
         self._wait_until_answering()
         return self.connection_string
 
-    def _read_output(
-        self, process: subprocess.Popen[str], ports: dict[str, int], found: threading.Event
-    ) -> None:
+    def _read_output(self, process: subprocess.Popen[str], ports: dict[str, int], found: threading.Event) -> None:
         # Drains Azurite's stdout for its whole life (a full pipe would block it) into the log file.
         assert process.stdout is not None
         with open(self.log_file, "a", encoding="utf-8") as log:

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from local.mailcheck import change_notification, subscriptions
 from local.stack import ROOT, Stack, StackConfig
 
 IMPORT_PROBE = (
@@ -50,27 +51,20 @@ def bench_import(runs: int) -> dict[str, Any]:
     env = {**os.environ, **BENCH_ENV}
     for _ in range(runs):
         out = subprocess.run(
-            [sys.executable, "-c", IMPORT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", IMPORT_PROBE],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split()
         times.append(float(out[0]))
         heavy = max(heavy, int(out[1]))
-    return {"runs": runs, "median_ms": statistics.median(times), "max_ms": max(times), "heavy_sdks_loaded": bool(heavy)}
-
-
-def notification(sub: dict[str, Any], tenant: str, n: int) -> dict[str, Any]:
-    message_id = f"AAMkBench{n:06d}="
     return {
-        "value": [
-            {
-                "subscriptionId": sub["id"],
-                "subscriptionExpirationDateTime": sub["expirationDateTime"],
-                "changeType": "created",
-                "resource": f"Users/bench/Messages/{message_id}",
-                "tenantId": tenant,
-                "clientState": sub["clientState"],
-                "resourceData": {"@odata.type": "#Microsoft.Graph.Message", "id": message_id},
-            }
-        ]
+        "runs": runs,
+        "median_ms": statistics.median(times),
+        "max_ms": max(times),
+        "heavy_sdks_loaded": bool(heavy),
     }
 
 
@@ -101,14 +95,18 @@ def bench_webhook(total: int, concurrency: int) -> dict[str, Any]:
     with Stack(StackConfig(mailboxes=("bench@contoso.com",), app_settings={"GRAPH_MAX_RETRIES": "0"})) as stack:
         if stack.run_function("maintain").status_code != 200:
             raise SystemExit("maintain failed; see .stack/devhost.log")
-        answer = stack.control("GET", "/_sim/subscriptions")
-        sub = (answer["value"] if isinstance(answer, dict) else answer)[0]
-        assert stack.devhost is not None
-        url = f"{stack.devhost.url}/api/notifications"
+        sub = subscriptions(stack)[0]
+        url = f"{stack.app_url}/api/notifications"
         tenant = stack.env["GRAPH_TENANT_ID"]
         # Warm up: the first call reads the clientState key from Key Vault once per process.
-        asyncio.run(burst(url, [notification(sub, tenant, i) for i in range(concurrency)], concurrency))
-        bodies = [notification(sub, tenant, i) for i in range(total)]
+        asyncio.run(
+            burst(
+                url,
+                [change_notification(sub, tenant, f"AAMkBench{i:06d}=") for i in range(concurrency)],
+                concurrency,
+            )
+        )
+        bodies = [change_notification(sub, tenant, f"AAMkBench{i:06d}=") for i in range(total)]
         latencies, statuses, elapsed = asyncio.run(burst(url, bodies, concurrency))
     return {
         "calls": total,

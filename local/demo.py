@@ -12,8 +12,16 @@ import sys
 import time
 import zlib
 
-from local.mailcheck import BlobReader, Delivered, FileCheck, check_files, deliver, file_attachment, generated_attachment
-from local.mailcheck import wait_for_manifests
+from local.mailcheck import (
+    BlobReader,
+    Delivered,
+    FileCheck,
+    check_files,
+    deliver,
+    file_attachment,
+    generated_attachment,
+    wait_for_manifests,
+)
 from local.stack import Stack, StackConfig
 
 INVOICES = "invoices@contoso.com"
@@ -78,7 +86,7 @@ def main() -> int:
     print("Starting Azurite, the Azure simulator and the dev host ...", flush=True)
     config = StackConfig(mailboxes=(INVOICES, f"{SCANS}/{SCANS_FOLDER}"))
     with Stack(config) as stack:
-        print(f"  dev host {stack.devhost.url if stack.devhost else '?'}, simulator {stack.sim_url}")
+        print(f"  dev host {stack.app_url}, simulator {stack.sim_url}")
         started = time.monotonic()
         result = stack.run_function("maintain")
         subscriptions = stack.control("GET", "/_sim/subscriptions")

@@ -34,6 +34,32 @@ def generated_attachment(name: str, size: int, seed: int, content_type: str) -> 
     return {"name": name, "contentType": content_type, "kind": "file", "size": size, "seed": seed}
 
 
+def change_notification(subscription: dict[str, Any], tenant_id: str, message_id: str) -> dict[str, Any]:
+    """A notification as Graph sends it for a new message, for a subscription the simulator lists."""
+    return {
+        "value": [
+            {
+                "subscriptionId": subscription["id"],
+                "subscriptionExpirationDateTime": subscription["expirationDateTime"],
+                "changeType": "created",
+                "resource": f"Users/{subscription.get('mailboxId', 'user')}/Messages/{message_id}",
+                "tenantId": tenant_id,
+                "clientState": subscription["clientState"],
+                "resourceData": {
+                    "@odata.type": "#Microsoft.Graph.Message",
+                    "@odata.id": f"Users/{subscription.get('mailboxId', 'user')}/Messages/{message_id}",
+                    "id": message_id,
+                },
+            }
+        ]
+    }
+
+
+def subscriptions(stack: Stack) -> list[dict[str, Any]]:
+    answer = stack.control("GET", "/_sim/subscriptions")
+    return list(answer["value"] if isinstance(answer, dict) else answer)
+
+
 @dataclass
 class Delivered:
     mailbox: str
@@ -63,7 +89,13 @@ def deliver(stack: Stack, mailbox: str, folder: str, subject: str, attachments: 
         },
     )
     return Delivered(
-        mailbox, folder, subject, answer["id"], answer["receivedDateTime"], answer["attachments"], time.monotonic()
+        mailbox,
+        folder,
+        subject,
+        answer["id"],
+        answer["receivedDateTime"],
+        answer["attachments"],
+        time.monotonic(),
     )
 
 

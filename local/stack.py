@@ -22,8 +22,8 @@ from typing import Any
 import certifi
 import httpx
 
-from local.azurite import Azurite
 from local.azuresim.runner import SimulatorProcess, start_simulator
+from local.azurite import Azurite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,6 +199,12 @@ class Stack:
         return str(self.sim.url)
 
     @property
+    def app_url(self) -> str:
+        """The dev host's base URL (the app's public URL in this stack)."""
+        assert self.devhost is not None, "the stack is not running"
+        return self.devhost.url
+
+    @property
     def ca_bundle(self) -> str:
         return self.env["SSL_CERT_FILE"]
 
@@ -211,9 +217,8 @@ class Stack:
 
     def run_function(self, name: str, body: str = "", timeout: float = 120) -> httpx.Response:
         """Run a non-HTTP function now through the dev host's admin API, waiting for it to finish."""
-        assert self.devhost is not None
         return httpx.post(
-            f"{self.devhost.url}/admin/functions/{name}",
+            f"{self.app_url}/admin/functions/{name}",
             params={"wait": "true"},
             json={"input": body},
             timeout=timeout,

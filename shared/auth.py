@@ -45,9 +45,7 @@ class TokenProvider:
         token = result.get("access_token") if isinstance(result, dict) else None
         if not token:
             error = result.get("error", "no_token") if isinstance(result, dict) else "no_token"
-            detail = (
-                str(result.get("error_description", "")).splitlines()[0] if isinstance(result, dict) else ""
-            )
+            detail = str(result.get("error_description", "")).splitlines()[0] if isinstance(result, dict) else ""
             raise AuthError(f"token request failed: {error}: {detail}")
         if result.get("token_source") == "identity_provider":
             log_event(

@@ -107,17 +107,13 @@ class GraphClient:
             while True:
                 attempt += 1
                 headers = {"Authorization": f"Bearer {await self._token()}"}
-                request = self._http.build_request(
-                    method, self.url(path), params=params, json=json, headers=headers
-                )
+                request = self._http.build_request(method, self.url(path), params=params, json=json, headers=headers)
                 try:
                     response = await self._http.send(request, stream=True)
                 except httpx.TransportError as exc:
                     delay = self._policy.delay(attempt, None)
                     if delay is None:
-                        raise GraphThrottled(
-                            0, type(exc).__name__, str(exc) or "transport error", label
-                        ) from exc
+                        raise GraphThrottled(0, type(exc).__name__, str(exc) or "transport error", label) from exc
                     log_event(
                         logger,
                         "graph.retry",

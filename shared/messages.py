@@ -83,6 +83,4 @@ def parse_lifecycle(body: str | bytes) -> LifecycleMessage:
     fields = _fields(data, ("folder_key", "subscription_id", "event", "notified_at"), "lifecycle")
     if fields["event"] not in LIFECYCLE_EVENTS:
         raise QueueMessageError(f"unknown lifecycle event {fields['event']!r}")
-    return LifecycleMessage(
-        fields["folder_key"], fields["subscription_id"], fields["event"], fields["notified_at"]
-    )
+    return LifecycleMessage(fields["folder_key"], fields["subscription_id"], fields["event"], fields["notified_at"])

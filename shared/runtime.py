@@ -53,9 +53,7 @@ def build_runtime(settings: Settings) -> Runtime:
 
     credential = DefaultAzureCredential()
     tokens = TokenProvider(settings)
-    policy = RetryPolicy(
-        max_retries=settings.graph_max_retries, max_retry_after=settings.graph_max_retry_after_seconds
-    )
+    policy = RetryPolicy(max_retries=settings.graph_max_retries, max_retry_after=settings.graph_max_retry_after_seconds)
     blobs = blob_service(settings.storage, credential)
     return Runtime(
         settings=settings,

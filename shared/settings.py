@@ -219,9 +219,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     client_id = _required(env, "GRAPH_CLIENT_ID")
     mode = env.get("GRAPH_AUTH_MODE", "").strip().lower() or "application"
     if mode == "delegated":
-        raise SettingsError(
-            "GRAPH_AUTH_MODE", "delegated mode is not available in this release; use application"
-        )
+        raise SettingsError("GRAPH_AUTH_MODE", "delegated mode is not available in this release; use application")
     if mode != "application":
         raise SettingsError("GRAPH_AUTH_MODE", f"must be application or delegated, got {mode!r}")
     secret = env.get("GRAPH_CLIENT_SECRET", "").strip() or None
@@ -236,9 +234,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     website = env.get("WEBSITE_HOSTNAME", "").strip()
     webhook = env.get("WEBHOOK_BASE_URL", "").strip()
     webhook_base = (
-        _url(env, "WEBHOOK_BASE_URL", None, https=False)
-        if webhook
-        else (f"https://{website}" if website else None)
+        _url(env, "WEBHOOK_BASE_URL", None, https=False) if webhook else (f"https://{website}" if website else None)
     )
     mailboxes = parse_mailboxes(_required(env, "MAILBOXES"))
     return Settings(

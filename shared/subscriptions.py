@@ -87,6 +87,10 @@ async def _child(rt: Runtime, folder: MailboxFolder, path: str, name: str) -> st
     raise GraphNotFound(404, "ErrorFolderNotFound", f"folder {name!r} not found in {folder}", f"GET {path}")
 
 
+class MaintainFailed(IngestError):
+    """At least one mailbox folder could not be brought to health; the others were."""
+
+
 @dataclass
 class _Creator:
     rt: Runtime
@@ -98,7 +102,8 @@ class _Creator:
             "changeType": "created",
             "notificationUrl": rt.settings.notification_url,
             "lifecycleNotificationUrl": rt.settings.lifecycle_url,
-            "resource": f"users/{_quote(self.folder.mailbox)}/mailFolders/{_quote(folder_id)}/messages",
+            # A resource is Graph's own path syntax, not a URL: ids go in as they are.
+            "resource": f"users/{self.folder.mailbox}/mailFolders/{folder_id}/messages",
             "expirationDateTime": _iso(_now() + timedelta(minutes=minutes)),
             "clientState": make_client_state(await rt.client_state_key(), self.folder.key),
             "latestSupportedTlsVersion": "v1_2",
@@ -112,9 +117,7 @@ class _Creator:
             if not match:
                 raise
             await self._delete(match.group(1))
-            log_event(
-                logger, "subscription.replaced", mailbox=self.folder.mailbox, subscription=match.group(1)
-            )
+            log_event(logger, "subscription.replaced", mailbox=self.folder.mailbox, subscription=match.group(1))
             return await rt.graph.request("POST", "subscriptions", mailbox=self.folder.mailbox, json=body)
         except GraphError as exc:
             cap = _CAP.search(exc.graph_message) if exc.status == 400 else None
@@ -131,9 +134,7 @@ class _Creator:
 
     async def _delete(self, subscription_id: str) -> None:
         with contextlib.suppress(GraphNotFound):
-            await self.rt.graph.request(
-                "DELETE", f"subscriptions/{subscription_id}", mailbox=self.folder.mailbox
-            )
+            await self.rt.graph.request("DELETE", f"subscriptions/{subscription_id}", mailbox=self.folder.mailbox)
 
 
 class FolderMaintainer:
@@ -220,9 +221,7 @@ class FolderMaintainer:
         state.last_lifecycle_event, state.last_lifecycle_at = event.event, _iso(now)
         if event.subscription_id != state.subscription_id:
             await self._save(state, etag)
-            log_event(
-                logger, "lifecycle.stale", mailbox=self.folder.mailbox, subscription=event.subscription_id
-            )
+            log_event(logger, "lifecycle.stale", mailbox=self.folder.mailbox, subscription=event.subscription_id)
             return "stale"
         await self._save(state, etag)
         if event.event == "subscriptionRemoved":
@@ -263,7 +262,12 @@ async def maintain_all(rt: Runtime) -> dict[str, str]:
             return f"failed: {exc}"
 
     results = await asyncio.gather(*(one(f) for f in folders))
-    return {str(f): r for f, r in zip(folders, results, strict=True)}
+    report = {str(f): r for f, r in zip(folders, results, strict=True)}
+    failed = [name for name, result in report.items() if result.startswith("failed")]
+    if failed:
+        # Fail the invocation, so the failure shows in the host's logs and alerts, after every folder had its turn.
+        raise MaintainFailed(f"{len(failed)} of {len(report)} mailbox folders failed: {', '.join(failed)}")
+    return report
 
 
 async def handle_lifecycle(event: LifecycleMessage, rt: Runtime) -> str:

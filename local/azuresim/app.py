@@ -119,9 +119,7 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     control = Control(store, clock, delivery, notifier, subscriptions, faults, log)
 
     # Large enough for any JSON a test posts; attachments are generated, not uploaded.
-    app = web.Application(
-        middlewares=[make_middleware(faults, log, router)], client_max_size=64 * 1024 * 1024
-    )
+    app = web.Application(middlewares=[make_middleware(faults, log, router)], client_max_size=64 * 1024 * 1024)
     app.add_routes(control.routes())
     app.add_routes(KeyVault(store, clock, authority).routes())
     app.add_routes(authority.routes())

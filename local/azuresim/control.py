@@ -108,9 +108,7 @@ class Control:
             raise _bad("'folders' must be a list of paths like 'Inbox/Invoices'")
         for path in folders:
             mailbox.folder_by_path(path, create=True)
-        return web.json_response(
-            {"id": mailbox.id, "address": mailbox.address}, status=201 if created else 200
-        )
+        return web.json_response({"id": mailbox.id, "address": mailbox.address}, status=201 if created else 200)
 
     def _content(self, spec: dict[str, Any], name: str) -> Content:
         if spec.get("contentBase64") is not None:
@@ -168,9 +166,7 @@ class Control:
             )
         raise _bad(f"attachment '{name}': kind must be 'file', 'item' or 'reference'")
 
-    def _message(
-        self, spec: dict[str, Any], mailbox: Mailbox | None, folder_id: str, now: datetime
-    ) -> Message:
+    def _message(self, spec: dict[str, Any], mailbox: Mailbox | None, folder_id: str, now: datetime) -> Message:
         if "from" not in spec:
             raise _bad("'from' is required")
         to = spec.get("to")
@@ -205,9 +201,7 @@ class Control:
         body = await _json(request)
         mailbox = self.store.find_mailbox(str(body.get("mailbox", "")))
         if mailbox is None:
-            raise ControlError(
-                404, "NotFound", f"no mailbox '{body.get('mailbox')}' (create it with /_sim/mailboxes)"
-            )
+            raise ControlError(404, "NotFound", f"no mailbox '{body.get('mailbox')}' (create it with /_sim/mailboxes)")
         folder = mailbox.folder_by_path(str(body.get("folder") or "Inbox"))
         if folder is None:
             raise ControlError(404, "NotFound", f"no folder '{body.get('folder')}' in {mailbox.address}")
@@ -340,9 +334,7 @@ class Control:
         event = body.get("event")
         if event not in LIFECYCLE_EVENTS:
             raise _bad(f"'event' must be one of {list(LIFECYCLE_EVENTS)}")
-        sub = next(
-            (s for s in self.notifier.live_subscriptions() if s.id == body.get("subscriptionId")), None
-        )
+        sub = next((s for s in self.notifier.live_subscriptions() if s.id == body.get("subscriptionId")), None)
         if sub is None:
             raise ControlError(404, "NotFound", f"no live subscription '{body.get('subscriptionId')}'")
         if sub.lifecycle_url is None:

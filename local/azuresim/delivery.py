@@ -138,9 +138,7 @@ class Delivery:
             # asyncio.timeout, not aiohttp's: aiohttp rounds timeouts over 5 s up to whole seconds.
             async with (
                 asyncio.timeout(VALIDATION_TIMEOUT_SECONDS),
-                self.session.post(
-                    target, data=b"", headers={"Content-Type": "text/plain; charset=utf-8"}
-                ) as response,
+                self.session.post(target, data=b"", headers={"Content-Type": "text/plain; charset=utf-8"}) as response,
             ):
                 status = response.status
                 body = await response.read()
@@ -169,8 +167,7 @@ class Delivery:
             return "Subscription validation request failed. Response must have Content-Type text/plain."
         if body.decode("utf-8", errors="replace") != token:
             return (
-                "Subscription validation request failed. Response must exactly match validationToken "
-                "query parameter."
+                "Subscription validation request failed. Response must exactly match validationToken query parameter."
             )
         return None
 
@@ -265,9 +262,7 @@ class Delivery:
         try:
             async with (
                 asyncio.timeout(timeout),
-                self.session.post(
-                    URL(url, encoded=True), json={"value": [p.item for p in batch]}
-                ) as response,
+                self.session.post(URL(url, encoded=True), json={"value": [p.item for p in batch]}) as response,
             ):
                 status = response.status
                 await response.read()

@@ -22,9 +22,7 @@ from .content import Content, base64_chunks, base64_length
 from .errors import GraphError
 from .identity import GRAPH_RESOURCE, Authority, TokenError, bearer_token, origin
 
-GRAPH_JSON = (
-    "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
-)
+GRAPH_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 _KEY_SEGMENT = re.compile(r"^([^()]+)\('?([^')]*)'?\)$")
 _IMMUTABLE = re.compile(r'idtype\s*=\s*"?immutableid"?', re.IGNORECASE)
 
@@ -150,18 +148,14 @@ class GraphRouter:
         routes = self._match(segments)
         claims = self._claims(request)
         if segments and segments[0].lower() == "me":
-            raise GraphError(
-                400, "BadRequest", "/me request is only valid with delegated authentication flow."
-            )
+            raise GraphError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
         if not routes:
             raise GraphError(
                 400, "BadRequest", f"Resource not found for the segment '{segments[-1] if segments else ''}'."
             )
         chosen = next(((r, p) for r, p in routes if r.method == request.method), None)
         if chosen is None:
-            raise GraphError(
-                405, "Request_BadRequest", "Specified HTTP method is not allowed for the request uri."
-            )
+            raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request uri.")
         immutable = any(_IMMUTABLE.search(value) for value in request.headers.getall("Prefer", []))
         route, params = chosen
         return await route.handler(GraphRequest(request, params, claims, immutable))
@@ -256,9 +250,7 @@ async def send_json(
 
     text = json.dumps(swap(payload))
     if not contents:
-        return web.Response(
-            body=text.encode(), status=status, headers={**(headers or {}), "Content-Type": GRAPH_JSON}
-        )
+        return web.Response(body=text.encode(), status=status, headers={**(headers or {}), "Content-Type": GRAPH_JSON})
     pieces = re.split(f'"{re.escape(marker)}(\\d+)@@"', text)
     texts = [p.encode() for p in pieces[0::2]]
     refs = [contents[int(i)] for i in pieces[1::2]]

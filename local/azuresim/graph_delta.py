@@ -73,8 +73,7 @@ class Delta:
             raise GraphError(
                 410,
                 "SyncStateNotFound",
-                "The sync state generation is invalid or the sync state has expired. Do a full "
-                "synchronization.",
+                "The sync state generation is invalid or the sync state has expired. Do a full synchronization.",
                 {"Location": f"{self._link(g)}?$deltatoken="},
             )
         return state
@@ -128,9 +127,7 @@ class Delta:
             "value": [self._render(g, mailbox, folder.id, (e[0], e[1]), state["sel"]) for e in chunk],
         }
         if skip + size < len(items):
-            payload["@odata.nextLink"] = (
-                f"{base}?$skiptoken={_encode({**state, 'upto': upto, 'skip': skip + size})}"
-            )
+            payload["@odata.nextLink"] = f"{base}?$skiptoken={_encode({**state, 'upto': upto, 'skip': skip + size})}"
         else:
             closed = {"e": state["e"], "f": folder.id, "since": upto, "sel": state["sel"]}
             payload["@odata.deltaLink"] = f"{base}?$deltatoken={_encode(closed)}"

@@ -247,9 +247,7 @@ class Mail:
         body = select_fields(body, select, "microsoft.graph.message")
         expand = self._expand(g)
         if expand is not None:
-            body["attachments"] = [
-                self.attachment_json(a, g.immutable, expand or None) for a in message.attachments
-            ]
+            body["attachments"] = [self.attachment_json(a, g.immutable, expand or None) for a in message.attachments]
         return body
 
     # -- handlers: users and folders ------------------------------------------------------------
@@ -295,10 +293,7 @@ class Mail:
         rows, next_link = page(g, folders, default_top=10)
         payload: dict[str, Any] = {
             "@odata.context": f"{g.base}/$metadata#users('{g.params['user']}')/mailFolders",
-            "value": [
-                select_fields(self.folder_json(mailbox, f), select, "microsoft.graph.mailFolder")
-                for f in rows
-            ],
+            "value": [select_fields(self.folder_json(mailbox, f), select, "microsoft.graph.mailFolder") for f in rows],
         }
         if next_link:
             payload["@odata.nextLink"] = next_link
@@ -438,9 +433,7 @@ class Mail:
         _, attachment = self._attachment(g)
         expand = (g.option("expand") or "").replace(" ", "").lower()
         if expand and expand not in ("microsoft.graph.itemattachment/item", "item"):
-            raise GraphError(
-                400, "BadRequest", f"Unsupported $expand '{g.option('expand')}' on an attachment."
-            )
+            raise GraphError(400, "BadRequest", f"Unsupported $expand '{g.option('expand')}' on an attachment.")
         select = parse_list(g.option("select")) or None
         body = self.attachment_json(attachment, g.immutable, select, expand_item=bool(expand))
         context = f"{self._attachments_context(g)}/$entity"
@@ -456,8 +449,6 @@ class Mail:
                 "The $value of a reference attachment cannot be retrieved; it is a link to a file.",
             )
         content_type = (
-            "message/rfc822"
-            if attachment.kind == "item"
-            else (attachment.content_type or "application/octet-stream")
+            "message/rfc822" if attachment.kind == "item" else (attachment.content_type or "application/octet-stream")
         )
         return await send_content(g.request, attachment.content, content_type, headers=g.headers())

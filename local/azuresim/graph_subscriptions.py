@@ -99,9 +99,7 @@ class Subscriptions:
         for sub in self.notifier.live_subscriptions():
             if sub.id == sub_id and sub.app_id == g.app_id:
                 return sub
-        raise GraphError(
-            404, "ResourceNotFound", f"The object was not found. Subscription '{sub_id}' not found."
-        )
+        raise GraphError(404, "ResourceNotFound", f"The object was not found. Subscription '{sub_id}' not found.")
 
     def _expiry(self, value: Any) -> datetime:
         if not isinstance(value, str):
@@ -115,8 +113,7 @@ class Subscriptions:
             raise GraphError(
                 400,
                 "ExtensionError",
-                f"Subscription expiration can only be {int(MAX_LIFETIME.total_seconds() // 60)} minutes in "
-                "the future.",
+                f"Subscription expiration can only be {int(MAX_LIFETIME.total_seconds() // 60)} minutes in the future.",
             )
         return max(requested, now + MIN_LIFETIME)
 
@@ -130,22 +127,13 @@ class Subscriptions:
         segments = split_path(resource.split("?", 1)[0])
         lowered = [s.lower() for s in segments]
         if lowered and lowered[0] == "me":
-            raise GraphError(
-                400, "InvalidRequest", "/me request is only valid with delegated authentication flow."
-            )
+            raise GraphError(400, "InvalidRequest", "/me request is only valid with delegated authentication flow.")
         if len(segments) == 3 and lowered[0] == "users" and lowered[2] == "messages":
             folder_key = None
-        elif (
-            len(segments) == 5
-            and lowered[0] == "users"
-            and lowered[2] == "mailfolders"
-            and lowered[4] == "messages"
-        ):
+        elif len(segments) == 5 and lowered[0] == "users" and lowered[2] == "mailfolders" and lowered[4] == "messages":
             folder_key = segments[3]
         else:
-            raise GraphError(
-                400, "InvalidRequest", f"The resource '{resource}' is not supported for subscriptions."
-            )
+            raise GraphError(400, "InvalidRequest", f"The resource '{resource}' is not supported for subscriptions.")
         mailbox = self.store.find_mailbox(segments[1])
         if mailbox is None:
             raise GraphError(
@@ -183,9 +171,7 @@ class Subscriptions:
         if not isinstance(change_type, str) or any(p not in CHANGE_TYPES for p in parts):
             raise GraphError(400, "InvalidRequest", f"Invalid 'changeType' attribute: '{change_type}'.")
         client_state = body.get("clientState")
-        if client_state is not None and (
-            not isinstance(client_state, str) or len(client_state) > MAX_CLIENT_STATE
-        ):
+        if client_state is not None and (not isinstance(client_state, str) or len(client_state) > MAX_CLIENT_STATE):
             raise GraphError(
                 400,
                 "InvalidRequest",
@@ -205,11 +191,7 @@ class Subscriptions:
         expiration = self._expiry(body["expirationDateTime"])
         for sub in self.notifier.live_subscriptions():
             same_types = sub.change_types == set(parts)
-            if (
-                sub.app_id == g.app_id
-                and same_types
-                and (sub.mailbox_id, sub.folder_id) == (mailbox_id, folder_id)
-            ):
+            if sub.app_id == g.app_id and same_types and (sub.mailbox_id, sub.folder_id) == (mailbox_id, folder_id):
                 raise GraphError(
                     409, "Conflict", f"Subscription Id {sub.id} already exists for the requested combination"
                 )
@@ -235,9 +217,7 @@ class Subscriptions:
 
     async def list(self, g: GraphRequest) -> web.StreamResponse:
         subs = [self.describe(s) for s in self.notifier.live_subscriptions() if s.app_id == g.app_id]
-        return await send_json(
-            g.request, {"@odata.context": f"{g.base}/$metadata#subscriptions", "value": subs}
-        )
+        return await send_json(g.request, {"@odata.context": f"{g.base}/$metadata#subscriptions", "value": subs})
 
     async def get(self, g: GraphRequest) -> web.StreamResponse:
         return await send_json(g.request, self.describe(self._find(g), g))

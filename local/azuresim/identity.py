@@ -186,16 +186,14 @@ class Authority:
                 400,
                 "unauthorized_client",
                 700016,
-                f"Application with identifier '{client_id}' was not found in the directory "
-                f"'{self.store.tenant_id}'.",
+                f"Application with identifier '{client_id}' was not found in the directory '{self.store.tenant_id}'.",
             )
         if secret is None:
             raise IdentityError(
                 401,
                 "invalid_client",
                 7000218,
-                "The request body must contain the following parameter: 'client_assertion' or "
-                "'client_secret'.",
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
             )
         if not hmac.compare_digest(secret.encode(), app.secret.encode()):
             raise IdentityError(
@@ -226,8 +224,7 @@ class Authority:
             400,
             "invalid_resource",
             500011,
-            f"The resource principal named {resource} was not found in the tenant named "
-            f"{self.store.tenant_id}.",
+            f"The resource principal named {resource} was not found in the tenant named {self.store.tenant_id}.",
         )
 
     async def token(self, request: web.Request) -> web.Response:

@@ -51,9 +51,7 @@ class KeyVault:
         }
         token = bearer_token(request)
         if token is None:
-            raise KeyVaultError(
-                401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.", challenge
-            )
+            raise KeyVaultError(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.", challenge)
         try:
             self.authority.verify(token, {VAULT_RESOURCE, f"{VAULT_RESOURCE}/"})
         except TokenError as exc:
@@ -157,9 +155,7 @@ class KeyVault:
 
     async def list_secrets(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        items = [
-            self._item(request, versions[-1], with_version=False) for versions in self.store.secrets.values()
-        ]
+        items = [self._item(request, versions[-1], with_version=False) for versions in self.store.secrets.values()]
         return web.json_response({"value": items, "nextLink": None})
 
     async def list_versions(self, request: web.Request) -> web.Response:

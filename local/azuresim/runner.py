@@ -93,9 +93,7 @@ def start_simulator(
     log_path = directory / "azuresim.log"
     sink = log if log is not None else open(log_path, "ab")  # noqa: SIM115 - the child process owns it
     try:
-        process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink
-        )
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
     finally:
         if log is None:
             sink.close()

@@ -12,9 +12,7 @@ from .host import Options, run
 
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m local.devhost", description=__doc__)
-    parser.add_argument(
-        "--app-dir", type=Path, default=Path("."), help="the function app's folder (default: .)"
-    )
+    parser.add_argument("--app-dir", type=Path, default=Path("."), help="the function app's folder (default: .)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7071, help="port; 0 picks a free one (default: 7071)")
     parser.add_argument(

@@ -171,9 +171,7 @@ class QueueOptions:
         if opt("maxPollingInterval") is not None:
             polling = parse_timespan(opt("maxPollingInterval"), what="extensions.queues.maxPollingInterval")
             if polling < timedelta(milliseconds=100):
-                raise ConfigError(
-                    "host.json extensions.queues.maxPollingInterval: must not be less than 100 ms"
-                )
+                raise ConfigError("host.json extensions.queues.maxPollingInterval: must not be less than 100 ms")
         visibility = cls.visibility_timeout
         if opt("visibilityTimeout") is not None:
             visibility = parse_timespan(opt("visibilityTimeout"), what="extensions.queues.visibilityTimeout")
@@ -256,9 +254,7 @@ def resolve_expressions(value: Any, environ: Mapping[str, str], *, where: str) -
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in environ:
-                raise ConfigError(
-                    f"{where}: '%{name}%' does not resolve to a value (app setting {name} is not set)"
-                )
+                raise ConfigError(f"{where}: '%{name}%' does not resolve to a value (app setting {name} is not set)")
             return environ[name]
 
         return _EXPRESSION.sub(substitute, value)

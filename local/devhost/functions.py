@@ -68,9 +68,7 @@ def find_app(module: ModuleType) -> func.FunctionRegister:
     if not unique:
         raise ConfigError(f"{module.__name__}.py defines no azure.functions.FunctionApp")
     if len(unique) > 1:
-        raise ConfigError(
-            f"{module.__name__}.py defines more than one FunctionApp; the worker accepts only one"
-        )
+        raise ConfigError(f"{module.__name__}.py defines more than one FunctionApp; the worker accepts only one")
     return unique[0]
 
 
@@ -93,9 +91,7 @@ def describe(app: func.FunctionRegister, environ: Mapping[str, str]) -> list[Fun
         name = function.get_function_name() or function.get_user_function().__name__
         where = f"function '{name}'"
         bindings = [json.loads(raw) for raw in function.get_raw_bindings()]
-        bindings = [
-            resolve_expressions(b, environ, where=f"{where}, binding '{b.get('name')}'") for b in bindings
-        ]
+        bindings = [resolve_expressions(b, environ, where=f"{where}, binding '{b.get('name')}'") for b in bindings]
         triggers = [b for b in bindings if str(b.get("type", "")).endswith("Trigger")]
         if len(triggers) != 1:
             raise ConfigError(f"{where}: expected exactly one trigger, found {len(triggers)}")

@@ -123,9 +123,7 @@ class DevHost:
 
     async def start(self) -> None:
         assert self.server is not None
-        self.runner = web.AppRunner(
-            self.server.app, access_log=None, shutdown_timeout=self.options.shutdown_timeout
-        )
+        self.runner = web.AppRunner(self.server.app, access_log=None, shutdown_timeout=self.options.shutdown_timeout)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.options.host, self.options.port)
         await site.start()
@@ -167,9 +165,7 @@ class DevHost:
         if not all(drained):
             log.warning("Queue messages still in progress after %.0fs", self.options.shutdown_timeout)
         if self.invoker is not None and not await self.invoker.drain(self.options.shutdown_timeout):
-            log.warning(
-                "Invocations still running after %.0fs; cancelling them", self.options.shutdown_timeout
-            )
+            log.warning("Invocations still running after %.0fs; cancelling them", self.options.shutdown_timeout)
             self.invoker.cancel_all()
             await self.invoker.drain(5)
         await self.storage.close()

@@ -57,9 +57,7 @@ def to_response(value: Any) -> web.Response:
         # so the invocation fails and the caller gets a 500.
         raise TypeError("an HTTP function returned None; return func.HttpResponse")
     if isinstance(value, str):
-        return web.Response(
-            status=200, body=value.encode("utf-8"), content_type="text/plain", charset="utf-8"
-        )
+        return web.Response(status=200, body=value.encode("utf-8"), content_type="text/plain", charset="utf-8")
     if isinstance(value, bytes):
         return web.Response(status=200, body=value, content_type="application/octet-stream")
     if not isinstance(value, func.HttpResponse):
@@ -69,9 +67,7 @@ def to_response(value: Any) -> web.Response:
         headers.add(key, header_value)
     if "content-type" not in headers:
         mimetype = value.mimetype
-        headers["Content-Type"] = (
-            f"{mimetype}; charset={value.charset}" if mimetype.startswith("text/") else mimetype
-        )
+        headers["Content-Type"] = f"{mimetype}; charset={value.charset}" if mimetype.startswith("text/") else mimetype
     status = int(value.status_code)
     body = value.get_body()
     if status in (204, 304) or 100 <= status < 200:
@@ -116,9 +112,7 @@ class HttpServer:
         return web.json_response({"state": "Running", "processUptime": None, "version": "devhost"})
 
     async def list_functions(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            [{"name": spec.name, "trigger": spec.trigger_type} for spec in self.specs.values()]
-        )
+        return web.json_response([{"name": spec.name, "trigger": spec.trigger_type} for spec in self.specs.values()])
 
     async def admin_invoke(self, request: web.Request) -> web.Response:
         spec = self.specs.get(request.match_info["name"].lower())
@@ -172,14 +166,10 @@ class HttpServer:
                 return await self._call(request, spec, params)
         # The host answers 404, not 405, when the route exists but the method is not allowed
         # (azure-functions-host issue 10098); the dev host does the same so tests see what Azure does.
-        log.info(
-            "%s %s: no function accepts method %s on this route", request.method, request.path, request.method
-        )
+        log.info("%s %s: no function accepts method %s on this route", request.method, request.path, request.method)
         raise web.HTTPNotFound()
 
-    async def _call(
-        self, request: web.Request, spec: FunctionSpec, params: dict[str, str]
-    ) -> web.StreamResponse:
+    async def _call(self, request: web.Request, spec: FunctionSpec, params: dict[str, str]) -> web.StreamResponse:
         if not self._authorised(request, spec):
             return web.Response(status=401)
         body = await request.read()

@@ -125,9 +125,7 @@ class Invoker:
             outputs["$return"] = returned
         elif returned is not None:
             # The worker fails such an invocation too.
-            raise RuntimeError(
-                f"function {spec.name!r} has no $return binding but returned {type(returned).__name__}"
-            )
+            raise RuntimeError(f"function {spec.name!r} has no $return binding but returned {type(returned).__name__}")
         return outputs
 
     async def _write_queue_outputs(self, spec: FunctionSpec, outputs: dict[str, Any]) -> None:

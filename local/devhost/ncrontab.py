@@ -32,9 +32,7 @@ def _value(text: str, low: int, high: int, names: list[str] | None, *, field: st
     return number
 
 
-def parse_field(
-    text: str, low: int, high: int, *, field: str, names: list[str] | None = None
-) -> frozenset[int]:
+def parse_field(text: str, low: int, high: int, *, field: str, names: list[str] | None = None) -> frozenset[int]:
     """The set of values one field allows."""
     values: set[int] = set()
     for part in text.split(","):
@@ -99,11 +97,7 @@ class CronSchedule:
 
     def _day_matches(self, when: datetime) -> bool:
         # Python's weekday() is Monday=0; cron's day-of-week is Sunday=0.
-        return (
-            when.month in self.months
-            and when.day in self.days
-            and (when.weekday() + 1) % 7 in self.days_of_week
-        )
+        return when.month in self.months and when.day in self.days and (when.weekday() + 1) % 7 in self.days_of_week
 
     def next_after(self, after: datetime) -> datetime:
         """The first matching time strictly after ``after`` (naive times are taken as UTC)."""
@@ -114,9 +108,7 @@ class CronSchedule:
         limit = current + timedelta(days=366 * 5)
         while current < limit:
             if current.month not in self.months:
-                year, month = (
-                    (current.year + 1, 1) if current.month == 12 else (current.year, current.month + 1)
-                )
+                year, month = (current.year + 1, 1) if current.month == 12 else (current.year, current.month + 1)
                 current = current.replace(year=year, month=month, day=1, hour=0, minute=0, second=0)
                 continue
             if not self._day_matches(current):

@@ -132,9 +132,7 @@ class Receiver:
             )
             answer = quote(token) if request.path.startswith("/encoded") else token
             return web.Response(text=answer, content_type="text/plain")
-        self.notifications.append(
-            {"path": request.path, "query": dict(request.query), "body": await request.json()}
-        )
+        self.notifications.append({"path": request.path, "query": dict(request.query), "body": await request.json()})
         if self.fail.get(request.path, 0) > 0:
             self.fail[request.path] -= 1
             return web.Response(status=500)
@@ -285,9 +283,7 @@ async def test_token_endpoint_errors(http: httpx.AsyncClient, sim: SimulatorProc
     assert unknown_client.status_code == 400
     unknown_tenant = await http.post(f"/{uuid.uuid4()}/oauth2/v2.0/token", data=form)
     assert unknown_tenant.status_code == 400
-    bad_scope = await http.post(
-        url, data={**form, "client_secret": info["client_secret"], "scope": "Mail.Read"}
-    )
+    bad_scope = await http.post(url, data={**form, "client_secret": info["client_secret"], "scope": "Mail.Read"})
     assert bad_scope.status_code == 400 and bad_scope.json()["error"] == "invalid_scope"
 
 
@@ -330,15 +326,11 @@ async def test_users_and_folders(http: httpx.AsyncClient, graph: dict[str, str])
     )
     [invoices] = children.json()["value"]
     assert invoices["displayName"] == "Invoices" and invoices["parentFolderId"] == inbox["id"]
-    first = (
-        await http.get(f"/v1.0/users/{box['id']}/mailFolders/inbox/childFolders?$top=1", headers=graph)
-    ).json()
+    first = (await http.get(f"/v1.0/users/{box['id']}/mailFolders/inbox/childFolders?$top=1", headers=graph)).json()
     assert len(first["value"]) == 1
     rest = (await http.get(first["@odata.nextLink"], headers=graph)).json()
     assert len(rest["value"]) == 1 and "@odata.nextLink" not in rest
-    nested = await http.get(
-        f"/v1.0/users/{box['id']}/mailFolders/{invoices['id']}/childFolders", headers=graph
-    )
+    nested = await http.get(f"/v1.0/users/{box['id']}/mailFolders/{invoices['id']}/childFolders", headers=graph)
     assert [f["displayName"] for f in nested.json()["value"]] == ["2024"]
     missing = await http.get(f"/v1.0/users/{box['id']}/messages/AAMkAnotthere=", headers=graph)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "ErrorItemNotFound"
@@ -377,13 +369,10 @@ async def test_message_select_expand_and_ids(http: httpx.AsyncClient, graph: dic
     bad = await http.get(base, params={"$select": "nonsense"}, headers=graph)
     assert bad.status_code == 400
 
-    expanded = (
-        await http.get(base, params={"$expand": "attachments"}, headers={**graph, **IMMUTABLE})
-    ).json()
+    expanded = (await http.get(base, params={"$expand": "attachments"}, headers={**graph, **IMMUTABLE})).json()
     pdf, logo = expanded["attachments"]
     assert (
-        pdf["@odata.type"] == "#microsoft.graph.fileAttachment"
-        and base64.b64decode(pdf["contentBytes"]) == b"%PDF-1"
+        pdf["@odata.type"] == "#microsoft.graph.fileAttachment" and base64.b64decode(pdf["contentBytes"]) == b"%PDF-1"
     )
     assert pdf["id"] == mail["attachments"][0]["id"] and logo["isInline"] is True and logo["size"] == 100
     lean = await http.get(
@@ -395,17 +384,13 @@ async def test_message_select_expand_and_ids(http: httpx.AsyncClient, graph: dic
 
     folder_path = f"/v1.0/users/{box['address']}/mailFolders/inbox/childFolders"
     invoices = (await http.get(folder_path, headers=graph)).json()["value"][0]
-    listed = (
-        await http.get(f"/v1.0/users/{box['id']}/mailFolders/{invoices['id']}/messages", headers=graph)
-    ).json()
+    listed = (await http.get(f"/v1.0/users/{box['id']}/mailFolders/{invoices['id']}/messages", headers=graph)).json()
     assert [m["id"] for m in listed["value"]] == [mail["restId"]]
 
     # A move changes the regular id; the immutable id stays and still finds the message.
     moved = await http.post(f"{base}/move", json={"destinationId": "archive"}, headers=graph)
     assert moved.status_code == 201 and moved.json()["id"] != mail["restId"]
-    assert (
-        await http.get(f"/v1.0/users/{box['id']}/messages/{mail['restId']}", headers=graph)
-    ).status_code == 404
+    assert (await http.get(f"/v1.0/users/{box['id']}/messages/{mail['restId']}", headers=graph)).status_code == 404
     assert (await http.get(base, headers=graph)).status_code == 200
 
 
@@ -433,9 +418,7 @@ async def test_large_attachment_streams_and_hashes(http: httpx.AsyncClient, grap
             received += len(chunk)
     assert received == size and digest.hexdigest() == big["sha256"]
 
-    one = await http.get(
-        f"/v1.0/users/{box['id']}/messages/{mail['id']}/attachments/{small['id']}", headers=graph
-    )
+    one = await http.get(f"/v1.0/users/{box['id']}/messages/{mail['id']}/attachments/{small['id']}", headers=graph)
     assert hashlib.sha256(base64.b64decode(one.json()["contentBytes"])).hexdigest() == small["sha256"]
     assert one.json()["size"] == 200_001
 
@@ -476,9 +459,7 @@ async def test_item_and_reference_attachments(http: httpx.AsyncClient, graph: di
     kinds = {a["@odata.type"] for a in listed}
     assert kinds == {"#microsoft.graph.itemAttachment", "#microsoft.graph.referenceAttachment"}
     expanded = (
-        await http.get(
-            f"{base}/{item['id']}", params={"$expand": "microsoft.graph.itemattachment/item"}, headers=graph
-        )
+        await http.get(f"{base}/{item['id']}", params={"$expand": "microsoft.graph.itemattachment/item"}, headers=graph)
     ).json()
     assert expanded["item"]["subject"] == "Original invoice"
 
@@ -489,9 +470,7 @@ async def test_item_and_reference_attachments(http: httpx.AsyncClient, graph: di
 
 
 # -- subscriptions --------------------------------------------------------------------------------
-async def test_subscription_lifecycle(
-    http: httpx.AsyncClient, graph: dict[str, str], receiver: Receiver
-) -> None:
+async def test_subscription_lifecycle(http: httpx.AsyncClient, graph: dict[str, str], receiver: Receiver) -> None:
     box = await new_mailbox(http)
     resource = f"users/{box['id']}/mailFolders('inbox')/messages"
     created = await subscribe(
@@ -503,11 +482,7 @@ async def test_subscription_lifecycle(
     )
     assert created.status_code == 201, created.text
     sub = created.json()
-    assert (
-        sub["resource"] == resource
-        and sub["changeType"] == "created"
-        and sub["clientState"] == "s3cret-state"
-    )
+    assert sub["resource"] == resource and sub["changeType"] == "created" and sub["clientState"] == "s3cret-state"
     assert sub["applicationId"] and sub["creatorId"] and sub["latestSupportedTlsVersion"] == "v1_2"
     assert sub["includeResourceData"] is False
     checks = [v for v in receiver.validations if v["path"] in ("/hook", "/life")]
@@ -515,13 +490,10 @@ async def test_subscription_lifecycle(
     assert all(" " in v["token"] and "+" in v["token"] for v in checks)  # decoded by the receiver
     assert all(v["contentType"].startswith("text/plain") for v in checks)
 
-    again = await subscribe(
-        http, graph, f"users/{box['address']}/mailFolders/inbox/messages", f"{receiver.url}/hook"
-    )
+    again = await subscribe(http, graph, f"users/{box['address']}/mailFolders/inbox/messages", f"{receiver.url}/hook")
     assert again.status_code == 409
     assert (
-        again.json()["error"]["message"]
-        == f"Subscription Id {sub['id']} already exists for the requested combination"
+        again.json()["error"]["message"] == f"Subscription Id {sub['id']} already exists for the requested combination"
     )
 
     path = f"/v1.0/subscriptions/{sub['id']}"
@@ -549,22 +521,16 @@ async def test_subscription_validation_and_limits(
     assert slow.json()["error"]["message"] == "Subscription validation request timed out."
     unreachable = await subscribe(http, graph, resource, "http://127.0.0.1:9/hook")
     assert unreachable.status_code == 400
-    absolute = await subscribe(
-        http, graph, f"https://graph.microsoft.com/v1.0/{resource}", f"{receiver.url}/h"
-    )
+    absolute = await subscribe(http, graph, f"https://graph.microsoft.com/v1.0/{resource}", f"{receiver.url}/h")
     assert absolute.status_code == 400
     missing = await http.post("/v1.0/subscriptions", json={"resource": resource}, headers=graph)
     assert missing.status_code == 400
     long_state = await subscribe(http, graph, resource, f"{receiver.url}/h", clientState="x" * 129)
     assert long_state.status_code == 400
 
-    too_long = await subscribe(
-        http, graph, resource, f"{receiver.url}/h", expirationDateTime=await expiry(http, 10100)
-    )
+    too_long = await subscribe(http, graph, resource, f"{receiver.url}/h", expirationDateTime=await expiry(http, 10100))
     assert too_long.status_code == 400
-    short = await subscribe(
-        http, graph, resource, f"{receiver.url}/h", expirationDateTime=await expiry(http, 5)
-    )
+    short = await subscribe(http, graph, resource, f"{receiver.url}/h", expirationDateTime=await expiry(http, 5))
     assert short.status_code == 201
     expires = datetime.fromisoformat(short.json()["expirationDateTime"])
     assert expires - await sim_now(http) > timedelta(minutes=44)
@@ -591,9 +557,7 @@ async def test_notifications_are_delivered_with_ids(
     await receiver.wait(lambda: bool(receiver.items("/n1")) and bool(receiver.items("/n2")))
 
     [immutable] = receiver.items("/n1")
-    assert (
-        immutable["subscriptionId"] == folder_sub.json()["id"] and immutable["clientState"] == "s3cret-state"
-    )
+    assert immutable["subscriptionId"] == folder_sub.json()["id"] and immutable["clientState"] == "s3cret-state"
     assert immutable["changeType"] == "created" and immutable["tenantId"] == sim.info["tenant_id"]
     assert immutable["resource"] == f"Users/{box['id']}/Messages/{mail['id']}"
     assert immutable["resourceData"]["id"] == mail["id"]
@@ -623,9 +587,7 @@ async def test_delivery_retries_and_gives_up(
     await deliver(http, box["address"])
     await receiver.wait(lambda: len(receiver.items("/flaky")) == 2)
     records = [
-        r
-        for r in (await http.get("/_sim/deliveries")).json()["deliveries"]
-        if sub["id"] in r["subscriptionIds"]
+        r for r in (await http.get("/_sim/deliveries")).json()["deliveries"] if sub["id"] in r["subscriptionIds"]
     ]
     assert [(r["attempt"], r["status"], r["outcome"]) for r in records] == [
         (1, 500, "failed"),
@@ -713,9 +675,7 @@ async def test_updates_notify_updated_subscriptions(
     http: httpx.AsyncClient, graph: dict[str, str], receiver: Receiver
 ) -> None:
     box = await new_mailbox(http)
-    sub = await subscribe(
-        http, graph, f"users/{box['id']}/messages", f"{receiver.url}/upd", changeType="updated"
-    )
+    sub = await subscribe(http, graph, f"users/{box['id']}/messages", f"{receiver.url}/upd", changeType="updated")
     assert sub.status_code == 201
     mail = await deliver(http, box["address"])
     patched = await http.patch(
@@ -729,9 +689,7 @@ async def test_updates_notify_updated_subscriptions(
 
 
 # -- faults and request log -----------------------------------------------------------------------
-async def test_faults_and_request_counts(
-    http: httpx.AsyncClient, graph: dict[str, str], sim: SimulatorProcess
-) -> None:
+async def test_faults_and_request_counts(http: httpx.AsyncClient, graph: dict[str, str], sim: SimulatorProcess) -> None:
     box = await new_mailbox(http)
     mail = await deliver(http, box["address"])
     await http.delete("/_sim/requests")
@@ -770,9 +728,7 @@ async def test_faults_and_request_counts(
 
 
 # -- Key Vault ------------------------------------------------------------------------------------
-async def test_key_vault_through_the_sdk(
-    http: httpx.AsyncClient, sim: SimulatorProcess, ca_env: None
-) -> None:
+async def test_key_vault_through_the_sdk(http: httpx.AsyncClient, sim: SimulatorProcess, ca_env: None) -> None:
     challenge = await http.get("/secrets/anything", params={"api-version": "7.5"})
     assert challenge.status_code == 401
     assert challenge.headers["WWW-Authenticate"] == (
@@ -791,16 +747,12 @@ async def test_key_vault_through_the_sdk(
             sim.key_vault_url, credential, verify_challenge_resource=False, connection_verify=sim.ca_file
         ) as client,
     ):
-        first = await client.set_secret(
-            "client-state", "one", content_type="text/plain", tags={"app": "ingest"}
-        )
+        first = await client.set_secret("client-state", "one", content_type="text/plain", tags={"app": "ingest"})
         second = await client.set_secret("client-state", "two")
         assert first.id == f"{sim.url}/secrets/client-state/{first.properties.version}"
         assert (await client.get_secret("client-state")).value == "two"
         assert (await client.get_secret("client-state", first.properties.version)).value == "one"
-        assert (await client.get_secret("client-state", first.properties.version)).properties.tags == {
-            "app": "ingest"
-        }
+        assert (await client.get_secret("client-state", first.properties.version)).properties.tags == {"app": "ingest"}
         versions = {p.version async for p in client.list_properties_of_secret_versions("client-state")}
         assert versions == {first.properties.version, second.properties.version}
         names = {p.name async for p in client.list_properties_of_secrets()}

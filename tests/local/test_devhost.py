@@ -134,9 +134,7 @@ def test_local_settings_do_not_override_environment(tmp_path: Path) -> None:
 
 def test_host_json_environment_overrides(tmp_path: Path) -> None:
     (tmp_path / "host.json").write_text(
-        json.dumps(
-            {"version": "2.0", "extensions": {"queues": {"batchSize": 8, "visibilityTimeout": "00:00:30"}}}
-        )
+        json.dumps({"version": "2.0", "extensions": {"queues": {"batchSize": 8, "visibilityTimeout": "00:00:30"}}})
     )
     environ = {
         "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:02",
@@ -246,15 +244,11 @@ HOST_JSON = {
     "version": "2.0",
     "logging": {"logLevel": {"default": "Information"}},
     # visibilityTimeout is long here on purpose: the test overrides it through the environment.
-    "extensions": {
-        "queues": {"maxPollingInterval": "00:00:01", "maxDequeueCount": 2, "visibilityTimeout": "00:05:00"}
-    },
+    "extensions": {"queues": {"maxPollingInterval": "00:00:01", "maxDequeueCount": 2, "visibilityTimeout": "00:05:00"}},
 }
 
 
-def write_app(
-    folder: Path, source: str, host_json: dict[str, Any], values: dict[str, str] | None = None
-) -> Path:
+def write_app(folder: Path, source: str, host_json: dict[str, Any], values: dict[str, str] | None = None) -> Path:
     folder.mkdir(parents=True)
     (folder / "function_app.py").write_text(textwrap.dedent(source))
     (folder / "host.json").write_text(json.dumps(host_json))
@@ -439,9 +433,7 @@ def test_timer_fired_through_admin_api(host: RunningHost, azurite: Azurite) -> N
     assert [base64.b64decode(t) for t in take_all(ticks)] == [b"tick past_due=False"]
     # Without ?wait the host answers 202 at once and runs the function in the background.
     assert httpx.post(f"{host.url}/admin/functions/TICK", json={"input": ""}).status_code == 202
-    assert wait_for(lambda: take_all(ticks), 10, "a second tick") == [
-        base64.b64encode(b"tick past_due=False").decode()
-    ]
+    assert wait_for(lambda: take_all(ticks), 10, "a second tick") == [base64.b64encode(b"tick past_due=False").decode()]
 
 
 def test_admin_api_runs_a_queue_function_with_its_input(host: RunningHost, azurite: Azurite) -> None:

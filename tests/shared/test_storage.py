@@ -30,9 +30,7 @@ async def chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
 @pytest.mark.parametrize("length", [0, 1, BLOCK_SIZE - 1, BLOCK_SIZE, 2 * BLOCK_SIZE + 12345])
 async def test_upload_stream_round_trip(store: BlobStore, length: int):
     data = os.urandom(length)
-    stored = await store.upload_stream(
-        "m/a b.bin", chunks(data, 777_777), "application/pdf", {"mailbox": "x"}
-    )
+    stored = await store.upload_stream("m/a b.bin", chunks(data, 777_777), "application/pdf", {"mailbox": "x"})
     assert stored.size == length
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     blob = store._container.get_blob_client("m/a b.bin")

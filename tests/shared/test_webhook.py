@@ -65,9 +65,7 @@ async def test_handshake_needs_no_secret(settings):
         raise AssertionError("the handshake must not reach Key Vault")
 
     out = Out()
-    response = await receive(
-        request(b"", {"validationToken": "tok"}), out, verify_changes, settings, boom, "n"
-    )
+    response = await receive(request(b"", {"validationToken": "tok"}), out, verify_changes, settings, boom, "n")
     assert response.get_body() == b"tok"
     assert out.value is None
 
@@ -77,9 +75,7 @@ async def test_accepts_ours_drops_forged_and_foreign(settings):
     foreign = change(settings, tenantId="33333333-3333-3333-3333-333333333333")
     gone = change(settings, clientState=make_client_state(SECRET, "f" * 16))
     out = Out()
-    body = {
-        "value": [change(settings), forged, foreign, gone, change(settings, resourceData={"id": "second"})]
-    }
+    body = {"value": [change(settings), forged, foreign, gone, change(settings, resourceData={"id": "second"})]}
     response = await receive(request(body), out, verify_changes, settings, secret, "n")
     assert response.status_code == 202
     messages = [parse_change(m) for m in out.value]
@@ -110,9 +106,7 @@ async def test_one_malformed_item_refuses_the_whole_call(settings, missing):
     bad = change(settings)
     del bad[missing]
     out = Out()
-    response = await receive(
-        request({"value": [change(settings), bad]}), out, verify_changes, settings, secret, "n"
-    )
+    response = await receive(request({"value": [change(settings), bad]}), out, verify_changes, settings, secret, "n")
     assert response.status_code == 400
     assert out.value is None
 
