@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -210,7 +211,7 @@ class Stack:
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
         """Call the simulator's control API synchronously."""
-        with httpx.Client(verify=self.ca_bundle if self.env else False, timeout=60) as client:
+        with httpx.Client(verify=ssl.create_default_context(cafile=self.ca_bundle), timeout=60) as client:
             response = client.request(method, f"{self.sim_url}{path}", json=body)
             response.raise_for_status()
             return response.json() if response.content else None
