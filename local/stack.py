@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -122,6 +123,8 @@ class Stack:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Stack:
+        # Every start is a fresh tenant (the simulator keeps nothing), so storage starts empty too.
+        shutil.rmtree(self.data_dir, ignore_errors=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.azurite = Azurite(self.data_dir / "azurite")

@@ -46,6 +46,10 @@ class Options:
     shutdown_timeout: float = 30.0
 
 
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true")
+
+
 def configure_logging(levels: dict[str, int]) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -66,6 +70,7 @@ class DevHost:
         self.app_dir = options.app_dir.resolve()
         self.storage = StorageClients()
         self.specs: list[FunctionSpec] = []
+        self.disabled: list[str] = []
         self.queue_listeners: dict[str, QueueListener] = {}
         self.timer_listeners: dict[str, TimerListener] = {}
         self.runner: web.AppRunner | None = None
@@ -84,7 +89,10 @@ class DevHost:
         timeout = function_timeout(host_json)
         script = os.environ.get("PYTHON_SCRIPT_FILE_NAME") or self.options.script
         module = import_app_module(self.app_dir, script)
-        self.specs = describe(find_app(module), os.environ)
+        described = describe(find_app(module), os.environ)
+        # The host's own switch: app setting `AzureWebJobs.<name>.Disabled` = true leaves a function out.
+        self.disabled = [s.name for s in described if _truthy(os.environ.get(f"AzureWebJobs.{s.name}.Disabled"))]
+        self.specs = [s for s in described if s.name not in self.disabled]
         self.invoker = Invoker(
             self.app_dir,
             self.storage,
@@ -135,6 +143,8 @@ class DevHost:
             await timer_listener.start()
         for spec in self.specs:
             log.info("Function '%s' (%s)", spec.name, spec.trigger_type)
+        for name in self.disabled:
+            log.info("Function '%s' is disabled", name)
         for line in self.server.route_urls(self.url):
             log.info("HTTP %s", line)
         log.info("Dev host listening on %s (pid %d)", self.url, os.getpid())
