@@ -227,6 +227,11 @@ def boom(req: func.HttpRequest) -> str:
     raise ValueError("secret detail")
 
 
+@app.route(route="retired")
+def retired(req: func.HttpRequest) -> str:
+    return "should be disabled"
+
+
 @app.route(route="unwritable", methods=["POST"])
 @app.queue_output(arg_name="out", queue_name="Not_A_Valid_Queue_Name", connection="AzureWebJobsStorage")
 def unwritable(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
@@ -311,6 +316,7 @@ def host(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "AzureWebJobsStorage": azurite.connection_string,
         "FROM_BOTH": "environment",
         "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
+        "AzureWebJobs.retired.Disabled": "true",
     }
     ready = root / "ready.json"
     log_file = root / "devhost.log"
@@ -360,6 +366,12 @@ def test_status_and_unknown_routes(host: RunningHost) -> None:
     assert httpx.get(f"{host.url}/api/nothing").status_code == 404
     assert httpx.post(f"{host.url}/admin/functions/nothing", json={"input": ""}).status_code == 404
     assert httpx.post(f"{host.url}/admin/functions/tick", content=b"not json").status_code == 400
+
+
+def test_disabled_function_is_left_out(host: RunningHost) -> None:
+    assert httpx.get(f"{host.url}/api/retired").status_code == 404
+    listed = json.dumps(httpx.get(f"{host.url}/admin/functions").json())
+    assert "retired" not in listed and "boom" in listed
 
 
 def test_http_route_params_methods_and_queue_output_round_trip(host: RunningHost, azurite: Azurite) -> None:
