@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -25,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from local.processes import terminate
 
 # Azurite's well-known development account (published in the Azurite and Azure Storage docs).
 ACCOUNT_NAME = "devstoreaccount1"
@@ -173,13 +174,7 @@ class Azurite:
         self._endpoints = None
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
+        terminate(process, timeout)
         if self._reader is not None:
             self._reader.join(timeout)
             self._reader = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -26,6 +25,7 @@ import httpx
 
 from local.azuresim.runner import SimulatorProcess, start_simulator
 from local.azurite import Azurite
+from local.processes import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,14 +96,8 @@ class DevHost:
 
     def stop(self, timeout: float = 15.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+        if process is not None:
+            terminate(process, timeout)
 
     @property
     def running(self) -> bool:

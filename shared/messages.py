@@ -12,6 +12,10 @@ LifecycleEvent = Literal["reauthorizationRequired", "subscriptionRemoved", "miss
 LIFECYCLE_EVENTS: frozenset[str] = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 
 
+def _dump(message: ChangeMessage | LifecycleMessage) -> str:
+    return json.dumps(asdict(message), separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class ChangeMessage:
     """One mail change to ingest."""
@@ -26,7 +30,7 @@ class ChangeMessage:
     v: int = 1
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return _dump(self)
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class LifecycleMessage:
     v: int = 1
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return _dump(self)
 
 
 def _load(body: str | bytes, kind: str) -> dict[str, Any]:

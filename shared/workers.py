@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 import azure.functions as func
 
@@ -27,24 +28,25 @@ async def lifecycle(req: func.HttpRequest, out: func.Out[list[str]]) -> func.Htt
     return await receive(req, out, verify_lifecycle, get_settings(), _secret, "lifecycle")
 
 
+async def _queued(msg: func.QueueMessage, event: str, work: Awaitable[object]) -> None:
+    try:
+        await work
+    except Exception as exc:
+        # The queue retries, then parks the message in the poison queue; the reason is logged here.
+        reason = f"{type(exc).__name__}: {exc}"
+        log_event(logger, event, logging.ERROR, message=msg.id, dequeue_count=msg.dequeue_count, reason=reason)
+        raise
+
+
 async def ingest(msg: func.QueueMessage) -> None:
     from .ingest import ingest_change
     from .messages import parse_change
     from .runtime import get_runtime
 
-    try:
+    async def work() -> None:
         await ingest_change(parse_change(msg.get_body()), get_runtime())
-    except Exception as exc:
-        # The queue retries, then parks the message in the poison queue; the reason is logged here.
-        log_event(
-            logger,
-            "ingest.failed",
-            logging.ERROR,
-            message=msg.id,
-            dequeue_count=msg.dequeue_count,
-            reason=f"{type(exc).__name__}: {exc}",
-        )
-        raise
+
+    await _queued(msg, "ingest.failed", work())
 
 
 async def lifecycle_event(msg: func.QueueMessage) -> None:
@@ -52,18 +54,10 @@ async def lifecycle_event(msg: func.QueueMessage) -> None:
     from .runtime import get_runtime
     from .subscriptions import handle_lifecycle
 
-    try:
+    async def work() -> None:
         await handle_lifecycle(parse_lifecycle(msg.get_body()), get_runtime())
-    except Exception as exc:
-        log_event(
-            logger,
-            "lifecycle.failed",
-            logging.ERROR,
-            message=msg.id,
-            dequeue_count=msg.dequeue_count,
-            reason=f"{type(exc).__name__}: {exc}",
-        )
-        raise
+
+    await _queued(msg, "lifecycle.failed", work())
 
 
 async def maintain() -> dict[str, str]:

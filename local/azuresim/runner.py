@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+
+from local.processes import terminate
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,14 +48,7 @@ class SimulatorProcess:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, then SIGKILL if it does not exit within ``timeout``; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process, timeout)
 
     def __enter__(self) -> SimulatorProcess:
         return self
