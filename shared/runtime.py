@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -48,8 +49,16 @@ class Runtime:
         await self.credential.close()
 
 
+# httpx logs every request's full URL at INFO, and the Azure SDK every request's headers: the app's
+# own events say what happened, with URLs redacted, so these stay at WARNING.
+_QUIET_LOGGERS = ("httpx", "httpcore", "azure.core.pipeline.policies.http_logging_policy", "azure.identity")
+
+
 def build_runtime(settings: Settings) -> Runtime:
     from azure.identity.aio import DefaultAzureCredential
+
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     credential = DefaultAzureCredential()
     tokens = TokenProvider(settings)
