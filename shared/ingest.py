@@ -176,12 +176,15 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
 
     job = _MessageJob(rt, folder, message, prefix)
     planned = plan(list(message.get("attachments") or []))
-    tasks = []
-    for attachment, entry in planned:
-        if entry.blob is not None:
-            tasks.append(job.store(attachment, entry.blob, entry))
-    # The GraphClient's per-mailbox limit bounds these downloads; gather keeps them overlapping.
-    await asyncio.gather(*tasks)
+    # The GraphClient's per-mailbox limit bounds these downloads; a TaskGroup keeps them overlapping
+    # and, if one fails, cancels the rest so the retry starts clean.
+    try:
+        async with asyncio.TaskGroup() as group:
+            for attachment, entry in planned:
+                if entry.blob is not None:
+                    group.create_task(job.store(attachment, entry.blob, entry))
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # one plain reason for the log and the queue's retry
     for attachment, entry in planned:
         if entry.kind == "reference" and not entry.skipped:
             entry.url = await job.reference_url(attachment)

@@ -177,6 +177,22 @@ def test_throttled_graph_is_retried_after_retry_after(stack: Stack, reader: Blob
     assert [c.ok for c in check_files(reader, mail, manifest, seconds)] == [True]
 
 
+def test_failed_download_is_retried_by_the_queue(stack: Stack, reader: BlobReader):
+    # A 500 is not retried by the Graph client: the queue message fails and comes back a second later.
+    fault = {"method": "GET", "path": r"/attachments/.*/\$value$", "status": 500, "count": 1}
+    stack.control("POST", "/_sim/faults", fault)
+    try:
+        mail = deliver(stack, "invoices@contoso.com", "Inbox", "retried", [
+            file_attachment("a.pdf", b"%PDF a", "application/pdf"),
+            file_attachment("b.pdf", b"%PDF b", "application/pdf"),
+        ])  # fmt: skip
+        manifest, seconds = wait_for_manifests(reader, [mail], timeout=60)[mail.message_id]
+    finally:
+        stack.control("DELETE", "/_sim/faults")
+    assert [c.ok for c in check_files(reader, mail, manifest, seconds)] == [True, True]
+    assert len(reader.names(mail.prefix)) == 3
+
+
 def test_unreadable_queue_message_ends_in_poison_queue(stack: Stack):
     queue = _queue(stack, "mail-changes")
     poison = _queue(stack, "mail-changes-poison")
