@@ -117,7 +117,7 @@ class FileCheck:
 
 class BlobReader:
     def __init__(self, stack: Stack, container: str = "mail-attachments") -> None:
-        self._service = BlobServiceClient.from_connection_string(stack.blob_service_env())
+        self._service = BlobServiceClient.from_connection_string(stack.storage_connection_string)
         self._container = self._service.get_container_client(container)
 
     def manifest(self, prefix: str) -> dict[str, Any] | None:

@@ -114,6 +114,7 @@ class Stack:
         self.sim: SimulatorProcess | None = None
         self.devhost: DevHost | None = None
         self.env: dict[str, str] = {}
+        self._control: httpx.Client | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Stack:
@@ -136,6 +137,9 @@ class Stack:
         return self
 
     def stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         for part in (self.devhost, self.sim, self.azurite):
             if part is not None:
                 part.stop()
@@ -208,10 +212,11 @@ class Stack:
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
         """Call the simulator's control API synchronously."""
-        with httpx.Client(verify=ssl.create_default_context(cafile=self.ca_bundle), timeout=60) as client:
-            response = client.request(method, f"{self.sim_url}{path}", json=body)
-            response.raise_for_status()
-            return response.json() if response.content else None
+        if self._control is None:
+            self._control = httpx.Client(verify=ssl.create_default_context(cafile=self.ca_bundle), timeout=60)
+        response = self._control.request(method, f"{self.sim_url}{path}", json=body)
+        response.raise_for_status()
+        return response.json() if response.content else None
 
     def run_function(self, name: str, body: str = "", timeout: float = 120) -> httpx.Response:
         """Run a non-HTTP function now through the dev host's admin API, waiting for it to finish."""
@@ -222,7 +227,8 @@ class Stack:
             timeout=timeout,
         )
 
-    def blob_service_env(self) -> str:
+    @property
+    def storage_connection_string(self) -> str:
         return self.env["AzureWebJobsStorage"]
 
     def dump(self) -> str:

@@ -72,12 +72,11 @@ def _message_path(mailbox: str, message_id: str) -> str:
 
 
 class _MessageJob:
-    def __init__(self, rt: Runtime, folder: MailboxFolder, message: dict[str, Any], prefix: str) -> None:
+    def __init__(self, rt: Runtime, folder: MailboxFolder, message_id: str, prefix: str) -> None:
         self.rt = rt
         self.folder = folder
-        self.message = message
         self.prefix = prefix
-        self.path = _message_path(folder.mailbox, str(message["id"]))
+        self.path = _message_path(folder.mailbox, message_id)
 
     async def _chunks(self, attachment_id: str) -> AsyncIterator[bytes]:
         value = f"{self.path}/attachments/{quote(attachment_id, safe='')}/$value"
@@ -174,7 +173,7 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
         log_event(logger, "ingest.duplicate", mailbox=folder.mailbox, message_key=key)
         return IngestOutcome("duplicate", prefix=prefix)
 
-    job = _MessageJob(rt, folder, message, prefix)
+    job = _MessageJob(rt, folder, str(message["id"]), prefix)
     planned = plan(list(message.get("attachments") or []))
     # The GraphClient's per-mailbox limit bounds these downloads; a TaskGroup keeps them overlapping
     # and, if one fails, cancels the rest so the retry starts clean.

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 @dataclass
 class Runtime:
     settings: Settings
-    tokens: TokenProvider
     graph: GraphClient
     credential: DefaultAzureCredential
     vault: Vault
@@ -66,7 +65,6 @@ def build_runtime(settings: Settings) -> Runtime:
     blobs = blob_service(settings.storage, credential)
     return Runtime(
         settings=settings,
-        tokens=tokens,
         graph=GraphClient(settings.graph_api_url, tokens.token, policy=policy),
         credential=credential,
         vault=Vault(settings, credential),

@@ -10,8 +10,8 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -85,7 +85,10 @@ class Settings:
     subscription_minutes: int
     graph_max_retries: int
     graph_max_retry_after_seconds: float
-    _by_key: Mapping[str, MailboxFolder] = field(default_factory=dict, repr=False, compare=False)
+
+    @cached_property
+    def _by_key(self) -> Mapping[str, MailboxFolder]:
+        return {m.key: m for m in self.mailboxes}
 
     @property
     def authority(self) -> str:
@@ -261,7 +264,6 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         ),
         graph_max_retries=_int(env, "GRAPH_MAX_RETRIES", 4, 0, 10),
         graph_max_retry_after_seconds=float(_int(env, "GRAPH_MAX_RETRY_AFTER_SECONDS", 60, 1, 600)),
-        _by_key={m.key: m for m in mailboxes},
     )
 
 

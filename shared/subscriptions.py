@@ -156,12 +156,16 @@ class FolderMaintainer:
         left = parse_graph_time(state.expiration) - now
         return left < timedelta(minutes=self.minutes) / 2
 
-    async def ensure(self, *, force_new: bool = False, force_renew: bool = False) -> str:
+    async def ensure(self) -> str:
         """Create, renew or keep; returns what was done."""
         state, etag = await self._load()
         now = _now()
-        if not (force_new or force_renew) and not self._needs_renewal(state, now):
+        if not self._needs_renewal(state, now):
             return "kept"
+        return await self._bring_up(state, etag, now, force_new=False)
+
+    async def _bring_up(self, state: FolderState, etag: str | None, now: datetime, *, force_new: bool) -> str:
+        """Renew (or create, with `force_new` always create) and save the record once."""
         try:
             action = await self._apply(state, now, force_new)
             state.last_error = state.last_error_at = None
@@ -223,15 +227,15 @@ class FolderMaintainer:
             await self._save(state, etag)
             log_event(logger, "lifecycle.stale", mailbox=self.folder.mailbox, subscription=event.subscription_id)
             return "stale"
-        await self._save(state, etag)
         if event.event == "subscriptionRemoved":
-            return await self.ensure(force_new=True)
-        if event.event == "reauthorizationRequired":
-            renewed = parse_graph_time(state.renewed_at) if state.renewed_at else None
-            if renewed and now - renewed < REAUTHORIZE_QUIET:
-                return "recently renewed"
+            return await self._bring_up(state, etag, now, force_new=True)
+        renewed = parse_graph_time(state.renewed_at) if state.renewed_at else None
+        if event.event == "reauthorizationRequired" and not (renewed and now - renewed < REAUTHORIZE_QUIET):
             # A PATCH both reauthorizes and renews, in one call (graph_facts §4).
-            return await self.ensure(force_renew=True)
+            return await self._bring_up(state, etag, now, force_new=False)
+        await self._save(state, etag)
+        if event.event == "reauthorizationRequired":
+            return "recently renewed"
         log_event(
             logger,
             "lifecycle.missed",

@@ -114,7 +114,7 @@ def test_validation_handshake_through_the_dev_host(stack: Stack):
 def _queue(stack: Stack, name: str) -> QueueClient:
     # The Functions host's queue messages are base64, as host.json's messageEncoding says.
     return QueueClient.from_connection_string(
-        stack.blob_service_env(), name,
+        stack.storage_connection_string, name,
         message_encode_policy=BinaryBase64EncodePolicy(), message_decode_policy=BinaryBase64DecodePolicy(),
     )  # fmt: skip
 
