@@ -8,10 +8,10 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
 
 from .clientstate import make_client_state
 from .errors import GraphConflict, GraphError, GraphNotFound, IngestError, StateConflict
+from .folders import resolve_folder
 from .layout import parse_graph_time
 from .logs import log_event
 from .messages import LifecycleMessage
@@ -21,22 +21,6 @@ from .state import FolderState, StateStore
 
 logger = logging.getLogger(__name__)
 
-WELL_KNOWN_FOLDERS = frozenset(
-    {
-        "inbox",
-        "archive",
-        "clutter",
-        "conversationhistory",
-        "deleteditems",
-        "drafts",
-        "junkemail",
-        "outbox",
-        "sentitems",
-        "scheduled",
-        "searchfolders",
-        "msgfolderroot",
-    }
-)
 # Graph's answer to a create beyond the cap it enforces names the cap (graph_facts §1).
 _CAP = re.compile(r"(\d{2,6})\s*minutes", re.IGNORECASE)
 _EXISTING = re.compile(r"Subscription Id\s+<?([0-9a-fA-F-]{36})>?\s+already exists", re.IGNORECASE)
@@ -50,41 +34,6 @@ def _now() -> datetime:
 
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _quote(segment: str) -> str:
-    return quote(segment, safe="@")
-
-
-def _odata_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-async def resolve_folder(rt: Runtime, folder: MailboxFolder) -> str:
-    """The folder's id: first segment a well-known name or a top-level folder, then child folders by name."""
-    user = f"users/{_quote(folder.mailbox)}"
-    first, *rest = folder.segments
-    if first.lower() in WELL_KNOWN_FOLDERS:
-        found = await rt.graph.request("GET", f"{user}/mailFolders/{first.lower()}", mailbox=folder.mailbox)
-        current = str(found["id"])
-    else:
-        current = await _child(rt, folder, f"{user}/mailFolders/msgfolderroot/childFolders", first)
-    for name in rest:
-        current = await _child(rt, folder, f"{user}/mailFolders/{_quote(current)}/childFolders", name)
-    return current
-
-
-async def _child(rt: Runtime, folder: MailboxFolder, path: str, name: str) -> str:
-    listing = await rt.graph.request(
-        "GET",
-        path,
-        mailbox=folder.mailbox,
-        params={"$filter": f"displayName eq {_odata_string(name)}", "$select": "id,displayName"},
-    )
-    for item in listing.get("value", []):
-        if str(item.get("displayName", "")).lower() == name.lower():
-            return str(item["id"])
-    raise GraphNotFound(404, "ErrorFolderNotFound", f"folder {name!r} not found in {folder}", f"GET {path}")
 
 
 class MaintainFailed(IngestError):
@@ -199,7 +148,7 @@ class FolderMaintainer:
             except GraphNotFound:
                 state.subscription_id = None
         if not state.folder_id:
-            state.folder_id = await resolve_folder(self.rt, self.folder)
+            state.folder_id = await resolve_folder(self.rt.graph, self.folder.mailbox, self.folder.folder)
         created = await _Creator(self.rt, self.folder).create(state.folder_id, self.minutes)
         state.subscription_id = str(created["id"])
         state.expiration = str(created.get("expirationDateTime"))
