@@ -140,6 +140,8 @@ class Control:
             web.post("/_sim/mail", self.add_mail),
             web.delete("/_sim/mail/{id}", self.delete_mail),
             web.post("/_sim/mail/{id}/renotify", self.renotify),
+            web.get("/_sim/roles", self.get_roles),
+            web.post("/_sim/roles", self.set_roles),
             web.get("/_sim/options", self.get_options),
             web.post("/_sim/options", self.set_options),
             web.get("/_sim/faults", self.list_faults),
@@ -320,6 +322,26 @@ class Control:
         mailbox, message = self._find_message(request.match_info["id"], deleted=True)
         queued = self.notifier.message_changed(mailbox, message.folder_id, message, change_type, copies=times)
         return web.json_response({"id": message.immutable_id, "notifications": queued}, status=202)
+
+    def _roles_body(self) -> dict[str, Any]:
+        return {"roles": {client_id: list(app.roles) for client_id, app in self.store.apps.items()}}
+
+    async def get_roles(self, request: web.Request) -> web.Response:
+        return web.json_response(self._roles_body())
+
+    async def set_roles(self, request: web.Request) -> web.Response:
+        """The application permissions granted to an app (default: every app), for tokens issued from
+        now on: e.g. Mail.Read alone, to see what needs Mail.ReadWrite."""
+        body = await _json(request)
+        roles, client_id = body.get("roles"), body.get("clientId")
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise _bad("'roles' must be a list of permission names, e.g. ['Mail.Read']")
+        if client_id is not None and client_id not in self.store.apps:
+            raise ControlError(404, "NotFound", f"no app '{client_id}'")
+        for key, app in self.store.apps.items():
+            if client_id in (None, key):
+                app.roles = tuple(roles)
+        return web.json_response(self._roles_body())
 
     def _options_body(self) -> dict[str, Any]:
         options = self.store.options

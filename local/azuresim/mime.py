@@ -56,10 +56,9 @@ class Base64Lines:
         carry = b""
         for chunk in self.content.chunks():
             carry += chunk
-            if len(carry) >= BLOCK_BYTES:
-                cut = len(carry) - len(carry) % LINE_BYTES
-                yield base64.encodebytes(carry[:cut]).replace(b"\n", CRLF)
-                carry = carry[cut:]
+            while len(carry) >= BLOCK_BYTES:
+                yield base64.encodebytes(carry[:BLOCK_BYTES]).replace(b"\n", CRLF)
+                carry = carry[BLOCK_BYTES:]
         if carry:
             yield base64.encodebytes(carry).replace(b"\n", CRLF)
 

@@ -103,12 +103,17 @@ class Receiver:
     """The subscriber's endpoint: answers validation handshakes and records notifications.
 
     Paths: ``/encoded/...`` echoes the token URL-encoded (a wrong answer), ``/slow/...`` answers
-    after 10.5 s; ``fail[path] = n`` answers the next n notifications with 500."""
+    after 10.5 s; ``fail[path] = n`` answers the next n notifications with 500; ``delay[path] = s``
+    holds each notification s seconds before answering, and ``max_in_flight[path]`` records how many
+    notifications to a path were being handled at once."""
 
     def __init__(self) -> None:
         self.validations: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []
         self.fail: dict[str, int] = {}
+        self.delay: dict[str, float] = {}
+        self.in_flight: dict[str, int] = {}
+        self.max_in_flight: dict[str, int] = {}
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -121,14 +126,26 @@ class Receiver:
             )
             answer = quote(token) if request.path.startswith("/encoded") else token
             return web.Response(text=answer, content_type="text/plain")
-        self.notifications.append({"path": request.path, "query": dict(request.query), "body": await request.json()})
-        if self.fail.get(request.path, 0) > 0:
-            self.fail[request.path] -= 1
+        path = request.path
+        self.in_flight[path] = self.in_flight.get(path, 0) + 1
+        self.max_in_flight[path] = max(self.max_in_flight.get(path, 0), self.in_flight[path])
+        try:
+            raw = await request.read()
+            self.notifications.append({"path": path, "query": dict(request.query), "body": json.loads(raw), "raw": raw})
+            if path in self.delay:
+                await asyncio.sleep(self.delay[path])
+        finally:
+            self.in_flight[path] -= 1
+        if self.fail.get(path, 0) > 0:
+            self.fail[path] -= 1
             return web.Response(status=500)
         return web.Response(status=202)
 
     def items(self, path: str) -> list[dict[str, Any]]:
         return [item for n in self.notifications if n["path"] == path for item in n["body"]["value"]]
+
+    def posts(self, path: str) -> list[dict[str, Any]]:
+        return [n for n in self.notifications if n["path"] == path]
 
     async def wait(self, check: Callable[[], bool], timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
