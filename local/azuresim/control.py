@@ -80,37 +80,29 @@ def _digest(attachments: list[Attachment]) -> None:
             attachment.sha256 = sha256_hex(attachment.content)
 
 
-def _part_json(attachment: Attachment) -> dict[str, Any]:
-    """What an attached mail's MIME carries for one attachment, nested mails recursively."""
+def _described(attachment: Attachment) -> dict[str, Any]:
+    """What the control API reports of an attachment; for an attached mail also ``parts``: what its
+    MIME carries, recursively, so a test can compare the files it extracts."""
     body: dict[str, Any] = {
         "name": attachment.name,
         "kind": attachment.kind,
         "contentType": attachment.content_type,
         "size": attachment.size,
         "sha256": attachment.sha256,
-        "inline": attachment.is_inline,
         "contentId": attachment.content_id,
     }
     if attachment.item is not None:
-        body["parts"] = [_part_json(a) for a in mime_parts(attachment.item)]
+        body["parts"] = [{**_described(a), "inline": a.is_inline} for a in mime_parts(attachment.item)]
     return body
 
 
 def _attachment_json(attachment: Attachment) -> dict[str, Any]:
-    body: dict[str, Any] = {
+    return {
         "id": attachment.immutable_id,
         "restId": attachment.rest_id,
-        "name": attachment.name,
-        "kind": attachment.kind,
-        "contentType": attachment.content_type,
-        "size": attachment.size,
-        "sha256": attachment.sha256,
+        **_described(attachment),
         "isInline": attachment.is_inline,
-        "contentId": attachment.content_id,
     }
-    if attachment.item is not None:
-        body["parts"] = [_part_json(a) for a in mime_parts(attachment.item)]
-    return body
 
 
 class Control:

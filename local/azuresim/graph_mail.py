@@ -1,4 +1,5 @@
-"""Graph mail: users, mailFolders, messages and attachments, as app-only callers see them.
+"""Graph mail: users, mailFolders (list, get, create), messages (list, get, update, move, delete)
+and attachments, as app-only callers see them.
 
 Ids honour ``Prefer: IdType="ImmutableId"``; either kind of id is accepted in a path. Large file
 attachments are streamed from :mod:`content` both as ``/$value`` and as base64 ``contentBytes``.
@@ -438,9 +439,8 @@ class Mail:
         if "isRead" in body:
             message.is_read = bool(body["isRead"])
         if "categories" in body:
-            if not isinstance(body["categories"], list):
-                raise GraphError(400, "BadRequest", "categories must be a string collection.")
-            if not all(isinstance(c, str) for c in body["categories"]):
+            categories = body["categories"]
+            if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
                 raise GraphError(400, "BadRequest", "categories must be a string collection.")
             # A collection in PATCH replaces the whole collection (OData), it is not merged.
             message.categories = list(body["categories"])
