@@ -225,20 +225,25 @@ def _storage(env: Mapping[str, str]) -> StorageSettings:
 
 
 def _list(env: Mapping[str, str], name: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
-    items = tuple(i.strip().lower().lstrip(".") for i in env.get(name, "").split(",") if i.strip())
-    for item in items:
+    """A comma list, lower case; `*` (or nothing) means any."""
+    items: list[str] = []
+    for raw in env.get(name, "").split(","):
+        item = raw.strip().lower()
+        if not item:
+            continue
         if item != "*" and not pattern.match(item):
-            raise SettingsError(name, f"{item!r} is not valid here")
-    return () if "*" in items else items
+            raise SettingsError(name, f"{raw.strip()!r} is not valid here")
+        items.append(item)
+    return () if "*" in items else tuple(items)
 
 
-_EXTENSION = re.compile(r"^[a-z0-9_+-]{1,20}$")
+_EXTENSION = re.compile(r"^\.?[a-z0-9_+-]{1,20}$")
 _CONTENT_TYPE = re.compile(r"^[a-z0-9*!#$&^_.+-]+/[a-z0-9*!#$&^_.+-]+$")
 
 
 def _rules(env: Mapping[str, str]) -> AttachmentRules:
     rules = AttachmentRules(
-        extensions=_list(env, "ATTACHMENT_EXTENSIONS", _EXTENSION),
+        extensions=tuple(e.lstrip(".") for e in _list(env, "ATTACHMENT_EXTENSIONS", _EXTENSION)),
         content_types=_list(env, "ATTACHMENT_CONTENT_TYPES", _CONTENT_TYPE),
         min_bytes=_int(env, "ATTACHMENT_MIN_BYTES", 0, 0, MAX_ATTACHMENT_BYTES),
         max_bytes=_int(env, "ATTACHMENT_MAX_BYTES", MAX_ATTACHMENT_BYTES, 1, MAX_ATTACHMENT_BYTES),
