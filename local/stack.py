@@ -94,6 +94,12 @@ class DevHost:
                 raise RuntimeError(f"dev host did not become ready in {timeout:.0f}s; see {self.log_file}")
             time.sleep(0.05)
 
+    @property
+    def pid(self) -> int:
+        """The dev host's process, where the app's functions run."""
+        assert self._process is not None, "the dev host is not running"
+        return self._process.pid
+
     def stop(self, timeout: float = 15.0) -> None:
         process, self._process = self._process, None
         if process is not None:
