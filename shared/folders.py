@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from .errors import GraphConflict, GraphNotFound
+from .errors import GraphConflict, GraphError, GraphNotFound
 from .graph import GraphClient
 
 WELL_KNOWN_FOLDERS = frozenset(
@@ -59,8 +59,10 @@ async def _child(graph: GraphClient, mailbox: str, parent: str, name: str, creat
     try:
         made = await graph.request("POST", children, mailbox=mailbox, json={"displayName": name})
         return str(made["id"])
-    except GraphConflict:
-        # Another worker created it a moment ago.
+    except GraphError as exc:
+        # Another worker created it a moment ago (Exchange's ErrorFolderExists, reported as 409 or 400).
+        if not isinstance(exc, GraphConflict) and exc.code != "ErrorFolderExists":
+            raise
         found = await _find_child(graph, mailbox, children, name)
         if found is None:
             raise
