@@ -201,3 +201,4 @@ output GRAPH_CLIENT_ID string = graphClientId
 output MAILBOXES string = mailboxes
 output WEBHOOK_BASE_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output KEY_VAULT_URL string = keyVault.outputs.uri
+output ATTACHMENTS_CONTAINER string = attachmentsContainerName
