@@ -25,7 +25,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     // Flex Consumption without VNet integration resolves Key Vault references over the public endpoint.
     // checkov:skip=CKV_AZURE_189: no private network in this deployment; every call needs an Entra token and an RBAC role
     publicNetworkAccess: 'Enabled'
-    // checkov:skip=CKV_AZURE_109: same reason as CKV_AZURE_189
+    // checkov:skip=CKV_AZURE_109: no private network in this deployment; the vault accepts only Entra tokens with an RBAC role
     networkAcls: {
       defaultAction: 'Allow'
       bypass: 'AzureServices'
@@ -38,7 +38,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
 resource graphSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   parent: vault
   name: 'graph-client-secret'
-  // checkov:skip=CKV_AZURE_41: the credential's lifetime is the app registration's, see above
+  // checkov:skip=CKV_AZURE_41: the client secret expires in Entra ID; an expiry here would cut off a valid credential
   properties: {
     value: graphClientSecret
     contentType: 'text/plain'

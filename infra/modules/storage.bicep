@@ -27,7 +27,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     // Flex Consumption without VNet integration reaches storage over its public endpoint; every request needs a token.
     // checkov:skip=CKV_AZURE_59: no private network in this deployment; shared keys and anonymous access are off instead
     publicNetworkAccess: 'Enabled'
-    // checkov:skip=CKV_AZURE_35: same reason as CKV_AZURE_59
+    // checkov:skip=CKV_AZURE_35: no private network in this deployment; every request needs an Entra token
     networkAcls: {
       defaultAction: 'Allow'
       bypass: 'AzureServices'
