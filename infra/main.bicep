@@ -189,8 +189,6 @@ module alerts 'modules/alerts.bicep' = {
 }
 
 // azd stores these in the environment; the postprovision hook prints the manual steps from them. No secrets.
-output AZURE_LOCATION string = location
-output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name

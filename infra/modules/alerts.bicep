@@ -45,6 +45,7 @@ var rules = [
     severity: 1
     frequency: 'PT5M'
     window: 'PT5M'
+    queryRange: 'PT5M'
     threshold: 0
     dimension: 'mailbox'
     // The app's event, and the host's own line for a message it moves (covers both queues).
@@ -57,6 +58,7 @@ var rules = [
     severity: 2
     frequency: 'PT15M'
     window: 'PT15M'
+    queryRange: 'PT15M'
     threshold: 0
     dimension: 'mailbox'
     query: 'traces | where tostring(customDimensions.event) == "subscription.failed" | project timestamp, mailbox = tostring(customDimensions.mailbox)'
@@ -68,6 +70,7 @@ var rules = [
     severity: 1
     frequency: 'PT15M'
     window: 'PT15M'
+    queryRange: 'PT15M'
     threshold: 0
     dimension: 'mailbox'
     query: 'traces | where tostring(customDimensions.event) == "auth.needs_consent" | project timestamp, mailbox = tostring(customDimensions.mailbox)'
@@ -75,13 +78,15 @@ var rules = [
   {
     name: 'silent-mailbox'
     displayName: 'Mail ingest: no notification for a mailbox for ${notificationSilenceHours} h'
-    description: 'No change notification was accepted for a configured mailbox within the window.'
+    description: 'No change notification was accepted for a configured mailbox in the last ${notificationSilenceHours} hours.'
     severity: 3
     frequency: 'PT1H'
-    window: 'PT${notificationSilenceHours}H'
+    window: 'PT1H'
+    // Two days of data (the longest a log alert reads); the query keeps the last N hours of them.
+    queryRange: 'P2D'
     threshold: 0
     dimension: 'mailbox'
-    query: 'let seen = traces | where tostring(customDimensions.event) == "notification.accepted" | distinct mailbox = tolower(tostring(customDimensions.mailbox)); print raw = ${mailboxesLiteral} | mv-expand entry = split(raw, ",") to typeof(string) | extend mailbox = tolower(trim(@"\\s+", tostring(split(entry, "/")[0]))) | where isnotempty(mailbox) | distinct mailbox | join kind=leftanti seen on mailbox | extend timestamp = now() | project timestamp, mailbox'
+    query: 'let seen = traces | where timestamp > ago(${notificationSilenceHours}h) and tostring(customDimensions.event) == "notification.accepted" | distinct mailbox = tolower(tostring(customDimensions.mailbox)); print raw = ${mailboxesLiteral} | mv-expand entry = split(raw, ",") to typeof(string) | extend mailbox = tolower(trim(@"\\s+", tostring(split(entry, "/")[0]))) | where isnotempty(mailbox) | distinct mailbox | join kind=leftanti seen on mailbox | extend timestamp = now() | project timestamp, mailbox'
   }
   {
     name: 'function-errors'
@@ -90,6 +95,7 @@ var rules = [
     severity: 2
     frequency: 'PT15M'
     window: 'PT15M'
+    queryRange: 'PT15M'
     threshold: functionFailureThreshold
     dimension: 'function'
     query: 'union (requests | where success == false | project timestamp, function = operation_Name), (exceptions | project timestamp, function = operation_Name)'
@@ -111,6 +117,7 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
       ]
       evaluationFrequency: rule.frequency
       windowSize: rule.window
+      overrideQueryTimeRange: rule.queryRange
       criteria: {
         allOf: [
           {
