@@ -128,6 +128,9 @@ class Change:
     folder_id: str
     message_id: str  # immutable id
     rest_id: str  # the regular id at the time of the change
+    # "created" (new in the folder, moves in included), "updated" (changed in place) or "deleted"
+    # (gone from the folder, moves out included): what delta's changeType filters on.
+    change_type: str = "updated"
 
 
 @dataclass
@@ -144,9 +147,9 @@ class Mailbox:
     known_ids: dict[str, str] = field(default_factory=dict)
     deleted: dict[str, Message] = field(default_factory=dict)  # by immutable id
 
-    def record_change(self, folder_id: str, message: Message) -> None:
+    def record_change(self, folder_id: str, message: Message, change_type: str = "updated") -> None:
         seq = self.changes[-1].seq + 1 if self.changes else 1
-        self.changes.append(Change(seq, folder_id, message.immutable_id, message.rest_id))
+        self.changes.append(Change(seq, folder_id, message.immutable_id, message.rest_id, change_type))
 
     @property
     def change_seq(self) -> int:
@@ -210,18 +213,18 @@ class Mailbox:
         self.messages[message.immutable_id] = message
         self.messages[message.rest_id] = message
         self.known_ids[message.immutable_id] = self.known_ids[message.rest_id] = message.immutable_id
-        self.record_change(message.folder_id, message)
+        self.record_change(message.folder_id, message, "created")
 
     def delete_message(self, message: Message) -> None:
         """Gone for every id (Graph's delete moves it out of reach of the mailbox's folders)."""
         self.messages.pop(message.immutable_id, None)
         self.messages.pop(message.rest_id, None)
         self.deleted[message.immutable_id] = message
-        self.record_change(message.folder_id, message)
+        self.record_change(message.folder_id, message, "deleted")
 
     def move_message(self, message: Message, folder_id: str) -> None:
         """A move gives the message (and its attachments) new regular ids; immutable ids stay."""
-        self.record_change(message.folder_id, message)
+        self.record_change(message.folder_id, message, "deleted")
         del self.messages[message.rest_id]
         message.rest_id = exchange_id()
         message.folder_id = folder_id
@@ -230,7 +233,7 @@ class Mailbox:
             attachment.rest_id = exchange_id()
         self.messages[message.rest_id] = message
         self.known_ids[message.rest_id] = message.immutable_id
-        self.record_change(folder_id, message)
+        self.record_change(folder_id, message, "created")
 
 
 @dataclass
