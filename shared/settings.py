@@ -86,6 +86,9 @@ class Settings:
     subscription_minutes: int
     graph_max_retries: int
     graph_max_retry_after_seconds: float
+    reconcile_minutes: int = 60
+    backfill_hours: int = 0
+    full_resync_hours: int = 72
     rules: AttachmentRules = field(default_factory=AttachmentRules)
     after_ingest: AfterIngest = field(default_factory=AfterIngest)
     after_ingest_by_folder: Mapping[str, AfterIngest] = field(default_factory=dict)  # by MailboxFolder.key
@@ -263,12 +266,13 @@ def _after_ingest(name: str, text: str) -> AfterIngest:
         raise SettingsError(name, str(exc)) from None
 
 
-def _after_ingest_by_folder(env: Mapping[str, str], mailboxes: tuple[MailboxFolder, ...]) -> dict[str, AfterIngest]:
-    """`mailbox=actions; mailbox/Folder=actions`: a mailbox applies to all its folders, a folder wins."""
+def _after_ingest_by_folder(raw: str, mailboxes: tuple[MailboxFolder, ...]) -> dict[str, AfterIngest]:
+    """AFTER_INGEST_BY_MAILBOX, `mailbox=actions; mailbox/Folder=actions`: a mailbox applies to all its
+    folders, a folder entry wins."""
     name = "AFTER_INGEST_BY_MAILBOX"
     by_mailbox: dict[str, AfterIngest] = {}
     by_folder: dict[str, AfterIngest] = {}
-    for entry in env.get(name, "").split(";"):
+    for entry in raw.split(";"):
         if not entry.strip():
             continue
         target, sep, actions = entry.partition("=")
@@ -331,9 +335,12 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         ),
         graph_max_retries=_int(env, "GRAPH_MAX_RETRIES", 4, 0, 10),
         graph_max_retry_after_seconds=float(_int(env, "GRAPH_MAX_RETRY_AFTER_SECONDS", 60, 1, 600)),
+        reconcile_minutes=_int(env, "RECONCILE_MINUTES", 60, 0, 24 * 60),
+        backfill_hours=_int(env, "BACKFILL_HOURS", 0, 0, 24 * 90),
+        full_resync_hours=_int(env, "FULL_RESYNC_HOURS", 72, 1, 24 * 90),
         rules=_rules(env),
         after_ingest=_after_ingest("AFTER_INGEST", env.get("AFTER_INGEST", "")),
-        after_ingest_by_folder=_after_ingest_by_folder(env, mailboxes),
+        after_ingest_by_folder=_after_ingest_by_folder(env.get("AFTER_INGEST_BY_MAILBOX", ""), mailboxes),
     )
 
 

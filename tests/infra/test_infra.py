@@ -32,6 +32,20 @@ OPTIONAL_SETTINGS = {
     "SUBSCRIPTION_LIFETIME_MINUTES": "defaults to Graph's maximum for messages, 10,080 (README)",
     "GRAPH_MAX_RETRIES": "defaults to 4 (README)",
     "GRAPH_MAX_RETRY_AFTER_SECONDS": "defaults to 60 (README)",
+    # Ingest tunables: each has a default for document capture (README); an operator sets one on the
+    # Function App when a mailbox needs it.
+    "ATTACHMENT_EXTENSIONS": "defaults to every extension (README)",
+    "ATTACHMENT_CONTENT_TYPES": "defaults to every content type (README)",
+    "ATTACHMENT_MIN_BYTES": "defaults to 0 (README)",
+    "ATTACHMENT_MAX_BYTES": "defaults to 150 MiB, Exchange's largest message (README)",
+    "INCLUDE_INLINE_ATTACHMENTS": "defaults to false: signature logos are skipped (README)",
+    "EXTRACT_ATTACHED_MAIL": "defaults to true (README)",
+    "ATTACHED_MAIL_MAX_DEPTH": "defaults to 3 (README)",
+    "AFTER_INGEST": "defaults to none, which needs only Mail.Read (README)",
+    "AFTER_INGEST_BY_MAILBOX": "defaults to no per-mailbox override (README)",
+    "RECONCILE_MINUTES": "defaults to an hourly delta reconciliation (README)",
+    "BACKFILL_HOURS": "defaults to 0: a new folder starts from now (README)",
+    "FULL_RESYNC_HOURS": "defaults to 72: the window of a full resync after a refused delta link (README)",
 }
 
 # The scanner must keep finding these, or a refactor of shared/settings.py has defeated it.
