@@ -187,7 +187,15 @@ class Subscriptions:
         lifecycle_url = body.get("lifecycleNotificationUrl")
         if lifecycle_url is not None:
             lifecycle_url = check_url(lifecycle_url, "lifecycleNotificationUrl")
-        mailbox_id, folder_id = self._resource(body["resource"])
+        mailbox_id, folder_id = self._resource(g.own_resource(str(body["resource"])))
+        if g.delegated and mailbox_id != g.claims.get("oid"):
+            # "Delegated permissions can subscribe only to the signed-in user's own mailbox."
+            raise GraphError(
+                403,
+                "ExtensionError",
+                "Operation: Create; Exception: [Status Code: Forbidden; Reason: Access is denied. Check credentials "
+                "and try again.]",
+            )
         expiration = self._expiry(body["expirationDateTime"])
         for sub in self.notifier.live_subscriptions():
             same_types = sub.change_types == set(parts)
