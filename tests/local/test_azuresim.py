@@ -9,18 +9,14 @@ import base64
 import email
 import email.policy
 import hashlib
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import msal
 import pytest
-from aiohttp import web
 from azure.core.exceptions import ResourceNotFoundError
 from azure.identity.aio import ClientSecretCredential
 from azure.keyvault.secrets.aio import SecretClient
@@ -29,137 +25,19 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from local.azuresim.content import GeneratedContent, sha256_hex
 from local.azuresim.runner import SimulatorProcess, start_simulator
+from tests.local.simclient import (
+    GRAPH_SCOPE,
+    VAULT_SCOPE,
+    Receiver,
+    claims_of,
+    deliver,
+    expiry,
+    get_token,
+    new_mailbox,
+    sim_now,
+)
 
-GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-VAULT_SCOPE = "https://vault.azure.net/.default"
 IMMUTABLE = {"Prefer": 'IdType="ImmutableId"'}
-
-
-# -- fixtures -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorProcess]:
-    with start_simulator(tmp_path_factory.mktemp("azuresim")) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def ca_env(sim: SimulatorProcess) -> Iterator[None]:
-    # MSAL (requests) reads REQUESTS_CA_BUNDLE per request; restored afterwards for other modules.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SSL_CERT_FILE", sim.ca_file)
-        patch.setenv("REQUESTS_CA_BUNDLE", sim.ca_file)
-        yield
-
-
-@pytest.fixture(scope="module")
-async def http(sim: SimulatorProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=sim.url, verify=sim.ssl_context(), timeout=60) as client:
-        yield client
-
-
-async def get_token(http: httpx.AsyncClient, sim: SimulatorProcess, scope: str = GRAPH_SCOPE) -> str:
-    info = sim.info
-    response = await http.post(
-        f"/{info['tenant_id']}/oauth2/v2.0/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": info["client_id"],
-            "client_secret": info["client_secret"],
-            "scope": scope,
-        },
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
-@pytest.fixture(scope="module")
-async def graph(http: httpx.AsyncClient, sim: SimulatorProcess) -> dict[str, str]:
-    """Authorization header for Graph."""
-    return {"Authorization": f"Bearer {await get_token(http, sim)}"}
-
-
-async def new_mailbox(http: httpx.AsyncClient, folders: list[str] | None = None) -> dict[str, str]:
-    address = f"box-{uuid.uuid4().hex[:8]}@contoso.com"
-    response = await http.post("/_sim/mailboxes", json={"address": address, "folders": folders or []})
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-async def deliver(http: httpx.AsyncClient, mailbox: str, **spec: Any) -> dict[str, Any]:
-    body = {
-        "mailbox": mailbox,
-        "folder": "Inbox",
-        "subject": "Invoice",
-        "from": "Supplier <ap@supplier.example>",
-    }
-    response = await http.post("/_sim/mail", json={**body, **spec})
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-async def sim_now(http: httpx.AsyncClient) -> datetime:
-    return datetime.fromisoformat((await http.get("/_sim/clock")).json()["now"])
-
-
-async def expiry(http: httpx.AsyncClient, minutes: float) -> str:
-    return (await sim_now(http) + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
-
-
-class Receiver:
-    """The subscriber's endpoint: answers validation handshakes and records notifications.
-
-    Paths: ``/encoded/...`` echoes the token URL-encoded (a wrong answer), ``/slow/...`` answers
-    after 10.5 s; ``fail[path] = n`` answers the next n notifications with 500."""
-
-    def __init__(self) -> None:
-        self.validations: list[dict[str, Any]] = []
-        self.notifications: list[dict[str, Any]] = []
-        self.fail: dict[str, int] = {}
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        token = request.query.get("validationToken")
-        if token is not None and request.path.startswith("/slow"):
-            await asyncio.sleep(10.5)  # past Graph's 10-second validation limit
-        if token is not None:
-            self.validations.append(
-                {"path": request.path, "token": token, "contentType": request.headers.get("Content-Type")}
-            )
-            answer = quote(token) if request.path.startswith("/encoded") else token
-            return web.Response(text=answer, content_type="text/plain")
-        self.notifications.append({"path": request.path, "query": dict(request.query), "body": await request.json()})
-        if self.fail.get(request.path, 0) > 0:
-            self.fail[request.path] -= 1
-            return web.Response(status=500)
-        return web.Response(status=202)
-
-    def items(self, path: str) -> list[dict[str, Any]]:
-        return [item for n in self.notifications if n["path"] == path for item in n["body"]["value"]]
-
-    async def wait(self, check: Callable[[], bool], timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            assert time.monotonic() < deadline, "timed out waiting for a notification"
-            await asyncio.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[Receiver]:
-    hook = Receiver()
-    app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", hook.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hook.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield hook
-    await runner.cleanup()
 
 
 async def subscribe(

@@ -1,0 +1,107 @@
+"""Helpers for tests that drive the Azure simulator: tokens, mailboxes, mail, the simulated clock,
+JWT claims and a webhook receiver (served by the ``receiver`` fixture in ``conftest.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from aiohttp import web
+
+from local.azuresim.runner import SimulatorProcess
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+VAULT_SCOPE = "https://vault.azure.net/.default"
+
+
+async def get_token(http: httpx.AsyncClient, sim: SimulatorProcess, scope: str = GRAPH_SCOPE) -> str:
+    info = sim.info
+    response = await http.post(
+        f"/{info['tenant_id']}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": info["client_id"],
+            "client_secret": info["client_secret"],
+            "scope": scope,
+        },
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+async def new_mailbox(http: httpx.AsyncClient, folders: list[str] | None = None) -> dict[str, str]:
+    address = f"box-{uuid.uuid4().hex[:8]}@contoso.com"
+    response = await http.post("/_sim/mailboxes", json={"address": address, "folders": folders or []})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def deliver(http: httpx.AsyncClient, mailbox: str, **spec: Any) -> dict[str, Any]:
+    body = {
+        "mailbox": mailbox,
+        "folder": "Inbox",
+        "subject": "Invoice",
+        "from": "Supplier <ap@supplier.example>",
+    }
+    response = await http.post("/_sim/mail", json={**body, **spec})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def sim_now(http: httpx.AsyncClient) -> datetime:
+    return datetime.fromisoformat((await http.get("/_sim/clock")).json()["now"])
+
+
+async def expiry(http: httpx.AsyncClient, minutes: float) -> str:
+    return (await sim_now(http) + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+class Receiver:
+    """The subscriber's endpoint: answers validation handshakes and records notifications.
+
+    Paths: ``/encoded/...`` echoes the token URL-encoded (a wrong answer), ``/slow/...`` answers
+    after 10.5 s; ``fail[path] = n`` answers the next n notifications with 500."""
+
+    def __init__(self) -> None:
+        self.validations: list[dict[str, Any]] = []
+        self.notifications: list[dict[str, Any]] = []
+        self.fail: dict[str, int] = {}
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        token = request.query.get("validationToken")
+        if token is not None and request.path.startswith("/slow"):
+            await asyncio.sleep(10.5)  # past Graph's 10-second validation limit
+        if token is not None:
+            self.validations.append(
+                {"path": request.path, "token": token, "contentType": request.headers.get("Content-Type")}
+            )
+            answer = quote(token) if request.path.startswith("/encoded") else token
+            return web.Response(text=answer, content_type="text/plain")
+        self.notifications.append({"path": request.path, "query": dict(request.query), "body": await request.json()})
+        if self.fail.get(request.path, 0) > 0:
+            self.fail[request.path] -= 1
+            return web.Response(status=500)
+        return web.Response(status=202)
+
+    def items(self, path: str) -> list[dict[str, Any]]:
+        return [item for n in self.notifications if n["path"] == path for item in n["body"]["value"]]
+
+    async def wait(self, check: Callable[[], bool], timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, "timed out waiting for a notification"
+            await asyncio.sleep(0.05)
