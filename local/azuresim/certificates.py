@@ -122,8 +122,10 @@ def verify_assertion(
         raise ClientAssertionError(50027, "Invalid JWT token. The token is malformed.") from exc
     by_sha256 = {x5t_s256(c.certificate): c for c in certificates}
     by_sha1 = {x5t(c.certificate): c for c in by_sha256.values()}
-    named = jws.header.get("x5t#S256") or jws.header.get("x5t")
-    registered = by_sha256.get(str(jws.header.get("x5t#S256"))) or by_sha1.get(str(jws.header.get("x5t")))
+    # Compared without base64 padding: MSAL sends x5t with it, RFC 7515 base64url has none.
+    sha256, sha1 = (str(jws.header.get(h, "")).rstrip("=") for h in ("x5t#S256", "x5t"))
+    named = sha256 or sha1
+    registered = by_sha256.get(sha256) or by_sha1.get(sha1)
     if registered is None:
         raise ClientAssertionError(
             700027,

@@ -9,12 +9,16 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from local.azuresim.runner import SimulatorProcess
 
@@ -105,3 +109,37 @@ class Receiver:
         while not check():
             assert time.monotonic() < deadline, "timed out waiting for a notification"
             await asyncio.sleep(0.05)
+
+
+def make_certificate(
+    subject: str = "azuresim-test", valid_days: int = 30
+) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A self-signed RSA certificate, valid from a minute ago, as an app credential or a vault import."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=valid_days))
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def key_pem(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def cert_pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def sha1_thumbprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - the thumbprint MSAL's x5t mode takes
