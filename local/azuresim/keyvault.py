@@ -139,7 +139,7 @@ class KeyVault:
                 "$skiptoken": jose.b64url(json.dumps({"o": offset + size}).encode()),
                 "maxresults": str(size),
             }
-            next_link = f"{origin(request)}{quote(request.path)}?{urlencode(query)}"
+            next_link = f"{origin(request)}{quote(request.path)}?{urlencode(query, safe='$')}"
         return {"value": items[offset : offset + size], "nextLink": next_link}
 
     def _versions(self, name: str) -> list[SecretVersion]:
