@@ -121,8 +121,9 @@ class Directory:
         return session
 
     def issue_code(self, code: AuthorizationCode) -> str:
-        now = self.clock.now()
-        for key in [k for k, c in self.codes.items() if now - c.issued > self.settings.authorization_code_lifetime]:
+        # Expired codes are kept a day longer, so that redeeming one says "expired", not "unknown".
+        cutoff = self.clock.now() - self.settings.authorization_code_lifetime - timedelta(days=1)
+        for key in [k for k, c in self.codes.items() if c.issued < cutoff]:
             del self.codes[key]
         value = opaque("0.A", 96)
         self.codes[value] = code

@@ -388,6 +388,10 @@ async def test_authorize_errors_and_redirect_uris(http: httpx.AsyncClient, sim: 
         assert page.text("error-code") == "AADSTS50011" and "elsewhere" in page.text("error-description")
         unknown = await client.get(authorize_url(sim, client_id=str(uuid.uuid4())))
         assert unknown.status_code == 400 and Page(unknown.text).text("error-code") == "AADSTS700016"
+        # OpenID Connect lets the request come as a form POST too.
+        url = authorize_url(sim)
+        posted = await client.post(url.split("?")[0], data=dict(parse_qsl(urlsplit(url).query)))
+        assert posted.status_code == 200 and "signin-form" in Page(posted.text).forms
 
         token_type = await client.get(authorize_url(sim, response_type="token"))
         assert query_of(token_type.headers["Location"])["error"] == "unsupported_response_type"
