@@ -8,13 +8,16 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from aiohttp import web
+from azure.identity.aio import ClientSecretCredential
+from azure.keyvault.secrets.aio import SecretClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -66,6 +69,25 @@ async def sim_now(http: httpx.AsyncClient) -> datetime:
 
 async def expiry(http: httpx.AsyncClient, minutes: float) -> str:
     return (await sim_now(http) + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+@asynccontextmanager
+async def secret_client(sim: SimulatorProcess) -> AsyncIterator[SecretClient]:
+    """azure-keyvault-secrets on the simulator's vault, as the app's own credential."""
+    info = sim.info
+    async with (
+        ClientSecretCredential(
+            info["tenant_id"],
+            info["client_id"],
+            info["client_secret"],
+            authority=sim.url,
+            connection_verify=sim.ca_file,
+        ) as credential,
+        SecretClient(
+            sim.key_vault_url, credential, verify_challenge_resource=False, connection_verify=sim.ca_file
+        ) as client,
+    ):
+        yield client
 
 
 def claims_of(token: str) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import msal
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.identity.aio import ClientSecretCredential
-from azure.keyvault.secrets.aio import SecretClient
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -34,6 +33,7 @@ from tests.local.simclient import (
     expiry,
     get_token,
     new_mailbox,
+    secret_client,
     sim_now,
 )
 
@@ -612,19 +612,7 @@ async def test_key_vault_through_the_sdk(http: httpx.AsyncClient, sim: Simulator
     assert challenge.headers["WWW-Authenticate"] == (
         f'Bearer authorization="{sim.url}/{sim.info["tenant_id"]}", resource="https://vault.azure.net"'
     )
-    info = sim.info
-    async with (
-        ClientSecretCredential(
-            info["tenant_id"],
-            info["client_id"],
-            info["client_secret"],
-            authority=sim.url,
-            connection_verify=sim.ca_file,
-        ) as credential,
-        SecretClient(
-            sim.key_vault_url, credential, verify_challenge_resource=False, connection_verify=sim.ca_file
-        ) as client,
-    ):
+    async with secret_client(sim) as client:
         first = await client.set_secret("client-state", "one", content_type="text/plain", tags={"app": "ingest"})
         second = await client.set_secret("client-state", "two")
         assert first.id == f"{sim.url}/secrets/client-state/{first.properties.version}"

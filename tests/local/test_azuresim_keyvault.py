@@ -16,13 +16,20 @@ import httpx
 import msal
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.identity.aio import ClientSecretCredential
 from azure.keyvault.secrets.aio import SecretClient
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from local.azuresim.runner import SimulatorProcess
-from tests.local.simclient import VAULT_SCOPE, cert_pem, get_token, key_pem, make_certificate, sha1_thumbprint
+from tests.local.simclient import (
+    VAULT_SCOPE,
+    cert_pem,
+    get_token,
+    key_pem,
+    make_certificate,
+    secret_client,
+    sha1_thumbprint,
+)
 
 API = {"api-version": "7.5"}
 PKCS12 = "application/x-pkcs12"
@@ -32,19 +39,7 @@ DAY = 86400
 
 @pytest.fixture(scope="module")
 async def vault(sim: SimulatorProcess, ca_env: None) -> AsyncIterator[SecretClient]:
-    info = sim.info
-    async with (
-        ClientSecretCredential(
-            info["tenant_id"],
-            info["client_id"],
-            info["client_secret"],
-            authority=sim.url,
-            connection_verify=sim.ca_file,
-        ) as credential,
-        SecretClient(
-            sim.key_vault_url, credential, verify_challenge_resource=False, connection_verify=sim.ca_file
-        ) as client,
-    ):
+    async with secret_client(sim) as client:
         yield client
 
 
