@@ -523,7 +523,7 @@ async def test_client_assertions_are_checked(http: httpx.AsyncClient, sim: Simul
 
 # -- Graph with a user's token --------------------------------------------------------------------
 async def test_delegated_graph_access_is_limited_to_the_own_mailbox(
-    http: httpx.AsyncClient, sim: SimulatorProcess, ca_env: None, receiver: Receiver
+    http: httpx.AsyncClient, sim: SimulatorProcess, ca_env: None, receiver: Receiver, graph: dict[str, str]
 ) -> None:
     own, other = await new_mailbox(http), await new_mailbox(http)
     mine = await deliver(http, own["address"], subject="Mine")
@@ -565,6 +565,14 @@ async def test_delegated_graph_access_is_limited_to_the_own_mailbox(
             "/v1.0/subscriptions", json={**body, "resource": f"users/{other['id']}/messages"}, headers=auth
         )
         assert foreign.status_code == 403
+        # The app's own subscriptions stay out of the user's sight (subscription-list).
+        app_only = await http.post(
+            "/v1.0/subscriptions", json={**body, "resource": f"users/{other['id']}/messages"}, headers=graph
+        )
+        assert app_only.status_code == 201, app_only.text
+        listed_subs = (await http.get("/v1.0/subscriptions", headers=auth)).json()["value"]
+        assert [s["id"] for s in listed_subs] == [created.json()["id"]]
+        assert (await http.get(f"/v1.0/subscriptions/{app_only.json()['id']}", headers=auth)).status_code == 404
         await deliver(http, own["address"], subject="Notify me")
         await receiver.wait(lambda: bool(receiver.items("/delegated")))
         assert receiver.items("/delegated")[0]["resource"].startswith(f"Users/{own['id']}/Messages/")
