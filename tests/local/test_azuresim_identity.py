@@ -372,6 +372,13 @@ async def test_prompt_none_and_prompt_consent(http: httpx.AsyncClient, sim: Simu
         assert answer["error"] == "consent_required" and answer["error_description"].startswith("AADSTS65001:")
         consented = await client.get(authorize_url(sim, prompt="none"))
         assert "code" in query_of(consented.headers["Location"])
+        fragment = await client.get(authorize_url(sim, prompt="none", response_mode="fragment"))
+        assert fragment.headers["Location"].startswith(f"{CALLBACK}#code=")
+        await advance(http, 60)  # the sign-in is now a minute old
+        stale = await client.get(authorize_url(sim, prompt="none", max_age="30"))
+        assert query_of(stale.headers["Location"])["error"] == "login_required"
+        recent = await client.get(authorize_url(sim, prompt="none", max_age="3600"))
+        assert "code" in query_of(recent.headers["Location"])
 
         again = await client.get(authorize_url(sim, prompt="consent"))
         assert again.status_code == 200 and "consent-form" in Page(again.text).forms
