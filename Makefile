@@ -4,16 +4,25 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 AZURITE := node_modules/.bin/azurite
+# checkov gets its own environment: its pins (packaging<24) clash with pytest's.
+VENV_INFRA := .venv-infra
+INFRA_STAMP := $(VENV_INFRA)/.installed
 
 .PHONY: setup demo test lint bench clean
 
-setup: $(STAMP) $(AZURITE)
+setup: $(STAMP) $(AZURITE) $(INFRA_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
+
+$(INFRA_STAMP): tests/infra/requirements-checkov.txt
+	$(PYTHON) -m venv $(VENV_INFRA)
+	$(VENV_INFRA)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_INFRA)/bin/python -m pip install --quiet -r tests/infra/requirements-checkov.txt
+	touch $(INFRA_STAMP)
 
 $(AZURITE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -34,4 +43,4 @@ bench: setup
 	$(PY) -m local.bench
 
 clean:
-	rm -rf $(VENV) node_modules .stack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_INFRA) node_modules .stack .pytest_cache .mypy_cache .ruff_cache

@@ -8,13 +8,12 @@ import os
 import azure.functions as func
 
 from shared import workers
+from shared.poison import CHANGES_QUEUE, LIFECYCLE_QUEUE
 from shared.settings import get_settings
 
 # A broken setting stops start-up here, with one line naming it.
 get_settings()
 
-CHANGES_QUEUE = "mail-changes"
-LIFECYCLE_QUEUE = "mail-lifecycle"
 STORAGE = "AzureWebJobsStorage"
 # Read from the environment (no I/O) so the schedule has a default when the setting is absent.
 MAINTAIN_SCHEDULE = os.environ.get("MAINTAIN_SCHEDULE", "0 */15 * * * *")

@@ -4,6 +4,9 @@
    (what a cold instance pays before it can answer Graph's validation request).
 2. Webhook acknowledgement latency through the dev host: a burst of notifications, each a valid
    change for a configured folder, from concurrent callers; each call enqueues before it answers.
+3. Ingest: the dev host's peak memory (RSS high-water mark, reset before each mail) while it ingests
+   a mail with one 1 MB file and one with a 100 MB file, and the Graph requests each mail cost, with
+   a typical mail (two small PDFs) beside them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,16 @@ from typing import Any
 
 import aiohttp
 
-from local.mailcheck import change_notification, subscriptions
+from local.mailcheck import (
+    BlobReader,
+    change_notification,
+    check_files,
+    deliver,
+    file_attachment,
+    generated_attachment,
+    subscriptions,
+    wait_for_manifests,
+)
 from local.stack import ROOT, Stack, StackConfig
 
 IMPORT_PROBE = (
@@ -131,18 +143,109 @@ def bench_webhook(total: int, concurrency: int, with_ingest: bool) -> list[dict[
     ]
 
 
+MB = 1024 * 1024
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115 - a one-shot read
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def _reset_peak(pid: int) -> bool:
+    """Reset the process's RSS high-water mark (Linux: `5` to clear_refs), so each case has its own."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def bench_ingest() -> list[dict[str, Any]]:
+    rows = []
+    with Stack(StackConfig(mailboxes=("bench@contoso.com",))) as stack:
+        if stack.run_function("maintain").status_code != 200:
+            raise SystemExit("maintain failed; see .stack/devhost.log")
+        assert stack.devhost is not None
+        pid = stack.devhost.pid
+        reader = BlobReader(stack)
+        cases = [
+            ("typical: two small PDFs", [
+                file_attachment("invoice.pdf", os.urandom(180_000), "application/pdf"),
+                file_attachment("terms.pdf", os.urandom(60_000), "application/pdf"),
+            ]),
+            ("one 1 MB file", [generated_attachment("one.pdf", MB, 1, "application/pdf")]),
+            ("one 100 MB file", [generated_attachment("hundred.pdf", 100 * MB, 2, "application/pdf")]),
+            # Graph documents no size limit for contentBytes in an expanded message, so the simulator
+            # sends them for every file by default; this case shows the cost when Graph leaves them out.
+            ("100 MB, no contentBytes", [generated_attachment("lean.pdf", 100 * MB, 3, "application/pdf")]),
+        ]  # fmt: skip
+        # Warm up: the first mail pays for the token, the clientState key and the clients.
+        warm = deliver(stack, "bench@contoso.com", "Inbox", "warm-up", cases[0][1])
+        wait_for_manifests(reader, [warm], timeout=120)
+        for label, attachments in cases:
+            if "no contentBytes" in label:
+                stack.control("POST", "/_sim/options", {"contentBytesLimit": 4 * MB, "contentBytesOverLimit": "omit"})
+            time.sleep(1)
+            reset = _reset_peak(pid)
+            before = _status_kib(pid, "VmRSS")
+            mail = deliver(stack, "bench@contoso.com", "Inbox", label, attachments)
+            found = wait_for_manifests(reader, [mail], timeout=600)
+            if mail.message_id not in found:
+                raise SystemExit(f"{label}: no manifest; see .stack/devhost.log")
+            manifest, seconds = found[mail.message_id]
+            ok = all(c.ok for c in check_files(reader, mail, manifest, seconds))
+            requests = stack.control("GET", f"/_sim/requests?messageId={mail.message_id}")["requests"]
+            rows.append({
+                "label": label,
+                "peak_mib": _status_kib(pid, "VmHWM") / 1024,
+                "rss_before_mib": before / 1024,
+                "peak_reset": reset,
+                "graph_requests": len(requests),
+                "seconds": seconds,
+                "sha256_ok": ok,
+            })  # fmt: skip
+        reader.close()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--import-runs", type=int, default=7)
+    parser.add_argument("--only", choices=("import", "webhook", "ingest"), help="run one part")
     args = parser.parse_args(argv)
+    if args.only in (None, "ingest"):
+        rows = bench_ingest()
+        print("Ingest through the dev host: peak RSS of the dev host process during each mail, Graph requests")
+        print(f"  {'':26} {'peak RSS':>9} {'(before)':>9} {'requests':>9} {'seconds':>8}  sha256")
+        for row in rows:
+            print(f"  {row['label']:26} {row['peak_mib']:>6.0f}MiB {row['rss_before_mib']:>6.0f}MiB "
+                  f"{row['graph_requests']:>9} {row['seconds']:>8.1f}  {'ok' if row['sha256_ok'] else 'MISMATCH'}"
+                  + ("" if row["peak_reset"] else "  (peak not reset: cumulative)"))  # fmt: skip
+        by = {row["label"]: row for row in rows}
+        extra = by["one 100 MB file"]["peak_mib"] - by["one 1 MB file"]["peak_mib"]
+        print(f"  100 MB file peak minus 1 MB file peak: {extra:.0f} MiB (target: within 64 MiB)")
+        print()
+        if args.only:
+            return 0
 
+    if args.only == "webhook":
+        return bench_webhook_table(args)
     imp = bench_import(args.import_runs)
     print("Cold start: import of function_app (fresh interpreter)")
     print(f"  runs {imp['runs']}, median {imp['median_ms']:.0f} ms, max {imp['max_ms']:.0f} ms, "
           f"heavy SDKs loaded at import: {'yes' if imp['heavy_sdks_loaded'] else 'no'}")  # fmt: skip
     print()
+    if args.only == "import":
+        return 0
+    return bench_webhook_table(args)
+
+
+def bench_webhook_table(args: argparse.Namespace) -> int:
     print(f"Webhook acknowledgement through the dev host ({args.calls} notifications, "
           f"{args.concurrency} concurrent callers; each call enqueues before it answers)")  # fmt: skip
     print(f"  {'':34} {'p50':>8} {'p99':>8} {'max':>8} {'calls/s':>9}  statuses")

@@ -109,10 +109,37 @@ class FileCheck:
     expected_sha256: str
     actual_sha256: str
     seconds: float
+    expect: str = "stored"  # "stored", "skipped" (inline) or "link" (reference)
+    parent: str | None = None  # the attached mail a file was found in
+    found: bool = True  # for skips and links: the manifest records them as expected
 
     @property
     def ok(self) -> bool:
+        if self.expect != "stored":
+            return self.found
         return self.expected_sha256 == self.actual_sha256
+
+
+@dataclass(frozen=True)
+class Expected:
+    name: str
+    sha256: str
+    expect: str
+    parent: str | None
+
+
+def expected_files(attachments: list[dict[str, Any]], parent: str | None = None) -> list[Expected]:
+    """What the app should make of the attachments the simulator reports, files inside attached mails
+    included: stored files with their sha256, inline images skipped, links recorded."""
+    out: list[Expected] = []
+    for sent in attachments:
+        inline = bool(sent.get("isInline", sent.get("inline", False)))
+        kind = sent.get("kind", "file")
+        expect = "link" if kind == "reference" else "skipped" if inline else "stored"
+        out.append(Expected(sent["name"], str(sent.get("sha256") or ""), expect, parent))
+        if kind == "item":
+            out += expected_files(sent.get("parts", []), sent["name"])
+    return out
 
 
 class BlobReader:
@@ -159,16 +186,22 @@ def wait_for_manifests(
 
 
 def check_files(reader: BlobReader, mail: Delivered, manifest: dict[str, Any], seconds: float) -> list[FileCheck]:
-    """Every attachment the simulator says it sent, matched by original name to the manifest and hashed."""
-    stored = {e["name"]: e for e in manifest.get("attachments", []) if e.get("blob")}
+    """Every file the simulator says it sent, matched by original name to the manifest, stored ones hashed."""
+    unused = list(manifest.get("attachments", []))
     checks = []
-    for sent in mail.attachments:
-        entry = stored.get(sent["name"])
-        size, actual = reader.sha256(entry["blob"]) if entry else (0, "missing")
-        checks.append(
-            FileCheck(
-                mail.mailbox, mail.subject, sent["name"], entry["blob"] if entry else "-", size,
-                sent["sha256"], actual, seconds,
-            )
-        )  # fmt: skip
+    for want in expected_files(mail.attachments):
+        entry = next((e for e in unused if e["name"] == want.name), None)
+        if entry is not None:
+            unused.remove(entry)
+        check = FileCheck(
+            mail.mailbox, mail.subject, want.name, "-", 0, want.sha256, "missing", seconds, want.expect, want.parent
+        )
+        if want.expect == "link":
+            check.found = bool(entry and entry.get("url"))
+        elif want.expect == "skipped":
+            check.found = bool(entry and entry.get("skipped") and not entry.get("blob"))
+        elif entry is not None and entry.get("blob"):
+            check.blob = entry["blob"]
+            check.size, check.actual_sha256 = reader.sha256(entry["blob"])
+        checks.append(check)
     return checks

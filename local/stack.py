@@ -94,6 +94,12 @@ class DevHost:
                 raise RuntimeError(f"dev host did not become ready in {timeout:.0f}s; see {self.log_file}")
             time.sleep(0.05)
 
+    @property
+    def pid(self) -> int:
+        """The dev host's process, where the app's functions run."""
+        assert self._process is not None, "the dev host is not running"
+        return self._process.pid
+
     def stop(self, timeout: float = 15.0) -> None:
         process, self._process = self._process, None
         if process is not None:
@@ -210,11 +216,36 @@ class Stack:
     def ca_bundle(self) -> str:
         return self.env["SSL_CERT_FILE"]
 
-    def control(self, method: str, path: str, body: Any = None) -> Any:
-        """Call the simulator's control API synchronously."""
+    def _client(self) -> httpx.Client:
         if self._control is None:
             self._control = httpx.Client(verify=ssl.create_default_context(cafile=self.ca_bundle), timeout=60)
-        response = self._control.request(method, f"{self.sim_url}{path}", json=body)
+        return self._control
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the simulator's control API synchronously."""
+        response = self._client().request(method, f"{self.sim_url}{path}", json=body)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def graph(self, method: str, path: str, **params: str) -> Any:
+        """Call the simulated Graph as the app does (app-only token, immutable ids), to look at mail."""
+        env = self.env
+        token = self._client().post(
+            f"{env['GRAPH_AUTHORITY_HOST']}/{env['GRAPH_TENANT_ID']}/oauth2/v2.0/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": env["GRAPH_CLIENT_ID"],
+                "client_secret": env["GRAPH_CLIENT_SECRET"],
+                "scope": f"{httpx.URL(env['GRAPH_API_URL']).copy_with(path='/')}.default",
+            },
+        )
+        token.raise_for_status()
+        response = self._client().request(
+            method,
+            f"{env['GRAPH_API_URL']}/{path}",
+            params=params,
+            headers={"Authorization": f"Bearer {token.json()['access_token']}", "Prefer": 'IdType="ImmutableId"'},
+        )
         response.raise_for_status()
         return response.json() if response.content else None
 

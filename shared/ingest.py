@@ -1,58 +1,99 @@
 """The ingest worker: one queued change → the mail's attachments in Blob Storage, manifest last.
 
-Idempotent: the manifest marks a message as done, so a repeated notification writes nothing new;
-a retry after a failure half-way rewrites the same files at the same paths, then the manifest.
+Graph cost: one GET returns the message with its attachments, small files' bytes included as
+`contentBytes` (read in bounded memory, `contentbytes.py`); each large file and each attached mail
+adds one `/$value` stream. A repeated notification of a finished mail costs no Graph request at all.
+
+Exactly once: file paths are fixed by the message (`layout.py`), every file is written once with
+If-None-Match (a second writer adopts the first copy), and `manifest.json` is created once or
+replaced only by ETag. A mail with a failed attachment gets a `partial` manifest listing what failed
+and is retried; the retry completes it, reusing what is already stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from .errors import GraphNotFound
-from .layout import (
-    MANIFEST,
-    UniqueNames,
-    message_key,
-    message_prefix,
-    metadata_value,
-    parse_graph_time,
-    sanitize_name,
-)
+import httpx
+
+from .afteringest import apply_after_ingest
+from .contentbytes import ContentBytesReader, ExpandedMessage
+from .errors import GraphAuthError, GraphError, GraphNotFound, GraphThrottled, IngestError, StateConflict
+from .layout import MANIFEST, UniqueNames, message_key, message_prefix, metadata_value, parse_graph_time, sanitize_name
 from .logs import log_event
 from .messages import ChangeMessage
+from .mime import MimeExtractor, MimePart
 from .runtime import Runtime
 from .settings import MailboxFolder
+from .storage import BlobWriter, StoredBlob
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_SELECT = "id,subject,from,receivedDateTime,internetMessageId,hasAttachments,parentFolderId"
+MESSAGE_SELECT = "id,subject,from,receivedDateTime,internetMessageId,hasAttachments,parentFolderId,isRead,categories"
 ATTACHMENT_SELECT = "id,name,contentType,size,isInline"
+# contentBytes kept in memory per file and per message; anything beyond streams from /$value.
+INLINE_PER_FILE = 4 * 1024 * 1024
+INLINE_PER_MESSAGE = 16 * 1024 * 1024
 STREAM_CHUNK = 1024 * 1024
 KINDS = {
     "#microsoft.graph.fileattachment": "file",
     "#microsoft.graph.itemattachment": "item",
     "#microsoft.graph.referenceattachment": "reference",
 }
+# Graph returns an attached contact as vCard and an event as iCalendar, a mail as MIME (graph_facts §8).
+ITEM_EXTENSIONS = {"text/calendar": ".ics", "text/vcard": ".vcf", "text/x-vcard": ".vcf"}
+
+
+class AttachmentsFailed(IngestError):
+    """Some attachments could not be stored; the manifest lists them and the message is retried."""
 
 
 @dataclass
-class ManifestEntry:
+class Entry:
+    """One line of the manifest: an attachment, or a file found inside an attached mail."""
+
     name: str
-    kind: str
+    kind: str  # file | item | reference
     content_type: str | None
     size: int | None
+    file: str | None = None  # its name in the message's folder
     blob: str | None = None
     sha256: str | None = None
-    skipped: str | None = None
+    parent: str | None = None  # `file` of the attached mail it came from
     url: str | None = None
+    skipped: str | None = None
+    failed: str | None = None
+    children: list[Entry] = field(default_factory=list)
+
+    def record(self, stored: StoredBlob) -> None:
+        self.blob, self.size, self.sha256 = stored.path, stored.size, stored.sha256
+
+    def to_json(self) -> dict[str, Any]:
+        fields = {
+            "name": self.name,
+            "kind": self.kind,
+            "contentType": self.content_type,
+            "size": self.size,
+            "file": self.file if self.blob else None,
+            "blob": self.blob,
+            "sha256": self.sha256,
+            "parent": self.parent,
+            "url": self.url,
+            "skipped": self.skipped,
+            "failed": self.failed,
+        }
+        return {k: v for k, v in fields.items() if v is not None}
+
+    def flat(self) -> list[Entry]:
+        return [self, *(e for child in self.children for e in child.flat())]
 
 
 @dataclass(frozen=True)
@@ -71,66 +112,204 @@ def _message_path(mailbox: str, message_id: str) -> str:
     return f"users/{quote(mailbox, safe='@')}/messages/{quote(message_id, safe='')}"
 
 
-class _MessageJob:
-    def __init__(self, rt: Runtime, folder: MailboxFolder, message_id: str, prefix: str) -> None:
-        self.rt = rt
-        self.folder = folder
-        self.prefix = prefix
-        self.path = _message_path(folder.mailbox, message_id)
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
 
-    async def _chunks(self, attachment_id: str) -> AsyncIterator[bytes]:
-        value = f"{self.path}/attachments/{quote(attachment_id, safe='')}/$value"
-        async with self.rt.graph.stream("GET", value, mailbox=self.folder.mailbox) as response:
+
+def _with_extension(name: str, ext: str) -> str:
+    return name if name.lower().endswith(ext) else f"{name}{ext}"
+
+
+async def _fetch(rt: Runtime, folder: MailboxFolder, path: str) -> ExpandedMessage:
+    """The message with its attachments, small ones' bytes included, in one request."""
+    params = {"$select": MESSAGE_SELECT, "$expand": "attachments"}
+    try:
+        reader = ContentBytesReader(INLINE_PER_FILE, INLINE_PER_MESSAGE)
+        async with rt.graph.stream("GET", path, mailbox=folder.mailbox, params=params) as response:
             async for chunk in response.aiter_bytes(STREAM_CHUNK):
-                yield chunk
+                reader.feed(chunk)
+        return reader.result()
+    except (GraphNotFound, GraphAuthError, GraphThrottled):
+        raise
+    except (GraphError, httpx.HTTPError, ValueError) as exc:
+        # Should expanding the bytes fail (a very large mail), the attachments' metadata alone will do:
+        # every file then streams from /$value.
+        log_event(logger, "ingest.expand_failed", logging.WARNING, mailbox=folder.mailbox, reason=_reason(exc))
+    params = {"$select": MESSAGE_SELECT, "$expand": f"attachments($select={ATTACHMENT_SELECT})"}
+    return ExpandedMessage(await rt.graph.request("GET", path, mailbox=folder.mailbox, params=params), [])
 
-    async def store(self, attachment: dict[str, Any], name: str, entry: ManifestEntry) -> None:
-        blob_path = f"{self.prefix}/{name}"
+
+class _Job:
+    """Stores one message's attachments under `prefix`."""
+
+    def __init__(self, rt: Runtime, folder: MailboxFolder, path: str, prefix: str, key: str) -> None:
+        self.rt = rt
+        self.rules = rt.settings.rules
+        self.folder = folder
+        self.path = path
+        self.prefix = prefix
+        self.key = key
+        self.names = UniqueNames()
+
+    def _metadata(self, original: str, parent: str | None = None) -> dict[str, str]:
         metadata = {
             "mailbox": metadata_value(self.folder.mailbox),
-            "messagekey": self.prefix.rsplit("/", 1)[1],
-            "originalname": metadata_value(str(attachment.get("name") or "")),
+            "messagekey": self.key,
+            "originalname": metadata_value(original),
         }
+        if parent:
+            metadata["parent"] = metadata_value(parent)
+        return metadata
+
+    async def _writer(self, entry: Entry, parent: str | None = None) -> BlobWriter:
+        assert entry.file is not None
         content_type = entry.content_type or "application/octet-stream"
-        stored = await self.rt.attachments.upload_stream(
-            blob_path, self._chunks(str(attachment["id"])), content_type, metadata
+        return await self.rt.attachments.writer(
+            f"{self.prefix}/{entry.file}", content_type, self._metadata(entry.name, parent)
         )
-        entry.blob, entry.size, entry.sha256 = stored.path, stored.size, stored.sha256
 
-    async def reference_url(self, attachment: dict[str, Any]) -> str | None:
-        url = f"{self.path}/attachments/{quote(str(attachment['id']), safe='')}"
-        full = await self.rt.graph.request("GET", url, mailbox=self.folder.mailbox)
-        source = full.get("sourceUrl")
-        return str(source) if source else None
+    async def _value(self, attachment_id: str) -> AsyncIterator[bytes]:
+        value = f"{self.path}/attachments/{quote(attachment_id, safe='')}/$value"
+        try:
+            async with self.rt.graph.stream("GET", value, mailbox=self.folder.mailbox) as response:
+                async for chunk in response.aiter_bytes(STREAM_CHUNK):
+                    yield chunk
+        except httpx.HTTPError as exc:  # the connection broke mid-body
+            raise GraphThrottled(0, type(exc).__name__, str(exc) or "download interrupted", "GET $value") from exc
+
+    def plan(self, expanded: ExpandedMessage) -> list[tuple[Entry, dict[str, Any]]]:
+        """Per attachment, in Graph's order: its name in the folder, or why it is skipped."""
+        planned = []
+        for attachment in expanded.body.get("attachments") or []:
+            kind = _kind(attachment)
+            raw_name = str(attachment.get("name") or "")
+            content_type = str(attachment.get("contentType") or "") or None
+            size = attachment.get("size")
+            entry = Entry(raw_name, kind, content_type, size if isinstance(size, int) else None)
+            if kind == "reference":
+                entry.url = str(attachment.get("sourceUrl") or "") or None
+                entry.skipped = "link to a cloud file: recorded, not downloaded"
+            elif kind == "item":
+                ext = ITEM_EXTENSIONS.get((content_type or "").lower(), ".eml")
+                entry.content_type = content_type or "message/rfc822"
+                entry.file = self.names.take(_with_extension(sanitize_name(raw_name, "attached message"), ext))
+                inline = bool(attachment.get("isInline"))
+                entry.skipped = self.rules.skip_reason(entry.file, entry.content_type, inline, entry.size)
+            else:
+                safe = sanitize_name(raw_name)
+                entry.skipped = self.rules.skip_reason(safe, content_type, bool(attachment.get("isInline")), entry.size)
+                if entry.skipped is None:
+                    entry.file = self.names.take(safe)
+            planned.append((entry, attachment))
+        return planned
+
+    async def store_file(self, entry: Entry, attachment: dict[str, Any], content: bytes | None) -> None:
+        writer = await self._writer(entry)
+        if content:  # an empty or missing contentBytes is never trusted: the bytes come from /$value
+            await writer.write(content)
+        else:
+            existing = await self.rt.attachments.stored(writer.path)
+            if existing is not None:  # stored by an earlier attempt: not downloaded again
+                entry.record(existing)
+                return
+            async for chunk in self._value(str(attachment["id"])):
+                await writer.write(chunk)
+        entry.record(await writer.commit())
+
+    async def store_item(self, entry: Entry, attachment: dict[str, Any]) -> None:
+        """An attached mail: its MIME as `.eml`, and the files inside it, from one `/$value` stream."""
+        extract = self.rules.extract_attached_mail and entry.file is not None and entry.file.endswith(".eml")
+        writer = await self._writer(entry) if entry.skipped is None else None
+        if writer is not None and not extract:
+            existing = await self.rt.attachments.stored(writer.path)
+            if existing is not None:
+                entry.record(existing)
+                return
+        entry.children.clear()  # a retry extracts afresh
+        extractor: MimeExtractor[_Extracted] | None = None
+        if extract:
+            top = _Extracted(self, entry, None)
+            extractor = MimeExtractor(top.open_child, self.rules.attached_mail_depth, parent=top)
+        async for chunk in self._value(str(attachment["id"])):
+            if writer is not None:
+                await writer.write(chunk)
+            if extractor is not None:
+                await extractor.feed(chunk)
+        if extractor is not None:
+            await extractor.close()
+        if writer is not None:
+            entry.record(await writer.commit())
 
 
-def plan(attachments: list[dict[str, Any]]) -> list[tuple[dict[str, Any], ManifestEntry]]:
-    """Decide per attachment: stored under a unique safe name, recorded as a link, or skipped."""
-    names = UniqueNames()
-    planned = []
-    for attachment in attachments:
-        kind = _kind(attachment)
-        raw_name = str(attachment.get("name") or "")
-        content_type = attachment.get("contentType")
-        size = attachment.get("size")
-        entry = ManifestEntry(
-            name=raw_name,
-            kind=kind,
-            content_type=str(content_type) if content_type else None,
-            size=int(size) if isinstance(size, int) else None,
-        )
-        if attachment.get("isInline"):
-            entry.skipped = "inline"
-        elif kind == "item":
-            safe = sanitize_name(raw_name, "attached message")
-            if not safe.lower().endswith(".eml"):
-                safe = f"{safe}.eml"
-            entry.content_type = "message/rfc822"
-            entry.blob = names.take(safe)
-        elif kind == "file":
-            entry.blob = names.take(sanitize_name(raw_name))
-        planned.append((attachment, entry))
-    return planned
+class _Extracted:
+    """A file inside an attached mail, as the MIME streams past: written to its blob unless a
+    rule skips it (the size rules are judged once its length is known)."""
+
+    def __init__(self, job: _Job, entry: Entry, writer: BlobWriter | None) -> None:
+        self.job = job
+        self.entry = entry
+        self.writer = writer
+        self.size = 0
+
+    async def open_child(self, part: MimePart[_Extracted]) -> _Extracted | None:
+        job, rules = self.job, self.job.rules
+        parent = part.parent.entry if part.parent is not None else self.entry
+        name = sanitize_name(part.name, "attached message" if part.is_message else "attachment")
+        if part.is_message:
+            name = _with_extension(name, ".eml")
+        entry = Entry(part.name, "file", part.content_type, None, parent=parent.file)
+        parent.children.append(entry)
+        entry.skipped = rules.skip_reason(name, part.content_type, part.inline, None)
+        if entry.skipped is not None and not part.is_message:
+            return None  # read past, not kept
+        entry.file = job.names.take(name)
+        writer = await job._writer(entry, parent.file) if entry.skipped is None else None
+        return _Extracted(job, entry, writer)
+
+    async def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.writer is not None and self.size > self.job.rules.max_bytes:
+            self.writer = None  # over the limit: the rest is read past
+        if self.writer is not None:
+            await self.writer.write(data)
+
+    async def close(self) -> None:
+        self.entry.size = self.size
+        if self.entry.skipped is not None:
+            return
+        self.entry.skipped = self.job.rules.size_skip(self.size)
+        if self.entry.skipped is None and self.writer is not None:
+            self.entry.record(await self.writer.commit())
+
+
+async def _attempt(entry: Entry, work: Awaitable[None]) -> None:
+    """One attachment's work; a failure is recorded on it and does not stop the others."""
+    try:
+        await work
+    except Exception as exc:
+        entry.failed = _reason(exc)
+
+
+class _Markers:
+    """Records beside the app's state: a mail finished (manifest and after-ingest actions done), or
+    gone before it could be fetched. Keyed by the notified id, so a repeat is caught before Graph."""
+
+    def __init__(self, rt: Runtime, folder: MailboxFolder, change: ChangeMessage) -> None:
+        self.rt = rt
+        self.key = message_key(change.message_id)
+        self.done = f"done/{folder.mailbox}/{self.key}.json"
+        self.gone = f"gone/{folder.mailbox}/{self.key}.json"
+
+    async def is_done(self) -> bool:
+        return await self.rt.state.read_json(self.done) is not None
+
+    async def mark(self, path: str, record: dict[str, Any]) -> None:
+        with contextlib.suppress(StateConflict):  # already marked by a concurrent worker
+            await self.rt.state.write_json(path, record, None)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
@@ -147,65 +326,54 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
     if change.change_type.lower() != "created":
         log_event(logger, "ingest.ignored", reason=f"changeType {change.change_type}", mailbox=folder.mailbox)
         return IngestOutcome("ignored")
+    markers = _Markers(rt, folder, change)
+    if await markers.is_done():
+        log_event(logger, "ingest.duplicate", mailbox=folder.mailbox, message_key=markers.key)
+        return IngestOutcome("duplicate")
     started = time.monotonic()
+    path = _message_path(folder.mailbox, change.message_id)
     try:
-        message = await rt.graph.request(
-            "GET",
-            _message_path(folder.mailbox, change.message_id),
-            mailbox=folder.mailbox,
-            params={"$select": MESSAGE_SELECT, "$expand": f"attachments($select={ATTACHMENT_SELECT})"},
-        )
+        expanded = await _fetch(rt, folder, path)
     except GraphNotFound:
+        reason = "message deleted or moved away before it could be fetched"
+        record = {"messageId": change.message_id, "subscriptionId": change.subscription_id, "at": _now()}
+        await markers.mark(markers.gone, {**record, "reason": reason, "folder": folder.folder})
         log_event(
-            logger,
-            "ingest.gone",
-            logging.WARNING,
-            mailbox=folder.mailbox,
-            subscription=change.subscription_id,
-            reason="message deleted or moved before it could be fetched",
+            logger, "ingest.gone", logging.WARNING, mailbox=folder.mailbox, message_key=markers.key, reason=reason
         )
         return IngestOutcome("gone")
+    message = expanded.body
     received = parse_graph_time(str(message["receivedDateTime"]))
     key = message_key(str(message["id"]))
     prefix = message_prefix(folder.mailbox, received, key)
     manifest_path = f"{prefix}/{MANIFEST}"
-    if await rt.attachments.exists(manifest_path):
-        log_event(logger, "ingest.duplicate", mailbox=folder.mailbox, message_key=key)
-        return IngestOutcome("duplicate", prefix=prefix)
 
-    job = _MessageJob(rt, folder, str(message["id"]), prefix)
-    planned = plan(list(message.get("attachments") or []))
-    # The GraphClient's per-mailbox limit bounds these downloads; a TaskGroup keeps them overlapping
-    # and, if one fails, cancels the rest so the retry starts clean.
-    try:
-        async with asyncio.TaskGroup() as group:
-            for attachment, entry in planned:
-                if entry.blob is not None:
-                    group.create_task(job.store(attachment, entry.blob, entry))
-    except ExceptionGroup as failed:
-        raise failed.exceptions[0] from None  # one plain reason for the log and the queue's retry
-    for attachment, entry in planned:
-        if entry.kind == "reference" and not entry.skipped:
-            entry.url = await job.reference_url(attachment)
-            entry.skipped = "reference attachment: link recorded, not downloaded"
+    existing = await rt.attachments.read_json(manifest_path)
+    written = existing is None or existing[0].get("status", "complete") != "complete"
+    entries: list[Entry] = []
+    if written:
+        job = _Job(rt, folder, path, prefix, key)
+        planned = job.plan(expanded)
+        entries = [entry for entry, _ in planned]
+        await _store(job, planned, expanded)
+        await _reference_urls(rt, folder, path, planned)
+        manifest = _manifest(folder, change, message, received, key, entries)
+        try:
+            await rt.attachments.write_json(manifest_path, manifest, existing[1] if existing else None)
+        except StateConflict:
+            # Another worker wrote it first: fine if it finished the mail, else the queue retries.
+            again = await rt.attachments.read_json(manifest_path)
+            if again is None or again[0].get("status") != "complete":
+                raise
+            written = False
+        failed = [e for top in entries for e in top.flat() if e.failed]
+        if written and failed:
+            names = "; ".join(f"{e.name or '(no name)'}: {e.failed}" for e in failed[:3])
+            raise AttachmentsFailed(f"{len(failed)} attachment(s) failed, recorded in the manifest: {names}")
 
-    manifest = {
-        "mailbox": folder.mailbox,
-        "folder": folder.folder,
-        "messageKey": key,
-        "messageId": message["id"],
-        "internetMessageId": message.get("internetMessageId"),
-        "subject": message.get("subject"),
-        "from": ((message.get("from") or {}).get("emailAddress") or {}).get("address"),
-        "receivedDateTime": received.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "ingestedAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "subscriptionId": change.subscription_id,
-        "attachments": [{k: v for k, v in asdict(e).items() if v is not None} for _, e in planned],
-    }
-    written = await rt.attachments.create_once(
-        manifest_path, json.dumps(manifest, indent=1).encode(), "application/json"
-    )
-    stored = [e for _, e in planned if e.sha256]
+    await apply_after_ingest(rt, folder, path, message, key)
+    await markers.mark(markers.done, {"prefix": prefix, "at": _now()})
+    stored = [e for top in entries for e in top.flat() if e.sha256]
     outcome = IngestOutcome(
         "ingested" if written else "duplicate", len(stored), sum(e.size or 0 for e in stored), prefix
     )
@@ -216,7 +384,63 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
         message_key=key,
         files=outcome.files,
         bytes=outcome.bytes,
+        skipped=sum(1 for top in entries for e in top.flat() if e.skipped),
         ms=round((time.monotonic() - started) * 1000),
         subscription=change.subscription_id,
     )
     return outcome
+
+
+async def _store(job: _Job, planned: list[tuple[Entry, dict[str, Any]]], expanded: ExpandedMessage) -> None:
+    """Files in parallel (the Graph client bounds requests per mailbox); attached mails one after
+    another, so the names of the files found inside them are the same on every attempt."""
+
+    async def items() -> None:
+        for entry, attachment in planned:
+            extract = job.rules.extract_attached_mail and (entry.file or "").endswith(".eml")
+            if entry.kind == "item" and (entry.skipped is None or extract):
+                await _attempt(entry, job.store_item(entry, attachment))
+
+    files = [
+        _attempt(entry, job.store_file(entry, attachment, expanded.content_of(attachment)))
+        for entry, attachment in planned
+        if entry.kind == "file" and entry.skipped is None
+    ]
+    await asyncio.gather(items(), *files)
+
+
+async def _reference_urls(
+    rt: Runtime, folder: MailboxFolder, path: str, planned: list[tuple[Entry, dict[str, Any]]]
+) -> None:
+    """A link's URL comes with the expanded message; only the metadata-only fallback lacks it."""
+    for entry, attachment in planned:
+        if entry.kind == "reference" and entry.url is None:
+            url = f"{path}/attachments/{quote(str(attachment['id']), safe='')}"
+            with contextlib.suppress(GraphError):
+                full = await rt.graph.request("GET", url, mailbox=folder.mailbox)
+                entry.url = str(full.get("sourceUrl") or "") or None
+
+
+def _manifest(
+    folder: MailboxFolder,
+    change: ChangeMessage,
+    message: dict[str, Any],
+    received: datetime,
+    key: str,
+    entries: list[Entry],
+) -> dict[str, Any]:
+    flat = [e for top in entries for e in top.flat()]
+    return {
+        "status": "partial" if any(e.failed for e in flat) else "complete",
+        "mailbox": folder.mailbox,
+        "folder": folder.folder,
+        "messageKey": key,
+        "messageId": message["id"],
+        "internetMessageId": message.get("internetMessageId"),
+        "subject": message.get("subject"),
+        "from": ((message.get("from") or {}).get("emailAddress") or {}).get("address"),
+        "receivedDateTime": received.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "ingestedAt": _now(),
+        "subscriptionId": change.subscription_id,
+        "attachments": [e.to_json() for e in flat],
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -12,12 +13,13 @@ from .clientstate import new_secret
 from .graph import GraphClient
 from .retry import RetryPolicy
 from .settings import Settings, get_settings
-from .storage import BlobStore, blob_service
+from .storage import BlobStore, blob_service, queue_service
 from .vault import CLIENT_STATE_SECRET, Vault
 
 if TYPE_CHECKING:
     from azure.identity.aio import DefaultAzureCredential
     from azure.storage.blob.aio import BlobServiceClient
+    from azure.storage.queue.aio import QueueServiceClient
 
 
 @dataclass
@@ -29,6 +31,9 @@ class Runtime:
     blobs: BlobServiceClient
     attachments: BlobStore
     state: BlobStore
+    queues: QueueServiceClient
+    folder_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # (mailbox, path) → id, for moves
+    _queues_ready: set[str] = field(default_factory=set)
     _client_state_key: bytes | None = None
     _key_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -41,7 +46,20 @@ class Runtime:
                     self._client_state_key = value.encode()
         return self._client_state_key
 
+    async def send_queue_message(self, queue: str, text: str) -> None:
+        """Send as the Functions host reads it (host.json: messageEncoding base64); the queue is made if new."""
+        from azure.core.exceptions import ResourceExistsError
+        from azure.storage.queue import TextBase64EncodePolicy
+
+        client = self.queues.get_queue_client(queue, message_encode_policy=TextBase64EncodePolicy())
+        if queue not in self._queues_ready:
+            with contextlib.suppress(ResourceExistsError):
+                await client.create_queue()
+            self._queues_ready.add(queue)
+        await client.send_message(text)
+
     async def aclose(self) -> None:
+        await self.queues.close()
         await self.graph.aclose()
         await self.vault.aclose()
         await self.blobs.close()
@@ -71,6 +89,7 @@ def build_runtime(settings: Settings) -> Runtime:
         blobs=blobs,
         attachments=BlobStore(blobs, settings.attachments_container),
         state=BlobStore(blobs, settings.state_container),
+        queues=queue_service(settings.storage, credential),
     )
 
 

@@ -10,12 +10,13 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
 from .errors import SettingsError
+from .rules import MAX_ATTACHMENT_BYTES, AfterIngest, AttachmentRules, parse_after_ingest
 
 AuthMode = Literal["application", "delegated"]
 
@@ -85,6 +86,15 @@ class Settings:
     subscription_minutes: int
     graph_max_retries: int
     graph_max_retry_after_seconds: float
+    reconcile_minutes: int = 60
+    backfill_hours: int = 0
+    full_resync_hours: int = 72
+    rules: AttachmentRules = field(default_factory=AttachmentRules)
+    after_ingest: AfterIngest = field(default_factory=AfterIngest)
+    after_ingest_by_folder: Mapping[str, AfterIngest] = field(default_factory=dict)  # by MailboxFolder.key
+
+    def after_ingest_for(self, folder: MailboxFolder) -> AfterIngest:
+        return self.after_ingest_by_folder.get(folder.key, self.after_ingest)
 
     @cached_property
     def _by_key(self) -> Mapping[str, MailboxFolder]:
@@ -217,6 +227,67 @@ def _storage(env: Mapping[str, str]) -> StorageSettings:
     )
 
 
+def _list(env: Mapping[str, str], name: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+    """A comma list, lower case; `*` (or nothing) means any."""
+    items: list[str] = []
+    for raw in env.get(name, "").split(","):
+        item = raw.strip().lower()
+        if not item:
+            continue
+        if item != "*" and not pattern.match(item):
+            raise SettingsError(name, f"{raw.strip()!r} is not valid here")
+        items.append(item)
+    return () if "*" in items else tuple(items)
+
+
+_EXTENSION = re.compile(r"^\.?[a-z0-9_+-]{1,20}$")
+_CONTENT_TYPE = re.compile(r"^[a-z0-9*!#$&^_.+-]+/[a-z0-9*!#$&^_.+-]+$")
+
+
+def _rules(env: Mapping[str, str]) -> AttachmentRules:
+    rules = AttachmentRules(
+        extensions=tuple(e.lstrip(".") for e in _list(env, "ATTACHMENT_EXTENSIONS", _EXTENSION)),
+        content_types=_list(env, "ATTACHMENT_CONTENT_TYPES", _CONTENT_TYPE),
+        min_bytes=_int(env, "ATTACHMENT_MIN_BYTES", 0, 0, MAX_ATTACHMENT_BYTES),
+        max_bytes=_int(env, "ATTACHMENT_MAX_BYTES", MAX_ATTACHMENT_BYTES, 1, MAX_ATTACHMENT_BYTES),
+        include_inline=_bool(env, "INCLUDE_INLINE_ATTACHMENTS", False),
+        extract_attached_mail=_bool(env, "EXTRACT_ATTACHED_MAIL", True),
+        attached_mail_depth=_int(env, "ATTACHED_MAIL_MAX_DEPTH", 3, 1, 10),
+    )
+    if rules.min_bytes > rules.max_bytes:
+        raise SettingsError("ATTACHMENT_MIN_BYTES", f"is above ATTACHMENT_MAX_BYTES ({rules.max_bytes})")
+    return rules
+
+
+def _after_ingest(name: str, text: str) -> AfterIngest:
+    try:
+        return parse_after_ingest(text)
+    except ValueError as exc:
+        raise SettingsError(name, str(exc)) from None
+
+
+def _after_ingest_by_folder(raw: str, mailboxes: tuple[MailboxFolder, ...]) -> dict[str, AfterIngest]:
+    """AFTER_INGEST_BY_MAILBOX, `mailbox=actions; mailbox/Folder=actions`: a mailbox applies to all its
+    folders, a folder entry wins."""
+    name = "AFTER_INGEST_BY_MAILBOX"
+    by_mailbox: dict[str, AfterIngest] = {}
+    by_folder: dict[str, AfterIngest] = {}
+    for entry in raw.split(";"):
+        if not entry.strip():
+            continue
+        target, sep, actions = entry.partition("=")
+        if not sep:
+            raise SettingsError(name, f"entry {entry.strip()!r} is not mailbox=actions")
+        mailbox, _, folder = target.strip().lower().partition("/")
+        matches = [m for m in mailboxes if m.mailbox == mailbox and (not folder or m.folder.lower() == folder)]
+        if not matches:
+            raise SettingsError(name, f"{target.strip()!r} is not in MAILBOXES")
+        parsed = _after_ingest(name, actions)
+        for match in matches:
+            (by_folder if folder else by_mailbox)[match.key] = parsed
+    return {**by_mailbox, **by_folder}
+
+
 def parse_settings(env: Mapping[str, str]) -> Settings:
     tenant_id = _required(env, "GRAPH_TENANT_ID")
     client_id = _required(env, "GRAPH_CLIENT_ID")
@@ -264,6 +335,12 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         ),
         graph_max_retries=_int(env, "GRAPH_MAX_RETRIES", 4, 0, 10),
         graph_max_retry_after_seconds=float(_int(env, "GRAPH_MAX_RETRY_AFTER_SECONDS", 60, 1, 600)),
+        reconcile_minutes=_int(env, "RECONCILE_MINUTES", 60, 0, 24 * 60),
+        backfill_hours=_int(env, "BACKFILL_HOURS", 0, 0, 24 * 90),
+        full_resync_hours=_int(env, "FULL_RESYNC_HOURS", 72, 1, 24 * 90),
+        rules=_rules(env),
+        after_ingest=_after_ingest("AFTER_INGEST", env.get("AFTER_INGEST", "")),
+        after_ingest_by_folder=_after_ingest_by_folder(env.get("AFTER_INGEST_BY_MAILBOX", ""), mailboxes),
     )
 
 

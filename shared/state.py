@@ -21,6 +21,9 @@ class FolderState:
     last_lifecycle_at: str | None = None
     last_error: str | None = None
     last_error_at: str | None = None
+    creating_at: str | None = None  # an instance's claim to create the subscription (see subscriptions.py)
+    delta_link: str | None = None  # where the next delta round starts
+    last_resync_at: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FolderState:

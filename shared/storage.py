@@ -1,4 +1,4 @@
-"""Blob Storage: attachments streamed in blocks, manifests written once, state records with ETags."""
+"""Blob Storage: attachments streamed in blocks and written once, JSON records (manifests, state) with ETags."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,8 @@ from .settings import StorageSettings
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
-    from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+    from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
+    from azure.storage.queue.aio import QueueServiceClient
 
 BLOCK_SIZE = 4 * 1024 * 1024
 
@@ -30,34 +32,114 @@ def blob_service(storage: StorageSettings, credential: AsyncTokenCredential | No
     raise StorageError("no storage connection configured")
 
 
+def queue_service(storage: StorageSettings, credential: AsyncTokenCredential | None) -> QueueServiceClient:
+    from azure.storage.queue.aio import QueueServiceClient
+
+    if storage.connection_string:
+        return QueueServiceClient.from_connection_string(storage.connection_string)
+    if storage.queue_service_uri and credential is not None:
+        return QueueServiceClient(storage.queue_service_uri, credential=credential)
+    raise StorageError("no storage connection configured")
+
+
 @dataclass(frozen=True)
 class StoredBlob:
     path: str
     size: int
     sha256: str
+    existed: bool = False  # another attempt or worker had already stored it: nothing was written
 
 
-class _Hasher:
-    def __init__(self) -> None:
-        self.sha = hashlib.sha256()
+class BlobWriter:
+    """One blob, written at most once: bytes pushed in are staged in 4 MiB blocks and committed with
+    If-None-Match: *, so of two writers racing on one path the first complete copy wins and the other
+    adopts it. Block ids are unique to the writer: two writers never mix blocks in one blob. A writer
+    that is never committed leaves only uncommitted blocks, which the service discards."""
+
+    def __init__(self, blob: BlobClient, path: str, content_type: str, metadata: Mapping[str, str]) -> None:
+        self._blob = blob
+        self.path = path
+        self._content_type = content_type
+        self._metadata = dict(metadata)
+        self._writer_id = uuid.uuid4().hex
+        self._pending = bytearray()
+        self._blocks: list[str] = []
+        self._sha = hashlib.sha256()
         self.size = 0
 
-    def update(self, data: bytes) -> None:
-        self.sha.update(data)
+    async def write(self, data: bytes) -> None:
+        self._sha.update(data)
         self.size += len(data)
+        self._pending += data
+        while len(self._pending) >= BLOCK_SIZE:
+            await self._stage(bytes(self._pending[:BLOCK_SIZE]))
+            del self._pending[:BLOCK_SIZE]
+
+    async def _stage(self, block: bytes) -> None:
+        block_id = base64.b64encode(f"{self._writer_id}{len(self._blocks):08d}".encode()).decode()
+        await self._blob.stage_block(block_id, block, length=len(block))
+        self._blocks.append(block_id)
+
+    async def commit(self) -> StoredBlob:
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
+        digest = self._sha.hexdigest()
+        try:
+            await self._put(digest, only_if_missing=True)
+        except (ResourceExistsError, ResourceModifiedError):
+            existing = await _stored(self._blob, self.path)
+            if existing is not None:
+                return existing
+            # Only another writer's uncommitted blocks are there (one still writing, or one that crashed):
+            # the path's content is the same whoever writes it, so this copy may take the place.
+            await self._put(digest, only_if_missing=False)
+        finally:
+            self._pending.clear()
+        return StoredBlob(path=self.path, size=self.size, sha256=digest)
+
+    async def _put(self, digest: str, *, only_if_missing: bool) -> None:
+        from azure.core import MatchConditions
+        from azure.storage.blob import BlobBlock, ContentSettings
+
+        settings = ContentSettings(content_type=self._content_type)
+        metadata = {**self._metadata, "sha256": digest}
+        condition = MatchConditions.IfMissing if only_if_missing else None  # If-None-Match: *
+        if not self._blocks:
+            # Small enough for one Put Blob: one request instead of stage + commit.
+            await self._blob.upload_blob(
+                bytes(self._pending),
+                overwrite=not only_if_missing,
+                content_settings=settings,
+                metadata=metadata,
+            )
+            return
+        if self._pending:
+            await self._stage(bytes(self._pending))
+            self._pending.clear()
+        await self._blob.commit_block_list(
+            [BlobBlock(block_id=b) for b in self._blocks],
+            content_settings=settings,
+            metadata=metadata,
+            match_condition=condition,
+        )
 
 
-async def _blocks(chunks: AsyncIterator[bytes], hasher: _Hasher) -> AsyncIterator[bytes]:
-    """Regroup arbitrary chunks into BLOCK_SIZE blocks (the last may be shorter), hashing as they pass."""
-    pending = bytearray()
-    async for chunk in chunks:
-        hasher.update(chunk)
-        pending += chunk
-        while len(pending) >= BLOCK_SIZE:
-            yield bytes(pending[:BLOCK_SIZE])
-            del pending[:BLOCK_SIZE]
-    if pending or hasher.size == 0:
-        yield bytes(pending)
+async def _stored(blob: BlobClient, path: str) -> StoredBlob | None:
+    """What is stored at `path`: size and the sha256 recorded in its metadata (hashed anew if absent)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        props = await blob.get_blob_properties()
+    except ResourceNotFoundError:
+        return None
+    digest = (props.metadata or {}).get("sha256")
+    if not digest:
+        sha = hashlib.sha256()
+        stream = await blob.download_blob()
+        async for chunk in stream.chunks():
+            sha.update(chunk)
+        digest = sha.hexdigest()
+    return StoredBlob(path=path, size=int(props.size), sha256=digest, existed=True)
 
 
 class BlobStore:
@@ -76,45 +158,22 @@ class BlobStore:
             await self._container.create_container()
         self._ready = True
 
-    async def exists(self, path: str) -> bool:
+    async def stored(self, path: str) -> StoredBlob | None:
         await self._ensure()
-        return bool(await self._container.get_blob_client(path).exists())
+        return await _stored(self._container.get_blob_client(path), path)
+
+    async def writer(self, path: str, content_type: str, metadata: Mapping[str, str]) -> BlobWriter:
+        await self._ensure()
+        return BlobWriter(self._container.get_blob_client(path), path, content_type, metadata)
 
     async def upload_stream(
         self, path: str, chunks: AsyncIterator[bytes], content_type: str, metadata: Mapping[str, str]
     ) -> StoredBlob:
-        """Stream into a block blob, one 4 MiB block in memory at a time, hashing on the way."""
-        from azure.storage.blob import BlobBlock, ContentSettings
-
-        await self._ensure()
-        blob = self._container.get_blob_client(path)
-        hasher = _Hasher()
-        block_ids: list[BlobBlock] = []
-        async for index, block in _enumerate(_blocks(chunks, hasher)):
-            block_id = base64.b64encode(f"{index:08d}".encode()).decode()
-            await blob.stage_block(block_id, block, length=len(block))
-            block_ids.append(BlobBlock(block_id=block_id))
-        digest = hasher.sha.hexdigest()
-        await blob.commit_block_list(
-            block_ids,
-            content_settings=ContentSettings(content_type=content_type),
-            metadata={**metadata, "sha256": digest},
-        )
-        return StoredBlob(path=path, size=hasher.size, sha256=digest)
-
-    async def create_once(self, path: str, data: bytes, content_type: str) -> bool:
-        """Write `data` only if the blob does not exist yet (If-None-Match: *); False if it did."""
-        from azure.core.exceptions import ResourceExistsError
-        from azure.storage.blob import ContentSettings
-
-        await self._ensure()
-        try:
-            await self._container.get_blob_client(path).upload_blob(
-                data, overwrite=False, content_settings=ContentSettings(content_type=content_type)
-            )
-        except ResourceExistsError:
-            return False
-        return True
+        """Stream into a block blob written once, one 4 MiB block in memory at a time."""
+        writer = await self.writer(path, content_type, metadata)
+        async for chunk in chunks:
+            await writer.write(chunk)
+        return await writer.commit()
 
     async def read_json(self, path: str) -> tuple[dict[str, Any], str] | None:
         """A JSON blob and its ETag, or None if it does not exist."""
@@ -151,10 +210,3 @@ class BlobStore:
         except (ResourceExistsError, ResourceModifiedError) as exc:
             raise StateConflict(f"{path} was changed by another instance") from exc
         return str(result["etag"])
-
-
-async def _enumerate(items: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes]]:
-    index = 0
-    async for item in items:
-        yield index, item
-        index += 1

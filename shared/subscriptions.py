@@ -8,40 +8,28 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
 
 from .clientstate import make_client_state
 from .errors import GraphConflict, GraphError, GraphNotFound, IngestError, StateConflict
+from .folders import resolve_folder
 from .layout import parse_graph_time
 from .logs import log_event
 from .messages import LifecycleMessage
+from .resync import resync_folder
 from .runtime import Runtime
 from .settings import MIN_SUBSCRIPTION_MINUTES, MailboxFolder
 from .state import FolderState, StateStore
 
 logger = logging.getLogger(__name__)
 
-WELL_KNOWN_FOLDERS = frozenset(
-    {
-        "inbox",
-        "archive",
-        "clutter",
-        "conversationhistory",
-        "deleteditems",
-        "drafts",
-        "junkemail",
-        "outbox",
-        "sentitems",
-        "scheduled",
-        "searchfolders",
-        "msgfolderroot",
-    }
-)
 # Graph's answer to a create beyond the cap it enforces names the cap (graph_facts §1).
 _CAP = re.compile(r"(\d{2,6})\s*minutes", re.IGNORECASE)
 _EXISTING = re.compile(r"Subscription Id\s+<?([0-9a-fA-F-]{36})>?\s+already exists", re.IGNORECASE)
 # Reauthorize and PATCH of one subscription must not fall within 10 minutes of each other (graph_facts §4).
 REAUTHORIZE_QUIET = timedelta(minutes=10)
+# How long a claim to create a folder's subscription holds off other instances; a claimer that
+# crashed is overtaken after this.
+CREATE_CLAIM = timedelta(minutes=2)
 
 
 def _now() -> datetime:
@@ -52,39 +40,8 @@ def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _quote(segment: str) -> str:
-    return quote(segment, safe="@")
-
-
-def _odata_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-async def resolve_folder(rt: Runtime, folder: MailboxFolder) -> str:
-    """The folder's id: first segment a well-known name or a top-level folder, then child folders by name."""
-    user = f"users/{_quote(folder.mailbox)}"
-    first, *rest = folder.segments
-    if first.lower() in WELL_KNOWN_FOLDERS:
-        found = await rt.graph.request("GET", f"{user}/mailFolders/{first.lower()}", mailbox=folder.mailbox)
-        current = str(found["id"])
-    else:
-        current = await _child(rt, folder, f"{user}/mailFolders/msgfolderroot/childFolders", first)
-    for name in rest:
-        current = await _child(rt, folder, f"{user}/mailFolders/{_quote(current)}/childFolders", name)
-    return current
-
-
-async def _child(rt: Runtime, folder: MailboxFolder, path: str, name: str) -> str:
-    listing = await rt.graph.request(
-        "GET",
-        path,
-        mailbox=folder.mailbox,
-        params={"$filter": f"displayName eq {_odata_string(name)}", "$select": "id,displayName"},
-    )
-    for item in listing.get("value", []):
-        if str(item.get("displayName", "")).lower() == name.lower():
-            return str(item["id"])
-    raise GraphNotFound(404, "ErrorFolderNotFound", f"folder {name!r} not found in {folder}", f"GET {path}")
+class _ClaimedElsewhere(Exception):
+    """Another instance is creating this folder's subscription right now."""
 
 
 class MaintainFailed(IngestError):
@@ -156,23 +113,37 @@ class FolderMaintainer:
         left = parse_graph_time(state.expiration) - now
         return left < timedelta(minutes=self.minutes) / 2
 
+    def _reconcile_due(self, state: FolderState, now: datetime) -> bool:
+        minutes = self.rt.settings.reconcile_minutes
+        if not minutes or not state.last_resync_at:
+            return bool(minutes)
+        return now - parse_graph_time(state.last_resync_at) >= timedelta(minutes=minutes)
+
     async def ensure(self) -> str:
-        """Create, renew or keep; returns what was done."""
+        """Create, renew or keep; resync when a subscription is new or the reconciliation is due."""
         state, etag = await self._load()
         now = _now()
         if not self._needs_renewal(state, now):
+            if self._reconcile_due(state, now):
+                await resync_folder(self.rt, self.folder, "reconcile")
+                return "kept, reconciled"
             return "kept"
         return await self._bring_up(state, etag, now, force_new=False)
 
     async def _bring_up(self, state: FolderState, etag: str | None, now: datetime, *, force_new: bool) -> str:
-        """Renew (or create, with `force_new` always create) and save the record once."""
+        """Renew (or create, with `force_new` always create) and save the record."""
         try:
-            action = await self._apply(state, now, force_new)
+            action, etag = await self._apply(state, etag, now, force_new)
             state.last_error = state.last_error_at = None
+        except _ClaimedElsewhere:
+            log_event(logger, "subscription.left", mailbox=self.folder.mailbox, folder=self.folder.folder)
+            return "left to another instance"
         except IngestError as exc:
             state.last_error, state.last_error_at = str(exc), _iso(now)
+            state.creating_at = None
             await self._save(state, etag)
             raise
+        state.creating_at = None
         await self._save(state, etag)
         log_event(
             logger,
@@ -182,9 +153,28 @@ class FolderMaintainer:
             subscription=state.subscription_id,
             expires=state.expiration,
         )
+        if action == "created" and not state.delta_link:
+            # A folder's first subscription: mail from now on, or from the backfill window.
+            since = now - timedelta(hours=self.rt.settings.backfill_hours)
+            await resync_folder(self.rt, self.folder, "first subscription", since=since)
+        elif action in ("created", "recreated"):
+            # While there was no subscription, notifications were lost: the delta has them.
+            await resync_folder(self.rt, self.folder, f"subscription {action}")
         return action
 
-    async def _apply(self, state: FolderState, now: datetime, force_new: bool) -> str:
+    async def _claim(self, state: FolderState, etag: str | None, now: datetime) -> str:
+        """Mark the record as being created on, by ETag: of two timer instances only one creates."""
+        if state.creating_at and now - parse_graph_time(state.creating_at) < CREATE_CLAIM:
+            raise _ClaimedElsewhere
+        state.creating_at = _iso(now)
+        try:
+            return await self.store.save(state, etag)
+        except StateConflict:
+            raise _ClaimedElsewhere from None
+
+    async def _apply(
+        self, state: FolderState, etag: str | None, now: datetime, force_new: bool
+    ) -> tuple[str, str | None]:
         if state.subscription_id and not force_new:
             try:
                 renewed = await self.rt.graph.request(
@@ -195,16 +185,18 @@ class FolderMaintainer:
                 )
                 state.expiration = str(renewed.get("expirationDateTime"))
                 state.renewed_at = _iso(now)
-                return "renewed"
+                return "renewed", etag
             except GraphNotFound:
                 state.subscription_id = None
+                force_new = True  # Graph lost it: a recreation, with a resync to follow
+        etag = await self._claim(state, etag, now)
         if not state.folder_id:
-            state.folder_id = await resolve_folder(self.rt, self.folder)
+            state.folder_id = await resolve_folder(self.rt.graph, self.folder.mailbox, self.folder.folder)
         created = await _Creator(self.rt, self.folder).create(state.folder_id, self.minutes)
         state.subscription_id = str(created["id"])
         state.expiration = str(created.get("expirationDateTime"))
         state.renewed_at = _iso(now)
-        return "recreated" if force_new else "created"
+        return ("recreated" if force_new else "created"), etag
 
     async def _save(self, state: FolderState, etag: str | None) -> None:
         try:
@@ -244,7 +236,8 @@ class FolderMaintainer:
             subscription=event.subscription_id,
             reason="Graph reports missed notifications",
         )
-        return "recorded"
+        outcome = await resync_folder(self.rt, self.folder, "missed notifications")
+        return f"resynced, {outcome.enqueued} enqueued"
 
 
 async def maintain_all(rt: Runtime) -> dict[str, str]:

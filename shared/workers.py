@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 import azure.functions as func
 
 from .logs import log_event
+from .poison import CHANGES_QUEUE, LIFECYCLE_QUEUE
 from .settings import get_settings
 from .webhook import receive, verify_changes, verify_lifecycle
 
@@ -28,14 +29,22 @@ async def lifecycle(req: func.HttpRequest, out: func.Out[list[str]]) -> func.Htt
     return await receive(req, out, verify_lifecycle, get_settings(), _secret, "lifecycle")
 
 
-async def _queued(msg: func.QueueMessage, event: str, work: Awaitable[object]) -> None:
+async def _queued(msg: func.QueueMessage, queue: str, event: str, work: Awaitable[object]) -> None:
+    from .poison import max_dequeue_count, park
+    from .runtime import get_runtime
+
     try:
         await work
     except Exception as exc:
-        # The queue retries, then parks the message in the poison queue; the reason is logged here.
-        reason = f"{type(exc).__name__}: {exc}"
-        log_event(logger, event, logging.ERROR, message=msg.id, dequeue_count=msg.dequeue_count, reason=reason)
-        raise
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        count = msg.dequeue_count or 0
+        log_event(logger, event, logging.ERROR, message=msg.id, dequeue_count=count, reason=reason)
+        if count < max_dequeue_count():
+            raise  # the queue delivers it again after the visibility timeout
+        # The last delivery: park it with its reason and let the host delete the original. Should
+        # parking fail, the error propagates and the host moves the bare message to poison itself.
+        await park(get_runtime(), queue, msg.get_body(), reason, count)
+        log_event(logger, f"{event.split('.')[0]}.poisoned", logging.ERROR, message=msg.id, reason=reason)
 
 
 async def ingest(msg: func.QueueMessage) -> None:
@@ -46,7 +55,7 @@ async def ingest(msg: func.QueueMessage) -> None:
     async def work() -> None:
         await ingest_change(parse_change(msg.get_body()), get_runtime())
 
-    await _queued(msg, "ingest.failed", work())
+    await _queued(msg, CHANGES_QUEUE, "ingest.failed", work())
 
 
 async def lifecycle_event(msg: func.QueueMessage) -> None:
@@ -57,7 +66,7 @@ async def lifecycle_event(msg: func.QueueMessage) -> None:
     async def work() -> None:
         await handle_lifecycle(parse_lifecycle(msg.get_body()), get_runtime())
 
-    await _queued(msg, "lifecycle.failed", work())
+    await _queued(msg, LIFECYCLE_QUEUE, "lifecycle.failed", work())
 
 
 async def maintain() -> dict[str, str]:

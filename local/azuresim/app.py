@@ -26,7 +26,7 @@ from .errors import (
     ServiceError,
 )
 from .faults import Fault, Faults
-from .graph import GraphRouter
+from .graph import GraphRouter, message_key
 from .graph_delta import Delta
 from .graph_mail import Mail
 from .graph_subscriptions import Subscriptions
@@ -75,7 +75,15 @@ def _route(request: web.Request, router: GraphRouter) -> str:
     return route_label(resource.canonical) if resource is not None else request.path
 
 
-def make_middleware(faults: Faults, log: RequestLog, router: GraphRouter) -> Middleware:
+def _message_id(request: web.Request, store: Store) -> str | None:
+    """The immutable id of the message a Graph request names (any id it ever had), else None."""
+    if not request.path.startswith("/v1.0/"):
+        return None
+    key = message_key(request.path.removeprefix("/v1.0"))
+    return store.message_id_of(key) if key is not None else None
+
+
+def make_middleware(faults: Faults, log: RequestLog, router: GraphRouter, store: Store) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -100,7 +108,8 @@ def make_middleware(faults: Faults, log: RequestLog, router: GraphRouter) -> Mid
             ms = (time.perf_counter() - started) * 1000
             log_line(request.method, request.path, status, ms)
             if not control:
-                log.add(RequestRecord(request.method, request.path, _route(request, router), status, ms))
+                route = _route(request, router)
+                log.add(RequestRecord(request.method, request.path, route, status, ms, _message_id(request, store)))
 
     return middleware
 
@@ -123,10 +132,10 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     Delta(store, mail).register(router)
     subscriptions = Subscriptions(store, clock, delivery, notifier)
     subscriptions.register(router)
-    control = Control(store, clock, delivery, notifier, subscriptions, faults, log)
+    control = Control(store, clock, delivery, notifier, subscriptions, faults, log, mail)
 
     # Large enough for any JSON a test posts; attachments are generated, not uploaded.
-    app = web.Application(middlewares=[make_middleware(faults, log, router)], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[make_middleware(faults, log, router, store)], client_max_size=64 * 1024 * 1024)
     app.add_routes(control.routes())
     app.add_routes(IdentityControl(store, directory).routes())
     vault = KeyVault(store, clock, authority)

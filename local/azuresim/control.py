@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 import uuid
+from collections import Counter
 from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
@@ -22,13 +23,16 @@ from .content import BytesContent, Content, GeneratedContent, sha256_hex
 from .delivery import Delivery
 from .errors import ControlError
 from .faults import Faults
+from .graph_mail import Mail
 from .graph_subscriptions import Subscriptions
-from .mime import message_mime
+from .mime import MimeContent, mime_parts
 from .notifications import LIFECYCLE_EVENTS, Notifier
 from .requestlog import RequestLog
 from .store import Attachment, EmailAddress, Mailbox, Message, Store, change_key, exchange_id
 
 MAX_GENERATED_SIZE = 2**31 - 1  # Graph's attachment size is an Int32
+MAX_ITEM_DEPTH = 30  # attachment-get: item attachments nest "up to 30 levels"
+CONTENT_BYTES_MODES = ("include", "omit", "empty")
 
 
 def _bad(message: str) -> ControlError:
@@ -54,6 +58,53 @@ def _address(value: Any, what: str) -> EmailAddress:
     raise _bad(f"'{what}' must be an address string or {{'name', 'address'}}")
 
 
+def _non_negative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _content_bytes_options(body: dict[str, Any]) -> tuple[int | None, str | None]:
+    limit, mode = body.get("contentBytesLimit"), body.get("contentBytesOverLimit")
+    if limit is not None and not _non_negative_int(limit):
+        raise _bad("'contentBytesLimit' must be a non-negative integer (bytes) or null")
+    if mode is not None and mode not in CONTENT_BYTES_MODES:
+        raise _bad(f"'contentBytesOverLimit' must be one of {list(CONTENT_BYTES_MODES)}")
+    return limit, mode
+
+
+def _digest(attachments: list[Attachment]) -> None:
+    """sha256 of every attachment, innermost first (runs in a thread: large content takes a while)."""
+    for attachment in attachments:
+        if attachment.item is not None:
+            _digest(attachment.item.attachments)
+        if attachment.content is not None:
+            attachment.sha256 = sha256_hex(attachment.content)
+
+
+def _described(attachment: Attachment) -> dict[str, Any]:
+    """What the control API reports of an attachment; for an attached mail also ``parts``: what its
+    MIME carries, recursively, so a test can compare the files it extracts."""
+    body: dict[str, Any] = {
+        "name": attachment.name,
+        "kind": attachment.kind,
+        "contentType": attachment.content_type,
+        "size": attachment.size,
+        "sha256": attachment.sha256,
+        "contentId": attachment.content_id,
+    }
+    if attachment.item is not None:
+        body["parts"] = [{**_described(a), "inline": a.is_inline} for a in mime_parts(attachment.item)]
+    return body
+
+
+def _attachment_json(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "id": attachment.immutable_id,
+        "restId": attachment.rest_id,
+        **_described(attachment),
+        "isInline": attachment.is_inline,
+    }
+
+
 class Control:
     def __init__(
         self,
@@ -64,7 +115,9 @@ class Control:
         subscriptions: Subscriptions,
         faults: Faults,
         log: RequestLog,
+        mail: Mail,
     ) -> None:
+        self.mail = mail
         self.store = store
         self.clock = clock
         self.delivery = delivery
@@ -77,6 +130,12 @@ class Control:
         return [
             web.post("/_sim/mailboxes", self.add_mailbox),
             web.post("/_sim/mail", self.add_mail),
+            web.delete("/_sim/mail/{id}", self.delete_mail),
+            web.post("/_sim/mail/{id}/renotify", self.renotify),
+            web.get("/_sim/roles", self.get_roles),
+            web.post("/_sim/roles", self.set_roles),
+            web.get("/_sim/options", self.get_options),
+            web.post("/_sim/options", self.set_options),
             web.get("/_sim/faults", self.list_faults),
             web.post("/_sim/faults", self.add_fault),
             web.delete("/_sim/faults", self.clear_faults),
@@ -121,20 +180,26 @@ class Control:
             raise _bad(f"attachment '{name}': give 'contentBase64' or an integer 'size' (0..2^31-1)")
         return GeneratedContent(size, str(spec.get("seed", name)))
 
-    def _attachment(self, spec: Any, now: datetime) -> Attachment:
+    def _attachment(self, spec: Any, now: datetime, depth: int) -> Attachment:
+        # Names are taken as given (empty, control characters, paths, 300 characters): the app sanitises.
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            raise _bad("each attachment needs a 'name'")
+            raise _bad("each attachment needs a 'name' (a string, possibly empty)")
         name, kind = spec["name"], spec.get("kind", "file")
+        inline, content_id = spec.get("isInline", False), spec.get("contentId")
+        if not isinstance(inline, bool):
+            raise _bad(f"attachment '{name}': 'isInline' must be true or false")
+        if content_id is not None and not isinstance(content_id, str):
+            raise _bad(f"attachment '{name}': 'contentId' must be a string")
         common: dict[str, Any] = {
             "immutable_id": exchange_id("AAkALg"),
             "rest_id": exchange_id(),
             "kind": kind,
             "name": name,
-            "is_inline": bool(spec.get("isInline", False)),
+            "is_inline": inline,
             "last_modified": now,
         }
         if kind == "file":
-            content_id = spec.get("contentId") or (f"{uuid.uuid4().hex}@sim" if common["is_inline"] else None)
+            content_id = content_id or (f"{uuid.uuid4().hex}@sim" if inline else None)
             return Attachment(
                 **common,
                 content_type=str(spec.get("contentType") or "application/octet-stream"),
@@ -145,13 +210,11 @@ class Control:
             item_spec = spec.get("item")
             if not isinstance(item_spec, dict):
                 raise _bad(f"attachment '{name}': kind 'item' needs 'item' (a mail like this one)")
-            item = self._message(item_spec, None, "", now)
-            return Attachment(
-                **common,
-                content_type=spec.get("contentType") or "message/rfc822",
-                content=BytesContent(message_mime(item)),
-                item=item,
-            )
+            if depth >= MAX_ITEM_DEPTH:
+                raise _bad(f"attached mails nest at most {MAX_ITEM_DEPTH} levels deep")
+            item = self._message(item_spec, None, "", now, depth + 1)
+            # contentType null, as in attachment-get's itemAttachment example; MIME built lazily.
+            return Attachment(**common, content_type=spec.get("contentType"), content=MimeContent(item), item=item)
         if kind == "reference":
             url = spec.get("url")
             if not isinstance(url, str) or not re.match(r"^https?://", url):
@@ -166,7 +229,9 @@ class Control:
             )
         raise _bad(f"attachment '{name}': kind must be 'file', 'item' or 'reference'")
 
-    def _message(self, spec: dict[str, Any], mailbox: Mailbox | None, folder_id: str, now: datetime) -> Message:
+    def _message(
+        self, spec: dict[str, Any], mailbox: Mailbox | None, folder_id: str, now: datetime, depth: int = 0
+    ) -> Message:
         if "from" not in spec:
             raise _bad("'from' is required")
         to = spec.get("to")
@@ -193,8 +258,8 @@ class Control:
             received=now,
             internet_message_id=f"<{uuid.uuid4().hex}@azuresim.local>",
             change_key=change_key(),
-            attachments=[self._attachment(a, now) for a in attachments],
-            importance=str(spec.get("importance", "normal")),
+            attachments=[self._attachment(a, now, depth) for a in attachments],
+            importance=str(spec.get("importance", "normal")).lower(),
         )
 
     async def add_mail(self, request: web.Request) -> web.Response:
@@ -205,14 +270,11 @@ class Control:
         folder = mailbox.folder_by_path(str(body.get("folder") or "Inbox"))
         if folder is None:
             raise ControlError(404, "NotFound", f"no folder '{body.get('folder')}' in {mailbox.address}")
+        limit, mode = _content_bytes_options(body)
         message = self._message(body, mailbox, folder.id, self.clock.now())
-        # Hashing a large generated attachment takes a while: keep the event loop serving.
-        digests = [
-            await asyncio.to_thread(sha256_hex, a.content) if a.content is not None else None
-            for a in message.attachments
-        ]
-        for attachment, digest in zip(message.attachments, digests, strict=True):
-            attachment.sha256 = digest
+        message.content_bytes_limit, message.content_bytes_over_limit = limit, mode
+        # Hashing large generated content takes a while: keep the event loop serving.
+        await asyncio.to_thread(_digest, message.attachments)
         mailbox.add_message(message)
         queued = self.notifier.message_changed(mailbox, folder.id, message, "created")
         return web.json_response(
@@ -222,13 +284,85 @@ class Control:
                 "internetMessageId": message.internet_message_id,
                 "receivedDateTime": graph_datetime(message.received),
                 "notifications": queued,
-                "attachments": [
-                    {"id": a.immutable_id, "name": a.name, "kind": a.kind, "size": a.size, "sha256": a.sha256}
-                    for a in message.attachments
-                ],
+                "attachments": [_attachment_json(a) for a in message.attachments],
             },
             status=201,
         )
+
+    def _find_message(self, key: str, deleted: bool = False) -> tuple[Mailbox, Message]:
+        found = self.store.find_message(key, deleted)
+        if found is None:
+            raise ControlError(404, "NotFound", f"no message '{key}'")
+        return found
+
+    async def delete_mail(self, request: web.Request) -> web.Response:
+        """As if the user deleted the mail: Graph answers 404 for it from now on; notifications
+        already queued are still delivered; subscriptions for ``deleted`` are told."""
+        mailbox, message = self._find_message(request.match_info["id"])
+        queued = self.mail.remove_message(mailbox, message)
+        return web.json_response({"id": message.immutable_id, "notifications": queued})
+
+    async def renotify(self, request: web.Request) -> web.Response:
+        """Queue the message's change notification again, ``times`` copies sent concurrently."""
+        body = await _json(request)
+        times, change_type = body.get("times", 1), body.get("changeType", "created")
+        if not isinstance(times, int) or isinstance(times, bool) or not 1 <= times <= 100:
+            raise _bad("'times' must be an integer from 1 to 100")
+        if change_type not in ("created", "updated", "deleted"):
+            raise _bad("'changeType' must be 'created', 'updated' or 'deleted'")
+        # A deleted mail can be renotified too: a late duplicate for a mail that is gone.
+        mailbox, message = self._find_message(request.match_info["id"], deleted=True)
+        queued = self.notifier.message_changed(mailbox, message.folder_id, message, change_type, copies=times)
+        return web.json_response({"id": message.immutable_id, "notifications": queued}, status=202)
+
+    def _roles_body(self) -> dict[str, Any]:
+        return {"roles": {client_id: list(app.roles) for client_id, app in self.store.apps.items()}}
+
+    async def get_roles(self, request: web.Request) -> web.Response:
+        return web.json_response(self._roles_body())
+
+    async def set_roles(self, request: web.Request) -> web.Response:
+        """The application permissions granted to an app (default: every app), for tokens issued from
+        now on: e.g. Mail.Read alone, to see what needs Mail.ReadWrite."""
+        body = await _json(request)
+        roles, client_id = body.get("roles"), body.get("clientId")
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise _bad("'roles' must be a list of permission names, e.g. ['Mail.Read']")
+        if client_id is not None and client_id not in self.store.apps:
+            raise ControlError(404, "NotFound", f"no app '{client_id}'")
+        for key, app in self.store.apps.items():
+            if client_id in (None, key):
+                app.roles = tuple(roles)
+        return web.json_response(self._roles_body())
+
+    def _options_body(self) -> dict[str, Any]:
+        options = self.store.options
+        return {
+            "contentBytesLimit": options.content_bytes_limit,
+            "contentBytesOverLimit": options.content_bytes_over_limit,
+            "folderExistsStatus": options.folder_exists_status,
+        }
+
+    async def get_options(self, request: web.Request) -> web.Response:
+        return web.json_response(self._options_body())
+
+    async def set_options(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        unknown = sorted(set(body) - {"contentBytesLimit", "contentBytesOverLimit", "folderExistsStatus"})
+        if unknown:
+            raise _bad(f"unknown options {unknown}")
+        limit, mode = _content_bytes_options(body)
+        status = body.get("folderExistsStatus")
+        if status is not None and status not in (400, 409):
+            raise _bad("'folderExistsStatus' must be 400 or 409")
+        options = self.store.options
+        if "contentBytesLimit" in body:
+            options.content_bytes_limit = limit
+        if mode is not None:
+            options.content_bytes_over_limit = mode
+        if status is not None:
+            options.folder_exists_status = status
+        return web.json_response(self._options_body())
 
     # -- faults and request log -----------------------------------------------------------------
     async def add_fault(self, request: web.Request) -> web.Response:
@@ -263,11 +397,25 @@ class Control:
         return web.Response(status=204)
 
     async def list_requests(self, request: web.Request) -> web.Response:
+        records = self.log.records
+        wanted = request.query.get("messageId")
+        if wanted is not None:
+            # Any id the message ever had selects every request naming it by any of its ids.
+            message_id = self.store.message_id_of(wanted) or wanted
+            records = [r for r in records if r.message_id == message_id]
         rows = [
-            {"method": r.method, "path": r.path, "route": r.route, "status": r.status, "ms": round(r.ms, 1)}
-            for r in self.log.records
+            {
+                "method": r.method,
+                "path": r.path,
+                "route": r.route,
+                "status": r.status,
+                "ms": round(r.ms, 1),
+                "messageId": r.message_id,
+            }
+            for r in records
         ]
-        return web.json_response({"requests": rows, "counts": self.log.counts()})
+        per_message = Counter(r.message_id for r in records if r.message_id is not None)
+        return web.json_response({"requests": rows, "counts": self.log.counts(records), "messages": per_message})
 
     async def clear_requests(self, request: web.Request) -> web.Response:
         self.log.clear()
@@ -313,6 +461,7 @@ class Control:
         return {
             "retryBaseSeconds": self.delivery.retry_base,
             "paused": self.delivery.paused,
+            "duplicates": self.delivery.duplicates,
             "pending": self.delivery.pending(),
         }
 
@@ -321,12 +470,16 @@ class Control:
 
     async def set_delivery(self, request: web.Request) -> web.Response:
         body = await _json(request)
-        base, paused = body.get("retryBaseSeconds"), body.get("paused")
+        base, paused, duplicates = body.get("retryBaseSeconds"), body.get("paused"), body.get("duplicates")
         if base is not None and (not isinstance(base, int | float) or isinstance(base, bool) or base <= 0):
             raise _bad("'retryBaseSeconds' must be a positive number")
         if paused is not None and not isinstance(paused, bool):
             raise _bad("'paused' must be true or false")
-        self.delivery.configure(float(base) if base is not None else None, paused)
+        if duplicates is not None and (
+            not isinstance(duplicates, int) or isinstance(duplicates, bool) or not 1 <= duplicates <= 100
+        ):
+            raise _bad("'duplicates' must be an integer from 1 to 100")
+        self.delivery.configure(float(base) if base is not None else None, paused, duplicates)
         return web.json_response(self._delivery_body())
 
     async def lifecycle(self, request: web.Request) -> web.Response:

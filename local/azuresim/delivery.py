@@ -5,6 +5,10 @@ Delivery follows the webhook docs: a POST of ``{"value": [...]}`` counts as deli
 3 seconds (10 seconds for retries); otherwise it is retried with exponential backoff for up to
 4 hours. The backoff runs on real time, scaled by ``retry_base`` so tests finish; the 4-hour limit is
 measured on the simulated clock, so a test can advance the clock to make Graph give up.
+
+Graph delivers at least once: ``duplicates`` (or a control API redelivery) queues a change several
+times as numbered copies; copies never share a POST, and the POSTs of different copies due at the
+same time go out concurrently, each with its own retries.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class Pending:
     created: datetime  # simulated time, for the 4-hour limit
     attempts: int = 0
     due: float = 0.0  # loop time
+    copy: int = 0  # duplicates of one notification: 0, 1, ...
 
 
 @dataclass
@@ -69,6 +74,7 @@ class DeliveryRecord:
     count: int
     time: str
     error: str | None = None
+    copy: int = 0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -82,6 +88,7 @@ class DeliveryRecord:
             "count": self.count,
             "time": self.time,
             "error": self.error,
+            "copy": self.copy,
         }
 
 
@@ -99,6 +106,7 @@ class Delivery:
         self.is_live = is_live
         self.retry_base = 2.0
         self.paused = False
+        self.duplicates = 1  # copies of each change notification
         self.records: list[DeliveryRecord] = []
         self._queues: dict[str, _Queue] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -172,22 +180,29 @@ class Delivery:
         return None
 
     # -- notifications --------------------------------------------------------------------------
-    def enqueue(self, url: str, kind: str, subscription_id: str, item: dict[str, Any]) -> None:
+    def enqueue(
+        self, url: str, kind: str, subscription_id: str, item: dict[str, Any], copies: int | None = None
+    ) -> int:
+        """Queue ``copies`` copies of one notification (default: ``duplicates`` for changes, else 1)."""
+        count = copies if copies is not None else (self.duplicates if kind == "change" else 1)
         queue = self._queues.get(url)
         if queue is None:
             queue = self._queues[url] = _Queue()
-        queue.items.append(
-            Pending(url, kind, subscription_id, item, self.clock.now(), due=asyncio.get_running_loop().time())
-        )
+        loop = asyncio.get_running_loop()
+        for copy in range(count):
+            queue.items.append(Pending(url, kind, subscription_id, item, self.clock.now(), due=loop.time(), copy=copy))
         if queue.task is None or queue.task.done():
-            queue.task = asyncio.get_running_loop().create_task(self._worker(url, queue))
+            queue.task = loop.create_task(self._worker(url, queue))
         queue.wake.set()
+        return count
 
-    def configure(self, retry_base: float | None, paused: bool | None) -> None:
+    def configure(self, retry_base: float | None, paused: bool | None, duplicates: int | None = None) -> None:
         if retry_base is not None:
             self.retry_base = retry_base
         if paused is not None:
             self.paused = paused
+        if duplicates is not None:
+            self.duplicates = duplicates
         for queue in self._queues.values():
             queue.wake.set()
 
@@ -213,12 +228,19 @@ class Delivery:
             if not due:
                 await self._sleep(queue, min(p.due for p in queue.items) - now)
                 continue
-            batch = due[:MAX_BATCH]
-            for pending in batch:
-                queue.items.remove(pending)
-            batch = self._drop_stale(batch)
-            if batch:
-                await self._send(url, batch, queue)
+            by_copy: dict[int, list[Pending]] = {}
+            for pending in due:
+                group = by_copy.setdefault(pending.copy, [])
+                if len(group) < MAX_BATCH:
+                    group.append(pending)
+            batches = []
+            for group in by_copy.values():
+                for pending in group:
+                    queue.items.remove(pending)
+                kept = self._drop_stale(group)
+                if kept:
+                    batches.append(kept)
+            await asyncio.gather(*(self._send(url, batch, queue) for batch in batches))
 
     def _drop_stale(self, batch: list[Pending]) -> list[Pending]:
         keep: list[Pending] = []
@@ -248,6 +270,7 @@ class Delivery:
                 count=len(batch),
                 time=graph_datetime_7(self.clock.now()),
                 error=error,
+                copy=batch[0].copy,
             )
         )
 

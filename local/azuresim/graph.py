@@ -115,6 +115,16 @@ def split_path(path: str) -> list[str]:
     return segments
 
 
+def message_key(path: str) -> str | None:
+    """The message id segment of a Graph path (``.../messages/{id}/...``), else None."""
+    segments = split_path(path)
+    for index, segment in enumerate(segments[:-1]):
+        following = segments[index + 1]
+        if segment.lower() == "messages" and following.lower() != "delta":
+            return following
+    return None
+
+
 class GraphRouter:
     def __init__(self, authority: Authority) -> None:
         self.authority = authority

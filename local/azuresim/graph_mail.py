@@ -1,4 +1,5 @@
-"""Graph mail: users, mailFolders, messages and attachments, as app-only callers see them.
+"""Graph mail: users, mailFolders (list, get, create), messages (list, get, update, move, delete)
+and attachments, as app-only callers see them.
 
 Ids honour ``Prefer: IdType="ImmutableId"``; either kind of id is accepted in a path. Large file
 attachments are streamed from :mod:`content` both as ``/$value`` and as base64 ``contentBytes``.
@@ -82,8 +83,10 @@ class Mail:
     def register(self, router: GraphRouter) -> None:
         router.add("GET", "users/{user}", self.get_user)
         router.add("GET", "users/{user}/mailFolders", self.list_top_folders)
+        router.add("POST", "users/{user}/mailFolders", self.create_folder)
         router.add("GET", "users/{user}/mailFolders/{folder}", self.get_folder)
         router.add("GET", "users/{user}/mailFolders/{folder}/childFolders", self.list_child_folders)
+        router.add("POST", "users/{user}/mailFolders/{folder}/childFolders", self.create_folder)
         router.add("GET", "users/{user}/mailFolders/{parent}/childFolders/{folder}", self.get_folder)
         router.add("GET", "users/{user}/mailFolders/{folder}/messages", self.list_messages)
         router.add("GET", "users/{user}/messages", self.list_messages)
@@ -93,6 +96,7 @@ class Mail:
         ):
             router.add("GET", prefix, self.get_message)
             router.add("PATCH", prefix, self.update_message)
+            router.add("DELETE", prefix, self.delete_message)
             router.add("POST", f"{prefix}/move", self.move_message)
             router.add("GET", f"{prefix}/attachments", self.list_attachments)
             router.add("GET", f"{prefix}/attachments/{{attachment}}", self.get_attachment)
@@ -141,11 +145,23 @@ class Mail:
             "unreadItemCount": sum(1 for m in messages if not m.is_read),
             "totalItemCount": len(messages),
             "sizeInBytes": sum(a.size for m in messages for a in m.attachments),
-            "isHidden": False,
+            "isHidden": folder.is_hidden,
         }
 
+    def _content_bytes_mode(self, message: Message, attachment: Attachment) -> str:
+        """How a listing carries a file's contentBytes: "include", "omit" or "empty" (SimOptions)."""
+        options = self.store.options
+        limit = message.content_bytes_limit if message.content_bytes_limit is not None else options.content_bytes_limit
+        mode = message.content_bytes_over_limit or options.content_bytes_over_limit
+        return mode if limit is not None and attachment.size > limit else "include"
+
     def attachment_json(
-        self, attachment: Attachment, immutable: bool, select: list[str] | None, expand_item: bool = False
+        self,
+        attachment: Attachment,
+        immutable: bool,
+        select: list[str] | None,
+        expand_item: bool = False,
+        content_bytes: str = "include",
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "@odata.type": ODATA_TYPES[attachment.kind],
@@ -170,7 +186,10 @@ class Mail:
             body["@odata.mediaContentType"] = attachment.content_type
             body["contentId"] = attachment.content_id
             body["contentLocation"] = None
-            body["contentBytes"] = Base64Of(attachment.content or BytesContent(b""))
+            if content_bytes == "include":
+                body["contentBytes"] = Base64Of(attachment.content or BytesContent(b""))
+            elif content_bytes == "empty":
+                body["contentBytes"] = ""
         elif attachment.kind == "reference":
             body.update(
                 sourceUrl=attachment.source_url,
@@ -247,7 +266,10 @@ class Mail:
         body = select_fields(body, select, "microsoft.graph.message")
         expand = self._expand(g)
         if expand is not None:
-            body["attachments"] = [self.attachment_json(a, g.immutable, expand or None) for a in message.attachments]
+            body["attachments"] = [
+                self.attachment_json(a, g.immutable, expand or None, content_bytes=self._content_bytes_mode(message, a))
+                for a in message.attachments
+            ]
         return body
 
     # -- handlers: users and folders ------------------------------------------------------------
@@ -278,6 +300,9 @@ class Mail:
 
     async def _folder_list(self, g: GraphRequest, mailbox: Mailbox, parent_id: str) -> web.StreamResponse:
         folders = mailbox.children(parent_id)
+        # Hidden folders are listed only on request (user-list-mailfolders, mailfolder-list-childfolders).
+        if (g.query.get("includeHiddenFolders") or "").lower() != "true":
+            folders = [f for f in folders if not f.is_hidden]
         name_filter = g.option("filter")
         if name_filter:
             match = _FILTER_NAME.match(name_filter)
@@ -323,6 +348,34 @@ class Mail:
         )
         context = f"{g.base}/$metadata#users('{g.params['user']}')/mailFolders/$entity"
         return await send_json(g.request, {"@odata.context": context, **body})
+
+    async def create_folder(self, g: GraphRequest) -> web.StreamResponse:
+        """``POST mailFolders`` (under the root) and ``POST mailFolders/{id}/childFolders``."""
+        g.require_role(*WRITE_ROLES)
+        mailbox = self.mailbox_of(g)
+        parent = self.folder_of(g, mailbox)
+        parent_id = parent.id if parent is not None else mailbox.root_id()
+        body = await g.json_object()
+        extra = sorted(k for k in body if not k.startswith("@") and k not in ("displayName", "isHidden"))
+        if extra:
+            raise GraphError(
+                400, "ErrorInvalidProperty", f"Only displayName and isHidden can be set on a new folder, not {extra}."
+            )
+        name, hidden = body.get("displayName"), body.get("isHidden", False)
+        if not isinstance(name, str) or not name.strip():
+            raise GraphError(400, "ErrorInvalidParameter", "The displayName of the folder is required.")
+        if not isinstance(hidden, bool):
+            raise GraphError(400, "BadRequest", "isHidden must be true or false.")
+        # Names are unique under a parent, case-insensitively, hidden folders included.
+        if mailbox.find_child(parent_id, name) is not None:
+            raise GraphError(
+                self.store.options.folder_exists_status,
+                "ErrorFolderExists",
+                f"A folder with the specified name already exists., Could not create folder '{name}'.",
+            )
+        folder = mailbox.add_folder(name, parent_id, is_hidden=hidden)
+        context = f"{g.base}/$metadata#users('{g.params['user']}')/mailFolders/$entity"
+        return await send_json(g.request, {"@odata.context": context, **self.folder_json(mailbox, folder)}, status=201)
 
     # -- handlers: messages ---------------------------------------------------------------------
     def _message_filter(self, g: GraphRequest) -> Callable[[Message], bool]:
@@ -386,18 +439,34 @@ class Mail:
         if "isRead" in body:
             message.is_read = bool(body["isRead"])
         if "categories" in body:
-            if not isinstance(body["categories"], list):
+            categories = body["categories"]
+            if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
                 raise GraphError(400, "BadRequest", "categories must be a string collection.")
-            message.categories = [str(c) for c in body["categories"]]
+            # A collection in PATCH replaces the whole collection (OData), it is not merged.
+            message.categories = list(body["categories"])
         if "importance" in body:
-            if body["importance"] not in ("low", "normal", "high"):
+            # The update doc writes Low/Normal/High, the resource low/normal/high: enums match either.
+            importance = str(body["importance"]).lower()
+            if importance not in ("low", "normal", "high"):
                 raise GraphError(400, "BadRequest", "importance must be low, normal or high.")
-            message.importance = body["importance"]
+            message.importance = importance
         message.change_key = change_key()
         mailbox.record_change(message.folder_id, message)
         self.notifier.message_changed(mailbox, message.folder_id, message, "updated")
         body = {"@odata.context": self._message_context(g), **self.render_message(g, message)}
         return await send_json(g.request, body, headers=g.headers())
+
+    async def delete_message(self, g: GraphRequest) -> web.StreamResponse:
+        g.require_role(*WRITE_ROLES)
+        mailbox, message = self._message(g)
+        self.remove_message(mailbox, message)
+        return web.Response(status=204)
+
+    def remove_message(self, mailbox: Mailbox, message: Message) -> int:
+        """Delete (Graph or control API): gone for every id, ``deleted`` to subscribers that asked."""
+        folder_id = message.folder_id
+        mailbox.delete_message(message)
+        return self.notifier.message_changed(mailbox, folder_id, message, "deleted")
 
     async def move_message(self, g: GraphRequest) -> web.StreamResponse:
         g.require_role(*WRITE_ROLES)
@@ -424,7 +493,10 @@ class Mail:
         select = parse_list(g.option("select")) or None
         payload = {
             "@odata.context": self._attachments_context(g),
-            "value": [self.attachment_json(a, g.immutable, select) for a in message.attachments],
+            "value": [
+                self.attachment_json(a, g.immutable, select, content_bytes=self._content_bytes_mode(message, a))
+                for a in message.attachments
+            ],
         }
         return await send_json(g.request, payload, headers=g.headers())
 

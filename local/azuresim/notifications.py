@@ -29,10 +29,17 @@ class Notifier:
         return any(s.id == subscription_id for s in self.live_subscriptions())
 
     def message_changed(
-        self, mailbox: Mailbox, folder_id: str, message: Message, change_type: str, rest_id: str | None = None
+        self,
+        mailbox: Mailbox,
+        folder_id: str,
+        message: Message,
+        change_type: str,
+        rest_id: str | None = None,
+        copies: int | None = None,
     ) -> int:
-        """Queue one notification per covering subscription; ``rest_id`` overrides the regular id
-        (a move's ``deleted`` names the id the message had before). Returns how many were queued."""
+        """Queue one notification per covering subscription (``copies`` times; default: the delivery's
+        ``duplicates``); ``rest_id`` overrides the regular id (a move's ``deleted`` names the id the
+        message had before). Returns how many notifications were queued, copies included."""
         queued = 0
         for sub in self.live_subscriptions():
             if sub.mailbox_id != mailbox.id or change_type not in sub.change_types:
@@ -56,8 +63,7 @@ class Notifier:
                 "clientState": sub.client_state,
                 "tenantId": self.store.tenant_id,
             }
-            self.delivery.enqueue(sub.notification_url, "change", sub.id, item)
-            queued += 1
+            queued += self.delivery.enqueue(sub.notification_url, "change", sub.id, item, copies)
         return queued
 
     def lifecycle(self, sub: Subscription, event: str) -> None:

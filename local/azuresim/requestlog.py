@@ -20,6 +20,7 @@ class RequestRecord:
     route: str
     status: int
     ms: float
+    message_id: str | None = None  # immutable id of the message the path names, if any
 
 
 def route_label(template: str) -> str:
@@ -37,8 +38,8 @@ class RequestLog:
     def clear(self) -> None:
         self.records.clear()
 
-    def counts(self) -> dict[str, int]:
-        return dict(Counter(f"{r.method} {r.route}" for r in self.records))
+    def counts(self, records: list[RequestRecord] | None = None) -> dict[str, int]:
+        return dict(Counter(f"{r.method} {r.route}" for r in (self.records if records is None else records)))
 
 
 def log_line(method: str, path: str, status: int, ms: float) -> None:

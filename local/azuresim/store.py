@@ -53,6 +53,7 @@ class Folder:
     display_name: str
     parent_id: str
     well_known: str | None = None
+    is_hidden: bool = False
 
 
 @dataclass
@@ -105,6 +106,9 @@ class Message:
     is_read: bool = False
     categories: list[str] = field(default_factory=list)
     importance: str = "normal"
+    # Per-message override of the contentBytes listing options (see SimOptions).
+    content_bytes_limit: int | None = None
+    content_bytes_over_limit: str | None = None
 
     def graph_id(self, immutable: bool) -> str:
         return self.immutable_id if immutable else self.rest_id
@@ -124,6 +128,9 @@ class Change:
     folder_id: str
     message_id: str  # immutable id
     rest_id: str  # the regular id at the time of the change
+    # "created" (new in the folder, moves in included), "updated" (changed in place) or "deleted"
+    # (gone from the folder, moves out included): what delta's changeType filters on.
+    change_type: str = "updated"
 
 
 @dataclass
@@ -135,10 +142,14 @@ class Mailbox:
     # Both the regular and the immutable id of a message map to it: Graph accepts either.
     messages: dict[str, Message] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
+    # Every id a message ever had (regular ids before moves, deleted messages too) -> immutable id,
+    # so the request log can attribute any request to its message.
+    known_ids: dict[str, str] = field(default_factory=dict)
+    deleted: dict[str, Message] = field(default_factory=dict)  # by immutable id
 
-    def record_change(self, folder_id: str, message: Message) -> None:
+    def record_change(self, folder_id: str, message: Message, change_type: str = "updated") -> None:
         seq = self.changes[-1].seq + 1 if self.changes else 1
-        self.changes.append(Change(seq, folder_id, message.immutable_id, message.rest_id))
+        self.changes.append(Change(seq, folder_id, message.immutable_id, message.rest_id, change_type))
 
     @property
     def change_seq(self) -> int:
@@ -167,8 +178,10 @@ class Mailbox:
                 return folder
         return None
 
-    def add_folder(self, display_name: str, parent_id: str, well_known: str | None = None) -> Folder:
-        folder = Folder(exchange_id(), self.id, display_name, parent_id, well_known)
+    def add_folder(
+        self, display_name: str, parent_id: str, well_known: str | None = None, is_hidden: bool = False
+    ) -> Folder:
+        folder = Folder(exchange_id(), self.id, display_name, parent_id, well_known, is_hidden)
         self.folders[folder.id] = folder
         return folder
 
@@ -199,11 +212,19 @@ class Mailbox:
     def add_message(self, message: Message) -> None:
         self.messages[message.immutable_id] = message
         self.messages[message.rest_id] = message
-        self.record_change(message.folder_id, message)
+        self.known_ids[message.immutable_id] = self.known_ids[message.rest_id] = message.immutable_id
+        self.record_change(message.folder_id, message, "created")
+
+    def delete_message(self, message: Message) -> None:
+        """Gone for every id (Graph's delete moves it out of reach of the mailbox's folders)."""
+        self.messages.pop(message.immutable_id, None)
+        self.messages.pop(message.rest_id, None)
+        self.deleted[message.immutable_id] = message
+        self.record_change(message.folder_id, message, "deleted")
 
     def move_message(self, message: Message, folder_id: str) -> None:
         """A move gives the message (and its attachments) new regular ids; immutable ids stay."""
-        self.record_change(message.folder_id, message)
+        self.record_change(message.folder_id, message, "deleted")
         del self.messages[message.rest_id]
         message.rest_id = exchange_id()
         message.folder_id = folder_id
@@ -211,7 +232,8 @@ class Mailbox:
         for attachment in message.attachments:
             attachment.rest_id = exchange_id()
         self.messages[message.rest_id] = message
-        self.record_change(folder_id, message)
+        self.known_ids[message.rest_id] = message.immutable_id
+        self.record_change(folder_id, message, "created")
 
 
 @dataclass
@@ -249,6 +271,18 @@ class SecretVersion:
     managed: bool = False  # the backing secret of a Key Vault certificate
 
 
+@dataclass
+class SimOptions:
+    """Behaviour the docs leave open, chosen by tests through ``/_sim/options``."""
+
+    # Listings ($expand=attachments, GET .../attachments) of file attachments larger than the limit
+    # carry contentBytes as given by the mode: "include" (as documented), "omit" or "empty" ("").
+    content_bytes_limit: int | None = None
+    content_bytes_over_limit: str = "include"
+    # Status of a duplicate folder name (code ErrorFolderExists); 409 by default, 400 also seen.
+    folder_exists_status: int = 409
+
+
 class Store:
     def __init__(self, tenant_id: str, client_id: str, client_secret: str) -> None:
         self.tenant_id = tenant_id
@@ -259,6 +293,7 @@ class Store:
         self.secrets: dict[str, list[SecretVersion]] = {}
         # Part of every delta token: changing it invalidates them all (``410 Gone``).
         self.delta_epoch = secrets.token_hex(4)
+        self.options = SimOptions()
 
     def find_mailbox(self, key: str) -> Mailbox | None:
         """By object id or by address/UPN, case-insensitively (``AAD-UPN:`` prefix allowed)."""
@@ -268,6 +303,25 @@ class Store:
         for mailbox in self.mailboxes.values():
             if lowered in (mailbox.id.lower(), mailbox.address.lower()):
                 return mailbox
+        return None
+
+    def find_message(self, key: str, deleted: bool = False) -> tuple[Mailbox, Message] | None:
+        """A live message by its immutable or current regular id, in any mailbox; with ``deleted``,
+        also a deleted one by any id it had."""
+        for mailbox in self.mailboxes.values():
+            message = mailbox.messages.get(key)
+            if message is None and deleted and key in mailbox.known_ids:
+                message = mailbox.deleted.get(mailbox.known_ids[key])
+            if message is not None:
+                return mailbox, message
+        return None
+
+    def message_id_of(self, key: str) -> str | None:
+        """The immutable id behind any id a message ever had, or None."""
+        for mailbox in self.mailboxes.values():
+            found = mailbox.known_ids.get(key)
+            if found is not None:
+                return found
         return None
 
     def add_mailbox(self, address: str, display_name: str) -> Mailbox:

@@ -5,9 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from local.mailcheck import BlobReader
 from local.stack import Stack, StackConfig
 
-MAILBOXES = ("invoices@contoso.com", "scans@contoso.com/Inbox/Delivery notes")
+MAILBOXES = ("invoices@contoso.com", "scans@contoso.com/Inbox/Delivery notes", "ap@contoso.com")
+# Files above this are recorded as skipped; small enough that a test can send one.
+MAX_BYTES = 24 * 1024 * 1024
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +24,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
             "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.500",
             "GRAPH_MAX_RETRY_AFTER_SECONDS": "5",
+            "ATTACHMENT_MAX_BYTES": str(MAX_BYTES),
+            "AFTER_INGEST_BY_MAILBOX": "ap@contoso.com=mark-read,category:Captured,move:Inbox/Captured",
         },
     )
     with Stack(config) as running:
         response = running.run_function("maintain")
         assert response.status_code == 200, (data_dir / "devhost.log").read_text()[-3000:]
         yield running
+
+
+@pytest.fixture
+def reader(stack: Stack) -> Iterator[BlobReader]:
+    blob_reader = BlobReader(stack)
+    yield blob_reader
+    blob_reader.close()

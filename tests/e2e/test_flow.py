@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import httpx
-import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
 
@@ -29,13 +28,6 @@ from .conftest import MAILBOXES
 
 def requests_log(stack: Stack) -> list[dict[str, Any]]:
     return list(stack.control("GET", "/_sim/requests")["requests"])
-
-
-@pytest.fixture
-def reader(stack: Stack):
-    blob_reader = BlobReader(stack)
-    yield blob_reader
-    blob_reader.close()
 
 
 def test_timer_creates_one_subscription_per_folder_and_keeps_them(stack: Stack):

@@ -1,5 +1,6 @@
-"""Helpers for tests that drive the Azure simulator: tokens, mailboxes, mail, the simulated clock,
-JWT claims and a webhook receiver (served by the ``receiver`` fixture in ``conftest.py``)."""
+"""Helpers for tests that drive the Azure simulator: tokens, mailboxes, mail, subscriptions, the
+simulated clock, JWT claims, a Key Vault client, certificates and a webhook receiver (served by the
+``receiver`` fixture in ``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from local.azuresim.runner import SimulatorProcess
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 VAULT_SCOPE = "https://vault.azure.net/.default"
+IMMUTABLE = {"Prefer": 'IdType="ImmutableId"'}
 
 
 async def get_token(http: httpx.AsyncClient, sim: SimulatorProcess, scope: str = GRAPH_SCOPE) -> str:
@@ -71,6 +73,26 @@ async def expiry(http: httpx.AsyncClient, minutes: float) -> str:
     return (await sim_now(http) + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
 
 
+async def subscribe(
+    http: httpx.AsyncClient,
+    graph: dict[str, str],
+    resource: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> httpx.Response:
+    body = {
+        "changeType": "created",
+        "notificationUrl": url,
+        "resource": resource,
+        "expirationDateTime": await expiry(http, 4000),
+        "clientState": "s3cret-state",
+        **extra,
+    }
+    return await http.post("/v1.0/subscriptions", json=body, headers={**graph, **(headers or {})})
+
+
 @asynccontextmanager
 async def secret_client(sim: SimulatorProcess) -> AsyncIterator[SecretClient]:
     """azure-keyvault-secrets on the simulator's vault, as the app's own credential."""
@@ -99,12 +121,17 @@ class Receiver:
     """The subscriber's endpoint: answers validation handshakes and records notifications.
 
     Paths: ``/encoded/...`` echoes the token URL-encoded (a wrong answer), ``/slow/...`` answers
-    after 10.5 s; ``fail[path] = n`` answers the next n notifications with 500."""
+    after 10.5 s; ``fail[path] = n`` answers the next n notifications with 500; ``delay[path] = s``
+    holds each notification s seconds before answering, and ``max_in_flight[path]`` records how many
+    notifications to a path were being handled at once."""
 
     def __init__(self) -> None:
         self.validations: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []
         self.fail: dict[str, int] = {}
+        self.delay: dict[str, float] = {}
+        self.in_flight: dict[str, int] = {}
+        self.max_in_flight: dict[str, int] = {}
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -117,14 +144,26 @@ class Receiver:
             )
             answer = quote(token) if request.path.startswith("/encoded") else token
             return web.Response(text=answer, content_type="text/plain")
-        self.notifications.append({"path": request.path, "query": dict(request.query), "body": await request.json()})
-        if self.fail.get(request.path, 0) > 0:
-            self.fail[request.path] -= 1
+        path = request.path
+        self.in_flight[path] = self.in_flight.get(path, 0) + 1
+        self.max_in_flight[path] = max(self.max_in_flight.get(path, 0), self.in_flight[path])
+        try:
+            raw = await request.read()
+            self.notifications.append({"path": path, "query": dict(request.query), "body": json.loads(raw), "raw": raw})
+            if path in self.delay:
+                await asyncio.sleep(self.delay[path])
+        finally:
+            self.in_flight[path] -= 1
+        if self.fail.get(path, 0) > 0:
+            self.fail[path] -= 1
             return web.Response(status=500)
         return web.Response(status=202)
 
     def items(self, path: str) -> list[dict[str, Any]]:
         return [item for n in self.notifications if n["path"] == path for item in n["body"]["value"]]
+
+    def posts(self, path: str) -> list[dict[str, Any]]:
+        return [n for n in self.notifications if n["path"] == path]
 
     async def wait(self, check: Callable[[], bool], timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout

@@ -26,6 +26,7 @@ from local.azuresim.content import GeneratedContent, sha256_hex
 from local.azuresim.runner import SimulatorProcess, start_simulator
 from tests.local.simclient import (
     GRAPH_SCOPE,
+    IMMUTABLE,
     VAULT_SCOPE,
     Receiver,
     claims_of,
@@ -35,29 +36,8 @@ from tests.local.simclient import (
     new_mailbox,
     secret_client,
     sim_now,
+    subscribe,
 )
-
-IMMUTABLE = {"Prefer": 'IdType="ImmutableId"'}
-
-
-async def subscribe(
-    http: httpx.AsyncClient,
-    graph: dict[str, str],
-    resource: str,
-    url: str,
-    *,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> httpx.Response:
-    body = {
-        "changeType": "created",
-        "notificationUrl": url,
-        "resource": resource,
-        "expirationDateTime": await expiry(http, 4000),
-        "clientState": "s3cret-state",
-        **extra,
-    }
-    return await http.post("/v1.0/subscriptions", json=body, headers={**graph, **(headers or {})})
 
 
 # -- identity -------------------------------------------------------------------------------------

@@ -43,6 +43,15 @@ def test_mailboxes_split_on_first_slash():
         ("AzureWebJobsStorage", "", "AzureWebJobsStorage: required"),
         ("SUBSCRIPTION_LIFETIME_MINUTES", "20000", "between 45 and 10080"),
         ("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", "maybe", "true or false"),
+        ("ATTACHMENT_EXTENSIONS", "pdf, ../x", "'../x' is not valid"),
+        ("ATTACHMENT_CONTENT_TYPES", "application", "'application' is not valid"),
+        ("ATTACHMENT_MAX_BYTES", "0", "between 1 and"),
+        ("ATTACHMENT_MIN_BYTES", "200000000", "between 0 and"),
+        ("ATTACHED_MAIL_MAX_DEPTH", "0", "between 1 and 10"),
+        ("AFTER_INGEST", "archive", "'archive' is not one of"),
+        ("AFTER_INGEST", "move:Inbox//x", "empty folder name"),
+        ("AFTER_INGEST_BY_MAILBOX", "other@x.com=mark-read", "is not in MAILBOXES"),
+        ("AFTER_INGEST_BY_MAILBOX", "a@contoso.com", "is not mailbox=actions"),
     ],
 )
 def test_broken_setting_names_itself_in_one_line(env, name, value, needle):
@@ -89,3 +98,44 @@ def test_folder_by_key(settings):
     for entry in settings.mailboxes:
         assert settings.folder_by_key(entry.key) is entry
     assert settings.folder_by_key("0" * 16) is None
+
+
+def test_attachment_rules_defaults_suit_document_capture(settings):
+    rules = settings.rules
+    assert rules.skip_reason("scan.pdf", "application/pdf", False, 10) is None
+    assert rules.skip_reason("logo.png", "image/png", True, 10) == "inline (INCLUDE_INLINE_ATTACHMENTS is off)"
+    assert rules.extract_attached_mail and rules.attached_mail_depth == 3
+    assert "ATTACHMENT_MAX_BYTES" in (rules.skip_reason("x.tif", None, False, 150 * 1024 * 1024 + 1) or "")
+
+
+def test_extensions_or_content_types_allow(env):
+    env["ATTACHMENT_EXTENSIONS"] = ".PDF, tif"
+    env["ATTACHMENT_CONTENT_TYPES"] = "image/*"
+    env["ATTACHMENT_MIN_BYTES"] = "100"
+    env["INCLUDE_INLINE_ATTACHMENTS"] = "true"
+    rules = parse_settings(env).rules
+    assert rules.skip_reason("a.pdf", "application/octet-stream", False, 500) is None
+    assert rules.skip_reason("photo.jpeg", "image/jpeg; name=photo.jpeg", True, 500) is None
+    assert rules.skip_reason("notes.docx", "application/msword", False, 500) == (
+        "type not allowed (.docx, application/msword)"
+    )
+    assert rules.skip_reason("a.pdf", None, False, 99) == "smaller than ATTACHMENT_MIN_BYTES (99 < 100 bytes)"
+    env["ATTACHMENT_EXTENSIONS"] = "*"
+    env["ATTACHMENT_CONTENT_TYPES"] = ""
+    assert parse_settings(env).rules.skip_reason("any.thing", None, False, 500) is None
+
+
+def test_after_ingest_global_and_per_mailbox_or_folder(env):
+    env["MAILBOXES"] = "a@contoso.com, a@contoso.com/Inbox/Scans, b@contoso.com"
+    env["AFTER_INGEST"] = "mark-read"
+    env["AFTER_INGEST_BY_MAILBOX"] = (
+        "A@contoso.com=category:Done; a@contoso.com/inbox/scans=move:Archive/Scans,mark-read"
+    )
+    s = parse_settings(env)
+    a, scans, b = s.mailboxes
+    assert str(s.after_ingest_for(b)) == "mark-read"
+    assert str(s.after_ingest_for(a)) == "category:Done"
+    assert str(s.after_ingest_for(scans)) == "mark-read,move:Archive/Scans"
+    env["AFTER_INGEST"] = " none "
+    env["AFTER_INGEST_BY_MAILBOX"] = ""
+    assert not parse_settings(env).after_ingest_for(a).anything

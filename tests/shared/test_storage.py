@@ -12,7 +12,7 @@ import pytest
 from shared.errors import StateConflict
 from shared.settings import StorageSettings
 from shared.state import FolderState, StateStore
-from shared.storage import BLOCK_SIZE, BlobStore, blob_service
+from shared.storage import BLOCK_SIZE, BlobStore, StoredBlob, blob_service
 
 
 @pytest.fixture
@@ -40,12 +40,43 @@ async def test_upload_stream_round_trip(store: BlobStore, length: int):
     assert await (await blob.download_blob()).readall() == data
 
 
-async def test_create_once(store: BlobStore):
-    assert await store.create_once("k/manifest.json", b"{}", "application/json") is True
-    assert await store.create_once("k/manifest.json", b'{"x":1}', "application/json") is False
-    assert await store.read_json("k/manifest.json") is not None
-    assert await store.exists("k/manifest.json")
-    assert not await store.exists("k/other.json")
+@pytest.mark.parametrize("length", [10, 2 * BLOCK_SIZE + 1])
+async def test_racing_writers_keep_the_first_complete_copy(store: BlobStore, length: int):
+    first, second = os.urandom(length), os.urandom(length)
+    a = await store.writer("m/scan.pdf", "application/pdf", {})
+    b = await store.writer("m/scan.pdf", "application/pdf", {})
+    # Interleaved: both stage blocks before either commits; block ids must not collide.
+    for start in range(0, length, 1_000_000):
+        await a.write(first[start : start + 1_000_000])
+        await b.write(second[start : start + 1_000_000])
+    won = await b.commit()
+    lost = await a.commit()
+    assert not won.existed and lost.existed
+    assert lost.sha256 == won.sha256 == hashlib.sha256(second).hexdigest()
+    assert lost.size == length
+    blob = store._container.get_blob_client("m/scan.pdf")
+    assert await (await blob.download_blob()).readall() == second
+
+
+async def test_a_writer_never_committed_leaves_nothing(store: BlobStore):
+    writer = await store.writer("m/half.bin", "application/octet-stream", {})
+    await writer.write(os.urandom(BLOCK_SIZE + 5))  # one block staged, then the worker "crashes"
+    assert await store.stored("m/half.bin") is None
+    retry = await store.upload_stream("m/half.bin", chunks(b"whole", 2), "application/octet-stream", {})
+    assert not retry.existed and (await store.stored("m/half.bin")) == StoredBlob(
+        "m/half.bin", 5, hashlib.sha256(b"whole").hexdigest(), existed=True
+    )
+
+
+async def test_json_records_are_created_once_then_replaced_by_etag(store: BlobStore):
+    etag = await store.write_json("k/manifest.json", {"status": "partial"}, None)
+    with pytest.raises(StateConflict):
+        await store.write_json("k/manifest.json", {"status": "other"}, None)
+    newer = await store.write_json("k/manifest.json", {"status": "complete"}, etag)
+    with pytest.raises(StateConflict):
+        await store.write_json("k/manifest.json", {"status": "stale"}, etag)
+    assert await store.read_json("k/manifest.json") == ({"status": "complete"}, newer)
+    assert await store.read_json("k/other.json") is None
 
 
 async def test_state_records_use_etags(store: BlobStore):

@@ -1,0 +1,57 @@
+# After provisioning: print the steps that need a tenant administrator, with this environment's values filled in.
+# azd passes the environment (including the outputs of infra/main.bicep) as environment variables.
+$ErrorActionPreference = 'Stop'
+
+foreach ($name in 'GRAPH_TENANT_ID', 'GRAPH_CLIENT_ID', 'MAILBOXES') {
+  if ([string]::IsNullOrWhiteSpace([Environment]::GetEnvironmentVariable($name))) { throw "$name is not set" }
+}
+$tenant = $env:GRAPH_TENANT_ID
+$client = $env:GRAPH_CLIENT_ID
+$label = "Mail Attachment Ingest $env:AZURE_ENV_NAME".Trim()
+$container = if ($env:ATTACHMENTS_CONTAINER) { $env:ATTACHMENTS_CONTAINER } else { 'mail-attachments' }
+
+# The enterprise application's object id, when the Azure CLI is signed in to the app's tenant.
+$objectId = ''
+if (Get-Command az -ErrorAction SilentlyContinue) {
+  $objectId = (az ad sp show --id $client --query id --output tsv 2>$null)
+  if ($LASTEXITCODE -ne 0) { $objectId = '' }
+}
+$objectIdExpr = if ($objectId) { "'$objectId'" } else { "(az ad sp show --id $client --query id --output tsv)" }
+
+# One filter term per mailbox (the part before the first '/'): an object id or an SMTP address.
+$mailboxes = $env:MAILBOXES.Split(',') | ForEach-Object { $_.Split('/')[0].Trim().ToLowerInvariant() } |
+  Where-Object { $_ } | Select-Object -Unique
+$guid = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+$filter = ($mailboxes | ForEach-Object {
+    if ($_ -match $guid) { "ExternalDirectoryObjectId -eq '$_'" } else { "PrimarySmtpAddress -eq '$_'" }
+  }) -join ' -or '
+$firstMailbox = @($mailboxes)[0]
+
+Write-Host @"
+
+Provisioned. Left to do by hand, as a tenant administrator (docs/setup.md explains each step):
+
+1. Let the app read mail. Choose one:
+
+   a) Only the configured mailboxes (recommended). In Exchange Online PowerShell (Connect-ExchangeOnline):
+
+      New-ServicePrincipal -AppId $client -ObjectId $objectIdExpr -DisplayName "$label"
+      New-ManagementScope -Name "$label" -RecipientRestrictionFilter "$filter"
+      New-ManagementRoleAssignment -Name "$label Mail.Read" -App $client -Role "Application Mail.Read" -CustomResourceScope "$label"
+      # Only with post-actions (mark as read, move, categorise):
+      New-ManagementRoleAssignment -Name "$label Mail.ReadWrite" -App $client -Role "Application Mail.ReadWrite" -CustomResourceScope "$label"
+      Test-ServicePrincipalAuthorization -Identity $client -Resource $firstMailbox
+
+      Grant no Mail.Read or Mail.ReadWrite application permission to the app in Entra ID (remove it if it was
+      consented): Entra grants apply to every mailbox and add to the scope above. To scope by a mail-enabled
+      security group instead of addresses, use -RecipientRestrictionFilter "MemberOfGroup -eq '<group DN>'".
+
+   b) Every mailbox in the tenant: give the app registration the application permission Mail.Read
+      (and Mail.ReadWrite for post-actions), then grant admin consent:
+
+      https://login.microsoftonline.com/$tenant/adminconsent?client_id=$client
+
+2. Deploy the code if this was 'azd provision' only: azd deploy
+3. Check the configuration and Graph access: python -m shared.cli check
+4. Send a mail with an attachment to $firstMailbox and look for it in the '$container' container.
+"@

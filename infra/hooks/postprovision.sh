@@ -1,0 +1,63 @@
+#!/bin/sh
+# After provisioning: print the steps that need a tenant administrator, with this environment's values filled in.
+# azd passes the environment (including the outputs of infra/main.bicep) as environment variables.
+set -eu
+
+tenant="${GRAPH_TENANT_ID:?GRAPH_TENANT_ID is not set}"
+client="${GRAPH_CLIENT_ID:?GRAPH_CLIENT_ID is not set}"
+mailboxes="${MAILBOXES:?MAILBOXES is not set}"
+label="Mail Attachment Ingest ${AZURE_ENV_NAME:-}"
+label="${label% }"
+
+# The enterprise application's object id, when the Azure CLI is signed in to the app's tenant.
+object_id=""
+if command -v az >/dev/null 2>&1; then
+  object_id=$(az ad sp show --id "$client" --query id --output tsv 2>/dev/null || true)
+fi
+if [ -n "$object_id" ]; then
+  object_id_expr="'$object_id'"
+else
+  object_id_expr="(az ad sp show --id $client --query id --output tsv)"
+fi
+
+# One filter term per mailbox (the part before the first '/'): an object id or an SMTP address.
+filter=""
+for mailbox in $(printf '%s\n' "$mailboxes" | tr ',' '\n' | sed 's|/.*||; s/^[[:space:]]*//; s/[[:space:]]*$//' \
+  | tr '[:upper:]' '[:lower:]' | awk 'NF && !seen[$0]++'); do
+  if printf '%s' "$mailbox" | grep -Eq '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'; then
+    term="ExternalDirectoryObjectId -eq '$mailbox'"
+  else
+    term="PrimarySmtpAddress -eq '$mailbox'"
+  fi
+  filter="${filter:+$filter -or }$term"
+  first_mailbox="${first_mailbox:-$mailbox}"
+done
+
+cat <<TEXT
+
+Provisioned. Left to do by hand, as a tenant administrator (docs/setup.md explains each step):
+
+1. Let the app read mail. Choose one:
+
+   a) Only the configured mailboxes (recommended). In Exchange Online PowerShell (Connect-ExchangeOnline):
+
+      New-ServicePrincipal -AppId $client -ObjectId $object_id_expr -DisplayName "$label"
+      New-ManagementScope -Name "$label" -RecipientRestrictionFilter "$filter"
+      New-ManagementRoleAssignment -Name "$label Mail.Read" -App $client -Role "Application Mail.Read" -CustomResourceScope "$label"
+      # Only with post-actions (mark as read, move, categorise):
+      New-ManagementRoleAssignment -Name "$label Mail.ReadWrite" -App $client -Role "Application Mail.ReadWrite" -CustomResourceScope "$label"
+      Test-ServicePrincipalAuthorization -Identity $client -Resource $first_mailbox
+
+      Grant no Mail.Read or Mail.ReadWrite application permission to the app in Entra ID (remove it if it was
+      consented): Entra grants apply to every mailbox and add to the scope above. To scope by a mail-enabled
+      security group instead of addresses, use -RecipientRestrictionFilter "MemberOfGroup -eq '<group DN>'".
+
+   b) Every mailbox in the tenant: give the app registration the application permission Mail.Read
+      (and Mail.ReadWrite for post-actions), then grant admin consent:
+
+      https://login.microsoftonline.com/$tenant/adminconsent?client_id=$client
+
+2. Deploy the code if this was 'azd provision' only: azd deploy
+3. Check the configuration and Graph access: python -m shared.cli check
+4. Send a mail with an attachment to $first_mailbox and look for it in the '${ATTACHMENTS_CONTAINER:-mail-attachments}' container.
+TEXT

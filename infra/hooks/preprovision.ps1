@@ -1,0 +1,23 @@
+# Before provisioning: check the settings azd cannot guess, and create the webhook key once per environment.
+# The key is the Function App host key and a Key Vault secret, and Graph subscriptions carry it in their URLs,
+# so it stays the same across provisions (rotating it means recreating the subscriptions).
+$ErrorActionPreference = 'Stop'
+
+$missing = @('GRAPH_CLIENT_ID', 'GRAPH_CLIENT_SECRET', 'MAILBOXES') |
+  Where-Object { [string]::IsNullOrWhiteSpace([Environment]::GetEnvironmentVariable($_)) }
+if ($missing) {
+  Write-Host "Set these before provisioning: $($missing -join ' ')"
+  foreach ($name in $missing) { Write-Host "  azd env set $name <value>" }
+  Write-Host 'See docs/setup.md for what each one is.'
+  exit 1
+}
+
+if ([string]::IsNullOrWhiteSpace($env:WEBHOOK_FUNCTION_KEY)) {
+  # 32 random bytes as hex: URL-safe, and within the host key's allowed characters.
+  $bytes = [byte[]]::new(32)
+  [System.Security.Cryptography.RandomNumberGenerator]::Fill($bytes)
+  $key = -join ($bytes | ForEach-Object { $_.ToString('x2') })
+  azd env set WEBHOOK_FUNCTION_KEY $key | Out-Null
+  if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+  Write-Host 'Created WEBHOOK_FUNCTION_KEY for this environment.'
+}

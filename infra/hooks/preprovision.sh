@@ -1,0 +1,28 @@
+#!/bin/sh
+# Before provisioning: check the settings azd cannot guess, and create the webhook key once per environment.
+# The key is the Function App host key and a Key Vault secret, and Graph subscriptions carry it in their URLs,
+# so it stays the same across provisions (rotating it means recreating the subscriptions).
+set -eu
+
+missing=""
+for name in GRAPH_CLIENT_ID GRAPH_CLIENT_SECRET MAILBOXES; do
+  eval "value=\${$name:-}"
+  if [ -z "$value" ]; then
+    missing="$missing $name"
+  fi
+done
+if [ -n "$missing" ]; then
+  echo "Set these before provisioning:$missing" >&2
+  for name in $missing; do
+    echo "  azd env set $name <value>" >&2
+  done
+  echo "See docs/setup.md for what each one is." >&2
+  exit 1
+fi
+
+if [ -z "${WEBHOOK_FUNCTION_KEY:-}" ]; then
+  # 32 random bytes as hex: URL-safe, and within the host key's allowed characters.
+  key=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+  azd env set WEBHOOK_FUNCTION_KEY "$key" >/dev/null
+  echo "Created WEBHOOK_FUNCTION_KEY for this environment."
+fi

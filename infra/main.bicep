@@ -1,0 +1,202 @@
+// Mail Attachment Ingest: everything `azd up` provisions, in one resource group.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; it seeds the unique suffix of every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region of every resource; it must offer the Flex Consumption plan.')
+@metadata({ azd: { type: 'location' } })
+param location string
+
+@description('Directory (tenant) id of the app registration; empty means the tenant of the subscription.')
+param graphTenantId string = ''
+
+@minLength(1)
+@description('Application (client) id of the app registration that reads the mailboxes.')
+param graphClientId string
+
+@secure()
+@minLength(1)
+@description('Client secret of the app registration; it is stored in Key Vault, never in an app setting.')
+param graphClientSecret string
+
+@description('Name of a Key Vault certificate the app signs in with instead of the secret; empty for none.')
+param graphClientCertificateName string = ''
+
+@minLength(1)
+@description('MAILBOXES setting: comma-separated `mailbox` or `mailbox/Folder/Sub folder`.')
+param mailboxes string
+
+@secure()
+@minLength(32)
+@description('Value of the webhook host key; the preprovision hook generates it once per environment.')
+param webhookFunctionKey string
+
+param attachmentsContainerName string = 'mail-attachments'
+param stateContainerName string = 'mail-ingest-state'
+
+@description('NCRONTAB schedule of the maintain timer (subscriptions, renewals, catch-up).')
+param maintainSchedule string = '0 */15 * * * *'
+
+@minValue(0)
+@maxValue(10)
+@description('Always-ready instances of the HTTP scale group, so that Graph never waits for a cold start.')
+param httpAlwaysReady int = 1
+
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+
+@description('E-mail address for the alerts; empty creates the alert rules without a notification.')
+param alertEmail string = ''
+
+@minValue(1)
+@maxValue(48)
+@description('Alert when a configured mailbox has had no accepted notification for this many hours.')
+param notificationSilenceHours int = 24
+
+@minValue(0)
+@description('Alert when more function invocations than this fail within 15 minutes.')
+param functionFailureThreshold int = 5
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName }
+var tenantId = empty(graphTenantId) ? tenant().tenantId : graphTenantId
+var appName = '${abbrs.webSitesFunctions}${resourceToken}'
+var deploymentContainerName = 'app-package-${take(appName, 32)}-${take(resourceToken, 7)}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    attachmentsContainerName: attachmentsContainerName
+    stateContainerName: stateContainerName
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    graphClientSecret: graphClientSecret
+    webhookFunctionKey: webhookFunctionKey
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    graphClientCertificateName: graphClientCertificateName
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    appName: appName
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    keyVaultName: keyVault.outputs.name
+    keyVaultUri: keyVault.outputs.uri
+    graphClientSecretName: keyVault.outputs.graphClientSecretName
+    webhookFunctionKeySecretName: keyVault.outputs.webhookFunctionKeySecretName
+    webhookFunctionKey: webhookFunctionKey
+    graphTenantId: tenantId
+    graphClientId: graphClientId
+    graphClientCertificateName: graphClientCertificateName
+    mailboxes: mailboxes
+    attachmentsContainerName: attachmentsContainerName
+    stateContainerName: stateContainerName
+    maintainSchedule: maintainSchedule
+    httpAlwaysReady: httpAlwaysReady
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+  // The app starts with its roles in place: storage, Key Vault references and telemetry work from the first run.
+  dependsOn: [
+    roles
+  ]
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    ruleNamePrefix: '${abbrs.insightsScheduledQueryRules}${resourceToken}-'
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    alertEmail: alertEmail
+    mailboxes: mailboxes
+    notificationSilenceHours: notificationSilenceHours
+    functionFailureThreshold: functionFailureThreshold
+  }
+}
+
+// azd stores these in the environment; the postprovision hook prints the manual steps from them. No secrets.
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output GRAPH_TENANT_ID string = tenantId
+output GRAPH_CLIENT_ID string = graphClientId
+output MAILBOXES string = mailboxes
+output WEBHOOK_BASE_URL string = 'https://${functionApp.outputs.defaultHostName}'
+output KEY_VAULT_URL string = keyVault.outputs.uri
+output ATTACHMENTS_CONTAINER string = attachmentsContainerName

@@ -1,0 +1,179 @@
+// The Function App on the Flex Consumption plan (Linux, Python 3.11), running as the user-assigned identity.
+param planName string
+param appName string
+param location string
+param tags object
+param identityId string
+param identityClientId string
+param storageBlobEndpoint string
+param storageQueueEndpoint string
+param deploymentContainerName string
+param applicationInsightsConnectionString string
+param keyVaultName string
+param keyVaultUri string
+param graphClientSecretName string
+param webhookFunctionKeySecretName string
+@secure()
+param webhookFunctionKey string
+param graphTenantId string
+param graphClientId string
+param graphClientCertificateName string
+param mailboxes string
+param attachmentsContainerName string
+param stateContainerName string
+param maintainSchedule string
+@minValue(0)
+param httpAlwaysReady int
+@minValue(1)
+param maximumInstanceCount int
+param instanceMemoryMB int
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  // checkov:skip=CKV_AZURE_225: Flex Consumption has zone redundancy in a few regions only; the region is chosen at deployment
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: appName
+  location: location
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    // checkov:skip=CKV_AZURE_17: Graph presents no client certificate to webhooks; the host key guards them
+    // Key Vault references in app settings resolve with this identity, not a system-assigned one.
+    keyVaultReferenceIdentity: identityId
+    // Microsoft Graph delivers change notifications from the internet.
+    // checkov:skip=CKV_AZURE_222: the webhook is public by design; it checks the host key and each clientState
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      // checkov:skip=CKV_AZURE_213: Flex Consumption replaces failed instances itself; the alert rules watch failures
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageBlobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        // checkov:skip=CKV_AZURE_212: Flex Consumption scales out on demand; the HTTP group keeps always-ready instances
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+        // All HTTP functions form the 'http' scale group: a warm instance answers Graph's validation handshake
+        // (10 s) and notifications (3 s) without a cold start.
+        alwaysReady: [
+          {
+            name: 'http'
+            instanceCount: httpAlwaysReady
+          }
+        ]
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// The whole settings contract (shared/settings.py), secrets as Key Vault references resolved by the identity.
+// A separate resource so that WEBHOOK_BASE_URL can use the host name the site was given.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // Checks written for a site's web configuration match any sites/config resource; this one holds app settings.
+  // checkov:skip=CKV_AZURE_13: app settings only; the web configuration (siteConfig) is on the site
+  // checkov:skip=CKV_AZURE_63: app settings only; the web configuration (siteConfig) is on the site
+  parent: site
+  // checkov:skip=CKV_AZURE_65: app settings only; the web configuration (siteConfig) is on the site
+  // checkov:skip=CKV_AZURE_66: app settings only; the web configuration (siteConfig) is on the site
+  // checkov:skip=CKV_AZURE_80: app settings only; the web configuration (siteConfig) is on the site
+  name: 'appsettings'
+  // checkov:skip=CKV_AZURE_88: app settings only; the web configuration (siteConfig) is on the site
+  // checkov:skip=CKV_AZURE_222: app settings only; the web configuration (siteConfig) is on the site
+  properties: {
+    AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
+    AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identityClientId
+    APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+    AZURE_CLIENT_ID: identityClientId
+    GRAPH_TENANT_ID: graphTenantId
+    GRAPH_CLIENT_ID: graphClientId
+    GRAPH_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${graphClientSecretName})'
+    GRAPH_CLIENT_CERTIFICATE: graphClientCertificateName
+    GRAPH_AUTH_MODE: 'application'
+    MAILBOXES: mailboxes
+    WEBHOOK_BASE_URL: 'https://${site.properties.defaultHostName}'
+    WEBHOOK_FUNCTION_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${webhookFunctionKeySecretName})'
+    KEY_VAULT_URL: keyVaultUri
+    ATTACHMENTS_CONTAINER: attachmentsContainerName
+    STATE_CONTAINER: stateContainerName
+    MAINTAIN_SCHEDULE: maintainSchedule
+  }
+}
+
+resource functionsHost 'Microsoft.Web/sites/host@2024-04-01' existing = {
+  parent: site
+  name: 'default'
+}
+
+// Host key for the webhook, the same value as the Key Vault secret the app reads to build its Graph URLs.
+// After the app settings: the host keeps its keys in the storage those settings name.
+resource webhookHostKey 'Microsoft.Web/sites/host/functionKeys@2024-04-01' = {
+  parent: functionsHost
+  name: 'graphwebhook'
+  properties: {
+    name: 'graphwebhook'
+    value: webhookFunctionKey
+  }
+  dependsOn: [
+    appSettings
+  ]
+}
+
+// Deployments go through Entra ID (azd, Azure CLI); FTP and basic-auth publishing stay off.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output id string = site.id
+output name string = site.name
+output defaultHostName string = site.properties.defaultHostName

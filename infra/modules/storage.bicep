@@ -1,0 +1,81 @@
+// Storage for the Functions host (queues, leases, timer state), the deployment package, and the app's blobs.
+// Reached only with Entra ID: shared keys and anonymous blob access are off.
+param name string
+param location string
+param tags object
+param deploymentContainerName string
+param attachmentsContainerName string
+param stateContainerName string
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    // Zone-redundant: attachments are the product's output and the queues hold work not yet done.
+    // checkov:skip=CKV_AZURE_206: geo-replication would copy mail content to a second region, which data residency may forbid
+    name: 'Standard_ZRS'
+  }
+  properties: {
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    supportsHttpsTrafficOnly: true
+    minimumTlsVersion: 'TLS1_2'
+    // Flex Consumption without VNet integration reaches storage over its public endpoint; every request needs a token.
+    // checkov:skip=CKV_AZURE_59: no private network in this deployment; shared keys and anonymous access are off instead
+    publicNetworkAccess: 'Enabled'
+    // checkov:skip=CKV_AZURE_35: no private network in this deployment; every request needs an Entra token
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    // A deleted attachment or state record can be restored for a week.
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource attachmentsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: attachmentsContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource stateContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: stateContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+output id string = storage.id
+output name string = storage.name
+output blobEndpoint string = storage.properties.primaryEndpoints.blob
+output queueEndpoint string = storage.properties.primaryEndpoints.queue

@@ -1,0 +1,93 @@
+"""What to keep of a mail's attachments, and what to do with the mail afterwards (typed settings)."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+# Exchange's largest configurable message size (graph_facts §8): no attachment can be larger.
+MAX_ATTACHMENT_BYTES = 150 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AttachmentRules:
+    """Filters and limits. An attachment is kept when it passes all of them; otherwise it is
+    recorded in the manifest as skipped, with the reason, never dropped silently."""
+
+    extensions: tuple[str, ...] = ()  # lower case, without the dot; empty: any
+    content_types: tuple[str, ...] = ()  # lower case patterns such as `image/*`; empty: any
+    min_bytes: int = 0
+    max_bytes: int = MAX_ATTACHMENT_BYTES
+    include_inline: bool = False
+    extract_attached_mail: bool = True
+    attached_mail_depth: int = 3
+
+    def type_skip(self, name: str, content_type: str | None) -> str | None:
+        """Allowed if the extension or the content type is on a list (a list not set allows all)."""
+        if not self.extensions and not self.content_types:
+            return None
+        ext = name.rsplit(".", 1)[1].lower() if "." in name else ""
+        if self.extensions and ext in self.extensions:
+            return None
+        ctype = (content_type or "").split(";", 1)[0].strip().lower()
+        if self.content_types and any(fnmatch.fnmatchcase(ctype, p) for p in self.content_types):
+            return None
+        return f"type not allowed (.{ext or '(none)'}, {ctype or 'no content type'})"
+
+    def size_skip(self, size: int) -> str | None:
+        if size > self.max_bytes:
+            return f"larger than ATTACHMENT_MAX_BYTES ({size} > {self.max_bytes} bytes)"
+        if size < self.min_bytes:
+            return f"smaller than ATTACHMENT_MIN_BYTES ({size} < {self.min_bytes} bytes)"
+        return None
+
+    def skip_reason(self, name: str, content_type: str | None, inline: bool, size: int | None) -> str | None:
+        """The reason to skip, judged before download (`size` None: not known yet)."""
+        if inline and not self.include_inline:
+            return "inline (INCLUDE_INLINE_ATTACHMENTS is off)"
+        reason = self.type_skip(name, content_type)
+        if reason is None and size is not None:
+            reason = self.size_skip(size)
+        return reason
+
+
+@dataclass(frozen=True)
+class AfterIngest:
+    """Done to the mail once its manifest is written; each needs Mail.ReadWrite."""
+
+    mark_read: bool = False
+    category: str | None = None
+    move_to: str | None = None  # a folder path like `MAILBOXES` takes: `Archive/Invoices`
+
+    @property
+    def anything(self) -> bool:
+        return self.mark_read or self.category is not None or self.move_to is not None
+
+    def __str__(self) -> str:
+        parts = ["mark-read"] if self.mark_read else []
+        parts += [f"category:{self.category}"] if self.category else []
+        parts += [f"move:{self.move_to}"] if self.move_to else []
+        return ",".join(parts) or "none"
+
+
+def parse_after_ingest(text: str) -> AfterIngest:
+    """`none`, or a comma list of `mark-read`, `category:<name>`, `move:<folder path>`."""
+    mark_read, category, move_to = False, None, None
+    for raw in text.split(","):
+        item = raw.strip()
+        kind, _, value = item.partition(":")
+        kind, value = kind.strip().lower(), value.strip()
+        if kind in ("", "none") and not value:
+            continue
+        if kind == "mark-read" and not value:
+            mark_read = True
+        elif kind == "category" and value and category is None:
+            category = value
+        elif kind == "move" and value and move_to is None:
+            segments = [s.strip() for s in value.split("/")]
+            if not all(segments):
+                raise ValueError(f"move:{value} has an empty folder name")
+            move_to = "/".join(segments)
+        else:
+            raise ValueError(f"{item!r} is not one of none, mark-read, category:<name>, move:<folder>")
+    return AfterIngest(mark_read, category, move_to)

@@ -1,0 +1,339 @@
+"""Offline checks of infra/: parse every Bicep file and assert the deployment's invariants.
+
+The Bicep files are parsed with pycep (the parser checkov uses) into JSON-like dicts. pycep writes an identifier
+and a string literal alike (`mailboxes` and `'mailboxes'` both become "mailboxes"), so the checks compare
+values that cannot be identifiers (booleans, literals such as 'TLS1_2') or look identifiers up themselves.
+
+Each check returns a list of problems, one line each, so that a test can assert both that the real tree has
+none and that a deliberately broken copy has the expected one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from pycep import BicepParser
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+
+# Built-in role definitions the app's identity may hold, with the resource type each must be scoped to.
+REQUIRED_ROLES = {
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": ("Storage Blob Data Owner", "Microsoft.Storage/storageAccounts"),
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": ("Storage Queue Data Contributor", "Microsoft.Storage/storageAccounts"),
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": ("Key Vault Secrets Officer", "Microsoft.KeyVault/vaults"),
+    "3913510d-42f4-4e42-8a64-420c390055eb": ("Monitoring Metrics Publisher", "Microsoft.Insights/components"),
+}
+# Only when the app signs in with a Key Vault certificate: the assignment must be conditional.
+CONDITIONAL_ROLES = {
+    "db79e9a7-68ee-4b58-9aeb-b90e7c24fcba": ("Key Vault Certificate User", "Microsoft.KeyVault/vaults"),
+}
+
+# Log events (and tables) the alert rules must watch.
+ALERTED_EVENTS = ("ingest.poisoned", "subscription.failed", "auth.needs_consent", "notification.accepted")
+ALERTED_TABLES = ("requests", "exceptions")
+
+_parser = BicepParser()
+
+
+def parse(path: Path) -> dict[str, Any]:
+    return cast(dict[str, Any], _parser.parse(text=path.read_text()))
+
+
+def bicep_files(infra: Path) -> list[Path]:
+    return sorted(infra.rglob("*.bicep"))
+
+
+def load(infra: Path) -> dict[str, dict[str, Any]]:
+    """Every Bicep file under infra/, parsed, by its path relative to infra/."""
+    return {path.relative_to(infra).as_posix(): parse(path) for path in bicep_files(infra)}
+
+
+@dataclass(frozen=True)
+class Resource:
+    file: str
+    symbol: str
+    type: str
+    existing: bool
+    conditional: bool
+    body: dict[str, Any]
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        value = self.body.get("properties") or {}
+        return cast(dict[str, Any], value)
+
+
+def resources(trees: dict[str, dict[str, Any]]) -> Iterator[Resource]:
+    for file, tree in trees.items():
+        for symbol, res in (tree.get("resources") or {}).items():
+            config = res["config"]
+            conditional = False
+            # `= if (...) {...}` and `= [for ...: {...}]` nest the body one level down.
+            if "config" in config and ("condition" in config or "loop_type" in config):
+                conditional = config.get("condition") is not None
+                config = config["config"]
+            yield Resource(file, symbol, res["type"], bool(res.get("existing")), conditional, config)
+
+
+def of_type(trees: dict[str, dict[str, Any]], resource_type: str) -> list[Resource]:
+    return [r for r in resources(trees) if r.type.lower() == resource_type.lower() and not r.existing]
+
+
+def _dig(value: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _variable(tree: dict[str, Any], expr: Any) -> Any:
+    """The value of `name` or `name.key` when `name` is a variable of the file; None otherwise."""
+    variables = tree.get("variables") or {}
+    if isinstance(expr, str):
+        var = variables.get(expr)
+        return var["value"] if var else expr
+    operator = _dig(expr, "operator")
+    if operator and operator.get("type") == "property_accessor":
+        base = _variable(tree, operator["operands"]["operand_1"])
+        key = operator["operands"]["operand_2"]
+        if isinstance(base, dict) and isinstance(key, str):
+            return base.get(key)
+    return None
+
+
+def role_definition_guid(tree: dict[str, Any], expr: Any) -> str | None:
+    """The GUID in `subscriptionResourceId('Microsoft.Authorization/roleDefinitions', <guid or variable>)`."""
+    function = _dig(expr, "function")
+    if not function or function.get("type") not in ("subscription_resource_id", "resource_id"):
+        return None
+    params = function["parameters"]
+    if params.get("resource_type") != "Microsoft.Authorization/roleDefinitions":
+        return None
+    value = _variable(tree, params.get("resource_name_1"))
+    return value.lower() if isinstance(value, str) else None
+
+
+def check_storage(trees: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    accounts = of_type(trees, "Microsoft.Storage/storageAccounts")
+    if not accounts:
+        problems.append("no storage account is defined")
+    for acc in accounts:
+        props = acc.properties
+        where = f"{acc.file}: storage account {acc.symbol}"
+        if props.get("allowSharedKeyAccess") is not False:
+            problems.append(f"{where}: allowSharedKeyAccess must be false (identity-based access only)")
+        if props.get("minimumTlsVersion") not in ("TLS1_2", "TLS1_3"):
+            problems.append(f"{where}: minimumTlsVersion must be TLS1_2 or newer")
+        if props.get("supportsHttpsTrafficOnly") is not True:
+            problems.append(f"{where}: supportsHttpsTrafficOnly must be true")
+        if props.get("allowBlobPublicAccess") is not False:
+            problems.append(f"{where}: allowBlobPublicAccess must be false")
+    return problems
+
+
+def check_key_vault(trees: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    vaults = of_type(trees, "Microsoft.KeyVault/vaults")
+    if not vaults:
+        problems.append("no Key Vault is defined")
+    for vault in vaults:
+        props = vault.properties
+        where = f"{vault.file}: Key Vault {vault.symbol}"
+        for key in ("enableRbacAuthorization", "enableSoftDelete", "enablePurgeProtection"):
+            if props.get(key) is not True:
+                problems.append(f"{where}: {key} must be true")
+        if props.get("accessPolicies"):
+            problems.append(f"{where}: access policies are set; the vault is RBAC only")
+    secrets = {r.body.get("name") for r in of_type(trees, "Microsoft.KeyVault/vaults/secrets")}
+    if "webhook-function-key" not in secrets:
+        problems.append("no Key Vault secret named webhook-function-key")
+    return problems
+
+
+def check_function_app(trees: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    plans = of_type(trees, "Microsoft.Web/serverfarms")
+    if not any(
+        _dig(p.body, "sku", "tier") == "FlexConsumption" and _dig(p.body, "sku", "name") == "FC1" for p in plans
+    ):
+        problems.append("no Flex Consumption (FC1) plan is defined")
+    sites = of_type(trees, "Microsoft.Web/sites")
+    if not sites:
+        problems.append("no Function App is defined")
+    for site in sites:
+        props = site.properties
+        where = f"{site.file}: site {site.symbol}"
+        if props.get("httpsOnly") is not True:
+            problems.append(f"{where}: httpsOnly must be true")
+        config = props.get("siteConfig") or {}
+        for key in ("minTlsVersion", "scmMinTlsVersion"):
+            if config.get(key) not in ("1.2", "1.3"):
+                problems.append(f"{where}: siteConfig.{key} must be 1.2 or newer")
+        if config.get("ftpsState") != "Disabled":
+            problems.append(f"{where}: siteConfig.ftpsState must be Disabled")
+        if _dig(site.body, "identity", "type") != "UserAssigned":
+            problems.append(f"{where}: the identity must be user-assigned only")
+        if not props.get("keyVaultReferenceIdentity"):
+            problems.append(f"{where}: keyVaultReferenceIdentity must name the user-assigned identity")
+        fac = props.get("functionAppConfig") or {}
+        runtime = fac.get("runtime") or {}
+        if (runtime.get("name"), runtime.get("version")) != ("python", "3.11"):
+            problems.append(f"{where}: runtime must be python 3.11")
+        if _dig(fac, "deployment", "storage", "authentication", "type") != "UserAssignedIdentity":
+            problems.append(f"{where}: the deployment container must be reached with the user-assigned identity")
+        always_ready = _dig(fac, "scaleAndConcurrency", "alwaysReady") or []
+        if not any(isinstance(entry, dict) and entry.get("name") == "http" for entry in always_ready):
+            problems.append(f"{where}: no always-ready instances for the 'http' scale group")
+    policies = {
+        r.body.get("name"): r.properties.get("allow")
+        for r in of_type(trees, "Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    }
+    for name in ("ftp", "scm"):
+        if policies.get(name) is not False:
+            problems.append(f"basic publishing credentials for {name} must be off (allow: false)")
+    keys = [
+        r for r in of_type(trees, "Microsoft.Web/sites/host/functionKeys") if r.properties.get("name") == "graphwebhook"
+    ]
+    if not keys:
+        problems.append("no host key named graphwebhook (Microsoft.Web/sites/host/functionKeys)")
+    return problems
+
+
+def app_settings(trees: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The Function App's settings: the `appsettings` config resource (a literal object)."""
+    settings: dict[str, Any] = {}
+    for res in of_type(trees, "Microsoft.Web/sites/config"):
+        if res.body.get("name") == "appsettings":
+            settings.update(res.properties)
+    return settings
+
+
+def check_app_settings(trees: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    settings = app_settings(trees)
+    if not settings:
+        return ["no appsettings resource (Microsoft.Web/sites/config named appsettings)"]
+    if "AzureWebJobsStorage" in settings:
+        problems.append(
+            "AzureWebJobsStorage is set: storage must use the identity-based AzureWebJobsStorage__* settings"
+        )
+    if settings.get("AzureWebJobsStorage__credential") != "managedidentity":
+        problems.append("AzureWebJobsStorage__credential must be managedidentity")
+    for name in (
+        "AzureWebJobsStorage__clientId",
+        "AzureWebJobsStorage__blobServiceUri",
+        "AzureWebJobsStorage__queueServiceUri",
+        "AZURE_CLIENT_ID",
+    ):
+        if not settings.get(name):
+            problems.append(f"{name} must be set")
+    for name in ("GRAPH_CLIENT_SECRET", "WEBHOOK_FUNCTION_KEY"):
+        value = settings.get(name)
+        if not (isinstance(value, str) and value.startswith("@Microsoft.KeyVault(")):
+            problems.append(f"{name} must be a Key Vault reference")
+    base = settings.get("WEBHOOK_BASE_URL")
+    if not (isinstance(base, str) and base.startswith("https://") and "defaultHostName" in base):
+        problems.append("WEBHOOK_BASE_URL must be https://<the site's defaultHostName>")
+    return problems
+
+
+def check_roles(trees: dict[str, dict[str, Any]], infra: Path) -> list[str]:
+    problems = []
+    symbols = {(r.file, r.symbol): r.type for r in resources(trees)}
+    seen: set[str] = set()
+    for res in of_type(trees, "Microsoft.Authorization/roleAssignments"):
+        tree = trees[res.file]
+        where = f"{res.file}: role assignment {res.symbol}"
+        guid = role_definition_guid(tree, res.properties.get("roleDefinitionId"))
+        known = REQUIRED_ROLES.get(guid or "") or CONDITIONAL_ROLES.get(guid or "")
+        if guid is None or known is None:
+            problems.append(f"{where}: role {guid or '(unresolved)'} is not one of the least-privilege roles")
+            continue
+        role_name, scope_type = known
+        seen.add(guid)
+        if _dig(res.body, "name", "function", "type") != "guid":
+            problems.append(f"{where}: the name must come from guid()")
+        scope = res.body.get("scope")
+        if not isinstance(scope, str) or symbols.get((res.file, scope), "").lower() != scope_type.lower():
+            problems.append(f"{where}: {role_name} must be scoped to a {scope_type}")
+        if res.properties.get("principalType") != "ServicePrincipal":
+            problems.append(f"{where}: principalType must be ServicePrincipal")
+        if guid in CONDITIONAL_ROLES and not res.conditional:
+            problems.append(f"{where}: {role_name} must be conditional")
+        if not _has_comment_above(infra / res.file, res.symbol):
+            problems.append(f"{where}: say in a comment above it why the role is needed")
+    for guid, (role_name, _) in REQUIRED_ROLES.items():
+        if guid not in seen:
+            problems.append(f"missing role assignment: {role_name}")
+    return problems
+
+
+def _has_comment_above(path: Path, symbol: str) -> bool:
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if re.match(rf"resource\s+{re.escape(symbol)}\s", line):
+            return i > 0 and lines[i - 1].lstrip().startswith("//")
+    return False
+
+
+def check_alerts(trees: dict[str, dict[str, Any]]) -> list[str]:
+    rules = of_type(trees, "Microsoft.Insights/scheduledQueryRules")
+    if not rules:
+        return ["no log alert rules (Microsoft.Insights/scheduledQueryRules)"]
+    # The queries live in variables (one rule per entry); search all of the alert files' text values.
+    text = json.dumps([trees[r.file] for r in rules])
+    problems = [f"no alert rule watches the {event} event" for event in ALERTED_EVENTS if f'\\"{event}\\"' not in text]
+    problems += [f"no alert rule queries the {table} table" for table in ALERTED_TABLES if f"{table} |" not in text]
+    return problems
+
+
+def check_parameters_file(infra: Path) -> list[str]:
+    """main.parameters.json gives every required parameter of main.bicep, and nothing main.bicep lacks."""
+    params = parse(infra / "main.bicep").get("parameters") or {}
+    given = json.loads((infra / "main.parameters.json").read_text())["parameters"]
+    problems = [
+        f"main.parameters.json sets {name}, which main.bicep does not declare" for name in given if name not in params
+    ]
+    problems += [
+        f"main.parameters.json does not set the required parameter {name}"
+        for name, spec in params.items()
+        if spec.get("default") is None and name not in given
+    ]
+    return problems
+
+
+def check_outputs(infra: Path) -> list[str]:
+    """No output carries a secure parameter."""
+    tree = parse(infra / "main.bicep")
+    secure = {
+        name
+        for name, spec in (tree.get("parameters") or {}).items()
+        if any(d.get("type") == "secure" for d in spec.get("decorators") or [])
+    }
+    problems = []
+    for name, output in (tree.get("outputs") or {}).items():
+        text = json.dumps(output.get("value"))
+        problems += [f"output {name} exposes the secure parameter {p}" for p in secure if re.search(rf"\b{p}\b", text)]
+    return problems
+
+
+def check_invariants(infra: Path) -> list[str]:
+    trees = load(infra)
+    return (
+        check_storage(trees)
+        + check_key_vault(trees)
+        + check_function_app(trees)
+        + check_app_settings(trees)
+        + check_roles(trees, infra)
+        + check_alerts(trees)
+        + check_parameters_file(infra)
+        + check_outputs(infra)
+    )

@@ -1,0 +1,59 @@
+"""Planning a message's attachments: names, kinds and skip reasons (the e2e tests cover the rest)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from shared.contentbytes import ExpandedMessage
+from shared.ingest import Entry, _Job
+from shared.settings import Settings, parse_settings
+
+FILE = "#microsoft.graph.fileAttachment"
+ITEM = "#microsoft.graph.itemAttachment"
+REFERENCE = "#microsoft.graph.referenceAttachment"
+
+
+def plan(settings: Settings, attachments: list[dict[str, Any]]) -> list[Entry]:
+    rt: Any = SimpleNamespace(settings=settings)
+    job = _Job(rt, settings.mailboxes[0], "users/x/messages/y", "prefix", "key")
+    return [entry for entry, _ in job.plan(ExpandedMessage({"attachments": attachments}, []))]
+
+
+def test_names_are_safe_and_unique_within_the_message(settings: Settings):
+    entries = plan(settings, [
+        {"@odata.type": FILE, "id": "1", "name": "scan.pdf", "size": 10},
+        {"@odata.type": FILE, "id": "2", "name": "SCAN.pdf", "size": 10},
+        {"@odata.type": FILE, "id": "3", "name": "../../etc/passwd", "size": 10},
+        {"@odata.type": FILE, "id": "4", "name": "", "size": 10},
+        {"@odata.type": ITEM, "id": "5", "name": "Re: scan", "size": 10},
+        {"@odata.type": ITEM, "id": "6", "name": "Meeting", "contentType": "text/calendar", "size": 10},
+        {"@odata.type": FILE, "id": "7", "name": "manifest.json", "size": 10},
+    ])  # fmt: skip
+    assert [e.file for e in entries] == [
+        "scan.pdf", "SCAN (2).pdf", "_._etc_passwd", "attachment", "Re_ scan.eml", "Meeting.ics", "manifest (2).json",
+    ]  # fmt: skip
+    assert entries[4].content_type == "message/rfc822"
+
+
+def test_rules_skip_with_a_reason_and_links_are_recorded(env: dict[str, str]):
+    env["ATTACHMENT_EXTENSIONS"] = "pdf"
+    env["ATTACHMENT_MAX_BYTES"] = "1000"
+    entries = plan(parse_settings(env), [
+        {"@odata.type": FILE, "id": "1", "name": "a.pdf", "size": 10},
+        {"@odata.type": FILE, "id": "2", "name": "b.docx", "size": 10},
+        {"@odata.type": FILE, "id": "3", "name": "c.pdf", "size": 1001},
+        {"@odata.type": FILE, "id": "4", "name": "logo.pdf", "size": 10, "isInline": True},
+        {"@odata.type": ITEM, "id": "5", "name": "Fwd: invoice", "size": 10},
+        {"@odata.type": REFERENCE, "id": "6", "name": "link", "sourceUrl": "https://contoso.sharepoint.com/x"},
+    ])  # fmt: skip
+    skipped = [e.skipped for e in entries]
+    assert skipped[0] is None and entries[0].file == "a.pdf"
+    assert skipped[1] == "type not allowed (.docx, no content type)" and entries[1].file is None
+    assert skipped[2] is not None and "ATTACHMENT_MAX_BYTES" in skipped[2]
+    assert skipped[3] is not None and skipped[3].startswith("inline")
+    # The attached mail itself is not kept (.eml is not allowed), but it keeps a name: its files are
+    # still extracted and refer to it as their parent.
+    assert skipped[4] is not None and entries[4].file == "Fwd_ invoice.eml"
+    assert entries[5].url == "https://contoso.sharepoint.com/x" and entries[5].kind == "reference"
+    assert entries[5].to_json()["skipped"].startswith("link")
