@@ -12,8 +12,11 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from .clock import Clock
+from .consent import Authorize
 from .control import Control
+from .delegated import UserGrants
 from .delivery import Delivery
+from .directory import Directory
 from .errors import (
     GRAPH_STATUS_CODES,
     IDENTITY_STATUS_CODES,
@@ -28,7 +31,9 @@ from .graph_delta import Delta
 from .graph_mail import Mail
 from .graph_subscriptions import Subscriptions
 from .identity import Authority
+from .identity_control import IdentityControl
 from .keyvault import KeyVault
+from .keyvault_certificates import Certificates
 from .notifications import Notifier
 from .requestlog import RequestLog, RequestRecord, log_line, route_label
 from .store import Store
@@ -54,7 +59,7 @@ def _fault_error(path: str, fault: Fault) -> ServiceError:
     if path.startswith("/v1.0/"):
         code, message = GRAPH_STATUS_CODES.get(fault.status, ("UnknownError", "Injected fault."))
         return GraphError(fault.status, code, message, headers)
-    if path.startswith("/secrets"):
+    if path.startswith(("/secrets", "/deletedsecrets", "/certificates")):
         code, message = GRAPH_STATUS_CODES.get(fault.status, ("UnknownError", "Injected fault."))
         return KeyVaultError(fault.status, code, message, headers)
     oauth, aadsts = IDENTITY_STATUS_CODES.get(fault.status, ("server_error", 90033))
@@ -112,7 +117,9 @@ def make_middleware(faults: Faults, log: RequestLog, router: GraphRouter, store:
 def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     store = Store(tenant_id, client_id, client_secret)
     clock = Clock()
-    authority = Authority(store)
+    directory = Directory(store, clock)
+    authority = Authority(store, directory)
+    UserGrants(authority, directory, clock)
     notifier_ref: list[Notifier] = []
     delivery = Delivery(clock, lambda sub_id: notifier_ref[0].is_live(sub_id))
     notifier = Notifier(store, clock, delivery)
@@ -130,8 +137,12 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     # Large enough for any JSON a test posts; attachments are generated, not uploaded.
     app = web.Application(middlewares=[make_middleware(faults, log, router, store)], client_max_size=64 * 1024 * 1024)
     app.add_routes(control.routes())
-    app.add_routes(KeyVault(store, clock, authority).routes())
+    app.add_routes(IdentityControl(store, directory).routes())
+    vault = KeyVault(store, clock, authority)
+    app.add_routes(vault.routes())
+    app.add_routes(Certificates(store, clock, vault).routes())
     app.add_routes(authority.routes())
+    app.add_routes(Authorize(store, clock, directory).routes())
     app.add_routes([web.route("*", "/v1.0/{tail:.*}", router.handle)])
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:

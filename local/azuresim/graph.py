@@ -46,6 +46,18 @@ class GraphRequest:
     def app_id(self) -> str:
         return str(self.claims.get("appid") or self.claims.get("azp"))
 
+    @property
+    def delegated(self) -> bool:
+        """A user's token (``scp``) rather than the app's own (``roles``)."""
+        return is_delegated(self.claims)
+
+    def own_resource(self, path: str) -> str:
+        """``me/...`` as ``users/{signed-in user}/...`` for a delegated caller; other paths unchanged."""
+        segments = path.strip().lstrip("/").split("/", 1)
+        if self.delegated and segments[0].lower() == "me":
+            return "/".join(["users", str(self.claims["oid"]), *segments[1:]])
+        return path
+
     def option(self, name: str) -> str | None:
         """An OData system query option, with or without ``$``, case-insensitively."""
         wanted = name.lower().lstrip("$")
@@ -64,7 +76,8 @@ class GraphRequest:
         return body
 
     def require_role(self, *roles: str) -> None:
-        granted = set(self.claims.get("roles", []))
+        """Application permissions (``roles``) or delegated ones (``scp``) of the same names."""
+        granted = set(self.claims.get("roles", [])) | set(str(self.claims.get("scp", "")).split())
         if not granted.intersection(roles):
             raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
 
@@ -73,6 +86,13 @@ class GraphRequest:
 
 
 Handler = Callable[[GraphRequest], Awaitable[web.StreamResponse]]
+# Delegated permissions to read the signed-in user's profile, and anyone's.
+OWN_USER_SCOPES = {"User.Read", "User.ReadWrite"}
+ALL_USERS_SCOPES = {"User.ReadBasic.All", "User.Read.All"}
+
+
+def is_delegated(claims: dict[str, Any]) -> bool:
+    return "scp" in claims
 
 
 @dataclass
@@ -153,12 +173,31 @@ class GraphRouter:
         route = next((r for r in routes if r.method == method), routes[0] if routes else None)
         return "/v1.0/" + (route.template if route else "/".join(segments))
 
+    def _check_delegated(self, claims: dict[str, Any], route: _Route, params: dict[str, str]) -> None:
+        """A delegated caller reaches only the signed-in user's own mailbox, as Graph answers
+        (other mailboxes need application permissions or shared-folder scopes this simulator leaves out)."""
+        if "user" not in params:
+            return
+        mailbox = self.authority.store.find_mailbox(params["user"])
+        own = mailbox is not None and mailbox.id == claims.get("oid")
+        if route.template == "users/{user}":
+            scopes = set(str(claims.get("scp", "")).split())
+            allowed = scopes & ALL_USERS_SCOPES or (own and scopes & OWN_USER_SCOPES)
+            if not allowed:
+                raise GraphError(
+                    403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
+                )
+        elif mailbox is not None and not own:
+            raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         segments = split_path(request.match_info["tail"])
-        routes = self._match(segments)
         claims = self._claims(request)
         if segments and segments[0].lower() == "me":
-            raise GraphError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
+            if not is_delegated(claims):
+                raise GraphError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
+            segments = ["users", str(claims["oid"]), *segments[1:]]
+        routes = self._match(segments)
         if not routes:
             raise GraphError(
                 400, "BadRequest", f"Resource not found for the segment '{segments[-1] if segments else ''}'."
@@ -168,6 +207,8 @@ class GraphRouter:
             raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request uri.")
         immutable = any(_IMMUTABLE.search(value) for value in request.headers.getall("Prefer", []))
         route, params = chosen
+        if is_delegated(claims):
+            self._check_delegated(claims, route, params)
         return await route.handler(GraphRequest(request, params, claims, immutable))
 
 

@@ -94,10 +94,15 @@ class Subscriptions:
             body = {"@odata.context": f"{g.base}/$metadata#subscriptions/$entity", **body}
         return body
 
+    @staticmethod
+    def _visible(sub: Subscription, g: GraphRequest) -> bool:
+        """subscription-list: this app's subscriptions; with a delegated token, those for the signed-in user only."""
+        return sub.app_id == g.app_id and (not g.delegated or sub.creator_id == g.claims.get("oid"))
+
     def _find(self, g: GraphRequest) -> Subscription:
         sub_id = g.params["subscription"]
         for sub in self.notifier.live_subscriptions():
-            if sub.id == sub_id and sub.app_id == g.app_id:
+            if sub.id == sub_id and self._visible(sub, g):
                 return sub
         raise GraphError(404, "ResourceNotFound", f"The object was not found. Subscription '{sub_id}' not found.")
 
@@ -187,7 +192,15 @@ class Subscriptions:
         lifecycle_url = body.get("lifecycleNotificationUrl")
         if lifecycle_url is not None:
             lifecycle_url = check_url(lifecycle_url, "lifecycleNotificationUrl")
-        mailbox_id, folder_id = self._resource(body["resource"])
+        mailbox_id, folder_id = self._resource(g.own_resource(str(body["resource"])))
+        if g.delegated and mailbox_id != g.claims.get("oid"):
+            # "Delegated permissions can subscribe only to the signed-in user's own mailbox."
+            raise GraphError(
+                403,
+                "ExtensionError",
+                "Operation: Create; Exception: [Status Code: Forbidden; Reason: Access is denied. Check credentials "
+                "and try again.]",
+            )
         expiration = self._expiry(body["expirationDateTime"])
         for sub in self.notifier.live_subscriptions():
             same_types = sub.change_types == set(parts)
@@ -216,7 +229,7 @@ class Subscriptions:
         return await send_json(g.request, self.describe(sub, g), status=201, headers=g.headers())
 
     async def list(self, g: GraphRequest) -> web.StreamResponse:
-        subs = [self.describe(s) for s in self.notifier.live_subscriptions() if s.app_id == g.app_id]
+        subs = [self.describe(s) for s in self.notifier.live_subscriptions() if self._visible(s, g)]
         return await send_json(g.request, {"@odata.context": f"{g.base}/$metadata#subscriptions", "value": subs})
 
     async def get(self, g: GraphRequest) -> web.StreamResponse:

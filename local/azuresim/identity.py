@@ -1,25 +1,32 @@
-"""Microsoft identity platform v2.0, the part an app-only daemon uses: OpenID discovery, signing
-keys and the token endpoint with the client-credentials grant. Tokens are RS256 JWTs signed with a
-key made at start-up; Graph and Key Vault check them with :meth:`Authority.verify`.
+"""Microsoft identity platform v2.0: OpenID discovery, signing keys and the token endpoint.
+
+Grants: client credentials (app-only), and for delegated access the authorization code and refresh
+token grants (in :mod:`delegated`). Clients authenticate with their secret (form or HTTP Basic) or a
+certificate-signed client assertion (:mod:`certificates`). Tokens are RS256 JWTs signed with a key made
+at start-up; Graph and Key Vault check them with :meth:`Authority.verify`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
-import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from . import jose
+from .certificates import ClientAssertionError, verify_assertion
+from .directory import Directory
 from .errors import IdentityError
-from .store import App, Store
+from .store import App, Mailbox, Store
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
@@ -28,6 +35,7 @@ TOKEN_LIFETIME_SECONDS = 3599
 CLOCK_SKEW_SECONDS = 300
 # MSAL may add these OpenID scopes; they carry no resource and a client-credentials grant ignores them.
 RESERVED_SCOPES = {"openid", "profile", "offline_access", "email"}
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def origin(request: web.Request) -> str:
@@ -35,69 +43,125 @@ def origin(request: web.Request) -> str:
     return f"https://{request.host}"
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class TokenError(Exception):
     """Why a bearer token was refused; the message is safe to show (it never holds the token)."""
 
 
+@dataclass(frozen=True)
+class Client:
+    """An authenticated client; ``azpacr`` says how (``1`` secret, ``2`` certificate)."""
+
+    app: App
+    azpacr: str
+
+
+TokenForm = dict[str, str]
+Grant = Callable[[web.Request, TokenForm, Client], Awaitable[dict[str, Any]]]
+
+
 class Authority:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, directory: Directory) -> None:
         self.store = store
+        self.directory = directory
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = uuid.uuid4().hex
+        # The delegated grants register themselves here (see delegated.UserGrants).
+        self.grants: dict[str, Grant] = {"client_credentials": self._client_credentials}
 
     # -- tokens ---------------------------------------------------------------------------------
-    def issue(self, issuer_origin: str, audience: str, app: App, roles: list[str]) -> str:
+    def _sign(self, claims: dict[str, Any]) -> str:
+        return jose.sign_rs256(self._key, {"typ": "JWT", "alg": "RS256", "kid": self.kid}, claims)
+
+    def _base_claims(self, issuer_origin: str, audience: str, lifetime: int) -> dict[str, Any]:
         now = int(time.time())
-        tenant = self.store.tenant_id
-        claims: dict[str, Any] = {
+        return {
             "aud": audience,
-            "iss": f"{issuer_origin}/{tenant}/v2.0",
+            "iss": f"{issuer_origin}/{self.store.tenant_id}/v2.0",
             "iat": now,
             "nbf": now,
-            "exp": now + TOKEN_LIFETIME_SECONDS,
+            "exp": now + lifetime,
+            "tid": self.store.tenant_id,
+            "ver": "2.0",
+        }
+
+    def issue(self, issuer_origin: str, audience: str, app: App, roles: list[str], azpacr: str = "1") -> str:
+        claims = {
+            **self._base_claims(issuer_origin, audience, TOKEN_LIFETIME_SECONDS),
             "azp": app.client_id,
-            "azpacr": "1",
+            "azpacr": azpacr,
             "appid": app.client_id,
             "idtyp": "app",
             "oid": app.service_principal_id,
             "sub": app.service_principal_id,
-            "tid": tenant,
-            "uti": _b64url(uuid.uuid4().bytes),
-            "ver": "2.0",
+            "uti": jose.b64url(uuid.uuid4().bytes),
         }
         if roles:
             claims["roles"] = roles
-        header = {"typ": "JWT", "alg": "RS256", "kid": self.kid}
-        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{signing_input}.{_b64url(signature)}"
+        return self._sign(claims)
+
+    def pairwise_sub(self, user: Mailbox, client_id: str) -> str:
+        """Access and ID tokens' ``sub``: unique per user and application (access-token-claims-reference)."""
+        return jose.b64url(hashlib.sha256(f"{user.id}:{client_id}".encode()).digest())
+
+    def issue_for_user(
+        self, issuer_origin: str, audience: str, client: Client, user: Mailbox, scp: list[str], auth_time: datetime
+    ) -> str:
+        """A delegated access token: ``scp`` holds the consented permissions on ``audience``."""
+        return self._sign(
+            {
+                **self._base_claims(issuer_origin, audience, TOKEN_LIFETIME_SECONDS),
+                "azp": client.app.client_id,
+                "azpacr": client.azpacr,
+                "appid": client.app.client_id,
+                "idtyp": "user",
+                "amr": ["pwd"],
+                "auth_time": int(auth_time.timestamp()),
+                "name": user.display_name,
+                "oid": user.id,
+                "preferred_username": user.address,
+                "upn": user.address,
+                "scp": " ".join(scp),
+                "sub": self.pairwise_sub(user, client.app.client_id),
+                "uti": jose.b64url(uuid.uuid4().bytes),
+            }
+        )
+
+    def issue_id_token(
+        self,
+        issuer_origin: str,
+        client_id: str,
+        user: Mailbox,
+        oidc: tuple[str, ...],
+        nonce: str | None,
+        auth_time: datetime | None,
+    ) -> str:
+        """ID token (id-token-claims-reference): ``name``/``preferred_username`` need ``profile``,
+        ``email`` needs ``email``; ``nonce`` as the authorize request sent it."""
+        claims: dict[str, Any] = {
+            **self._base_claims(issuer_origin, client_id, TOKEN_LIFETIME_SECONDS),
+            "oid": user.id,
+            "sub": self.pairwise_sub(user, client_id),
+        }
+        if "profile" in oidc:
+            claims.update(name=user.display_name, preferred_username=user.address)
+        if "email" in oidc:
+            claims["email"] = user.address
+        if nonce is not None:
+            claims["nonce"] = nonce
+        if auth_time is not None:
+            claims["auth_time"] = int(auth_time.timestamp())
+        return self._sign(claims)
 
     def verify(self, token: str, audiences: set[str]) -> dict[str, Any]:
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise TokenError("IDX14100: JWT is not well formed.")
         try:
-            header = json.loads(_b64url_decode(parts[0]))
-            claims: dict[str, Any] = json.loads(_b64url_decode(parts[1]))
-            signature = _b64url_decode(parts[2])
-        except (ValueError, binascii.Error) as exc:
+            jws = jose.parse(token)
+        except ValueError as exc:
             raise TokenError("IDX14100: JWT is not well formed.") from exc
-        if header.get("alg") != "RS256" or header.get("kid") != self.kid:
+        if jws.header.get("alg") != "RS256" or jws.header.get("kid") != self.kid:
             raise TokenError("Access token validation failure.")
-        try:
-            self._key.public_key().verify(
-                signature, f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(), hashes.SHA256()
-            )
-        except InvalidSignature as exc:
-            raise TokenError("Access token validation failure.") from exc
+        if not jose.verify(jws, self._key.public_key()):
+            raise TokenError("Access token validation failure.")
+        claims = jws.claims
         now = time.time()
         if float(claims.get("exp", 0)) + CLOCK_SKEW_SECONDS < now:
             raise TokenError("Lifetime validation failed, the token is expired.")
@@ -113,7 +177,7 @@ class Authority:
         numbers = self._key.public_key().public_numbers()
         n = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
         e = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
-        return {"keys": [{"kty": "RSA", "use": "sig", "kid": self.kid, "n": _b64url(n), "e": _b64url(e)}]}
+        return {"keys": [{"kty": "RSA", "use": "sig", "kid": self.kid, "n": jose.b64url(n), "e": jose.b64url(e)}]}
 
     # -- HTTP -----------------------------------------------------------------------------------
     def _tenant(self, request: web.Request) -> str:
@@ -165,7 +229,7 @@ class Authority:
         self._tenant(request)
         return web.json_response(self.jwks())
 
-    def _client(self, form: dict[str, str], request: web.Request) -> App:
+    def _client(self, form: TokenForm, request: web.Request) -> Client:
         client_id, secret = form.get("client_id", ""), form.get("client_secret")
         basic = request.headers.get("Authorization", "")
         if basic.lower().startswith("basic "):
@@ -188,6 +252,16 @@ class Authority:
                 700016,
                 f"Application with identifier '{client_id}' was not found in the directory '{self.store.tenant_id}'.",
             )
+        assertion = form.get("client_assertion")
+        if assertion is not None:
+            if secret is not None:
+                raise IdentityError(
+                    400,
+                    "invalid_request",
+                    9002313,
+                    "Invalid request. Send either 'client_assertion' or 'client_secret', not both.",
+                )
+            return self._assertion_client(app, assertion, form.get("client_assertion_type", ""), request)
         if secret is None:
             raise IdentityError(
                 401,
@@ -203,7 +277,25 @@ class Authority:
                 "Invalid client secret provided. Ensure the secret being sent in the request is the client "
                 f"secret value, not the client secret ID, for a secret added to app '{client_id}'.",
             )
-        return app
+        return Client(app, "1")
+
+    def _assertion_client(self, app: App, assertion: str, assertion_type: str, request: web.Request) -> Client:
+        if assertion_type != JWT_BEARER:
+            raise IdentityError(
+                400,
+                "invalid_request",
+                9002313,
+                f"Invalid request. 'client_assertion_type' must be '{JWT_BEARER}'.",
+            )
+        # The docs' aud is the token endpoint the assertion is sent to.
+        tenants = {request.match_info["tenant"], self.store.tenant_id}
+        audiences = {f"{origin(request)}/{tenant}/oauth2/v2.0/token" for tenant in tenants}
+        certificates = self.directory.registration(app.client_id).certificates
+        try:
+            verify_assertion(assertion, app.client_id, audiences, certificates, time.time())
+        except ClientAssertionError as exc:
+            raise IdentityError(401, "invalid_client", exc.aadsts, exc.message) from exc
+        return Client(app, "2")
 
     def _resource(self, scope: str, request: web.Request) -> str:
         scopes = [s for s in scope.split() if s.lower() not in RESERVED_SCOPES]
@@ -227,30 +319,31 @@ class Authority:
             f"The resource principal named {resource} was not found in the tenant named {self.store.tenant_id}.",
         )
 
+    async def _client_credentials(self, request: web.Request, form: TokenForm, client: Client) -> dict[str, Any]:
+        resource = self._resource(form.get("scope", ""), request)
+        roles = list(client.app.roles) if resource != VAULT_RESOURCE else []
+        return {
+            "token_type": "Bearer",
+            "expires_in": TOKEN_LIFETIME_SECONDS,
+            "ext_expires_in": TOKEN_LIFETIME_SECONDS,
+            "access_token": self.issue(origin(request), resource, client.app, roles, client.azpacr),
+        }
+
     async def token(self, request: web.Request) -> web.Response:
         self._tenant(request)
         form = {k: str(v) for k, v in (await request.post()).items()}
-        app = self._client(form, request)
+        client = self._client(form, request)
         grant = form.get("grant_type", "")
-        if grant != "client_credentials":
+        handler = self.grants.get(grant)
+        if handler is None:
             raise IdentityError(
                 400,
                 "unsupported_grant_type",
                 70003,
                 f"The app requested an unsupported grant type '{grant}'.",
             )
-        resource = self._resource(form.get("scope", ""), request)
-        roles = list(app.roles) if resource != VAULT_RESOURCE else []
-        token = self.issue(origin(request), resource, app, roles)
-        return web.json_response(
-            {
-                "token_type": "Bearer",
-                "expires_in": TOKEN_LIFETIME_SECONDS,
-                "ext_expires_in": TOKEN_LIFETIME_SECONDS,
-                "access_token": token,
-            },
-            headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
-        )
+        body = await handler(request, form, client)
+        return web.json_response(body, headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
 
     def routes(self) -> list[web.RouteDef]:
         return [

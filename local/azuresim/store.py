@@ -268,6 +268,7 @@ class SecretVersion:
     updated: datetime
     not_before: datetime | None = None
     expires: datetime | None = None
+    managed: bool = False  # the backing secret of a Key Vault certificate
 
 
 @dataclass

@@ -19,13 +19,12 @@ import msal
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.identity.aio import ClientSecretCredential
-from azure.keyvault.secrets.aio import SecretClient
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from local.azuresim.content import GeneratedContent, sha256_hex
 from local.azuresim.runner import SimulatorProcess, start_simulator
-from tests.local.conftest import (
+from tests.local.simclient import (
     GRAPH_SCOPE,
     IMMUTABLE,
     VAULT_SCOPE,
@@ -35,6 +34,7 @@ from tests.local.conftest import (
     expiry,
     get_token,
     new_mailbox,
+    secret_client,
     sim_now,
     subscribe,
 )
@@ -592,19 +592,7 @@ async def test_key_vault_through_the_sdk(http: httpx.AsyncClient, sim: Simulator
     assert challenge.headers["WWW-Authenticate"] == (
         f'Bearer authorization="{sim.url}/{sim.info["tenant_id"]}", resource="https://vault.azure.net"'
     )
-    info = sim.info
-    async with (
-        ClientSecretCredential(
-            info["tenant_id"],
-            info["client_id"],
-            info["client_secret"],
-            authority=sim.url,
-            connection_verify=sim.ca_file,
-        ) as credential,
-        SecretClient(
-            sim.key_vault_url, credential, verify_challenge_resource=False, connection_verify=sim.ca_file
-        ) as client,
-    ):
+    async with secret_client(sim) as client:
         first = await client.set_secret("client-state", "one", content_type="text/plain", tags={"app": "ingest"})
         second = await client.set_secret("client-state", "two")
         assert first.id == f"{sim.url}/secrets/client-state/{first.properties.version}"

@@ -10,7 +10,7 @@ import httpx
 
 from local.azuresim.graph_delta import FILTER_LIMIT, DeltaQuery, round_entries
 from local.azuresim.store import EmailAddress, Message, Store, change_key, exchange_id
-from tests.local.conftest import IMMUTABLE, deliver, new_mailbox
+from tests.local.simclient import IMMUTABLE, deliver, new_mailbox
 
 Page = list[dict[str, Any]]
 

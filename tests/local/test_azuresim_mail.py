@@ -24,7 +24,7 @@ from local.azuresim.content import CHUNK_SIZE, GeneratedContent, sha256_hex
 from local.azuresim.mime import MimeContent
 from local.azuresim.runner import SimulatorProcess
 from local.azuresim.store import Attachment, EmailAddress, Message
-from tests.local.conftest import IMMUTABLE, Receiver, deliver, get_token, new_mailbox, subscribe
+from tests.local.simclient import IMMUTABLE, Receiver, deliver, get_token, new_mailbox, subscribe
 
 MB = 1024 * 1024
 HOSTILE_NAMES = [
