@@ -227,7 +227,7 @@ class Stack:
         response.raise_for_status()
         return response.json() if response.content else None
 
-    def graph(self, method: str, path: str, **params: str) -> Any:
+    def graph(self, method: str, path: str, body: Any = None, **params: str) -> Any:
         """Call the simulated Graph as the app does (app-only token, immutable ids), to look at mail."""
         env = self.env
         token = self._client().post(
@@ -244,6 +244,7 @@ class Stack:
             method,
             f"{env['GRAPH_API_URL']}/{path}",
             params=params,
+            json=body,
             headers={"Authorization": f"Bearer {token.json()['access_token']}", "Prefer": 'IdType="ImmutableId"'},
         )
         response.raise_for_status()

@@ -35,9 +35,19 @@ class StateStore:
     def __init__(self, blobs: BlobStore) -> None:
         self._blobs = blobs
 
-    @staticmethod
-    def path(folder_key: str) -> str:
-        return f"folders/{folder_key}.json"
+    PREFIX = "folders/"
+
+    @classmethod
+    def path(cls, folder_key: str) -> str:
+        return f"{cls.PREFIX}{folder_key}.json"
+
+    async def folder_keys(self) -> list[str]:
+        """Every folder with a record, configured or not any more."""
+        names = await self._blobs.names(self.PREFIX)
+        return [n[len(self.PREFIX) : -len(".json")] for n in names if n.endswith(".json")]
+
+    async def remove(self, folder_key: str, etag: str | None) -> None:
+        await self._blobs.delete(self.path(folder_key), etag)
 
     async def load(self, folder_key: str) -> tuple[FolderState | None, str | None]:
         found = await self._blobs.read_json(self.path(folder_key))

@@ -175,6 +175,26 @@ class BlobStore:
             await writer.write(chunk)
         return await writer.commit()
 
+    async def names(self, prefix: str) -> list[str]:
+        await self._ensure()
+        return [str(b.name) async for b in self._container.list_blobs(name_starts_with=prefix)]
+
+    async def delete(self, path: str, etag: str | None = None) -> None:
+        """Delete the blob (if its ETag is still `etag`, when given); gone already is fine."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        blob = self._container.get_blob_client(path)
+        try:
+            if etag is None:
+                await blob.delete_blob()
+            else:
+                await blob.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        except ResourceNotFoundError:
+            pass
+        except ResourceModifiedError as exc:
+            raise StateConflict(f"{path} was changed by another instance") from exc
+
     async def read_json(self, path: str) -> tuple[dict[str, Any], str] | None:
         """A JSON blob and its ETag, or None if it does not exist."""
         from azure.core.exceptions import ResourceNotFoundError

@@ -240,8 +240,37 @@ class FolderMaintainer:
         return f"resynced, {outcome.enqueued} enqueued"
 
 
+async def retire_unconfigured(rt: Runtime) -> list[str]:
+    """Folders with a state record but no longer in MAILBOXES: their subscription is deleted, then the
+    record. Graph would otherwise keep notifying, until expiry, about mail nobody ingests."""
+    store = StateStore(rt.state)
+    retired = []
+    for key in await store.folder_keys():
+        if rt.settings.folder_by_key(key) is not None:
+            continue
+        state, etag = await store.load(key)
+        if state is None:
+            continue
+        if state.subscription_id:
+            with contextlib.suppress(GraphNotFound):
+                await rt.graph.request("DELETE", f"subscriptions/{state.subscription_id}", mailbox=state.mailbox)
+        with contextlib.suppress(StateConflict):  # another instance retired it meanwhile
+            await store.remove(key, etag)
+        log_event(
+            logger,
+            "subscription.deleted",
+            mailbox=state.mailbox,
+            folder=state.folder,
+            subscription=state.subscription_id,
+            reason="no longer in MAILBOXES",
+        )
+        retired.append(f"{state.mailbox}/{state.folder}")
+    return retired
+
+
 async def maintain_all(rt: Runtime) -> dict[str, str]:
-    """Every configured folder, side by side; one folder's failure does not stop the others."""
+    """Every configured folder, side by side; one folder's failure does not stop the others. Folders
+    no longer configured are unsubscribed."""
     folders = rt.settings.mailboxes
 
     async def one(folder: MailboxFolder) -> str:
@@ -260,6 +289,11 @@ async def maintain_all(rt: Runtime) -> dict[str, str]:
 
     results = await asyncio.gather(*(one(f) for f in folders))
     report = {str(f): r for f, r in zip(folders, results, strict=True)}
+    try:
+        report.update({name: "unsubscribed: no longer configured" for name in await retire_unconfigured(rt)})
+    except IngestError as exc:
+        log_event(logger, "subscription.failed", logging.ERROR, reason=f"retiring removed mailboxes: {exc}")
+        report["(removed mailboxes)"] = f"failed: {exc}"
     failed = [name for name, result in report.items() if result.startswith("failed")]
     if failed:
         # Fail the invocation, so the failure shows in the host's logs and alerts, after every folder had its turn.

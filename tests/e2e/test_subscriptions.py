@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 
 from azure.storage.blob import BlobServiceClient
 
 from local.mailcheck import subscriptions
 from local.stack import ROOT, Stack
 from shared.settings import MailboxFolder
+from shared.state import FolderState
 
 from .conftest import MAILBOXES
 
@@ -42,3 +45,26 @@ def test_two_timer_instances_racing_create_one_subscription(stack: Stack):
     assert len([r for r in log if r["method"] == "POST" and r["route"].endswith("/subscriptions")]) == 1
     record = state.get_blob_client(f"folders/{SCANS.key}.json").download_blob().readall()
     assert mine[0]["id"].encode() in record and b'"delta_link": "https://' in record
+
+
+def test_a_folder_removed_from_mailboxes_is_unsubscribed(stack: Stack):
+    # A subscription the app made for a folder an earlier MAILBOXES listed, and its state record.
+    gone = MailboxFolder("invoices@contoso.com", "Archive")
+    expires = (datetime.now(UTC) + timedelta(days=2)).isoformat().replace("+00:00", "Z")
+    sub = stack.graph("POST", "subscriptions", {
+        "changeType": "created",
+        "notificationUrl": f"{stack.app_url}/api/notifications",
+        "resource": "users/invoices@contoso.com/mailFolders/archive/messages",
+        "expirationDateTime": expires,
+        "clientState": "an earlier deployment's",
+    })  # fmt: skip
+    record = FolderState(gone.key, gone.mailbox, gone.folder, subscription_id=sub["id"])
+    state = BlobServiceClient.from_connection_string(stack.storage_connection_string).get_container_client(
+        "mail-ingest-state"
+    )
+    state.upload_blob(f"folders/{gone.key}.json", json.dumps(asdict(record)))
+    answer = stack.run_function("maintain")
+    assert answer.status_code == 200
+    assert sub["id"] not in {s["id"] for s in subscriptions(stack)}
+    assert not state.get_blob_client(f"folders/{gone.key}.json").exists()
+    assert len(subscriptions(stack)) == len(MAILBOXES)

@@ -79,6 +79,18 @@ async def test_json_records_are_created_once_then_replaced_by_etag(store: BlobSt
     assert await store.read_json("k/other.json") is None
 
 
+async def test_state_records_are_listed_and_removed_by_etag(store: BlobStore):
+    states = StateStore(store)
+    etag = await states.save(FolderState("k1", "a@b.c", "Inbox"), None)
+    await states.save(FolderState("k2", "a@b.c", "Archive"), None)
+    assert sorted(await states.folder_keys()) == ["k1", "k2"]
+    with pytest.raises(StateConflict):
+        await states.remove("k1", '"0x0"')  # changed since that ETag
+    await states.remove("k1", etag)
+    await states.remove("k1", None)  # already gone: fine
+    assert await states.folder_keys() == ["k2"]
+
+
 async def test_state_records_use_etags(store: BlobStore):
     states = StateStore(store)
     assert await states.load("f1") == (None, None)
