@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line for logs, manifests and poison records."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+
+
 class IngestError(Exception):
     """Base of every error this app raises on purpose."""
 

@@ -26,8 +26,17 @@ import httpx
 
 from .afteringest import apply_after_ingest
 from .contentbytes import ContentBytesReader, ExpandedMessage
-from .errors import GraphAuthError, GraphError, GraphNotFound, GraphThrottled, IngestError, StateConflict
-from .layout import MANIFEST, UniqueNames, message_key, message_prefix, metadata_value, parse_graph_time, sanitize_name
+from .errors import GraphAuthError, GraphError, GraphNotFound, GraphThrottled, IngestError, StateConflict, one_line
+from .layout import (
+    MANIFEST,
+    UniqueNames,
+    graph_time,
+    message_key,
+    message_prefix,
+    metadata_value,
+    parse_graph_time,
+    sanitize_name,
+)
 from .logs import log_event
 from .messages import ChangeMessage
 from .mime import MimeExtractor, MimePart
@@ -112,10 +121,6 @@ def _message_path(mailbox: str, message_id: str) -> str:
     return f"users/{quote(mailbox, safe='@')}/messages/{quote(message_id, safe='')}"
 
 
-def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-
-
 def _with_extension(name: str, ext: str) -> str:
     return name if name.lower().endswith(ext) else f"{name}{ext}"
 
@@ -134,7 +139,7 @@ async def _fetch(rt: Runtime, folder: MailboxFolder, path: str) -> ExpandedMessa
     except (GraphError, httpx.HTTPError, ValueError) as exc:
         # Should expanding the bytes fail (a very large mail), the attachments' metadata alone will do:
         # every file then streams from /$value.
-        log_event(logger, "ingest.expand_failed", logging.WARNING, mailbox=folder.mailbox, reason=_reason(exc))
+        log_event(logger, "ingest.expand_failed", logging.WARNING, mailbox=folder.mailbox, reason=one_line(exc))
     params = {"$select": MESSAGE_SELECT, "$expand": f"attachments($select={ATTACHMENT_SELECT})"}
     return ExpandedMessage(await rt.graph.request("GET", path, mailbox=folder.mailbox, params=params), [])
 
@@ -216,9 +221,13 @@ class _Job:
                 await writer.write(chunk)
         entry.record(await writer.commit())
 
+    def extracts(self, entry: Entry) -> bool:
+        """Whether the files inside this attachment are extracted: an attached mail, when enabled."""
+        return self.rules.extract_attached_mail and (entry.file or "").endswith(".eml")
+
     async def store_item(self, entry: Entry, attachment: dict[str, Any]) -> None:
         """An attached mail: its MIME as `.eml`, and the files inside it, from one `/$value` stream."""
-        extract = self.rules.extract_attached_mail and entry.file is not None and entry.file.endswith(".eml")
+        extract = self.extracts(entry)
         writer = await self._writer(entry) if entry.skipped is None else None
         if writer is not None and not extract:
             existing = await self.rt.attachments.stored(writer.path)
@@ -287,7 +296,7 @@ async def _attempt(entry: Entry, work: Awaitable[None]) -> None:
     try:
         await work
     except Exception as exc:
-        entry.failed = _reason(exc)
+        entry.failed = one_line(exc)
 
 
 class _Markers:
@@ -306,10 +315,6 @@ class _Markers:
     async def mark(self, path: str, record: dict[str, Any]) -> None:
         with contextlib.suppress(StateConflict):  # already marked by a concurrent worker
             await self.rt.state.write_json(path, record, None)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
@@ -336,7 +341,11 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
         expanded = await _fetch(rt, folder, path)
     except GraphNotFound:
         reason = "message deleted or moved away before it could be fetched"
-        record = {"messageId": change.message_id, "subscriptionId": change.subscription_id, "at": _now()}
+        record = {
+            "messageId": change.message_id,
+            "subscriptionId": change.subscription_id,
+            "at": graph_time(datetime.now(UTC)),
+        }
         await markers.mark(markers.gone, {**record, "reason": reason, "folder": folder.folder})
         log_event(
             logger, "ingest.gone", logging.WARNING, mailbox=folder.mailbox, message_key=markers.key, reason=reason
@@ -372,7 +381,7 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
             raise AttachmentsFailed(f"{len(failed)} attachment(s) failed, recorded in the manifest: {names}")
 
     await apply_after_ingest(rt, folder, path, message, key)
-    await markers.mark(markers.done, {"prefix": prefix, "at": _now()})
+    await markers.mark(markers.done, {"prefix": prefix, "at": graph_time(datetime.now(UTC))})
     stored = [e for top in entries for e in top.flat() if e.sha256]
     outcome = IngestOutcome(
         "ingested" if written else "duplicate", len(stored), sum(e.size or 0 for e in stored), prefix
@@ -397,8 +406,7 @@ async def _store(job: _Job, planned: list[tuple[Entry, dict[str, Any]]], expande
 
     async def items() -> None:
         for entry, attachment in planned:
-            extract = job.rules.extract_attached_mail and (entry.file or "").endswith(".eml")
-            if entry.kind == "item" and (entry.skipped is None or extract):
+            if entry.kind == "item" and (entry.skipped is None or job.extracts(entry)):
                 await _attempt(entry, job.store_item(entry, attachment))
 
     files = [
@@ -440,7 +448,7 @@ def _manifest(
         "subject": message.get("subject"),
         "from": ((message.get("from") or {}).get("emailAddress") or {}).get("address"),
         "receivedDateTime": received.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "ingestedAt": _now(),
+        "ingestedAt": graph_time(datetime.now(UTC)),
         "subscriptionId": change.subscription_id,
         "attachments": [e.to_json() for e in flat],
     }

@@ -37,6 +37,11 @@ def parse_graph_time(value: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def graph_time(when: datetime) -> str:
+    """The form Graph uses and accepts: UTC, whole seconds, `Z` (`2026-11-22T07:36:00Z`)."""
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def _truncate(text: str, limit: int) -> str:
     encoded = text.encode()
     if len(encoded) <= limit:

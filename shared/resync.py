@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from .errors import GraphError, StateConflict
 from .folders import resolve_folder, user_path
+from .layout import graph_time
 from .logs import log_event
 from .messages import ChangeMessage
 from .poison import CHANGES_QUEUE
@@ -30,10 +31,6 @@ logger = logging.getLogger(__name__)
 
 DELTA_SELECT = "id,receivedDateTime"
 ENQUEUE_CONCURRENCY = 16
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _refused(exc: GraphError) -> bool:
@@ -60,7 +57,7 @@ class _Round:
         return path, {
             "changeType": "created",
             "$select": DELTA_SELECT,
-            "$filter": f"receivedDateTime ge {_iso(since)}",
+            "$filter": f"receivedDateTime ge {graph_time(since)}",
         }
 
     async def run(self, url: str, params: dict[str, str] | None) -> str:
@@ -123,7 +120,7 @@ async def resync_folder(
         )
         full, start = True, now - timedelta(hours=rt.settings.full_resync_hours)
         link = await work.run(*work.first_request(state.folder_id, start))
-    state.delta_link, state.last_resync_at = link, _iso(now)
+    state.delta_link, state.last_resync_at = link, graph_time(now)
     try:
         await store.save(state, etag)
     except StateConflict:
@@ -140,6 +137,6 @@ async def resync_folder(
         reason=reason,
         enqueued=work.enqueued,
         full=full,
-        since=_iso(start) if full else None,
+        since=graph_time(start) if full else None,
     )
     return ResyncOutcome(work.enqueued, full)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from .clientstate import make_client_state
 from .errors import GraphConflict, GraphError, GraphNotFound, IngestError, StateConflict
 from .folders import resolve_folder
-from .layout import parse_graph_time
+from .layout import graph_time, parse_graph_time
 from .logs import log_event
 from .messages import LifecycleMessage
 from .resync import resync_folder
@@ -36,16 +36,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 class _ClaimedElsewhere(Exception):
     """Another instance is creating this folder's subscription right now."""
 
 
 class MaintainFailed(IngestError):
     """At least one mailbox folder could not be brought to health; the others were."""
+
+
+async def delete_subscription(rt: Runtime, subscription_id: str, mailbox: str) -> None:
+    """Delete at Graph; one already gone is fine."""
+    with contextlib.suppress(GraphNotFound):
+        await rt.graph.request("DELETE", f"subscriptions/{subscription_id}", mailbox=mailbox)
 
 
 @dataclass
@@ -61,7 +63,7 @@ class _Creator:
             "lifecycleNotificationUrl": rt.settings.lifecycle_url,
             # A resource is Graph's own path syntax, not a URL: ids go in as they are.
             "resource": f"users/{self.folder.mailbox}/mailFolders/{folder_id}/messages",
-            "expirationDateTime": _iso(_now() + timedelta(minutes=minutes)),
+            "expirationDateTime": graph_time(_now() + timedelta(minutes=minutes)),
             "clientState": make_client_state(await rt.client_state_key(), self.folder.key),
             "latestSupportedTlsVersion": "v1_2",
         }
@@ -73,7 +75,7 @@ class _Creator:
             match = _EXISTING.search(exc.graph_message)
             if not match:
                 raise
-            await self._delete(match.group(1))
+            await delete_subscription(rt, match.group(1), self.folder.mailbox)
             log_event(logger, "subscription.replaced", mailbox=self.folder.mailbox, subscription=match.group(1))
             return await rt.graph.request("POST", "subscriptions", mailbox=self.folder.mailbox, json=body)
         except GraphError as exc:
@@ -88,10 +90,6 @@ class _Creator:
                 )
                 return await self.create(folder_id, int(cap.group(1)))
             raise
-
-    async def _delete(self, subscription_id: str) -> None:
-        with contextlib.suppress(GraphNotFound):
-            await self.rt.graph.request("DELETE", f"subscriptions/{subscription_id}", mailbox=self.folder.mailbox)
 
 
 class FolderMaintainer:
@@ -139,7 +137,7 @@ class FolderMaintainer:
             log_event(logger, "subscription.left", mailbox=self.folder.mailbox, folder=self.folder.folder)
             return "left to another instance"
         except IngestError as exc:
-            state.last_error, state.last_error_at = str(exc), _iso(now)
+            state.last_error, state.last_error_at = str(exc), graph_time(now)
             state.creating_at = None
             await self._save(state, etag)
             raise
@@ -166,7 +164,7 @@ class FolderMaintainer:
         """Mark the record as being created on, by ETag: of two timer instances only one creates."""
         if state.creating_at and now - parse_graph_time(state.creating_at) < CREATE_CLAIM:
             raise _ClaimedElsewhere
-        state.creating_at = _iso(now)
+        state.creating_at = graph_time(now)
         try:
             return await self.store.save(state, etag)
         except StateConflict:
@@ -181,10 +179,10 @@ class FolderMaintainer:
                     "PATCH",
                     f"subscriptions/{state.subscription_id}",
                     mailbox=self.folder.mailbox,
-                    json={"expirationDateTime": _iso(now + timedelta(minutes=self.minutes))},
+                    json={"expirationDateTime": graph_time(now + timedelta(minutes=self.minutes))},
                 )
                 state.expiration = str(renewed.get("expirationDateTime"))
-                state.renewed_at = _iso(now)
+                state.renewed_at = graph_time(now)
                 return "renewed", etag
             except GraphNotFound:
                 state.subscription_id = None
@@ -195,7 +193,7 @@ class FolderMaintainer:
         created = await _Creator(self.rt, self.folder).create(state.folder_id, self.minutes)
         state.subscription_id = str(created["id"])
         state.expiration = str(created.get("expirationDateTime"))
-        state.renewed_at = _iso(now)
+        state.renewed_at = graph_time(now)
         return ("recreated" if force_new else "created"), etag
 
     async def _save(self, state: FolderState, etag: str | None) -> None:
@@ -214,7 +212,7 @@ class FolderMaintainer:
     async def on_lifecycle(self, event: LifecycleMessage) -> str:
         state, etag = await self._load()
         now = _now()
-        state.last_lifecycle_event, state.last_lifecycle_at = event.event, _iso(now)
+        state.last_lifecycle_event, state.last_lifecycle_at = event.event, graph_time(now)
         if event.subscription_id != state.subscription_id:
             await self._save(state, etag)
             log_event(logger, "lifecycle.stale", mailbox=self.folder.mailbox, subscription=event.subscription_id)
@@ -252,8 +250,7 @@ async def retire_unconfigured(rt: Runtime) -> list[str]:
         if state is None:
             continue
         if state.subscription_id:
-            with contextlib.suppress(GraphNotFound):
-                await rt.graph.request("DELETE", f"subscriptions/{state.subscription_id}", mailbox=state.mailbox)
+            await delete_subscription(rt, state.subscription_id, state.mailbox)
         with contextlib.suppress(StateConflict):  # another instance retired it meanwhile
             await store.remove(key, etag)
         log_event(

@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 
 import azure.functions as func
 
+from .errors import one_line
 from .logs import log_event
 from .poison import CHANGES_QUEUE, LIFECYCLE_QUEUE
 from .settings import get_settings
@@ -36,7 +37,7 @@ async def _queued(msg: func.QueueMessage, queue: str, event: str, work: Awaitabl
     try:
         await work
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        reason = one_line(exc)
         count = msg.dequeue_count or 0
         log_event(logger, event, logging.ERROR, message=msg.id, dequeue_count=count, reason=reason)
         if count < max_dequeue_count():
