@@ -24,6 +24,7 @@ class FolderState:
     creating_at: str | None = None  # an instance's claim to create the subscription (see subscriptions.py)
     delta_link: str | None = None  # where the next delta round starts
     last_resync_at: str | None = None
+    lifetime_cap_minutes: int | None = None  # a cap below SUBSCRIPTION_LIFETIME_MINUTES that Graph named
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FolderState:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from .clientstate import make_client_state
+from .clientstate import make_client_state, verify_client_state
 from .errors import GraphConflict, GraphError, GraphNotFound, IngestError, StateConflict
 from .folders import resolve_folder
 from .layout import graph_time, parse_graph_time
@@ -50,12 +50,21 @@ async def delete_subscription(rt: Runtime, subscription_id: str, mailbox: str) -
         await rt.graph.request("DELETE", f"subscriptions/{subscription_id}", mailbox=mailbox)
 
 
+def lifetime_cap(exc: GraphError, minutes: int) -> int | None:
+    """The smaller lifetime a 400 names ("can only be N minutes in the future"), if it names one."""
+    cap = _CAP.search(exc.graph_message) if exc.status == 400 else None
+    if cap and MIN_SUBSCRIPTION_MINUTES <= int(cap.group(1)) < minutes:
+        return int(cap.group(1))
+    return None
+
+
 @dataclass
 class _Creator:
     rt: Runtime
     folder: MailboxFolder
 
-    async def create(self, folder_id: str, minutes: int) -> dict[str, object]:
+    async def create(self, folder_id: str, minutes: int) -> tuple[dict[str, object], int]:
+        """The new (or adopted, marked `adopted`) subscription, and the lifetime Graph accepted."""
         rt = self.rt
         body = {
             "changeType": "created",
@@ -68,28 +77,50 @@ class _Creator:
             "latestSupportedTlsVersion": "v1_2",
         }
         try:
-            return await rt.graph.request("POST", "subscriptions", mailbox=self.folder.mailbox, json=body)
+            return await rt.graph.request("POST", "subscriptions", mailbox=self.folder.mailbox, json=body), minutes
         except GraphConflict as exc:
-            # One exists for this resource and changeType: ours from a lost state record, or a stale
-            # one. Replace it, so that its clientState is one this deployment can verify.
+            # One exists for this resource and changeType: ours from a lost state record, or another's.
             match = _EXISTING.search(exc.graph_message)
             if not match:
                 raise
+            adopted = await self._adopt(match.group(1), minutes)
+            if adopted is not None:
+                return {**adopted, "adopted": True}, minutes
+            # Not one this deployment can verify: replace it with one whose clientState it can.
             await delete_subscription(rt, match.group(1), self.folder.mailbox)
             log_event(logger, "subscription.replaced", mailbox=self.folder.mailbox, subscription=match.group(1))
-            return await rt.graph.request("POST", "subscriptions", mailbox=self.folder.mailbox, json=body)
+            return await rt.graph.request("POST", "subscriptions", mailbox=self.folder.mailbox, json=body), minutes
         except GraphError as exc:
-            cap = _CAP.search(exc.graph_message) if exc.status == 400 else None
-            if cap and MIN_SUBSCRIPTION_MINUTES <= int(cap.group(1)) < minutes:
-                log_event(
-                    logger,
-                    "subscription.lifetime_capped",
-                    logging.WARNING,
-                    mailbox=self.folder.mailbox,
-                    minutes=int(cap.group(1)),
-                )
-                return await self.create(folder_id, int(cap.group(1)))
-            raise
+            cap = lifetime_cap(exc, minutes)
+            if cap is None:
+                raise
+            log_event(logger, "subscription.lifetime_capped", logging.WARNING, mailbox=self.folder.mailbox, minutes=cap)
+            return await self.create(folder_id, cap)
+
+    async def _adopt(self, subscription_id: str, minutes: int) -> dict[str, object] | None:
+        """Keep an existing subscription if it is ours: made by this app, for this deployment's URLs, with a
+        clientState minted for this folder with our key. It is then renewed like any other."""
+        rt, mailbox = self.rt, self.folder.mailbox
+        try:
+            found = await rt.graph.request("GET", f"subscriptions/{subscription_id}", mailbox=mailbox)
+        except GraphNotFound:
+            return None
+        ours = (
+            str(found.get("applicationId", "")).lower() == rt.settings.client_id.lower()
+            and found.get("notificationUrl") == rt.settings.notification_url
+            and found.get("lifecycleNotificationUrl") == rt.settings.lifecycle_url
+            # Graph may leave clientState out of a read; then it cannot be shown to be ours.
+            and verify_client_state(await rt.client_state_key(), found.get("clientState")) == self.folder.key
+        )
+        if not ours:
+            return None
+        renewed = await rt.graph.request(
+            "PATCH",
+            f"subscriptions/{subscription_id}",
+            mailbox=mailbox,
+            json={"expirationDateTime": graph_time(_now() + timedelta(minutes=minutes))},
+        )
+        return {**found, **renewed}
 
 
 class FolderMaintainer:
@@ -105,11 +136,15 @@ class FolderMaintainer:
         state, etag = await self.store.load(self.folder.key)
         return state or FolderState(self.folder.key, self.folder.mailbox, self.folder.folder), etag
 
+    def _minutes(self, state: FolderState) -> int:
+        """The lifetime asked for: the setting, or the smaller cap Graph named for this folder."""
+        return min(self.minutes, state.lifetime_cap_minutes or self.minutes)
+
     def _needs_renewal(self, state: FolderState, now: datetime) -> bool:
         if not state.subscription_id or not state.expiration:
             return True
         left = parse_graph_time(state.expiration) - now
-        return left < timedelta(minutes=self.minutes) / 2
+        return left < timedelta(minutes=self._minutes(state)) / 2
 
     def _reconcile_due(self, state: FolderState, now: datetime) -> bool:
         minutes = self.rt.settings.reconcile_minutes
@@ -151,11 +186,11 @@ class FolderMaintainer:
             subscription=state.subscription_id,
             expires=state.expiration,
         )
-        if action == "created" and not state.delta_link:
+        if action in ("created", "adopted") and not state.delta_link:
             # A folder's first subscription: mail from now on, or from the backfill window.
             since = now - timedelta(hours=self.rt.settings.backfill_hours)
             await resync_folder(self.rt, self.folder, "first subscription", since=since)
-        elif action in ("created", "recreated"):
+        elif action in ("created", "recreated", "adopted"):
             # While there was no subscription, notifications were lost: the delta has them.
             await resync_folder(self.rt, self.folder, f"subscription {action}")
         return action
@@ -173,16 +208,13 @@ class FolderMaintainer:
     async def _apply(
         self, state: FolderState, etag: str | None, now: datetime, force_new: bool
     ) -> tuple[str, str | None]:
+        minutes = self._minutes(state)
         if state.subscription_id and not force_new:
             try:
-                renewed = await self.rt.graph.request(
-                    "PATCH",
-                    f"subscriptions/{state.subscription_id}",
-                    mailbox=self.folder.mailbox,
-                    json={"expirationDateTime": graph_time(now + timedelta(minutes=self.minutes))},
-                )
+                renewed, minutes = await self._renew(state.subscription_id, now, minutes)
                 state.expiration = str(renewed.get("expirationDateTime"))
                 state.renewed_at = graph_time(now)
+                self._note_cap(state, minutes)
                 return "renewed", etag
             except GraphNotFound:
                 state.subscription_id = None
@@ -190,11 +222,33 @@ class FolderMaintainer:
         etag = await self._claim(state, etag, now)
         if not state.folder_id:
             state.folder_id = await resolve_folder(self.rt.graph, self.folder.mailbox, self.folder.folder)
-        created = await _Creator(self.rt, self.folder).create(state.folder_id, self.minutes)
+        created, minutes = await _Creator(self.rt, self.folder).create(state.folder_id, minutes)
         state.subscription_id = str(created["id"])
         state.expiration = str(created.get("expirationDateTime"))
         state.renewed_at = graph_time(now)
+        self._note_cap(state, minutes)
+        if created.get("adopted"):
+            return "adopted", etag
         return ("recreated" if force_new else "created"), etag
+
+    async def _renew(self, subscription_id: str, now: datetime, minutes: int) -> tuple[dict[str, object], int]:
+        """PATCH a new expiry; a 400 naming a smaller cap is retried once with that cap."""
+        path = f"subscriptions/{subscription_id}"
+        mailbox = self.folder.mailbox
+        try:
+            body = {"expirationDateTime": graph_time(now + timedelta(minutes=minutes))}
+            return await self.rt.graph.request("PATCH", path, mailbox=mailbox, json=body), minutes
+        except GraphError as exc:
+            cap = lifetime_cap(exc, minutes)
+            if cap is None:
+                raise
+            log_event(logger, "subscription.lifetime_capped", logging.WARNING, mailbox=mailbox, minutes=cap)
+            body = {"expirationDateTime": graph_time(now + timedelta(minutes=cap))}
+            return await self.rt.graph.request("PATCH", path, mailbox=mailbox, json=body), cap
+
+    def _note_cap(self, state: FolderState, minutes: int) -> None:
+        """Remember a cap, so later renewals ask for what Graph accepts (and renew at its half-life)."""
+        state.lifetime_cap_minutes = minutes if minutes < self.minutes else None
 
     async def _save(self, state: FolderState, etag: str | None) -> None:
         try:

@@ -341,6 +341,7 @@ class Control:
             "contentBytesLimit": options.content_bytes_limit,
             "contentBytesOverLimit": options.content_bytes_over_limit,
             "folderExistsStatus": options.folder_exists_status,
+            "subscriptionMaxMinutes": options.subscription_max_minutes,
         }
 
     async def get_options(self, request: web.Request) -> web.Response:
@@ -348,14 +349,20 @@ class Control:
 
     async def set_options(self, request: web.Request) -> web.Response:
         body = await _json(request)
-        unknown = sorted(set(body) - {"contentBytesLimit", "contentBytesOverLimit", "folderExistsStatus"})
+        known = {"contentBytesLimit", "contentBytesOverLimit", "folderExistsStatus", "subscriptionMaxMinutes"}
+        unknown = sorted(set(body) - known)
         if unknown:
             raise _bad(f"unknown options {unknown}")
         limit, mode = _content_bytes_options(body)
         status = body.get("folderExistsStatus")
         if status is not None and status not in (400, 409):
             raise _bad("'folderExistsStatus' must be 400 or 409")
+        cap = body.get("subscriptionMaxMinutes")
+        if cap is not None and not (isinstance(cap, int) and 45 <= cap <= 10080):
+            raise _bad("'subscriptionMaxMinutes' must be a whole number from 45 to 10080, or null")
         options = self.store.options
+        if "subscriptionMaxMinutes" in body:
+            options.subscription_max_minutes = cap
         if "contentBytesLimit" in body:
             options.content_bytes_limit = limit
         if mode is not None:

@@ -114,11 +114,13 @@ class Subscriptions:
         except ValueError as exc:
             raise GraphError(400, "InvalidRequest", f"Invalid expirationDateTime '{value}'.") from exc
         now = self.clock.now()
-        if requested - now > MAX_LIFETIME:
+        cap = self.store.options.subscription_max_minutes
+        limit = timedelta(minutes=cap) if cap else MAX_LIFETIME
+        if requested - now > limit:
             raise GraphError(
                 400,
                 "ExtensionError",
-                f"Subscription expiration can only be {int(MAX_LIFETIME.total_seconds() // 60)} minutes in the future.",
+                f"Subscription expiration can only be {int(limit.total_seconds() // 60)} minutes in the future.",
             )
         return max(requested, now + MIN_LIFETIME)
 

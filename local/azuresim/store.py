@@ -281,6 +281,9 @@ class SimOptions:
     content_bytes_over_limit: str = "include"
     # Status of a duplicate folder name (code ErrorFolderExists); 409 by default, 400 also seen.
     folder_exists_status: int = 409
+    # A lifetime cap below the documented 10,080 minutes: Graph names the cap in its 400 answer
+    # (graph_facts §1); some tenants and resource kinds have shorter ones.
+    subscription_max_minutes: int | None = None
 
 
 class Store:
