@@ -45,4 +45,5 @@ async def lifecycle(msg: func.QueueMessage) -> None:
 
 @app.timer_trigger(arg_name="timer", schedule=MAINTAIN_SCHEDULE, run_on_startup=False, use_monitor=True)
 async def maintain(timer: func.TimerRequest) -> None:
-    await workers.maintain()
+    # Past due: the app was down when the timer should have run, so its webhook was down too.
+    await workers.maintain(past_due=timer.past_due)

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,3 +206,35 @@ def check_files(reader: BlobReader, mail: Delivered, manifest: dict[str, Any], s
             check.size, check.actual_sha256 = reader.sha256(entry["blob"])
         checks.append(check)
     return checks
+
+
+# Graph retries a failed delivery for up to 4 hours, then drops the notification (graph_facts §3).
+GRAPH_GIVES_UP_SECONDS = 4 * 3600
+
+
+def deliver_while_app_is_down(
+    stack: Stack, send: Callable[[], list[Delivered]], down_at_least: float, timeout: float = 60.0
+) -> tuple[list[Delivered], int]:
+    """Stop the app (its webhook and its timer), deliver mail, let Graph give up on the notifications, and
+    start the app again: nothing but a resync can bring that mail in. `down_at_least` seconds of real
+    time, so a timer occurrence passes while the app is down. Returns the mails and the number of
+    notifications Graph dropped."""
+    assert stack.devhost is not None
+    started = time.monotonic()
+    stack.devhost.stop()
+    before = len(stack.control("GET", "/_sim/deliveries")["deliveries"])
+    mails = send()
+    # Past Graph's 4-hour window: the retries of those notifications are dropped as they fall due.
+    stack.control("POST", "/_sim/clock", {"advanceSeconds": GRAPH_GIVES_UP_SECONDS + 60})
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = stack.control("GET", "/_sim/deliveries")
+        if not answer["pending"]:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{answer['pending']} notifications still pending after {timeout:.0f}s")
+        time.sleep(0.2)
+    dropped = [d for d in answer["deliveries"][before:] if d["kind"] == "change" and d["outcome"] == "dropped"]
+    time.sleep(max(0.0, down_at_least - (time.monotonic() - started)))
+    stack.devhost.start()
+    return mails, sum(int(d.get("count") or 1) for d in dropped)

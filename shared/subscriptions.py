@@ -152,16 +152,24 @@ class FolderMaintainer:
             return bool(minutes)
         return now - parse_graph_time(state.last_resync_at) >= timedelta(minutes=minutes)
 
-    async def ensure(self) -> str:
-        """Create, renew or keep; resync when a subscription is new or the reconciliation is due."""
+    async def ensure(self, after_outage: bool = False) -> str:
+        """Create, renew or keep; resync when a subscription is new, after an outage of the app (its webhook
+        was down: Graph gives up on notifications after 4 hours), or when the reconciliation is due."""
         state, etag = await self._load()
         now = _now()
-        if not self._needs_renewal(state, now):
-            if self._reconcile_due(state, now):
-                await resync_folder(self.rt, self.folder, "reconcile")
-                return "kept, reconciled"
-            return "kept"
-        return await self._bring_up(state, etag, now, force_new=False)
+        if self._needs_renewal(state, now):
+            action = await self._bring_up(state, etag, now, force_new=False)
+            if after_outage and action == "renewed":
+                await resync_folder(self.rt, self.folder, "after an outage")
+                return "renewed, resynced"
+            return action
+        if after_outage:
+            await resync_folder(self.rt, self.folder, "after an outage")
+            return "kept, resynced"
+        if self._reconcile_due(state, now):
+            await resync_folder(self.rt, self.folder, "reconcile")
+            return "kept, reconciled"
+        return "kept"
 
     async def _bring_up(self, state: FolderState, etag: str | None, now: datetime, *, force_new: bool) -> str:
         """Renew (or create, with `force_new` always create) and save the record."""
@@ -319,14 +327,14 @@ async def retire_unconfigured(rt: Runtime) -> list[str]:
     return retired
 
 
-async def maintain_all(rt: Runtime) -> dict[str, str]:
+async def maintain_all(rt: Runtime, *, after_outage: bool = False) -> dict[str, str]:
     """Every configured folder, side by side; one folder's failure does not stop the others. Folders
-    no longer configured are unsubscribed."""
+    no longer configured are unsubscribed. `after_outage`: the timer ran late, so every folder is resynced."""
     folders = rt.settings.mailboxes
 
     async def one(folder: MailboxFolder) -> str:
         try:
-            return await FolderMaintainer(rt, folder).ensure()
+            return await FolderMaintainer(rt, folder).ensure(after_outage)
         except IngestError as exc:
             log_event(
                 logger,

@@ -70,8 +70,8 @@ async def lifecycle_event(msg: func.QueueMessage) -> None:
     await _queued(msg, LIFECYCLE_QUEUE, "lifecycle.failed", work())
 
 
-async def maintain() -> dict[str, str]:
+async def maintain(past_due: bool = False) -> dict[str, str]:
     from .runtime import get_runtime
     from .subscriptions import maintain_all
 
-    return await maintain_all(get_runtime())
+    return await maintain_all(get_runtime(), after_outage=past_due)

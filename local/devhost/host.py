@@ -31,7 +31,7 @@ from .invoker import InvocationResult, Invoker
 from .objects import QueueMessage
 from .queue_trigger import QueueListener, trigger_value
 from .storage import StorageClients
-from .timer_trigger import TimerListener
+from .timer_trigger import ScheduleMonitor, TimerListener
 
 log = logging.getLogger("devhost")
 
@@ -107,7 +107,10 @@ class DevHost:
                     spec, connection, self.queue_options, self.storage, self.invoker
                 )
             elif spec.trigger_type == "timerTrigger":
-                self.timer_listeners[spec.name] = TimerListener(spec, self.invoker)
+                # The host id names the schedule status blobs; the host takes it from this setting too.
+                host_id = os.environ.get("AzureFunctionsWebHost__hostid") or "devhost"  # noqa: SIM112 (the host's name)
+                monitor = ScheduleMonitor(storage_connection(None, os.environ, where=where), host_id, spec.name)
+                self.timer_listeners[spec.name] = TimerListener(spec, self.invoker, monitor)
             for binding in spec.outputs:
                 if binding["type"] == "queue":
                     storage_connection(
