@@ -131,10 +131,11 @@ class FolderMaintainer:
         self.folder = folder
         self.store = StateStore(rt.state)
         self.minutes = rt.settings.subscription_minutes
+        self._etag: str | None = None  # of the record as this instance last read or wrote it
 
-    async def _load(self) -> tuple[FolderState, str | None]:
-        state, etag = await self.store.load(self.folder.key)
-        return state or FolderState(self.folder.key, self.folder.mailbox, self.folder.folder), etag
+    async def _load(self) -> FolderState:
+        state, self._etag = await self.store.load(self.folder.key)
+        return state or FolderState(self.folder.key, self.folder.mailbox, self.folder.folder)
 
     def _minutes(self, state: FolderState) -> int:
         """The lifetime asked for: the setting, or the smaller cap Graph named for this folder."""
@@ -155,10 +156,10 @@ class FolderMaintainer:
     async def ensure(self, after_outage: bool = False) -> str:
         """Create, renew or keep; resync when a subscription is new, after an outage of the app (its webhook
         was down: Graph gives up on notifications after 4 hours), or when the reconciliation is due."""
-        state, etag = await self._load()
+        state = await self._load()
         now = _now()
         if self._needs_renewal(state, now):
-            action = await self._bring_up(state, etag, now, force_new=False)
+            action = await self._bring_up(state, now, force_new=False)
             if after_outage and action == "renewed":
                 await resync_folder(self.rt, self.folder, "after an outage")
                 return "renewed, resynced"
@@ -171,21 +172,21 @@ class FolderMaintainer:
             return "kept, reconciled"
         return "kept"
 
-    async def _bring_up(self, state: FolderState, etag: str | None, now: datetime, *, force_new: bool) -> str:
-        """Renew (or create, with `force_new` always create) and save the record."""
+    async def _bring_up(self, state: FolderState, now: datetime, *, force_new: bool) -> str:
+        """Renew (or create, with `force_new` always create) and save the record, its error too."""
         try:
-            action, etag = await self._apply(state, etag, now, force_new)
+            action = await self._apply(state, now, force_new)
             state.last_error = state.last_error_at = None
         except _ClaimedElsewhere:
             log_event(logger, "subscription.left", mailbox=self.folder.mailbox, folder=self.folder.folder)
             return "left to another instance"
         except IngestError as exc:
             state.last_error, state.last_error_at = str(exc), graph_time(now)
-            state.creating_at = None
-            await self._save(state, etag)
+            state.creating_at = None  # the claim is released, so the next run tries again at once
+            await self._save(state)
             raise
         state.creating_at = None
-        await self._save(state, etag)
+        await self._save(state)
         log_event(
             logger,
             f"subscription.{action}",
@@ -203,19 +204,17 @@ class FolderMaintainer:
             await resync_folder(self.rt, self.folder, f"subscription {action}")
         return action
 
-    async def _claim(self, state: FolderState, etag: str | None, now: datetime) -> str:
+    async def _claim(self, state: FolderState, now: datetime) -> None:
         """Mark the record as being created on, by ETag: of two timer instances only one creates."""
         if state.creating_at and now - parse_graph_time(state.creating_at) < CREATE_CLAIM:
             raise _ClaimedElsewhere
         state.creating_at = graph_time(now)
         try:
-            return await self.store.save(state, etag)
+            self._etag = await self.store.save(state, self._etag)
         except StateConflict:
             raise _ClaimedElsewhere from None
 
-    async def _apply(
-        self, state: FolderState, etag: str | None, now: datetime, force_new: bool
-    ) -> tuple[str, str | None]:
+    async def _apply(self, state: FolderState, now: datetime, force_new: bool) -> str:
         minutes = self._minutes(state)
         if state.subscription_id and not force_new:
             try:
@@ -223,11 +222,11 @@ class FolderMaintainer:
                 state.expiration = str(renewed.get("expirationDateTime"))
                 state.renewed_at = graph_time(now)
                 self._note_cap(state, minutes)
-                return "renewed", etag
+                return "renewed"
             except GraphNotFound:
                 state.subscription_id = None
                 force_new = True  # Graph lost it: a recreation, with a resync to follow
-        etag = await self._claim(state, etag, now)
+        await self._claim(state, now)
         if not state.folder_id:
             state.folder_id = await resolve_folder(self.rt.graph, self.folder.mailbox, self.folder.folder)
         created, minutes = await _Creator(self.rt, self.folder).create(state.folder_id, minutes)
@@ -236,8 +235,8 @@ class FolderMaintainer:
         state.renewed_at = graph_time(now)
         self._note_cap(state, minutes)
         if created.get("adopted"):
-            return "adopted", etag
-        return ("recreated" if force_new else "created"), etag
+            return "adopted"
+        return "recreated" if force_new else "created"
 
     async def _renew(self, subscription_id: str, now: datetime, minutes: int) -> tuple[dict[str, object], int]:
         """PATCH a new expiry; a 400 naming a smaller cap is retried once with that cap."""
@@ -258,9 +257,9 @@ class FolderMaintainer:
         """Remember a cap, so later renewals ask for what Graph accepts (and renew at its half-life)."""
         state.lifetime_cap_minutes = minutes if minutes < self.minutes else None
 
-    async def _save(self, state: FolderState, etag: str | None) -> None:
+    async def _save(self, state: FolderState) -> None:
         try:
-            await self.store.save(state, etag)
+            self._etag = await self.store.save(state, self._etag)
         except StateConflict:
             # Another timer instance updated this folder meanwhile; its record stands.
             log_event(
@@ -272,20 +271,20 @@ class FolderMaintainer:
             )
 
     async def on_lifecycle(self, event: LifecycleMessage) -> str:
-        state, etag = await self._load()
+        state = await self._load()
         now = _now()
         state.last_lifecycle_event, state.last_lifecycle_at = event.event, graph_time(now)
         if event.subscription_id != state.subscription_id:
-            await self._save(state, etag)
+            await self._save(state)
             log_event(logger, "lifecycle.stale", mailbox=self.folder.mailbox, subscription=event.subscription_id)
             return "stale"
         if event.event == "subscriptionRemoved":
-            return await self._bring_up(state, etag, now, force_new=True)
+            return await self._bring_up(state, now, force_new=True)
         renewed = parse_graph_time(state.renewed_at) if state.renewed_at else None
         if event.event == "reauthorizationRequired" and not (renewed and now - renewed < REAUTHORIZE_QUIET):
             # A PATCH both reauthorizes and renews, in one call (graph_facts §4).
-            return await self._bring_up(state, etag, now, force_new=False)
-        await self._save(state, etag)
+            return await self._bring_up(state, now, force_new=False)
+        await self._save(state)
         if event.event == "reauthorizationRequired":
             return "recently renewed"
         log_event(

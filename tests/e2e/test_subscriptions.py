@@ -68,3 +68,34 @@ def test_a_folder_removed_from_mailboxes_is_unsubscribed(stack: Stack):
     assert sub["id"] not in {s["id"] for s in subscriptions(stack)}
     assert not state.get_blob_client(f"folders/{gone.key}.json").exists()
     assert len(subscriptions(stack)) == len(MAILBOXES)
+
+
+def test_an_unreachable_mailbox_is_reported_and_retried_without_stopping_the_others(stack: Stack):
+    ghost = MailboxFolder("ghost@contoso.com", "Inbox")  # no such mailbox, yet
+    lost = MailboxFolder("invoices@contoso.com", "No such folder")
+    env = {**stack.env, "MAILBOXES": ",".join([*MAILBOXES, str(ghost), str(lost)])}
+    run = subprocess.run([sys.executable, "-c", MAINTAIN_ONCE], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode != 0  # the run fails, so the failure shows in the host's logs and alerts ...
+    assert f"2 of {len(MAILBOXES) + 2} mailbox folders failed" in run.stderr
+    assert str(ghost) in run.stderr and str(lost) in run.stderr
+    state = BlobServiceClient.from_connection_string(stack.storage_connection_string).get_container_client(
+        "mail-ingest-state"
+    )
+
+    def record(folder: MailboxFolder) -> FolderState:
+        blob = state.get_blob_client(f"folders/{folder.key}.json")
+        return FolderState.from_dict(json.loads(blob.download_blob().readall()))
+
+    # ... after every other folder had its turn: they are subscribed as before.
+    assert len(subscriptions(stack)) == len(MAILBOXES)
+    assert "404" in (record(ghost).last_error or "") and "404" in (record(lost).last_error or "")
+    # The next run tries again: once the mailbox exists, it is subscribed.
+    stack.control("POST", "/_sim/mailboxes", {"address": ghost.mailbox, "folders": []})
+    env["MAILBOXES"] = ",".join([*MAILBOXES, str(ghost)])
+    report = json.loads(
+        subprocess.run([sys.executable, "-c", MAINTAIN_ONCE], cwd=ROOT, env=env, capture_output=True, check=True).stdout
+    )
+    assert report[str(ghost)] == "created" and record(ghost).last_error is None
+    # Back to the stack's own MAILBOXES: the extra folders are unsubscribed again.
+    assert stack.run_function("maintain").status_code == 200
+    assert len(subscriptions(stack)) == len(MAILBOXES)
