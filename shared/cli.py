@@ -368,7 +368,10 @@ def main(argv: list[str] | None = None, environ: MutableMapping[str, str] | None
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (IngestError, httpx.HTTPError, OSError) as exc:
+    except IngestError as exc:  # the app's own errors name what failed
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except (httpx.HTTPError, OSError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:
