@@ -139,6 +139,12 @@ def _age(seconds: float | None) -> str:
     return f"{sign}{secs}s"
 
 
+def _lag(seconds: float | None) -> str:
+    if seconds is not None and abs(seconds) < 60:
+        return f"{seconds:.1f}s"  # the usual case: worth its tenths
+    return _age(seconds)
+
+
 # -- folder selection --------------------------------------------------------------------------
 
 
@@ -208,7 +214,7 @@ def render_status(report: dict[str, Any]) -> str:
             lag = ingest["lag_seconds"]
             lines.append(
                 f"    ingest        last {ingest['last_at']}: message {ingest['last_message_key']},"
-                f" {ingest['last_files']} file(s), lag {_age(lag) if lag is not None else '-'}"
+                f" {ingest['last_files']} file(s), lag {_lag(lag)}"
                 f" (received {ingest['last_received_at']})"
             )
         else:
