@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .activity import Activity, ActivityStore
 from .layout import graph_time, parse_graph_time
 from .poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, poison_queue
+from .settings import MailboxFolder
 from .state import FolderState, StateStore
 from .vault import CLIENT_STATE_SECRET
 
@@ -145,12 +146,23 @@ async def _json(blobs: BlobStore, path: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-async def _records(rt: Runtime, key: str, mailbox: str, folder: str, configured: bool) -> FolderRecords:
-    state_task = StateStore(rt.state).load(key)
-    activity_task = ActivityStore(rt.state).load(key)
-    auth_task = _json(rt.state, auth_path(mailbox))
-    (state, _), activity, auth = await asyncio.gather(state_task, activity_task, auth_task)
-    return FolderRecords(key, mailbox, folder, configured, state, activity, auth)
+async def _configured(rt: Runtime, folder: MailboxFolder) -> FolderRecords:
+    (state, _), (activity, auth) = await asyncio.gather(StateStore(rt.state).load(folder.key), _beside(rt, folder))
+    return FolderRecords(folder.key, folder.mailbox, folder.folder, True, state, activity, auth)
+
+
+async def _unconfigured(rt: Runtime, state: FolderState) -> FolderRecords:
+    folder = MailboxFolder(state.mailbox, state.folder)
+    activity, auth = await _beside(rt, folder)
+    return FolderRecords(state.folder_key, state.mailbox, state.folder, False, state, activity, auth)
+
+
+async def _beside(rt: Runtime, folder: MailboxFolder) -> tuple[Activity | None, dict[str, Any] | None]:
+    """The records next to the timer's: the worker's activity and the mailbox's sign-in."""
+    activity, auth = await asyncio.gather(
+        ActivityStore(rt.state).load(folder.key), _json(rt.state, auth_path(folder.mailbox))
+    )
+    return activity, auth
 
 
 async def queue_counts(rt: Runtime) -> dict[str, int]:
@@ -171,13 +183,12 @@ async def queue_counts(rt: Runtime) -> dict[str, int]:
 async def collect_status(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
     """Every configured folder, then every folder that has a state record but is no longer configured."""
     now = now or datetime.now(UTC)
+    store = StateStore(rt.state)
     configured = {f.key for f in rt.settings.mailboxes}
-    jobs = [_records(rt, f.key, f.mailbox, f.folder, True) for f in rt.settings.mailboxes]
-    for key in await StateStore(rt.state).folder_keys():
-        if key not in configured:
-            state, _ = await StateStore(rt.state).load(key)
-            if state is not None:
-                jobs.append(_records(rt, key, state.mailbox, state.folder, False))
+    leftover = [key for key in await store.folder_keys() if key not in configured]
+    states = [state for state, _ in await asyncio.gather(*(store.load(key) for key in leftover))]
+    jobs = [_configured(rt, f) for f in rt.settings.mailboxes]
+    jobs += [_unconfigured(rt, state) for state in states if state is not None]
     records, queues = await asyncio.gather(asyncio.gather(*jobs), queue_counts(rt))
     return summary([folder_status(r, now) for r in records], queues, now)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from local.mailcheck import (
 from local.stack import ROOT, Stack, free_port
 from shared.layout import message_key, parse_graph_time
 from shared.settings import MailboxFolder
+from shared.state import FolderState
 
 from .conftest import MAILBOXES, wait_until
 
@@ -211,3 +213,20 @@ def test_without_settings_the_cli_says_which_is_missing(stack: Stack):
     env = {k: v for k, v in stack.env.items() if k != "KEY_VAULT_URL"}
     done = cli(stack, "status", env=env)
     assert done.returncode == 1 and done.stderr == "error: setting KEY_VAULT_URL: required but not set\n"
+
+
+def test_a_folder_no_longer_configured_is_shown_and_can_be_unsubscribed(stack: Stack):
+    gone = MailboxFolder(INBOX.mailbox, "Archive")
+    record = FolderState(gone.key, gone.mailbox, gone.folder, subscription_id="00000000-0000-0000-0000-000000000000")
+    state = BlobServiceClient.from_connection_string(stack.storage_connection_string).get_container_client(
+        "mail-ingest-state"
+    )
+    state.upload_blob(f"folders/{gone.key}.json", json.dumps(asdict(record)))
+    leftover = of(status(stack), gone)
+    assert leftover["configured"] is False and leftover["healthy"] and "MAILBOXES" in leftover["note"]
+    assert f"{gone}  not configured" in cli(stack, "status").stdout
+    done = cli(stack, "unsubscribe", f"{gone.mailbox}/archive")
+    assert done.returncode == 0, done.stderr
+    assert f"{gone}: subscription {record.subscription_id} deleted, record removed" in done.stdout
+    assert not state.get_blob_client(f"folders/{gone.key}.json").exists()
+    assert gone.key not in {f["folder_key"] for f in status(stack)["folders"]}
