@@ -33,6 +33,11 @@ async def graph_lifecycle(req: func.HttpRequest, events: func.Out[list[str]]) ->
     return await workers.lifecycle(req, events)
 
 
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def health(req: func.HttpRequest) -> func.HttpResponse:
+    return await workers.health()
+
+
 @app.queue_trigger(arg_name="msg", queue_name=CHANGES_QUEUE, connection=STORAGE)
 async def ingest(msg: func.QueueMessage) -> None:
     await workers.ingest(msg)

@@ -111,6 +111,8 @@ class IngestOutcome:
     files: int = 0
     bytes: int = 0
     prefix: str | None = None
+    key: str | None = None  # the message key, once the mail was fetched
+    received: str | None = None  # its receivedDateTime (Graph's form), for the folder's activity record
 
 
 def _kind(attachment: dict[str, Any]) -> str:
@@ -384,7 +386,12 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
     await markers.mark(markers.done, {"prefix": prefix, "at": graph_time(datetime.now(UTC))})
     stored = [e for top in entries for e in top.flat() if e.sha256]
     outcome = IngestOutcome(
-        "ingested" if written else "duplicate", len(stored), sum(e.size or 0 for e in stored), prefix
+        "ingested" if written else "duplicate",
+        len(stored),
+        sum(e.size or 0 for e in stored),
+        prefix,
+        key,
+        graph_time(received),
     )
     log_event(
         logger,

@@ -10,6 +10,11 @@ from .errors import QueueMessageError
 
 LifecycleEvent = Literal["reauthorizationRequired", "subscriptionRemoved", "missed"]
 LIFECYCLE_EVENTS: frozenset[str] = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
+# Where a change came from: Graph's notification (the webhook), or a delta resync. Only the first
+# tells when Graph last notified, for the folder's activity record.
+NOTIFICATION = "notification"
+RESYNC = "resync"
+ORIGINS: frozenset[str] = frozenset({NOTIFICATION, RESYNC})
 
 
 def _dump(message: ChangeMessage | LifecycleMessage) -> str:
@@ -25,7 +30,8 @@ class ChangeMessage:
     change_type: str
     message_id: str
     resource: str
-    notified_at: str
+    notified_at: str  # when the webhook (or the resync) queued it
+    origin: str = NOTIFICATION
     type: Literal["change"] = "change"
     v: int = 1
 
@@ -72,6 +78,11 @@ def parse_change(body: str | bytes) -> ChangeMessage:
     data = _load(body, "change")
     names = ("folder_key", "subscription_id", "change_type", "message_id", "resource", "notified_at")
     f = _fields(data, names, "change")
+    # Optional: messages queued before the field existed came from the webhook or a resync alike;
+    # counting them as notifications only errs towards a fresher "last notification".
+    origin = data.get("origin", NOTIFICATION)
+    if origin not in ORIGINS:
+        raise QueueMessageError(f"unknown change origin {origin!r}")
     return ChangeMessage(
         f["folder_key"],
         f["subscription_id"],
@@ -79,6 +90,7 @@ def parse_change(body: str | bytes) -> ChangeMessage:
         f["message_id"],
         f["resource"],
         f["notified_at"],
+        origin,
     )
 
 

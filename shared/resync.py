@@ -21,7 +21,7 @@ from .errors import GraphError, StateConflict
 from .folders import resolve_folder, user_path
 from .layout import graph_time
 from .logs import log_event
-from .messages import ChangeMessage
+from .messages import RESYNC, ChangeMessage
 from .poison import CHANGES_QUEUE
 from .runtime import Runtime
 from .settings import MailboxFolder
@@ -85,6 +85,7 @@ class _Round:
                 message_id,
                 f"users/{mailbox}/messages/{message_id}",
                 now,
+                RESYNC,
             )
             async with slots:
                 await self.rt.send_queue_message(CHANGES_QUEUE, change.to_json())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 
 import azure.functions as func
 
@@ -49,12 +50,27 @@ async def _queued(msg: func.QueueMessage, queue: str, event: str, work: Awaitabl
 
 
 async def ingest(msg: func.QueueMessage) -> None:
+    from . import activity
     from .ingest import ingest_change
     from .messages import parse_change
+    from .poison import max_dequeue_count
     from .runtime import get_runtime
 
     async def work() -> None:
-        await ingest_change(parse_change(msg.get_body()), get_runtime())
+        rt = get_runtime()
+        change = parse_change(msg.get_body())
+        folder = rt.settings.folder_by_key(change.folder_key)
+        try:
+            outcome = await ingest_change(change, rt)
+        except Exception as exc:
+            if folder is not None:
+                reason = one_line(exc)
+                if (msg.dequeue_count or 0) >= max_dequeue_count():
+                    reason = f"poisoned after {msg.dequeue_count} deliveries: {reason}"
+                await activity.record(rt.state, activity.failed(folder, change, reason, datetime.now(UTC)))
+            raise
+        if folder is not None:
+            await activity.record(rt.state, activity.ingested(folder, change, outcome, datetime.now(UTC)))
 
     await _queued(msg, CHANGES_QUEUE, "ingest.failed", work())
 
@@ -75,3 +91,17 @@ async def maintain(past_due: bool = False) -> dict[str, str]:
     from .subscriptions import maintain_all
 
     return await maintain_all(get_runtime(), after_outage=past_due)
+
+
+async def health() -> func.HttpResponse:
+    """Every folder's status as JSON: 200 when all are healthy, 503 (with the reasons) otherwise."""
+    from .health import collect_status, to_json
+    from .runtime import get_runtime
+
+    try:
+        report = await collect_status(get_runtime())
+    except Exception as exc:  # storage unreachable or refusing: that is the answer, not a crash
+        log_event(logger, "health.failed", logging.ERROR, reason=one_line(exc))
+        report = {"healthy": False, "error": f"status could not be read: {one_line(exc)}"}
+    status = 200 if report["healthy"] else 503
+    return func.HttpResponse(to_json(report), status_code=status, mimetype="application/json", charset="utf-8")

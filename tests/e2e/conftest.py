@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,16 @@ from local.stack import Stack, StackConfig
 MAILBOXES = ("invoices@contoso.com", "scans@contoso.com/Inbox/Delivery notes", "ap@contoso.com")
 # Files above this are recorded as skipped; small enough that a test can send one.
 MAX_BYTES = 24 * 1024 * 1024
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +51,13 @@ def reader(stack: Stack) -> Iterator[BlobReader]:
     blob_reader = BlobReader(stack)
     yield blob_reader
     blob_reader.close()
+
+
+@pytest.fixture
+def notifications_held(stack: Stack) -> Iterator[None]:
+    """Graph's notifications are held back (as when the webhook is down) until the test ends."""
+    stack.control("POST", "/_sim/delivery", {"paused": True})
+    try:
+        yield
+    finally:
+        stack.control("POST", "/_sim/delivery", {"paused": False})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 from azure.storage.blob import BlobServiceClient
@@ -21,20 +20,10 @@ from local.mailcheck import (
     wait_for_manifests,
 )
 from local.stack import Stack
-from tests.e2e.conftest import MAX_BYTES
+from tests.e2e.conftest import MAX_BYTES, wait_until
 
 MB = 1024 * 1024
 PDF = "application/pdf"
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def graph_requests(stack: Stack, mail: Delivered) -> list[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,16 +29,6 @@ def lifecycle_event(stack: Stack, folder: MailboxFolder, subscription_id: str, e
     )
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     queue.send_message(LifecycleMessage(folder.key, subscription_id, event, now).to_json())
-
-
-@pytest.fixture
-def notifications_held(stack: Stack) -> Iterator[None]:
-    """Graph's notifications are held back (as when the webhook is down) until the test ends."""
-    stack.control("POST", "/_sim/delivery", {"paused": True})
-    try:
-        yield
-    finally:
-        stack.control("POST", "/_sim/delivery", {"paused": False})
 
 
 @pytest.mark.usefixtures("notifications_held")

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
+
 import pytest
 
-from shared.settings import Settings, parse_settings
+from shared.settings import Settings, StorageSettings, parse_settings
+from shared.storage import BlobStore, blob_service
 
 BASE_ENV = {
     "GRAPH_TENANT_ID": "11111111-1111-1111-1111-111111111111",
@@ -23,3 +27,11 @@ def env() -> dict[str, str]:
 @pytest.fixture
 def settings(env: dict[str, str]) -> Settings:
     return parse_settings(env)
+
+
+@pytest.fixture
+async def store(azurite: str) -> AsyncIterator[BlobStore]:
+    """A fresh container in the shared Azurite."""
+    service = blob_service(StorageSettings(connection_string=azurite), None)
+    yield BlobStore(service, f"t{uuid.uuid4().hex[:12]}")
+    await service.close()

@@ -32,3 +32,15 @@ def test_unknown_lifecycle_event():
     body = LifecycleMessage("k", "s", "exploded", "t").to_json()
     with pytest.raises(QueueMessageError, match="unknown lifecycle event"):
         parse_lifecycle(body)
+
+
+def test_a_change_says_whether_graph_notified_it_or_a_resync_found_it():
+    notified = ChangeMessage("k", "sub", "created", "msg", "r", "2026-11-22T08:00:00Z")
+    assert notified.origin == "notification"
+    found = ChangeMessage("k", "sub", "created", "msg", "r", "2026-11-22T08:00:00Z", "resync")
+    assert parse_change(found.to_json()).origin == "resync"
+    # Messages queued before the field existed read as notifications.
+    legacy = found.to_json().replace(',"origin":"resync"', "")
+    assert parse_change(legacy).origin == "notification"
+    with pytest.raises(QueueMessageError, match="unknown change origin"):
+        parse_change(found.to_json().replace('"resync"', '"elsewhere"'))

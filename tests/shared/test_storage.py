@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from shared.errors import StateConflict
-from shared.settings import StorageSettings
 from shared.state import FolderState, StateStore
-from shared.storage import BLOCK_SIZE, BlobStore, StoredBlob, blob_service
-
-
-@pytest.fixture
-async def store(azurite: str) -> AsyncIterator[BlobStore]:
-    service = blob_service(StorageSettings(connection_string=azurite), None)
-    yield BlobStore(service, f"t{uuid.uuid4().hex[:12]}")
-    await service.close()
+from shared.storage import BLOCK_SIZE, BlobStore, StoredBlob
 
 
 async def chunks(data: bytes, size: int) -> AsyncIterator[bytes]:

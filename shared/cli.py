@@ -1,0 +1,393 @@
+"""Operator commands: `python -m shared.cli check | status | resync | replay-poison | unsubscribe`.
+
+Settings are read as the app reads them, from the environment; a local.settings.json (`--settings
+FILE`, else ./local.settings.json when there is one) adds its `Values` without overriding the
+environment. Key Vault (and Storage, when it is configured by service URI) are reached through
+DefaultAzureCredential, so on an operator's machine `az login` is the sign-in.
+
+Exit codes: 0 done, 1 failed (a check failed, a replay failed, Azure refused), 2 usage (unknown
+mailbox or folder, bad arguments). An expected failure prints one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .checks import CheckResult, Checks
+from .errors import IngestError, SettingsError, StateConflict, one_line
+from .health import collect_status, to_json
+from .layout import graph_time, message_key
+from .poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, Parked, peek_parked, poison_queue, replay_parked
+from .resync import resync_folder
+from .runtime import Runtime, build_runtime
+from .settings import MailboxFolder, Settings, parse_settings
+from .state import FolderState, StateStore
+from .subscriptions import delete_subscription
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LOCAL_SETTINGS = "local.settings.json"
+QUEUES = {"changes": CHANGES_QUEUE, "lifecycle": LIFECYCLE_QUEUE}
+TIMER_NOTE = (
+    "note: the maintain timer creates subscriptions again for folders still in MAILBOXES; "
+    "take a folder out of MAILBOXES to stop ingesting it for good"
+)
+
+
+class UsageError(IngestError):
+    """The command names something that is not there (a mailbox, a folder); exit 2."""
+
+
+# -- arguments ---------------------------------------------------------------------------------
+
+
+def parse_since(text: str) -> datetime:
+    """An ISO date (`2026-11-20`, midnight UTC) or date and time (`2026-11-20T08:30`, UTC unless a
+    zone is given, e.g. `+01:00` or `Z`)."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or date and time: {text!r}") from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def parse_target(text: str) -> tuple[str, str | None]:
+    """`MAILBOX` or `MAILBOX/FOLDER/SUB FOLDER` (the first `/` splits, as in MAILBOXES)."""
+    mailbox, _, folder = text.partition("/")
+    mailbox = mailbox.strip().lower()
+    if not mailbox:
+        raise argparse.ArgumentTypeError(f"not MAILBOX or MAILBOX/FOLDER: {text!r}")
+    path = "/".join(s.strip() for s in folder.split("/")) if folder.strip() else None
+    return mailbox, path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared.cli", description="Operate Mail Attachment Ingest.")
+    parser.add_argument(
+        "--settings", type=Path, help=f"a {LOCAL_SETTINGS} whose Values fill in what the environment lacks"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="also print the app's own log events")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("check", help="try token, mailbox folders, webhook, storage and Key Vault; exit 1 on a failure")
+    status = commands.add_parser("status", help="per mailbox folder: subscription, notifications, ingest, errors")
+    status.add_argument("--json", action="store_true", help="the report as JSON (as GET /api/health returns it)")
+    resync = commands.add_parser(
+        "resync", help="enqueue a folder's mail again (delta since the saved link, or --since)"
+    )
+    resync.add_argument("target", type=parse_target, metavar="MAILBOX[/FOLDER]")
+    resync.add_argument("--since", type=parse_since, metavar="DATE", help="ISO date or date-time, UTC unless zoned")
+    replay = commands.add_parser("replay-poison", help="move parked messages back onto their queue")
+    replay.add_argument("--queue", choices=sorted(QUEUES), default="changes")
+    replay.add_argument("--dry-run", action="store_true", help="list them, move nothing")
+    unsubscribe = commands.add_parser("unsubscribe", help="delete subscriptions at Graph and their state records")
+    which = unsubscribe.add_mutually_exclusive_group(required=True)
+    which.add_argument("target", nargs="?", type=parse_target, metavar="MAILBOX[/FOLDER]")
+    which.add_argument("--all", action="store_true", help="every folder with a state record")
+    return parser
+
+
+def load_local_settings(path: Path, environ: MutableMapping[str, str]) -> int:
+    """Add the file's `Values` to `environ` where it has no value yet; how many were added."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot be read as JSON: {one_line(exc)}") from None
+    values = data.get("Values") if isinstance(data, dict) else None
+    if not isinstance(values, dict):
+        raise UsageError(f"{path}: has no Values object")
+    added = 0
+    for name, value in values.items():
+        if name not in environ and value is not None:
+            environ[name] = str(value)
+            added += 1
+    return added
+
+
+def _mark(ok: bool) -> str:
+    """✓/✗ where the terminal can show them, else OK/FAIL."""
+    marks = ("✓", "✗")
+    try:
+        "".join(marks).encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "OK  " if ok else "FAIL"
+    return marks[0] if ok else marks[1]
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    value, sign = abs(int(seconds)), "-" if seconds < 0 else ""
+    days, rest = divmod(value, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{sign}{days}d {hours}h"
+    if hours:
+        return f"{sign}{hours}h {minutes}m"
+    if minutes:
+        return f"{sign}{minutes}m {secs}s"
+    return f"{sign}{secs}s"
+
+
+def _lag(seconds: float | None) -> str:
+    if seconds is not None and abs(seconds) < 60:
+        return f"{seconds:.1f}s"  # the usual case: worth its tenths
+    return _age(seconds)
+
+
+# -- folder selection --------------------------------------------------------------------------
+
+
+def configured_folders(settings: Settings, target: tuple[str, str | None]) -> list[MailboxFolder]:
+    mailbox, folder = target
+    mine = [f for f in settings.mailboxes if f.mailbox == mailbox]
+    if not mine:
+        known = ", ".join(sorted({f.mailbox for f in settings.mailboxes}))
+        raise UsageError(f"mailbox {mailbox} is not in MAILBOXES (configured: {known})")
+    if folder is not None:
+        mine = [f for f in mine if f.folder.lower() == folder.lower()]
+        if not mine:
+            folders = ", ".join(f.folder for f in settings.mailboxes if f.mailbox == mailbox)
+            raise UsageError(f"folder {folder!r} of {mailbox} is not in MAILBOXES (configured: {folders})")
+    return mine
+
+
+async def _records(rt: Runtime) -> dict[str, FolderState]:
+    store = StateStore(rt.state)
+    keys = await store.folder_keys()
+    loaded = await asyncio.gather(*(store.load(key) for key in keys))
+    return {key: state for key, (state, _) in zip(keys, loaded, strict=True) if state is not None}
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def print_checks(results: list[CheckResult]) -> None:
+    for result in results:
+        detail = f": {result.detail}" if result.detail else ""
+        print(f"{_mark(result.ok)} {result.name}{detail}")
+        if not result.ok and result.hint:
+            print(f"    fix: {result.hint}")
+
+
+async def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
+    results = [CheckResult("settings", True, f"{len(rt.settings.mailboxes)} mailbox folder(s)")]
+    results += await Checks(rt).all()
+    print_checks(results)
+    failed = [r for r in results if not r.ok]
+    print(f"{len(results) - len(failed)} of {len(results)} checks passed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def render_status(report: dict[str, Any]) -> str:
+    lines = []
+    for f in report["folders"]:
+        state = "healthy" if f["healthy"] else "UNHEALTHY"
+        if not f["configured"]:
+            state = "not configured"
+        lines.append(f"{_mark(f['healthy'])} {f['mailbox']}/{f['folder']}  {state}")
+        sub, notification, ingest, resync = f["subscription"], f["notification"], f["ingest"], f["resync"]
+        if sub["id"]:
+            lines.append(
+                f"    subscription  {sub['id']}, expires {sub['expiration']} (in {_age(sub['expires_in_seconds'])}),"
+                f" renewed {sub['renewed_at'] or '-'}"
+            )
+        else:
+            lines.append("    subscription  none")
+        if notification["last_at"]:
+            lines.append(
+                f"    notification  last {notification['last_at']} ({_age(notification['seconds_since'])} ago)"
+            )
+        else:
+            lines.append("    notification  none recorded")
+        if ingest["last_at"]:
+            lag = ingest["lag_seconds"]
+            lines.append(
+                f"    ingest        last {ingest['last_at']}: message {ingest['last_message_key']},"
+                f" {ingest['last_files']} file(s), lag {_lag(lag)}"
+                f" (received {ingest['last_received_at']})"
+            )
+        else:
+            lines.append("    ingest        none recorded")
+        link = "delta link saved" if resync["delta_link"] else "no delta link"
+        lines.append(f"    resync        last {resync['last_at'] or '-'}, {link}")
+        if sub["last_lifecycle_event"]:
+            lines.append(f"    lifecycle     {sub['last_lifecycle_event']} at {sub['last_lifecycle_at']}")
+        auth = f["auth"]
+        if auth is not None:
+            lines.append(
+                f"    sign-in       {auth.get('status')}"
+                + (f": {auth.get('reason')}" if auth.get("reason") else "")
+                + (f", refreshed {auth.get('refreshed_at')}" if auth.get("refreshed_at") else "")
+            )
+            if auth.get("status") != "ok" and auth.get("consent_url"):
+                lines.append(f"    consent at    {auth['consent_url']}")
+        for problem in f["problems"]:
+            lines.append(f"    problem       {problem}")
+        if f.get("note"):
+            lines.append(f"    note          {f['note']}")
+    queues = ", ".join(f"{name} {count}" for name, count in report["queues"].items())
+    lines.append(f"queues: {queues}")
+    lines.append(f"clientState: {report['client_state']}")
+    lines.append("healthy" if report["healthy"] else f"unhealthy: {', '.join(report['unhealthy'])}")
+    return "\n".join(lines)
+
+
+async def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
+    report = await collect_status(rt)
+    print(to_json(report) if args.json else render_status(report))
+    return EXIT_OK
+
+
+async def cmd_resync(rt: Runtime, args: argparse.Namespace) -> int:
+    since: datetime | None = args.since
+    for folder in configured_folders(rt.settings, args.target):
+        outcome = await resync_folder(rt, folder, "operator resync", since=since)
+        if since is not None:
+            how = f"received since {graph_time(since)}"
+        else:
+            how = "full window (no usable delta link)" if outcome.full else "since the saved delta link"
+        print(f"{folder}: {outcome.enqueued} message(s) enqueued, {how}")
+    return EXIT_OK
+
+
+def describe(settings: Settings, parked: Parked) -> str:
+    """Which folder and mail a parked message is about, and why it was parked."""
+    about = parked.id
+    try:
+        data = json.loads(parked.original)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        folder = settings.folder_by_key(str(data.get("folder_key", "")))
+        where = str(folder) if folder else f"folder {data.get('folder_key')}"
+        if data.get("message_id"):
+            about = f"{where} message {message_key(str(data['message_id']))}"
+        elif data.get("event"):
+            about = f"{where} lifecycle {data['event']}"
+    reason = parked.reason or "no reason recorded (moved by the host)"
+    return f"{about} (parked {parked.failed_at or '-'}): {reason}"
+
+
+async def cmd_replay(rt: Runtime, args: argparse.Namespace) -> int:
+    queue = QUEUES[args.queue]
+    if args.dry_run:
+        parked, count = await peek_parked(rt, queue)
+        for item in parked:
+            print(f"parked: {describe(rt.settings, item)}")
+        more = f" ({count - len(parked)} more not shown)" if count > len(parked) else ""
+        print(f"{count} message(s) in {poison_queue(queue)}{more}; dry run, nothing moved")
+        return EXIT_OK
+    report = await replay_parked(rt, queue)
+    for item in report.replayed:
+        print(f"replayed: {describe(rt.settings, item)}")
+    for item, reason in report.failed:
+        print(f"{_mark(False)} not replayed, still parked: {describe(rt.settings, item)}: {reason}")
+    print(f"{len(report.replayed)} message(s) moved back onto {queue}, {len(report.failed)} failed")
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+async def cmd_unsubscribe(rt: Runtime, args: argparse.Namespace) -> int:
+    records = await _records(rt)
+    if args.all:
+        keys = sorted(records, key=lambda k: (records[k].mailbox, records[k].folder))
+    else:
+        mailbox, folder = args.target
+        keys = [
+            k
+            for k, s in records.items()
+            if s.mailbox.lower() == mailbox and (folder is None or s.folder.lower() == folder.lower())
+        ]
+        if not keys:
+            # Named but without a record: a usage error if it is not configured either.
+            configured_folders(rt.settings, args.target)
+            print(f"{mailbox}{'/' + folder if folder else ''}: no state record, no subscription known")
+            return EXIT_OK
+    store, failed = StateStore(rt.state), 0
+    for key in keys:
+        state, etag = await store.load(key)
+        if state is None:
+            continue  # removed meanwhile (the timer retired it)
+        if state.subscription_id:
+            await delete_subscription(rt, state.subscription_id, state.mailbox)
+        try:
+            await store.remove(key, etag)
+        except StateConflict:
+            failed += 1
+            print(f"{_mark(False)} {state.mailbox}/{state.folder}: its record changed meanwhile; run again")
+            continue
+        print(
+            f"{state.mailbox}/{state.folder}: subscription {state.subscription_id or '(none)'} deleted, record removed"
+        )
+    if not keys:
+        print("no state records")
+    print(TIMER_NOTE)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+Command = Callable[[Runtime, argparse.Namespace], Awaitable[int]]
+COMMANDS: dict[str, Command] = {
+    "check": cmd_check,
+    "status": cmd_status,
+    "resync": cmd_resync,
+    "replay-poison": cmd_replay,
+    "unsubscribe": cmd_unsubscribe,
+}
+
+
+async def run(settings: Settings, args: argparse.Namespace) -> int:
+    rt = build_runtime(settings)
+    try:
+        return await COMMANDS[args.command](rt, args)
+    finally:
+        await rt.aclose()
+
+
+def main(argv: list[str] | None = None, environ: MutableMapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    environ = os.environ if environ is None else environ
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        path = args.settings or (Path(LOCAL_SETTINGS) if Path(LOCAL_SETTINGS).is_file() else None)
+        if path is not None:
+            load_local_settings(path, environ)
+        try:
+            settings = parse_settings(environ)
+        except SettingsError as exc:
+            if args.command != "check":
+                raise
+            print_checks(
+                [CheckResult("settings", False, str(exc), "set it in the environment or in local.settings.json")]
+            )
+            return EXIT_FAILED
+        return asyncio.run(run(settings, args))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except IngestError as exc:  # the app's own errors name what failed
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except (httpx.HTTPError, OSError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        from azure.core.exceptions import AzureError
+
+        if not isinstance(exc, AzureError):
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

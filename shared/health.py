@@ -1,0 +1,197 @@
+"""The status of every mailbox folder, for `python -m shared.cli status` and `GET /api/health`.
+
+Per folder it joins the timer's state record (subscription, expiry, renewal, resync, the timer's
+last error), the ingest worker's activity record (last notification, last ingest, lag, last ingest
+error) and the mailbox's sign-in record (`auth/{mailbox}.json`, written in delegated mode), and
+says why the folder is unhealthy, if it is. A folder is healthy when its subscription exists and has
+not expired, no error is current, and its mailbox's sign-in is not waiting for consent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .activity import Activity, ActivityStore
+from .layout import graph_time, parse_graph_time
+from .poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, poison_queue
+from .settings import MailboxFolder
+from .state import FolderState, StateStore
+from .vault import CLIENT_STATE_SECRET
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+    from .storage import BlobStore
+
+# How a notification's clientState is verified; a fact of the code, shown rather than stored.
+CLIENT_STATE = (
+    "hmac-sha256 over the folder key and a per-subscription nonce "
+    f"(key in Key Vault secret {CLIENT_STATE_SECRET}), compared in constant time"
+)
+QUEUES = (CHANGES_QUEUE, poison_queue(CHANGES_QUEUE), LIFECYCLE_QUEUE, poison_queue(LIFECYCLE_QUEUE))
+
+
+def auth_path(mailbox: str) -> str:
+    return f"auth/{mailbox.lower()}.json"
+
+
+def _seconds(later: datetime, earlier: datetime) -> int:
+    return round((later - earlier).total_seconds())
+
+
+@dataclass(frozen=True)
+class FolderRecords:
+    """What storage holds about one mailbox folder."""
+
+    folder_key: str
+    mailbox: str
+    folder: str
+    configured: bool
+    state: FolderState | None
+    activity: Activity | None
+    auth: dict[str, Any] | None
+
+
+def problems(records: FolderRecords, now: datetime) -> list[str]:
+    """Why the folder is not healthy; empty when it is."""
+    if not records.configured:
+        return []  # not in MAILBOXES: the timer unsubscribes it, nothing is expected of it
+    found: list[str] = []
+    state = records.state
+    if state is None or not state.subscription_id:
+        found.append("no subscription (the maintain timer creates it)")
+    elif not state.expiration:
+        found.append("subscription has no known expiry")
+    elif parse_graph_time(state.expiration) <= now:
+        found.append(f"subscription expired at {state.expiration}")
+    if state is not None and state.last_error:
+        found.append(f"maintain failed at {state.last_error_at}: {state.last_error}")
+    activity = records.activity
+    if activity is not None and activity.error_is_current:
+        found.append(f"ingest failed at {activity.last_error_at}: {activity.last_error}")
+    auth = records.auth
+    if auth is not None and auth.get("status", "ok") != "ok":
+        found.append(f"sign-in {auth.get('status')}: {auth.get('reason') or 'no reason given'}")
+    return found
+
+
+def folder_status(records: FolderRecords, now: datetime) -> dict[str, Any]:
+    """One folder's status as JSON: what is known, the derived ages, and its problems."""
+    state, activity = records.state, records.activity
+    found = problems(records, now)
+    report: dict[str, Any] = {
+        "mailbox": records.mailbox,
+        "folder": records.folder,
+        "folder_key": records.folder_key,
+        "configured": records.configured,
+        "healthy": not found,
+        "problems": found,
+    }
+    if not records.configured:
+        report["note"] = "not in MAILBOXES: the next maintain run deletes its subscription and record"
+    expires_in = None
+    if state is not None and state.expiration:
+        expires_in = _seconds(parse_graph_time(state.expiration), now)
+    report["subscription"] = {
+        "id": state.subscription_id if state else None,
+        "expiration": state.expiration if state else None,
+        "expires_in_seconds": expires_in,
+        "renewed_at": state.renewed_at if state else None,
+        "folder_id": state.folder_id if state else None,
+        "last_lifecycle_event": state.last_lifecycle_event if state else None,
+        "last_lifecycle_at": state.last_lifecycle_at if state else None,
+        "last_error": state.last_error if state else None,
+        "last_error_at": state.last_error_at if state else None,
+    }
+    report["resync"] = {
+        "last_at": state.last_resync_at if state else None,
+        "delta_link": bool(state and state.delta_link),  # present or not; the link itself is a token
+    }
+    last_notification = activity.last_notification_at if activity else None
+    report["notification"] = {
+        "last_at": last_notification,
+        "seconds_since": _seconds(now, parse_graph_time(last_notification)) if last_notification else None,
+    }
+    report["ingest"] = {
+        "last_at": activity.last_ingest_at if activity else None,
+        "last_message_key": activity.last_message_key if activity else None,
+        "last_received_at": activity.last_received_at if activity else None,
+        "last_files": activity.last_files if activity else None,
+        "last_bytes": activity.last_bytes if activity else None,
+        "lag_seconds": activity.last_lag_seconds if activity else None,
+        "last_error": activity.last_error if activity else None,
+        "last_error_at": activity.last_error_at if activity else None,
+    }
+    report["auth"] = records.auth
+    return report
+
+
+def summary(folders: list[dict[str, Any]], queues: dict[str, int], now: datetime) -> dict[str, Any]:
+    unhealthy = [f"{f['mailbox']}/{f['folder']}" for f in folders if not f["healthy"]]
+    return {
+        "healthy": not unhealthy,
+        "unhealthy": unhealthy,
+        "checked_at": graph_time(now),
+        "client_state": CLIENT_STATE,
+        "queues": queues,
+        "folders": folders,
+    }
+
+
+async def _json(blobs: BlobStore, path: str) -> dict[str, Any] | None:
+    found = await blobs.read_json(path)
+    return found[0] if found else None
+
+
+async def _configured(rt: Runtime, folder: MailboxFolder) -> FolderRecords:
+    (state, _), (activity, auth) = await asyncio.gather(StateStore(rt.state).load(folder.key), _beside(rt, folder))
+    return FolderRecords(folder.key, folder.mailbox, folder.folder, True, state, activity, auth)
+
+
+async def _unconfigured(rt: Runtime, state: FolderState) -> FolderRecords:
+    folder = MailboxFolder(state.mailbox, state.folder)
+    activity, auth = await _beside(rt, folder)
+    return FolderRecords(state.folder_key, state.mailbox, state.folder, False, state, activity, auth)
+
+
+async def _beside(rt: Runtime, folder: MailboxFolder) -> tuple[Activity | None, dict[str, Any] | None]:
+    """The records next to the timer's: the worker's activity and the mailbox's sign-in."""
+    activity, auth = await asyncio.gather(
+        ActivityStore(rt.state).load(folder.key), _json(rt.state, auth_path(folder.mailbox))
+    )
+    return activity, auth
+
+
+async def queue_counts(rt: Runtime) -> dict[str, int]:
+    """Approximate message counts; 0 for a queue not created yet."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    async def count(name: str) -> int:
+        try:
+            props = await rt.queues.get_queue_client(name).get_queue_properties()
+        except ResourceNotFoundError:
+            return 0
+        return int(props.approximate_message_count or 0)
+
+    counts = await asyncio.gather(*(count(name) for name in QUEUES))
+    return dict(zip(QUEUES, counts, strict=True))
+
+
+async def collect_status(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
+    """Every configured folder, then every folder that has a state record but is no longer configured."""
+    now = now or datetime.now(UTC)
+    store = StateStore(rt.state)
+    configured = {f.key for f in rt.settings.mailboxes}
+    leftover = [key for key in await store.folder_keys() if key not in configured]
+    states = [state for state, _ in await asyncio.gather(*(store.load(key) for key in leftover))]
+    jobs = [_configured(rt, f) for f in rt.settings.mailboxes]
+    jobs += [_unconfigured(rt, state) for state in states if state is not None]
+    records, queues = await asyncio.gather(asyncio.gather(*jobs), queue_counts(rt))
+    return summary([folder_status(r, now) for r in records], queues, now)
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=1)

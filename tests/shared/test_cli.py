@@ -1,0 +1,99 @@
+"""The operator CLI's arguments, dates, targets and settings file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from shared.cli import UsageError, build_parser, configured_folders, load_local_settings, main, parse_since
+from shared.settings import MailboxFolder, Settings
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-20", datetime(2026, 11, 20, tzinfo=UTC)),
+        ("2026-11-20T08:30", datetime(2026, 11, 20, 8, 30, tzinfo=UTC)),
+        ("2026-11-20T08:30:15Z", datetime(2026, 11, 20, 8, 30, 15, tzinfo=UTC)),
+        ("2026-11-20T09:30:00+01:00", datetime(2026, 11, 20, 8, 30, tzinfo=UTC)),
+    ],
+)
+def test_since_dates(text: str, expected: datetime):
+    assert parse_since(text) == expected
+    assert parse_since(text).tzinfo == UTC
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2026-13-01", "20/11/2026", ""])
+def test_bad_since_dates(text: str):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_since(text)
+
+
+def test_arguments():
+    parser = build_parser()
+    args = parser.parse_args(["resync", "Scans@Contoso.com/Inbox/ Delivery notes", "--since", "2026-11-20"])
+    assert args.target == ("scans@contoso.com", "Inbox/Delivery notes")
+    assert args.since == datetime(2026, 11, 20, tzinfo=UTC)
+    assert parser.parse_args(["resync", "a@x.com"]).target == ("a@x.com", None)
+    assert parser.parse_args(["resync", "a@x.com"]).since is None
+    replay = parser.parse_args(["replay-poison", "--queue", "lifecycle", "--dry-run"])
+    assert (replay.queue, replay.dry_run) == ("lifecycle", True)
+    assert parser.parse_args(["replay-poison"]).queue == "changes"
+    assert parser.parse_args(["unsubscribe", "--all"]).all is True
+    assert parser.parse_args(["status", "--json"]).json is True
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["resync"],
+        ["resync", "a@x.com", "--since", "soon"],
+        ["replay-poison", "--queue", "other"],
+        ["unsubscribe"],
+        ["unsubscribe", "a@x.com", "--all"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(argv)
+    assert exited.value.code == 2
+
+
+def test_targets_pick_configured_folders(settings: Settings):
+    scans = MailboxFolder("scans@contoso.com", "Inbox/Delivery notes")
+    assert configured_folders(settings, ("scans@contoso.com", None)) == [scans]
+    assert configured_folders(settings, ("scans@contoso.com", "inbox/delivery NOTES")) == [scans]
+    with pytest.raises(UsageError, match=r"mailbox nobody@contoso\.com is not in MAILBOXES"):
+        configured_folders(settings, ("nobody@contoso.com", None))
+    with pytest.raises(UsageError, match=r"folder 'Archive' of scans@contoso\.com"):
+        configured_folders(settings, ("scans@contoso.com", "Archive"))
+
+
+def test_local_settings_fill_in_without_overriding(tmp_path: Path):
+    path = tmp_path / "local.settings.json"
+    path.write_text(
+        json.dumps({"IsEncrypted": False, "Values": {"MAILBOXES": "a@x.com", "KEY_VAULT_URL": "https://v"}})
+    )
+    environ = {"MAILBOXES": "b@x.com"}
+    assert load_local_settings(path, environ) == 1
+    assert environ == {"MAILBOXES": "b@x.com", "KEY_VAULT_URL": "https://v"}
+    path.write_text("[]")
+    with pytest.raises(UsageError, match="no Values"):
+        load_local_settings(path, environ)
+
+
+def test_broken_settings_are_one_line(env: dict[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    del env["MAILBOXES"]
+    missing = tmp_path / "absent.json"
+    assert main(["--settings", str(missing), "status"], env) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert main(["status"], dict(env)) == 1
+    assert capsys.readouterr().err == "error: setting MAILBOXES: required but not set\n"
+    assert main(["check"], dict(env)) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert "settings: setting MAILBOXES: required but not set" in out[0] and out[1].startswith("    fix: ")
