@@ -17,8 +17,8 @@ import azure.functions as func
 
 from .clientstate import verify_client_state
 from .errors import InvalidNotification
-from .logs import log_event
 from .layout import message_key
+from .logs import log_event
 from .messages import LIFECYCLE_EVENTS, ChangeMessage, LifecycleMessage
 from .settings import MailboxFolder, Settings
 
@@ -115,7 +115,12 @@ def verify_changes(items: list[dict[str, Any]], secret: bytes, settings: Setting
         if folder is None:
             verdict.refused += 1
             log_event(
-                logger, "notification.refused", logging.WARNING, kind="notifications", subscription=subscription_id, reason=why
+                logger,
+                "notification.refused",
+                logging.WARNING,
+                kind="notifications",
+                subscription=subscription_id,
+                reason=why,
             )
             continue
         verdict.messages.append(

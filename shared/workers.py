@@ -69,7 +69,9 @@ async def _queued(msg: func.QueueMessage, queue: str, event: str, work: Awaitabl
         # The last delivery: park it with its reason and let the host delete the original. Should
         # parking fail, the error propagates and the host moves the bare message to poison itself.
         await park(get_runtime(), queue, msg.get_body(), reason, count)
-        log_event(logger, f"{event.split('.')[0]}.poisoned", logging.ERROR, queue_message=msg.id, reason=reason, **about)
+        log_event(
+            logger, f"{event.split('.')[0]}.poisoned", logging.ERROR, queue_message=msg.id, reason=reason, **about
+        )
 
 
 async def ingest(msg: func.QueueMessage) -> None:

@@ -20,7 +20,7 @@ KEY = "Zm9vYmFyK2tleS9zZWNyZXQ9PQ=="  # a function key: base64, with characters 
 @pytest.fixture
 def exported() -> Iterator[tuple[logging.Logger, InMemoryLogRecordExporter]]:
     """A logger wired to the OpenTelemetry logging handler azure-monitor-opentelemetry puts on the root."""
-    exporter = InMemoryLogRecordExporter()
+    exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
     provider = LoggerProvider()
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     handler = LoggingHandler(logger_provider=provider)
@@ -35,8 +35,7 @@ def exported() -> Iterator[tuple[logging.Logger, InMemoryLogRecordExporter]]:
 
 
 def attributes(exporter: InMemoryLogRecordExporter) -> list[dict[str, Any]]:
-    records = [getattr(item, "log_record", item) for item in exporter.get_finished_logs()]
-    return [dict(record.attributes or {}) for record in records]
+    return [dict(item.log_record.attributes or {}) for item in exporter.get_finished_logs()]
 
 
 def test_fields_arrive_as_flat_attributes(exported):
