@@ -226,3 +226,17 @@ def test_sha256_of_large_generated_attachment_is_checked(stack: Stack, reader: B
     entry = manifest["attachments"][0]
     assert entry["sha256"] == check.expected_sha256
     assert entry["size"] == 21 * 1024 * 1024
+
+
+def test_the_function_key_stays_out_of_every_log(stack: Stack, reader: BlobReader):
+    # A full round first: subscriptions validated through keyed URLs, a mail notified and ingested.
+    mail = deliver(stack, "invoices@contoso.com", "Inbox", "keyed", [
+        file_attachment("keyed.pdf", b"%PDF keyed", "application/pdf"),
+    ])  # fmt: skip
+    assert mail.message_id in wait_for_manifests(reader, [mail], timeout=60)
+    key = stack.env["WEBHOOK_FUNCTION_KEY"]
+    assert stack.devhost is not None
+    app_log = stack.devhost.log_file.read_text()
+    assert "notification.accepted" in app_log and "ingest.done" in app_log
+    assert key not in app_log
+    assert key not in (stack.data_dir / "azuresim" / "azuresim.log").read_text()
