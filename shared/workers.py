@@ -53,7 +53,8 @@ def _about(body: bytes) -> dict[str, str]:
     return fields
 
 
-async def _queued(msg: func.QueueMessage, queue: str, event: str, work: Awaitable[object]) -> None:
+async def _queued(msg: func.QueueMessage, queue: str, events: tuple[str, str], work: Awaitable[object]) -> None:
+    """Run the work; on failure log `events[0]`, and on the last delivery park the message and log `events[1]`."""
     from .poison import max_dequeue_count, park
     from .runtime import get_runtime
 
@@ -63,15 +64,14 @@ async def _queued(msg: func.QueueMessage, queue: str, event: str, work: Awaitabl
         reason = one_line(exc)
         count = msg.dequeue_count or 0
         about = _about(msg.get_body())
-        log_event(logger, event, logging.ERROR, queue_message=msg.id, dequeue_count=count, reason=reason, **about)
+        failed, poisoned = events
+        log_event(logger, failed, logging.ERROR, queue_message=msg.id, dequeue_count=count, reason=reason, **about)
         if count < max_dequeue_count():
             raise  # the queue delivers it again after the visibility timeout
         # The last delivery: park it with its reason and let the host delete the original. Should
         # parking fail, the error propagates and the host moves the bare message to poison itself.
         await park(get_runtime(), queue, msg.get_body(), reason, count)
-        log_event(
-            logger, f"{event.split('.')[0]}.poisoned", logging.ERROR, queue_message=msg.id, reason=reason, **about
-        )
+        log_event(logger, poisoned, logging.ERROR, queue_message=msg.id, reason=reason, **about)
 
 
 async def ingest(msg: func.QueueMessage) -> None:
@@ -82,7 +82,7 @@ async def ingest(msg: func.QueueMessage) -> None:
     async def work() -> None:
         await ingest_change(parse_change(msg.get_body()), get_runtime())
 
-    await _queued(msg, CHANGES_QUEUE, "ingest.failed", work())
+    await _queued(msg, CHANGES_QUEUE, ("ingest.failed", "ingest.poisoned"), work())
 
 
 async def lifecycle_event(msg: func.QueueMessage) -> None:
@@ -93,7 +93,7 @@ async def lifecycle_event(msg: func.QueueMessage) -> None:
     async def work() -> None:
         await handle_lifecycle(parse_lifecycle(msg.get_body()), get_runtime())
 
-    await _queued(msg, LIFECYCLE_QUEUE, "lifecycle.failed", work())
+    await _queued(msg, LIFECYCLE_QUEUE, ("lifecycle.failed", "lifecycle.poisoned"), work())
 
 
 async def maintain() -> dict[str, str]:
