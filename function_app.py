@@ -18,16 +18,18 @@ STORAGE = "AzureWebJobsStorage"
 # Read from the environment (no I/O) so the schedule has a default when the setting is absent.
 MAINTAIN_SCHEDULE = os.environ.get("MAINTAIN_SCHEDULE", "0 */15 * * * *")
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+# Every HTTP route needs a function key unless it says otherwise; Graph calls the webhooks with the
+# host key `graphwebhook` in their URL (`?code=`), which the app reads as WEBHOOK_FUNCTION_KEY.
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
-@app.route(route="notifications", methods=["POST"])
+@app.route(route="notifications", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @app.queue_output(arg_name="changes", queue_name=CHANGES_QUEUE, connection=STORAGE)
 async def graph_notifications(req: func.HttpRequest, changes: func.Out[list[str]]) -> func.HttpResponse:
     return await workers.notifications(req, changes)
 
 
-@app.route(route="lifecycle", methods=["POST"])
+@app.route(route="lifecycle", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @app.queue_output(arg_name="events", queue_name=LIFECYCLE_QUEUE, connection=STORAGE)
 async def graph_lifecycle(req: func.HttpRequest, events: func.Out[list[str]]) -> func.HttpResponse:
     return await workers.lifecycle(req, events)

@@ -127,7 +127,7 @@ def bench_webhook(total: int, concurrency: int, with_ingest: bool) -> list[dict[
         if stack.run_function("maintain").status_code != 200:
             raise SystemExit("maintain failed; see .stack/devhost.log")
         sub = subscriptions(stack)[0]
-        url = f"{stack.app_url}/api/notifications"
+        url = stack.webhook_url("notifications")
         tenant = stack.env["GRAPH_TENANT_ID"]
 
         def bodies(count: int) -> list[dict[str, Any]]:

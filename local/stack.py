@@ -25,9 +25,12 @@ import httpx
 
 from local.azuresim.runner import SimulatorProcess, start_simulator
 from local.azurite import Azurite
+from local.devhost.keys import HostKeys, new_key, write_keys
 from local.processes import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
+# The host key Graph calls the webhooks with, named as infra names it (infra/modules/functionapp.bicep).
+WEBHOOK_KEY_NAME = "graphwebhook"
 
 
 def free_port() -> int:
@@ -63,10 +66,11 @@ class StackConfig:
 class DevHost:
     """The dev host as a subprocess with the app's settings in its environment."""
 
-    def __init__(self, env: dict[str, str], port: int, data_dir: Path, quiet: bool) -> None:
+    def __init__(self, env: dict[str, str], port: int, data_dir: Path, quiet: bool, keys_file: Path) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_file = data_dir / "devhost.log"
+        self.keys_file = keys_file
         self._env = env
         self._quiet = quiet
         self._ready = data_dir / "devhost.ready.json"
@@ -77,7 +81,7 @@ class DevHost:
         log = open(self.log_file, "ab")  # noqa: SIM115 (kept open for the child's life)
         args = [sys.executable, "-m", "local.devhost", "--app-dir", str(ROOT), "--port", str(self.port)]
         self._process = subprocess.Popen(
-            [*args, "--ready-file", str(self._ready)],
+            [*args, "--ready-file", str(self._ready), "--keys-file", str(self.keys_file)],
             cwd=ROOT,
             env=self._env,
             stdout=log if self._quiet else None,
@@ -120,6 +124,9 @@ class Stack:
         self.sim: SimulatorProcess | None = None
         self.devhost: DevHost | None = None
         self.env: dict[str, str] = {}
+        # The dev host's keys, as the Functions host has them: the master key (admin API) and the host key
+        # Graph's URLs carry, which the app reads as WEBHOOK_FUNCTION_KEY, as in Azure.
+        self.keys = HostKeys(master=new_key(), function_keys={WEBHOOK_KEY_NAME: new_key()})
         self._control: httpx.Client | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -134,7 +141,9 @@ class Stack:
             self.env = self._app_env(storage)
             self._create_mailboxes()
             port = self.config.devhost_port or free_port()
-            self.devhost = DevHost(self.env, port, self.data_dir, self.config.quiet)
+            keys_file = self.data_dir / "devhost-keys.json"
+            write_keys(keys_file, self.keys)
+            self.devhost = DevHost(self.env, port, self.data_dir, self.config.quiet, keys_file)
             self.env["WEBHOOK_BASE_URL"] = self.devhost.url
             self.devhost.start()
         except BaseException:
@@ -181,6 +190,7 @@ class Stack:
                 "AZURE_CLIENT_SECRET": info["client_secret"],
                 "AZURE_AUTHORITY_HOST": info["authority_host"],
                 "MAILBOXES": ",".join(self.config.mailboxes),
+                "WEBHOOK_FUNCTION_KEY": self.keys.function_keys[WEBHOOK_KEY_NAME],
                 "SSL_CERT_FILE": str(bundle),
                 "REQUESTS_CA_BUNDLE": str(bundle),
                 # The timer is fired on demand through the admin API; once a day otherwise.
@@ -211,6 +221,10 @@ class Stack:
         """The dev host's base URL (the app's public URL in this stack)."""
         assert self.devhost is not None, "the stack is not running"
         return self.devhost.url
+
+    def webhook_url(self, route: str) -> str:
+        """`/api/{route}` with the webhook's function key, as the app gives it to Graph."""
+        return f"{self.app_url}/api/{route}?code={self.keys.function_keys[WEBHOOK_KEY_NAME]}"
 
     @property
     def ca_bundle(self) -> str:
@@ -256,6 +270,7 @@ class Stack:
             f"{self.app_url}/admin/functions/{name}",
             params={"wait": "true"},
             json={"input": body},
+            headers={"x-functions-key": self.keys.master},
             timeout=timeout,
         )
 

@@ -147,7 +147,20 @@ class GraphClient:
                         )
                         await self._sleep(delay)
                         continue
-                raise _error(response, label)
+                error = _error(response, label)
+                if isinstance(error, GraphAuthError):
+                    # The app may not read this mailbox: consent missing or revoked, or the Exchange
+                    # role assignment does not cover it. A person has to act (alert: needs-consent).
+                    log_event(
+                        logger,
+                        "auth.needs_consent",
+                        logging.ERROR,
+                        mailbox=mailbox,
+                        request=label,
+                        status=error.status,
+                        reason=f"{error.code}: {error.graph_message}",
+                    )
+                raise error
 
     async def request(
         self,

@@ -397,11 +397,12 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
         logger,
         "ingest.done" if written else "ingest.duplicate",
         mailbox=folder.mailbox,
+        folder=folder.folder,
         message_key=key,
         files=outcome.files,
         bytes=outcome.bytes,
         skipped=sum(1 for top in entries for e in top.flat() if e.skipped),
-        ms=round((time.monotonic() - started) * 1000),
+        duration_ms=round((time.monotonic() - started) * 1000),
         subscription=change.subscription_id,
     )
     return outcome

@@ -74,8 +74,12 @@ _QUIET_LOGGERS = ("httpx", "httpcore", "azure.core.pipeline.policies.http_loggin
 def build_runtime(settings: Settings) -> Runtime:
     from azure.identity.aio import DefaultAzureCredential
 
+    from .telemetry import configure_telemetry
+
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # The first work that needs the clients is the first that needs telemetry: never the handshake.
+    configure_telemetry()
 
     credential = DefaultAzureCredential()
     tokens = TokenProvider(settings)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .errors import SettingsError
 from .rules import MAX_ATTACHMENT_BYTES, AfterIngest, AttachmentRules, parse_after_ingest
@@ -92,6 +92,8 @@ class Settings:
     rules: AttachmentRules = field(default_factory=AttachmentRules)
     after_ingest: AfterIngest = field(default_factory=AfterIngest)
     after_ingest_by_folder: Mapping[str, AfterIngest] = field(default_factory=dict)  # by MailboxFolder.key
+    # The Functions host key the webhook routes require; Graph calls the URLs with it. Kept out of repr.
+    webhook_function_key: str | None = field(default=None, repr=False)
 
     def after_ingest_for(self, folder: MailboxFolder) -> AfterIngest:
         return self.after_ingest_by_folder.get(folder.key, self.after_ingest)
@@ -116,11 +118,17 @@ class Settings:
 
     @property
     def notification_url(self) -> str:
-        return f"{self._require_webhook_base()}/api/notifications"
+        return self._webhook_url("notifications")
 
     @property
     def lifecycle_url(self) -> str:
-        return f"{self._require_webhook_base()}/api/lifecycle"
+        return self._webhook_url("lifecycle")
+
+    def _webhook_url(self, route: str) -> str:
+        # Graph posts to the URL as given, query included, and appends `&validationToken=` to a URL that
+        # has a query (graph_facts §2), so the function key travels as the host's `code` parameter.
+        url = f"{self._require_webhook_base()}/api/{route}"
+        return f"{url}?code={quote(self.webhook_function_key, safe='')}" if self.webhook_function_key else url
 
     def folder_by_key(self, key: str) -> MailboxFolder | None:
         return self._by_key.get(key)
@@ -321,6 +329,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         graph_api_url=_url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0"),
         mailboxes=mailboxes,
         webhook_base_url=webhook_base,
+        webhook_function_key=env.get("WEBHOOK_FUNCTION_KEY", "").strip() or None,
         storage=_storage(env),
         attachments_container=_container(env, "ATTACHMENTS_CONTAINER", "mail-attachments"),
         state_container=_container(env, "STATE_CONTAINER", "mail-ingest-state"),

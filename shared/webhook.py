@@ -17,9 +17,10 @@ import azure.functions as func
 
 from .clientstate import verify_client_state
 from .errors import InvalidNotification
+from .layout import message_key
 from .logs import log_event
 from .messages import LIFECYCLE_EVENTS, ChangeMessage, LifecycleMessage
-from .settings import Settings
+from .settings import MailboxFolder, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -75,23 +76,24 @@ def _text_field(item: Mapping[str, Any], name: str, index: int) -> str:
 
 @dataclass
 class Verdict:
-    """What a webhook call accepted (queue message bodies) and refused (reasons, for the log)."""
+    """What a webhook call accepted (queue message bodies) and how many items it refused."""
 
     messages: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
+    refused: int = 0
 
 
-def _authentic(item: Mapping[str, Any], secret: bytes, settings: Settings) -> tuple[str | None, str]:
-    """The item's folder key if it is ours, else None and why not."""
+def _authentic(item: Mapping[str, Any], secret: bytes, settings: Settings) -> tuple[MailboxFolder | None, str]:
+    """The item's mailbox folder if it is ours, else None and why not."""
     tenant = item.get("tenantId")
     if isinstance(tenant, str) and tenant.lower() != settings.tenant_id.lower():
         return None, "other tenant"
     folder_key = verify_client_state(secret, item.get("clientState"))
     if folder_key is None:
         return None, "clientState mismatch"
-    if settings.folder_by_key(folder_key) is None:
+    folder = settings.folder_by_key(folder_key)
+    if folder is None:
         return None, "mailbox folder no longer configured"
-    return folder_key, ""
+    return folder, ""
 
 
 def verify_changes(items: list[dict[str, Any]], secret: bytes, settings: Settings) -> Verdict:
@@ -109,12 +111,30 @@ def verify_changes(items: list[dict[str, Any]], secret: bytes, settings: Setting
     now = _now()
     verdict = Verdict()
     for item, subscription_id, change_type, resource, message_id in parsed:
-        folder_key, why = _authentic(item, secret, settings)
-        if folder_key is None:
-            verdict.refused.append(why)
+        folder, why = _authentic(item, secret, settings)
+        if folder is None:
+            verdict.refused += 1
+            log_event(
+                logger,
+                "notification.refused",
+                logging.WARNING,
+                kind="notifications",
+                subscription=subscription_id,
+                reason=why,
+            )
             continue
         verdict.messages.append(
-            ChangeMessage(folder_key, subscription_id, change_type, message_id, resource, now).to_json()
+            ChangeMessage(folder.key, subscription_id, change_type, message_id, resource, now).to_json()
+        )
+        log_event(
+            logger,
+            "notification.accepted",
+            kind="notifications",
+            mailbox=folder.mailbox,
+            folder=folder.folder,
+            subscription=subscription_id,
+            message_key=message_key(message_id),
+            change_type=change_type,
         )
     return verdict
 
@@ -130,11 +150,28 @@ def verify_lifecycle(items: list[dict[str, Any]], secret: bytes, settings: Setti
     now = _now()
     verdict = Verdict()
     for item, subscription_id, event in parsed:
-        folder_key, why = _authentic(item, secret, settings)
-        if folder_key is None:
-            verdict.refused.append(why)
+        folder, why = _authentic(item, secret, settings)
+        if folder is None:
+            verdict.refused += 1
+            log_event(
+                logger,
+                "notification.refused",
+                logging.WARNING,
+                kind="lifecycle",
+                lifecycle=event,
+                subscription=subscription_id,
+                reason=why,
+            )
             continue
-        verdict.messages.append(LifecycleMessage(folder_key, subscription_id, event, now).to_json())
+        verdict.messages.append(LifecycleMessage(folder.key, subscription_id, event, now).to_json())
+        log_event(
+            logger,
+            "lifecycle.accepted",
+            mailbox=folder.mailbox,
+            folder=folder.folder,
+            subscription=subscription_id,
+            lifecycle=event,
+        )
     return verdict
 
 
@@ -161,16 +198,8 @@ async def receive(
     try:
         verdict = verifier(parse_collection(req.get_body()), await secret(), settings)
     except InvalidNotification as exc:
-        log_event(logger, "webhook.refused", logging.WARNING, kind=kind, reason=str(exc))
+        log_event(logger, "notification.refused", logging.WARNING, kind=kind, reason=str(exc))
         return _refuse(str(exc))
     if verdict.messages:
         out.set(verdict.messages)
-    log_event(
-        logger,
-        "webhook.accepted",
-        kind=kind,
-        accepted=len(verdict.messages),
-        dropped=len(verdict.refused),
-        reasons=",".join(sorted(set(verdict.refused))) or None,
-    )
     return func.HttpResponse(status_code=202)

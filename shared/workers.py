@@ -31,7 +31,31 @@ async def lifecycle(req: func.HttpRequest, out: func.Out[list[str]]) -> func.Htt
     return await receive(req, out, verify_lifecycle, get_settings(), _secret, "lifecycle")
 
 
-async def _queued(msg: func.QueueMessage, queue: str, event: str, work: Awaitable[object]) -> None:
+def _about(body: bytes) -> dict[str, str]:
+    """Mailbox, folder, subscription and message key of a queue message, as far as it can be read."""
+    import json
+
+    from .layout import message_key
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    fields: dict[str, str] = {}
+    folder = get_settings().folder_by_key(str(data.get("folder_key")))
+    if folder is not None:
+        fields.update(mailbox=folder.mailbox, folder=folder.folder)
+    if isinstance(data.get("subscription_id"), str):
+        fields["subscription"] = data["subscription_id"]
+    if isinstance(data.get("message_id"), str):
+        fields["message_key"] = message_key(data["message_id"])
+    return fields
+
+
+async def _queued(msg: func.QueueMessage, queue: str, events: tuple[str, str], work: Awaitable[object]) -> None:
+    """Run the work; on failure log `events[0]`, and on the last delivery park the message and log `events[1]`."""
     from .poison import max_dequeue_count, park
     from .runtime import get_runtime
 
@@ -40,13 +64,15 @@ async def _queued(msg: func.QueueMessage, queue: str, event: str, work: Awaitabl
     except Exception as exc:
         reason = one_line(exc)
         count = msg.dequeue_count or 0
-        log_event(logger, event, logging.ERROR, message=msg.id, dequeue_count=count, reason=reason)
+        about = _about(msg.get_body())
+        failed, poisoned = events
+        log_event(logger, failed, logging.ERROR, queue_message=msg.id, dequeue_count=count, reason=reason, **about)
         if count < max_dequeue_count():
             raise  # the queue delivers it again after the visibility timeout
         # The last delivery: park it with its reason and let the host delete the original. Should
         # parking fail, the error propagates and the host moves the bare message to poison itself.
         await park(get_runtime(), queue, msg.get_body(), reason, count)
-        log_event(logger, f"{event.split('.')[0]}.poisoned", logging.ERROR, message=msg.id, reason=reason)
+        log_event(logger, poisoned, logging.ERROR, queue_message=msg.id, reason=reason, **about)
 
 
 async def ingest(msg: func.QueueMessage) -> None:
@@ -72,7 +98,7 @@ async def ingest(msg: func.QueueMessage) -> None:
         if folder is not None:
             await activity.record(rt.state, activity.ingested(folder, change, outcome, datetime.now(UTC)))
 
-    await _queued(msg, CHANGES_QUEUE, "ingest.failed", work())
+    await _queued(msg, CHANGES_QUEUE, ("ingest.failed", "ingest.poisoned"), work())
 
 
 async def lifecycle_event(msg: func.QueueMessage) -> None:
@@ -83,7 +109,7 @@ async def lifecycle_event(msg: func.QueueMessage) -> None:
     async def work() -> None:
         await handle_lifecycle(parse_lifecycle(msg.get_body()), get_runtime())
 
-    await _queued(msg, LIFECYCLE_QUEUE, "lifecycle.failed", work())
+    await _queued(msg, LIFECYCLE_QUEUE, ("lifecycle.failed", "lifecycle.poisoned"), work())
 
 
 async def maintain(past_due: bool = False) -> dict[str, str]:

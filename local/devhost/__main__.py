@@ -1,4 +1,4 @@
-"""``python -m local.devhost [--app-dir .] [--host 127.0.0.1] [--port 7071] [--ready-file F]``."""
+"""``python -m local.devhost [--app-dir .] [--host 127.0.0.1] [--port 7071] [--ready-file F] [--keys-file F]``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=30.0,
         help="seconds in-flight invocations get on shutdown (default: 30)",
     )
+    parser.add_argument(
+        "--keys-file",
+        type=Path,
+        help="the host's keys (master and host keys; made with fresh keys if missing; default: .devhost/keys.json)",
+    )
     args = parser.parse_args(argv)
     return Options(
         app_dir=args.app_dir,
@@ -39,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         ready_file=args.ready_file.resolve() if args.ready_file else None,
         script=args.script,
         shutdown_timeout=args.shutdown_timeout,
+        keys_file=args.keys_file.resolve() if args.keys_file else None,
     )
 
 

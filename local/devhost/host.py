@@ -28,6 +28,7 @@ from .config import (
 from .functions import FunctionSpec, describe, find_app, import_app_module
 from .http_server import HttpServer
 from .invoker import InvocationResult, Invoker
+from .keys import load_keys
 from .objects import QueueMessage
 from .queue_trigger import QueueListener, trigger_value
 from .storage import StorageClients
@@ -44,6 +45,7 @@ class Options:
     ready_file: Path | None = None
     script: str = "function_app.py"
     shutdown_timeout: float = 30.0
+    keys_file: Path | None = None  # default: .devhost/keys.json in the app folder
 
 
 def _truthy(value: str | None) -> bool:
@@ -117,7 +119,11 @@ class DevHost:
                         binding.get("connection"), os.environ, where=f"{where}, binding '{binding['name']}'"
                     )
         self.storage.on_enqueued = self._wake_listeners
-        self.server = HttpServer(self.specs, self.invoker, self.route_prefix, self._admin_run)
+        keys_file = self.options.keys_file or self.app_dir / ".devhost" / "keys.json"
+        self.keys_file = keys_file if keys_file.is_absolute() else self.app_dir / keys_file
+        self.server = HttpServer(
+            self.specs, self.invoker, self.route_prefix, self._admin_run, load_keys(self.keys_file)
+        )
 
     def _wake_listeners(self, connection_string: str, queue_name: str) -> None:
         for listener in self.queue_listeners.values():
@@ -150,6 +156,7 @@ class DevHost:
             log.info("Function '%s' is disabled", name)
         for line in self.server.route_urls(self.url):
             log.info("HTTP %s", line)
+        log.info("Function keys in %s", self.keys_file)
         log.info("Dev host listening on %s (pid %d)", self.url, os.getpid())
         if self.options.ready_file:
             self._write_ready_file(self.options.ready_file)

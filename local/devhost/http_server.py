@@ -1,22 +1,21 @@
 """The dev host's HTTP side: HTTP triggers under the route prefix, and the admin API.
 
-Admin API (no key needed locally, as with Core Tools):
+Admin API (the master key in ``x-functions-key`` or ``?code=``, as on the real host):
 - ``POST /admin/functions/{name}`` with ``{"input": "..."}`` runs a non-HTTP function now and answers
   202 at once, like the host. Dev host extension: ``?wait=true`` answers only when the invocation has
   finished, 200 on success, 500 on failure, with ``{"invocationId", "status"}``.
 - ``GET /admin/host/status`` → ``{"state": "Running"}``; ``GET /admin/functions`` lists the functions.
 
-HTTP triggers with authLevel ``function`` or ``admin`` need a key (``?code=`` or ``x-functions-key``)
-only when ``DEVHOST_FUNCTION_KEY`` is set; otherwise, as Core Tools does locally, none is checked.
+HTTP triggers with authLevel ``function`` or ``admin`` need a key (``?code=`` or ``x-functions-key``), as
+in Azure (Core Tools checks none locally; the dev host does, so tests see what Azure does): see keys.py.
+A missing or wrong key is a bare 401 and the function is not invoked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,13 +25,13 @@ from multidict import CIMultiDict
 
 from .functions import FunctionSpec
 from .invoker import InvocationResult, Invoker
+from .keys import HostKeys
 from .routes import RouteTable
 
 log = logging.getLogger("devhost.http")
 
 # The host's default maxRequestBodySize (100 MB); aiohttp's own default is 1 MB.
 MAX_BODY = 100 * 1024 * 1024
-KEY_SETTING = "DEVHOST_FUNCTION_KEY"
 
 AdminRunner = Callable[[FunctionSpec, str], Coroutine[Any, Any, InvocationResult]]
 
@@ -83,7 +82,9 @@ class HttpServer:
         invoker: Invoker,
         route_prefix: str,
         admin_runner: AdminRunner,
+        keys: HostKeys,
     ) -> None:
+        self.keys = keys
         self.specs = {spec.name.lower(): spec for spec in specs}
         self.invoker = invoker
         self.route_prefix = route_prefix
@@ -93,7 +94,7 @@ class HttpServer:
             if spec.trigger_type == "httpTrigger":
                 self.routes.add(str(spec.trigger.get("route") or spec.name), spec)
         self.background: set[asyncio.Task[Any]] = set()
-        self.app = web.Application(client_max_size=MAX_BODY)
+        self.app = web.Application(client_max_size=MAX_BODY, middlewares=[self._admin_auth])
         self.app.router.add_get("/admin/host/status", self.host_status)
         self.app.router.add_get("/admin/functions", self.list_functions)
         self.app.router.add_post("/admin/functions/{name}", self.admin_invoke)
@@ -107,6 +108,17 @@ class HttpServer:
             for spec in self.specs.values()
             if spec.trigger_type == "httpTrigger"
         ]
+
+    @staticmethod
+    def _given_key(request: web.Request) -> str:
+        return request.query.get("code") or request.headers.get("x-functions-key") or ""
+
+    @web.middleware
+    async def _admin_auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.lower().startswith("/admin/") and not self.keys.allows("admin", self._given_key(request)):
+            return web.Response(status=401)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def host_status(self, request: web.Request) -> web.Response:
         return web.json_response({"state": "Running", "processUptime": None, "version": "devhost"})
@@ -142,11 +154,7 @@ class HttpServer:
 
     def _authorised(self, request: web.Request, spec: FunctionSpec) -> bool:
         level = str(spec.trigger.get("authLevel", "function")).lower()
-        expected = os.environ.get(KEY_SETTING)
-        if level == "anonymous" or not expected:
-            return True
-        given = request.query.get("code") or request.headers.get("x-functions-key") or ""
-        return hmac.compare_digest(given.encode(), expected.encode())
+        return self.keys.allows(level, self._given_key(request))
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path

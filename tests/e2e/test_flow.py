@@ -35,8 +35,10 @@ def test_timer_creates_one_subscription_per_folder_and_keeps_them(stack: Stack):
     assert len(subs) == len(MAILBOXES)
     for sub in subs:
         assert sub["changeType"] == "created"
-        assert sub["notificationUrl"] == f"{stack.app_url}/api/notifications"
-        assert sub["lifecycleNotificationUrl"] == f"{stack.app_url}/api/lifecycle"
+        # The webhook's function key is in both URLs (the simulator's view of the subscription).
+        assert sub["notificationUrl"] == stack.webhook_url("notifications")
+        assert sub["lifecycleNotificationUrl"] == stack.webhook_url("lifecycle")
+        assert sub["notificationUrl"].endswith(f"?code={stack.env['WEBHOOK_FUNCTION_KEY']}")
         assert "/mailFolders/" in sub["resource"] and sub["resource"].startswith("users/")
         assert len(sub["clientState"]) <= 128
     assert len({s["clientState"] for s in subs}) == len(subs)
@@ -93,9 +95,9 @@ def test_mail_in_an_unsubscribed_folder_is_not_ingested(stack: Stack, reader: Bl
 
 
 def test_validation_handshake_through_the_dev_host(stack: Stack):
-    for path in ("/api/notifications", "/api/lifecycle"):
+    for path in ("notifications", "lifecycle"):
         response = httpx.post(
-            f"{stack.app_url}{path}?validationToken=Validation%3A%20Testing%20client%20application%2B%26",
+            f"{stack.webhook_url(path)}&validationToken=Validation%3A%20Testing%20client%20application%2B%26",
             headers={"Content-Type": "text/plain; charset=utf-8"},
         )
         assert response.status_code == 200
@@ -113,7 +115,7 @@ def _queue(stack: Stack, name: str) -> QueueClient:
 
 def test_malformed_and_forged_calls_enqueue_nothing(stack: Stack):
     stack.control("DELETE", "/_sim/requests")
-    url = f"{stack.app_url}/api/notifications"
+    url = stack.webhook_url("notifications")
     assert httpx.post(url, content=b"{not json").status_code == 400
     assert httpx.post(url, json={"value": [{"subscriptionId": "x"}]}).status_code == 400
     forged = {
@@ -143,7 +145,7 @@ def test_repeated_notification_writes_nothing_new(stack: Stack, reader: BlobRead
     sub = next(s for s in subscriptions(stack) if s["resource"].startswith("users/invoices@"))
     body = change_notification(sub, stack.env["GRAPH_TENANT_ID"], mail.message_id)
     stack.control("DELETE", "/_sim/requests")
-    response = httpx.post(f"{stack.app_url}/api/notifications", json=body)
+    response = httpx.post(stack.webhook_url("notifications"), json=body)
     assert response.status_code == 202
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -224,3 +226,17 @@ def test_sha256_of_large_generated_attachment_is_checked(stack: Stack, reader: B
     entry = manifest["attachments"][0]
     assert entry["sha256"] == check.expected_sha256
     assert entry["size"] == 21 * 1024 * 1024
+
+
+def test_the_function_key_stays_out_of_every_log(stack: Stack, reader: BlobReader):
+    # A full round first: subscriptions validated through keyed URLs, a mail notified and ingested.
+    mail = deliver(stack, "invoices@contoso.com", "Inbox", "keyed", [
+        file_attachment("keyed.pdf", b"%PDF keyed", "application/pdf"),
+    ])  # fmt: skip
+    assert mail.message_id in wait_for_manifests(reader, [mail], timeout=60)
+    key = stack.env["WEBHOOK_FUNCTION_KEY"]
+    assert stack.devhost is not None
+    app_log = stack.devhost.log_file.read_text()
+    assert "notification.accepted" in app_log and "ingest.done" in app_log
+    assert key not in app_log
+    assert key not in (stack.data_dir / "azuresim" / "azuresim.log").read_text()

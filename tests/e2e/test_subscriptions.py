@@ -53,7 +53,7 @@ def test_a_folder_removed_from_mailboxes_is_unsubscribed(stack: Stack):
     expires = (datetime.now(UTC) + timedelta(days=2)).isoformat().replace("+00:00", "Z")
     sub = stack.graph("POST", "subscriptions", {
         "changeType": "created",
-        "notificationUrl": f"{stack.app_url}/api/notifications",
+        "notificationUrl": stack.webhook_url("notifications"),
         "resource": "users/invoices@contoso.com/mailFolders/archive/messages",
         "expirationDateTime": expires,
         "clientState": "an earlier deployment's",

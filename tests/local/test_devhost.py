@@ -32,10 +32,13 @@ from local.devhost.config import (
     parse_timespan,
     resolve_expressions,
 )
+from local.devhost.keys import HostKeys, load_keys, write_keys
 from local.devhost.ncrontab import CronError, CronSchedule, parse_field
 from local.devhost.routes import RouteTable
 
 PROJECT = Path(__file__).resolve().parents[2]
+KEYS = HostKeys(master="master-key-for-tests", function_keys={"graphwebhook": "host-key-for-tests"})
+ADMIN = {"x-functions-key": KEYS.master}
 
 
 # --- NCRONTAB ------------------------------------------------------------------------------------
@@ -239,6 +242,18 @@ def unwritable(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
     return func.HttpResponse("accepted", status_code=202)
 
 
+@app.route(route="guarded", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@app.queue_output(arg_name="out", queue_name="guarded", connection="AzureWebJobsStorage")
+def guarded(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
+    out.set("called")
+    return func.HttpResponse("in", status_code=202)
+
+
+@app.route(route="adminonly", auth_level=func.AuthLevel.ADMIN)
+def adminonly(req: func.HttpRequest) -> str:
+    return "admin"
+
+
 @app.timer_trigger(schedule="%TICK_SCHEDULE%", arg_name="timer")
 @app.queue_output(arg_name="$return", queue_name="ticks", connection="AzureWebJobsStorage")
 def tick(timer: func.TimerRequest) -> str:
@@ -259,12 +274,14 @@ def write_app(folder: Path, source: str, host_json: dict[str, Any], values: dict
     (folder / "host.json").write_text(json.dumps(host_json))
     if values is not None:
         (folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    write_keys(folder / "keys.json", KEYS)
     return folder
 
 
 def devhost_command(app_dir: Path, ready_file: Path) -> list[str]:
     return [sys.executable, "-m", "local.devhost", "--app-dir", str(app_dir), "--port", "0",
-            "--ready-file", str(ready_file), "--shutdown-timeout", "5"]  # fmt: skip
+            "--ready-file", str(ready_file), "--shutdown-timeout", "5",
+            "--keys-file", str(app_dir / "keys.json")]  # fmt: skip
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -362,15 +379,53 @@ def collect(client: QueueClient, count: int, timeout: float) -> list[str]:
 
 
 def test_status_and_unknown_routes(host: RunningHost) -> None:
-    assert httpx.get(f"{host.url}/admin/host/status").json()["state"] == "Running"
+    assert httpx.get(f"{host.url}/admin/host/status", headers=ADMIN).json()["state"] == "Running"
     assert httpx.get(f"{host.url}/api/nothing").status_code == 404
-    assert httpx.post(f"{host.url}/admin/functions/nothing", json={"input": ""}).status_code == 404
-    assert httpx.post(f"{host.url}/admin/functions/tick", content=b"not json").status_code == 400
+    assert httpx.post(f"{host.url}/admin/functions/nothing", json={"input": ""}, headers=ADMIN).status_code == 404
+    assert httpx.post(f"{host.url}/admin/functions/tick", content=b"not json", headers=ADMIN).status_code == 400
+
+
+def test_function_level_route_needs_a_host_key(host: RunningHost, azurite: Azurite) -> None:
+    url = f"{host.url}/api/guarded"
+    refused = [
+        httpx.post(url),
+        httpx.post(url, params={"code": "wrong"}),
+        httpx.post(url, headers={"x-functions-key": "host-key-for-test"}),  # a prefix of the key
+        httpx.post(url, params={"code": ""}),
+    ]
+    assert [r.status_code for r in refused] == [401, 401, 401, 401]
+    assert all(r.content == b"" for r in refused)
+    assert httpx.post(url, params={"code": KEYS.function_keys["graphwebhook"]}).status_code == 202
+    assert httpx.post(url, headers={"x-functions-key": KEYS.function_keys["graphwebhook"]}).status_code == 202
+    assert httpx.post(url, params={"code": KEYS.master}).status_code == 202  # the master key opens every level
+    # Only the two calls with a key ran the function: a refused call has no side effect.
+    assert len(collect(queue(azurite, "guarded"), 3, 10)) == 3
+    time.sleep(0.5)
+    assert take_all(queue(azurite, "guarded")) == []
+
+
+def test_admin_level_and_admin_api_need_the_master_key(host: RunningHost) -> None:
+    host_key = {"x-functions-key": KEYS.function_keys["graphwebhook"]}
+    assert httpx.get(f"{host.url}/api/adminonly", headers=host_key).status_code == 401
+    assert httpx.get(f"{host.url}/api/adminonly", headers=ADMIN).text == "admin"
+    assert httpx.get(f"{host.url}/admin/host/status").status_code == 401
+    assert httpx.post(f"{host.url}/admin/functions/tick", json={"input": ""}, headers=host_key).status_code == 401
+    assert httpx.get(f"{host.url}/admin/functions", params={"code": KEYS.master}).status_code == 200
+
+
+def test_missing_keys_file_is_made_with_fresh_keys(tmp_path: Path) -> None:
+    path = tmp_path / "secrets" / "keys.json"
+    made = load_keys(path)
+    assert load_keys(path) == made and made.master and made.function_keys["default"]
+    assert path.stat().st_mode & 0o077 == 0
+    path.write_text("{}")
+    with pytest.raises(ConfigError):
+        load_keys(path)
 
 
 def test_disabled_function_is_left_out(host: RunningHost) -> None:
     assert httpx.get(f"{host.url}/api/retired").status_code == 404
-    listed = json.dumps(httpx.get(f"{host.url}/admin/functions").json())
+    listed = json.dumps(httpx.get(f"{host.url}/admin/functions", headers=ADMIN).json())
     assert "retired" not in listed and "boom" in listed
 
 
@@ -440,20 +495,22 @@ def test_local_settings_json_values_and_precedence(host: RunningHost) -> None:
 
 def test_timer_fired_through_admin_api(host: RunningHost, azurite: Azurite) -> None:
     ticks = queue(azurite, "ticks")
-    answer = httpx.post(f"{host.url}/admin/functions/tick?wait=true", json={"input": ""})
+    answer = httpx.post(f"{host.url}/admin/functions/tick?wait=true", json={"input": ""}, headers=ADMIN)
     assert answer.status_code == 200 and answer.json()["status"] == "Succeeded"
     assert [base64.b64decode(t) for t in take_all(ticks)] == [b"tick past_due=False"]
     # Without ?wait the host answers 202 at once and runs the function in the background.
-    assert httpx.post(f"{host.url}/admin/functions/TICK", json={"input": ""}).status_code == 202
+    assert httpx.post(f"{host.url}/admin/functions/TICK", json={"input": ""}, headers=ADMIN).status_code == 202
     assert wait_for(lambda: take_all(ticks), 10, "a second tick") == [base64.b64encode(b"tick past_due=False").decode()]
 
 
 def test_admin_api_runs_a_queue_function_with_its_input(host: RunningHost, azurite: Azurite) -> None:
     done = queue(azurite, "done")
-    answer = httpx.post(f"{host.url}/admin/functions/handle_order?wait=true", json={"input": '{"id": 99}'})
+    answer = httpx.post(
+        f"{host.url}/admin/functions/handle_order?wait=true", json={"input": '{"id": 99}'}, headers=ADMIN
+    )
     assert answer.status_code == 200
     assert [base64.b64decode(t) for t in take_all(done)] == [b"done:99"]
-    failed = httpx.post(f"{host.url}/admin/functions/always_fails?wait=true", json={"input": "x"})
+    failed = httpx.post(f"{host.url}/admin/functions/always_fails?wait=true", json={"input": "x"}, headers=ADMIN)
     assert failed.status_code == 500 and failed.json()["status"] == "Failed"
 
 

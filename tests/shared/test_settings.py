@@ -139,3 +139,14 @@ def test_after_ingest_global_and_per_mailbox_or_folder(env):
     env["AFTER_INGEST"] = " none "
     env["AFTER_INGEST_BY_MAILBOX"] = ""
     assert not parse_settings(env).after_ingest_for(a).anything
+
+
+def test_webhook_urls_carry_the_function_key(env):
+    env["WEBHOOK_FUNCTION_KEY"] = "k+y/=="
+    s = parse_settings(env)
+    # Graph appends `&validationToken=...` to a URL with a query and posts to it as given (graph_facts §2).
+    assert s.notification_url == "https://ingest.example.net/api/notifications?code=k%2By%2F%3D%3D"
+    assert s.lifecycle_url == "https://ingest.example.net/api/lifecycle?code=k%2By%2F%3D%3D"
+    assert "k+y" not in repr(s)
+    env["WEBHOOK_FUNCTION_KEY"] = " "
+    assert "?" not in parse_settings(env).notification_url

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import azure.functions as func
@@ -8,6 +9,7 @@ import pytest
 
 from shared.clientstate import make_client_state
 from shared.errors import InvalidNotification
+from shared.layout import message_key
 from shared.messages import parse_change, parse_lifecycle
 from shared.settings import Settings
 from shared.webhook import handshake, parse_collection, receive, verify_changes, verify_lifecycle
@@ -81,6 +83,36 @@ async def test_accepts_ours_drops_forged_and_foreign(settings):
     messages = [parse_change(m) for m in out.value]
     assert [m.message_id for m in messages] == ["AAMkAD=", "second"]
     assert {m.folder_key for m in messages} == {settings.mailboxes[0].key}
+
+
+async def test_one_event_per_accepted_or_refused_item(settings, caplog):
+    forged = change(settings, clientState="v1.forged", subscriptionId="sub-forged")
+    body = {"value": [change(settings), forged]}
+    with caplog.at_level(logging.INFO, logger="shared.webhook"):
+        await receive(request(body), Out(), verify_changes, settings, secret, "notifications")
+    events = {r.event: r for r in caplog.records if hasattr(r, "event")}  # the flat attributes App Insights gets
+    accepted, refused = events["notification.accepted"], events["notification.refused"]
+    folder = settings.mailboxes[0]
+    assert (accepted.mailbox, accepted.folder, accepted.message_key) == (
+        folder.mailbox,
+        folder.folder,
+        message_key("AAMkAD="),
+    )
+    assert accepted.subscription == "9f0e2a3c-0000-4000-8000-000000000001"
+    assert (refused.levelno, refused.reason, refused.subscription) == (
+        logging.WARNING,
+        "clientState mismatch",
+        "sub-forged",
+    )
+    assert "v1.forged" not in caplog.text  # a clientState is never logged
+
+
+async def test_lifecycle_events_name_the_mailbox(settings, caplog):
+    item = change(settings, lifecycleEvent="missed")
+    with caplog.at_level(logging.INFO, logger="shared.webhook"):
+        await receive(request({"value": [item]}), Out(), verify_lifecycle, settings, secret, "lifecycle")
+    [record] = [r for r in caplog.records if getattr(r, "event", "") == "lifecycle.accepted"]
+    assert (record.mailbox, record.lifecycle) == (settings.mailboxes[0].mailbox, "missed")
 
 
 @pytest.mark.parametrize(
