@@ -64,8 +64,8 @@ def of(report: dict[str, Any], folder: MailboxFolder) -> dict[str, Any]:
 
 
 def health(stack: Stack) -> httpx.Response:
-    # The function key, once the dev host enforces one (DEVHOST_FUNCTION_KEY); without it none is checked.
-    key = stack.env.get("DEVHOST_FUNCTION_KEY", "")
+    # A function-level route: the host key the stack gave the dev host (the app's WEBHOOK_FUNCTION_KEY).
+    key = stack.env["WEBHOOK_FUNCTION_KEY"]
     return httpx.get(f"{stack.app_url}/api/health", headers={"x-functions-key": key}, timeout=60)
 
 
@@ -90,6 +90,7 @@ def test_status_and_health_show_the_last_notification_and_ingest(stack: Stack, r
     text = cli(stack, "status")
     assert text.returncode == 0 and f"{SCANS}" in text.stdout and key in text.stdout
 
+    assert httpx.get(f"{stack.app_url}/api/health", timeout=60).status_code == 401  # no key, no status
     answer = health(stack)
     body = answer.json()
     assert answer.status_code == (200 if body["healthy"] else 503)

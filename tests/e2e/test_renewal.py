@@ -205,8 +205,8 @@ def test_a_conflict_with_a_foreign_subscription_replaces_it(stack: Stack):
     stack.graph("DELETE", f"subscriptions/{mine.subscription_id}")
     foreign = stack.graph("POST", "subscriptions", {
         "changeType": "created",
-        "notificationUrl": f"{stack.app_url}/api/notifications",
-        "lifecycleNotificationUrl": f"{stack.app_url}/api/lifecycle",
+        "notificationUrl": stack.webhook_url("notifications"),
+        "lifecycleNotificationUrl": stack.webhook_url("lifecycle"),
         "resource": f"users/{NOTES.mailbox}/mailFolders/{mine.folder_id}/messages",
         "expirationDateTime": graph_time(sim_now(stack) + timedelta(days=2)),
         "clientState": "v1.0123456789abcdef.0011223344556677.not-a-mac-made-with-our-key",
