@@ -46,3 +46,19 @@ async def lifecycle(msg: func.QueueMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule=MAINTAIN_SCHEDULE, run_on_startup=False, use_monitor=True)
 async def maintain(timer: func.TimerRequest) -> None:
     await workers.maintain()
+
+
+# Delegated mode's consent pages. Anonymous: the identity platform redirects the browser to the callback with
+# `code` in the query, which the host would read as a function key; the user check is in the callback.
+@app.route(route="consent", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def consent(req: func.HttpRequest) -> func.HttpResponse:
+    from shared import consent
+
+    return await consent.start(req)
+
+
+@app.route(route="consent/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def consent_callback(req: func.HttpRequest) -> func.HttpResponse:
+    from shared import consent
+
+    return await consent.callback(req)

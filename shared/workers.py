@@ -74,4 +74,11 @@ async def maintain() -> dict[str, str]:
     from .runtime import get_runtime
     from .subscriptions import maintain_all
 
-    return await maintain_all(get_runtime())
+    rt = get_runtime()
+    if rt.settings.auth_mode == "delegated":
+        from .delegated import DelegatedTokens, keep_alive
+
+        assert isinstance(rt.tokens, DelegatedTokens)
+        # Tokens first: a mailbox whose refresh token lapsed is reported before its subscription fails.
+        await keep_alive(rt.settings, rt.tokens, rt.state)
+    return await maintain_all(rt)
