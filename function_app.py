@@ -49,7 +49,7 @@ async def maintain(timer: func.TimerRequest) -> None:
 
 
 # Delegated mode's consent pages. Anonymous: the identity platform redirects the browser to the callback with
-# `code` in the query, which the host would read as a function key; the user check is in the callback.
+# `code`, which the host would read as a function key; the user check is in the callback.
 @app.route(route="consent", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def consent(req: func.HttpRequest) -> func.HttpResponse:
     from shared import consent
@@ -57,7 +57,7 @@ async def consent(req: func.HttpRequest) -> func.HttpResponse:
     return await consent.start(req)
 
 
-@app.route(route="consent/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route="consent/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def consent_callback(req: func.HttpRequest) -> func.HttpResponse:
     from shared import consent
 

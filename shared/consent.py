@@ -3,8 +3,8 @@
 `GET /api/consent?mailbox=...[&prompt=login|consent]` starts MSAL's authorization code flow with PKCE
 and redirects to the identity platform. The flow (state, PKCE verifier, nonce) stays on the server, in
 the state container under `consent/{state}.json`, for ten minutes and one use: the browser carries
-only `state`. `GET /api/consent/callback` (where the identity platform sends the browser back with
-`code` and `state`) redeems the code, checks that the signed-in user owns the mailbox, stores the
+only `state`. `POST /api/consent/callback` (where the identity platform sends the browser back with
+`code` and `state`, as a form post) redeems the code, checks that the signed-in user owns the mailbox, stores the
 token cache in Key Vault and marks the mailbox `ok`. Any failure answers a 400 page with one line and
 stores nothing.
 """
@@ -76,6 +76,8 @@ async def begin(rt: Runtime, mailbox: str, prompt: str | None) -> str:
         redirect_uri=rt.settings.consent_redirect_uri,
         login_hint=mailbox,
         prompt=prompt or None,
+        # The code comes back in a POST body, not in a URL that browsers and proxies keep (RFC 9700 §4.3.1).
+        response_mode="form_post",
     )
     record = {"mailbox": mailbox, "created_at": graph_time(clock.now()), "flow": flow}
     await rt.state.write_json(flow_path(str(flow["state"])), record, None)
@@ -165,7 +167,8 @@ async def callback(req: func.HttpRequest) -> func.HttpResponse:
     from .runtime import get_runtime
 
     try:
-        mailbox = await finish(get_runtime(), dict(req.params))
+        # form_post answers in the body; an answer in the query is read the same way.
+        mailbox = await finish(get_runtime(), {**req.params, **req.form})
     except ConsentProblem as exc:
         return _refused(exc, "Consent not recorded")
     return _page(200, "Consent recorded", f"The app can now read the mail of {mailbox}. You may close this page.", "ok")
