@@ -50,7 +50,8 @@ class _Mailbox:
     app: Any = None  # ConfidentialClientApplication with this mailbox's cache
     stored: str | None = None  # the cache as last read from or written to Key Vault
     read_at: float = 0.0  # monotonic time of that read
-    refused: str | None = None  # the cache the identity platform last refused, and why
+    refused: bool = False  # the identity platform refused `refused_cache` (None: there was none), and why
+    refused_cache: str | None = None
     refused_reason: str = ""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -99,7 +100,7 @@ class DelegatedTokens:
         await self._vault.set(cache_secret_name(mailbox), state)
         box = self._box(mailbox)
         async with box.lock:
-            box.app, box.refused = None, None
+            box.app, box.refused = None, False
             await self._read(box)
 
     async def new_app(self) -> Any:
@@ -125,9 +126,9 @@ class DelegatedTokens:
         box = self._box(mailbox)
         async with box.lock:
             stale = time.monotonic() - box.read_at > RELOAD_SECONDS
-            if box.app is None or force or (box.refused is not None and stale):
+            if box.app is None or force or (box.refused and stale):
                 await self._read(box)
-            if not force and box.refused is not None and box.refused == box.stored:
+            if not force and box.refused and box.refused_cache == box.stored:
                 # Nothing new since the refusal; the keep-alive (force) asks again and reports it again.
                 raise NeedsConsent(box.mailbox, box.refused_reason)
             try:
@@ -140,12 +141,12 @@ class DelegatedTokens:
             except Exception as exc:  # msal raises requests' and its own errors: one typed error out
                 raise AuthError(f"token request for {mailbox} failed: {type(exc).__name__}: {exc}") from exc
             if result and "access_token" in result:
-                box.refused = None
+                box.refused = False
                 await self._write(box)
                 return result
             error, detail = result_error(result)
             if result is None or error == "invalid_grant":
-                box.refused = box.stored
+                box.refused, box.refused_cache = True, box.stored
                 box.refused_reason = detail or f"no refresh token for {mailbox} yet"
                 await self._needs_consent(box.mailbox, box.refused_reason)
                 raise NeedsConsent(box.mailbox, box.refused_reason)

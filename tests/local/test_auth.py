@@ -187,8 +187,10 @@ async def test_consent_stores_the_cache_and_graph_calls_use_it(
     owner = await new_user(http)
     await deliver(http, owner, subject="Before consent")
     rt = runtime(runtimes, app_env(sim, azurite, owner, GRAPH_AUTH_MODE="delegated"))
-    with pytest.raises(NeedsConsent):
-        await rt.graph.request("GET", f"users/{owner}/messages", mailbox=owner)
+    for _ in range(2):
+        with pytest.raises(NeedsConsent):
+            await rt.graph.request("GET", f"users/{owner}/messages", mailbox=owner)
+    assert len(events(caplog, "auth.needs_consent")) == 1  # reported once, not on every call
     status = await authstatus.load(rt.state, owner)
     assert status is not None and status.status == "needs_consent"
     assert status.consent_url == f"{APP_URL}/api/consent?mailbox={owner.replace('@', '%40')}"
