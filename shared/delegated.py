@@ -39,6 +39,10 @@ CACHE_SECRET_PREFIX = "graph-token-cache-"  # noqa: S105 (a secret's name, not a
 RELOAD_SECONDS = 60.0
 
 
+# What the token endpoint answers when only the user can fix it: a lapsed, revoked or unconsented grant.
+CONSENT_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_required"})
+
+
 def cache_secret_name(mailbox: str) -> str:
     """Key Vault names allow letters, digits and dashes: a hash of the address, not the address."""
     return CACHE_SECRET_PREFIX + hashlib.sha256(mailbox.lower().encode()).hexdigest()[:32]
@@ -145,7 +149,7 @@ class DelegatedTokens:
                 await self._write(box)
                 return result
             error, detail = result_error(result)
-            if result is None or error == "invalid_grant":
+            if result is None or error in CONSENT_ERRORS:
                 box.refused, box.refused_cache = True, box.stored
                 box.refused_reason = detail or f"no refresh token for {mailbox} yet"
                 await self._needs_consent(box.mailbox, box.refused_reason)
