@@ -10,7 +10,15 @@ INFRA_STAMP := $(VENV_INFRA)/.installed
 
 .PHONY: setup demo test lint bench clean
 
-setup: $(STAMP) $(AZURITE) $(INFRA_STAMP)
+# Debian's chromium and its driver, for the consent test in a real browser; apt-get as root (CI), else sudo.
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+setup: $(STAMP) $(AZURITE) $(INFRA_STAMP) $(CHROMEDRIVER)
+
+$(CHROMEDRIVER):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)

@@ -54,3 +54,19 @@ async def lifecycle(msg: func.QueueMessage) -> None:
 async def maintain(timer: func.TimerRequest) -> None:
     # Past due: the app was down when the timer should have run, so its webhook was down too.
     await workers.maintain(past_due=timer.past_due)
+
+
+# Delegated mode's consent pages. Anonymous: the identity platform redirects the browser to the callback with
+# `code`, which the host would read as a function key; the user check is in the callback.
+@app.route(route="consent", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def consent(req: func.HttpRequest) -> func.HttpResponse:
+    from shared import consent
+
+    return await consent.start(req)
+
+
+@app.route(route="consent/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def consent_callback(req: func.HttpRequest) -> func.HttpResponse:
+    from shared import consent
+
+    return await consent.callback(req)

@@ -145,6 +145,10 @@ class Stack:
             write_keys(keys_file, self.keys)
             self.devhost = DevHost(self.env, port, self.data_dir, self.config.quiet, keys_file)
             self.env["WEBHOOK_BASE_URL"] = self.devhost.url
+            if self.env.get("GRAPH_AUTH_MODE") == "delegated":
+                # What an admin does on the app registration: the consent callback as a Web redirect URI.
+                uris = {"redirectUris": [f"{self.devhost.url}/api/consent/callback"]}
+                self.control("POST", f"/_sim/apps/{self.env['GRAPH_CLIENT_ID']}/redirectUris", uris)
             self.devhost.start()
         except BaseException:
             self.stop()

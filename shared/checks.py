@@ -15,7 +15,6 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from .auth import TokenProvider
 from .errors import AuthError, GraphAuthError, GraphNotFound, SettingsError, one_line
 from .folders import resolve_folder, user_path
 from .logs import redact_url
@@ -55,8 +54,9 @@ async def _run(name: str, check: Check, hint: Callable[[Exception], str]) -> Che
 
 def _token_hint(exc: Exception) -> str:
     return (
-        "check GRAPH_TENANT_ID, GRAPH_CLIENT_ID and GRAPH_CLIENT_SECRET (expired secret?) and "
-        "GRAPH_AUTHORITY_HOST; the app registration needs a client secret"
+        "check GRAPH_TENANT_ID, GRAPH_CLIENT_ID, GRAPH_AUTHORITY_HOST and the credential: GRAPH_CLIENT_SECRET "
+        "(expired?) or GRAPH_CLIENT_CERTIFICATE (a Key Vault certificate whose public key is uploaded to the "
+        "app registration)"
     )
 
 
@@ -125,8 +125,9 @@ class Checks:
         if self.settings.auth_mode == "application":
 
             async def client_credentials() -> str:
-                await TokenProvider(self.settings).token()
-                return f"client credentials for {self.settings.graph_scope}"
+                await self.rt.tokens.token(None)
+                how = "certificate" if self.settings.client_certificate else "client secret"
+                return f"client credentials ({how}) for {self.settings.graph_scope}"
 
             return [await _run("token (client credentials)", client_credentials, _token_hint)]
         # Delegated: each mailbox has its own sign-in; a Graph call for it shows whether its token works.

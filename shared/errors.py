@@ -58,6 +58,15 @@ class AuthError(IngestError):
     """No token could be had from the identity platform."""
 
 
+class NeedsConsent(AuthError):
+    """Delegated mode: the mailbox's owner must consent (again) before the app can read it."""
+
+    def __init__(self, mailbox: str, reason: str) -> None:
+        super().__init__(f"mailbox {mailbox} needs consent: {reason}")
+        self.mailbox = mailbox
+        self.reason = reason
+
+
 class StorageError(IngestError):
     """Blob or state storage refused an operation."""
 

@@ -23,7 +23,10 @@ logger = logging.getLogger(__name__)
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
 PER_MAILBOX_CONCURRENCY = 4
 
-TokenSource = Callable[[], Awaitable[str]]
+# A token for a call on this mailbox (delegated mode: its owner's; application mode ignores it).
+TokenSource = Callable[[str | None], Awaitable[str]]
+# Told when Graph answers 401/403 for a mailbox, so the mailbox's missing consent is reported.
+DeniedHook = Callable[[str, GraphError], Awaitable[None]]
 
 
 def _error(response: httpx.Response, request: str) -> GraphError:
@@ -60,9 +63,11 @@ class GraphClient:
         policy: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_denied: DeniedHook | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._token = token
+        self._on_denied = on_denied
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
         self._slots: dict[str, asyncio.Semaphore] = {}
@@ -106,7 +111,7 @@ class GraphClient:
         async with self._slot(mailbox):
             while True:
                 attempt += 1
-                headers = {"Authorization": f"Bearer {await self._token()}"}
+                headers = {"Authorization": f"Bearer {await self._token(mailbox)}"}
                 request = self._http.build_request(method, self.url(path), params=params, json=json, headers=headers)
                 try:
                     response = await self._http.send(request, stream=True)
@@ -148,18 +153,8 @@ class GraphClient:
                         await self._sleep(delay)
                         continue
                 error = _error(response, label)
-                if isinstance(error, GraphAuthError):
-                    # The app may not read this mailbox: consent missing or revoked, or the Exchange
-                    # role assignment does not cover it. A person has to act (alert: needs-consent).
-                    log_event(
-                        logger,
-                        "auth.needs_consent",
-                        logging.ERROR,
-                        mailbox=mailbox,
-                        request=label,
-                        status=error.status,
-                        reason=f"{error.code}: {error.graph_message}",
-                    )
+                if isinstance(error, GraphAuthError) and mailbox and self._on_denied is not None:
+                    await self._on_denied(mailbox, error)
                 raise error
 
     async def request(

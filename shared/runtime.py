@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .auth import TokenProvider
+from .auth import AppTokens, ClientCredential, Tokens
 from .clientstate import new_secret
 from .graph import GraphClient
 from .retry import RetryPolicy
@@ -32,6 +32,7 @@ class Runtime:
     attachments: BlobStore
     state: BlobStore
     queues: QueueServiceClient
+    tokens: Tokens  # AppTokens, or DelegatedTokens in delegated mode
     folder_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # (mailbox, path) → id, for moves
     _queues_ready: set[str] = field(default_factory=set)
     _client_state_key: bytes | None = None
@@ -82,18 +83,28 @@ def build_runtime(settings: Settings) -> Runtime:
     configure_telemetry()
 
     credential = DefaultAzureCredential()
-    tokens = TokenProvider(settings)
-    policy = RetryPolicy(max_retries=settings.graph_max_retries, max_retry_after=settings.graph_max_retry_after_seconds)
+    vault = Vault(settings, credential)
     blobs = blob_service(settings.storage, credential)
+    state = BlobStore(blobs, settings.state_container)
+    client_credential = ClientCredential(settings, vault)
+    tokens: Tokens
+    if settings.auth_mode == "delegated":
+        from .delegated import DelegatedTokens
+
+        tokens = DelegatedTokens(settings, client_credential, vault, state)
+    else:
+        tokens = AppTokens(settings, client_credential)
+    policy = RetryPolicy(max_retries=settings.graph_max_retries, max_retry_after=settings.graph_max_retry_after_seconds)
     return Runtime(
         settings=settings,
-        graph=GraphClient(settings.graph_api_url, tokens.token, policy=policy),
+        graph=GraphClient(settings.graph_api_url, tokens.token, policy=policy, on_denied=tokens.denied),
         credential=credential,
-        vault=Vault(settings, credential),
+        vault=vault,
         blobs=blobs,
         attachments=BlobStore(blobs, settings.attachments_container),
-        state=BlobStore(blobs, settings.state_container),
+        state=state,
         queues=queue_service(settings.storage, credential),
+        tokens=tokens,
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from .errors import SettingsError
 from .rules import MAX_ATTACHMENT_BYTES, AfterIngest, AttachmentRules, parse_after_ingest
@@ -23,6 +23,8 @@ AuthMode = Literal["application", "delegated"]
 # Subscriptions on Outlook messages live at most 10,080 minutes (graph_facts §1).
 MAX_SUBSCRIPTION_MINUTES = 10_080
 MIN_SUBSCRIPTION_MINUTES = 45
+# Refresh tokens lapse after 90 days unused (graph_facts §11): the keep-alive must come well inside that.
+MAX_TOKEN_REFRESH_HOURS = 30 * 24
 
 # Authority hosts of Microsoft's clouds: only these take part in MSAL's instance discovery.
 MICROSOFT_AUTHORITY_HOSTS = frozenset(
@@ -89,6 +91,7 @@ class Settings:
     reconcile_minutes: int = 60
     backfill_hours: int = 0
     full_resync_hours: int = 72
+    token_refresh_hours: int = 24
     rules: AttachmentRules = field(default_factory=AttachmentRules)
     after_ingest: AfterIngest = field(default_factory=AfterIngest)
     after_ingest_by_folder: Mapping[str, AfterIngest] = field(default_factory=dict)  # by MailboxFolder.key
@@ -111,6 +114,27 @@ class Settings:
         """`{origin}/.default` of the Graph endpoint (graph.microsoft.com, or a national cloud's)."""
         parts = urlsplit(self.graph_api_url)
         return f"{parts.scheme}://{parts.netloc}/.default"
+
+    @property
+    def delegated_scopes(self) -> tuple[str, ...]:
+        """Delegated mode's Graph permissions. Bare names mean Microsoft Graph (permissions-consent-overview);
+        MSAL adds openid, profile and offline_access (the refresh token)."""
+        writes = self.after_ingest.anything or any(a.anything for a in self.after_ingest_by_folder.values())
+        return ("Mail.ReadWrite",) if writes else ("Mail.Read",)
+
+    @property
+    def consent_redirect_uri(self) -> str:
+        """Where the identity platform sends the browser back; registered on the app as a Web redirect URI."""
+        return f"{self._require_webhook_base()}/api/consent/callback"
+
+    def consent_url(self, mailbox: str) -> str:
+        """The page a mailbox's owner opens to consent (delegated mode)."""
+        return f"{self._require_webhook_base()}/api/consent?{urlencode({'mailbox': mailbox})}"
+
+    @property
+    def delegated_mailboxes(self) -> tuple[str, ...]:
+        """Each configured mailbox once, in MAILBOXES order."""
+        return tuple(dict.fromkeys(m.mailbox for m in self.mailboxes))
 
     @property
     def instance_discovery(self) -> bool:
@@ -296,35 +320,48 @@ def _after_ingest_by_folder(raw: str, mailboxes: tuple[MailboxFolder, ...]) -> d
     return {**by_mailbox, **by_folder}
 
 
+def _auth_mode(env: Mapping[str, str]) -> AuthMode:
+    mode = env.get("GRAPH_AUTH_MODE", "").strip().lower() or "application"
+    if mode == "application":
+        return "application"
+    if mode == "delegated":
+        return "delegated"
+    raise SettingsError("GRAPH_AUTH_MODE", f"must be application or delegated, got {mode!r}")
+
+
+# Key Vault object names: 1 to 127 letters, digits and dashes.
+_VAULT_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+
+
+def _certificate_name(env: Mapping[str, str]) -> str | None:
+    name = env.get("GRAPH_CLIENT_CERTIFICATE", "").strip()
+    if name and not _VAULT_NAME.match(name):
+        raise SettingsError("GRAPH_CLIENT_CERTIFICATE", f"{name!r} is not a Key Vault certificate name")
+    return name or None
+
+
 def parse_settings(env: Mapping[str, str]) -> Settings:
     tenant_id = _required(env, "GRAPH_TENANT_ID")
     client_id = _required(env, "GRAPH_CLIENT_ID")
-    mode = env.get("GRAPH_AUTH_MODE", "").strip().lower() or "application"
-    if mode == "delegated":
-        raise SettingsError("GRAPH_AUTH_MODE", "delegated mode is not available in this release; use application")
-    if mode != "application":
-        raise SettingsError("GRAPH_AUTH_MODE", f"must be application or delegated, got {mode!r}")
+    mode = _auth_mode(env)
     secret = env.get("GRAPH_CLIENT_SECRET", "").strip() or None
-    certificate = env.get("GRAPH_CLIENT_CERTIFICATE", "").strip() or None
-    if certificate and not secret:
-        raise SettingsError(
-            "GRAPH_CLIENT_CERTIFICATE",
-            "certificate credentials are not available in this release; set GRAPH_CLIENT_SECRET",
-        )
-    if not secret:
-        raise SettingsError("GRAPH_CLIENT_SECRET", "required")
+    certificate = _certificate_name(env)
+    if not secret and not certificate:
+        raise SettingsError("GRAPH_CLIENT_SECRET", "required (or GRAPH_CLIENT_CERTIFICATE, a Key Vault certificate)")
     website = env.get("WEBSITE_HOSTNAME", "").strip()
     webhook = env.get("WEBHOOK_BASE_URL", "").strip()
     webhook_base = (
         _url(env, "WEBHOOK_BASE_URL", None, https=False) if webhook else (f"https://{website}" if website else None)
     )
+    if mode == "delegated" and not webhook_base:
+        raise SettingsError("WEBHOOK_BASE_URL", "required in delegated mode: the consent redirect URI is built from it")
     mailboxes = parse_mailboxes(_required(env, "MAILBOXES"))
     return Settings(
         tenant_id=tenant_id,
         client_id=client_id,
         client_secret=secret,
         client_certificate=certificate,
-        auth_mode="application",
+        auth_mode=mode,
         authority_host=_url(env, "GRAPH_AUTHORITY_HOST", "https://login.microsoftonline.com"),
         graph_api_url=_url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0"),
         mailboxes=mailboxes,
@@ -347,6 +384,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         reconcile_minutes=_int(env, "RECONCILE_MINUTES", 60, 0, 24 * 60),
         backfill_hours=_int(env, "BACKFILL_HOURS", 0, 0, 24 * 90),
         full_resync_hours=_int(env, "FULL_RESYNC_HOURS", 72, 1, 24 * 90),
+        token_refresh_hours=_int(env, "TOKEN_REFRESH_HOURS", 24, 1, MAX_TOKEN_REFRESH_HOURS),
         rules=_rules(env),
         after_ingest=_after_ingest("AFTER_INGEST", env.get("AFTER_INGEST", "")),
         after_ingest_by_folder=_after_ingest_by_folder(env.get("AFTER_INGEST_BY_MAILBOX", ""), mailboxes),

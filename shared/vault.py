@@ -38,6 +38,11 @@ class Vault:
         await self._client.close()
 
     async def get(self, name: str) -> str | None:
+        found = await self.get_typed(name)
+        return found[0] if found is not None else None
+
+    async def get_typed(self, name: str) -> tuple[str, str | None] | None:
+        """The secret's value and content type (a certificate's backing secret says PEM or PKCS#12 there)."""
         from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         try:
@@ -46,7 +51,9 @@ class Vault:
             return None
         except AzureError as exc:
             raise VaultError(f"Key Vault get {name} failed: {type(exc).__name__}: {exc.message}") from exc
-        return secret.value
+        if secret.value is None:
+            return None
+        return secret.value, secret.properties.content_type
 
     async def set(self, name: str, value: str) -> None:
         from azure.core.exceptions import AzureError

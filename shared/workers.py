@@ -116,7 +116,14 @@ async def maintain(past_due: bool = False) -> dict[str, str]:
     from .runtime import get_runtime
     from .subscriptions import maintain_all
 
-    return await maintain_all(get_runtime(), after_outage=past_due)
+    rt = get_runtime()
+    if rt.settings.auth_mode == "delegated":
+        from .delegated import DelegatedTokens, keep_alive
+
+        assert isinstance(rt.tokens, DelegatedTokens)
+        # Tokens first: a mailbox whose refresh token lapsed is reported before its subscription fails.
+        await keep_alive(rt.settings, rt.tokens, rt.state)
+    return await maintain_all(rt, after_outage=past_due)
 
 
 async def health() -> func.HttpResponse:

@@ -46,6 +46,7 @@ OPTIONAL_SETTINGS = {
     "RECONCILE_MINUTES": "defaults to an hourly delta reconciliation (README)",
     "BACKFILL_HOURS": "defaults to 0: a new folder starts from now (README)",
     "FULL_RESYNC_HOURS": "defaults to 72: the window of a full resync after a refused delta link (README)",
+    "TOKEN_REFRESH_HOURS": "delegated mode only; defaults to a daily refresh, well inside the 90-day limit (README)",
 }
 
 # The scanner must keep finding these, or a refactor of shared/settings.py has defeated it.

@@ -11,7 +11,7 @@ from shared.graph import GraphClient
 from shared.retry import RetryPolicy
 
 
-async def token() -> str:
+async def token(mailbox: str | None) -> str:
     return "tok"
 
 
