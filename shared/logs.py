@@ -10,22 +10,29 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 # Names a LogRecord already has (or that `makeRecord` refuses in `extra`): a field of that name gets a
 # trailing underscore, so `message=` is exported as `message_`. The app's own fields avoid them.
 RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 _URL = re.compile(r"https?://[^\s'\"<>]+")
+# Query parameters that never carry a secret and that a reader needs: the consent page's mailbox and prompt
+# (an error says which page the mailbox's owner must open).
+_PLAIN_PARAMETERS = frozenset({"mailbox", "prompt"})
 
 
 def redact_url(url: str) -> str:
-    """Keep scheme, host and path; drop the query (tokens, SAS signatures, function keys) and userinfo."""
+    """Keep scheme, host and path; drop userinfo and the query (tokens, SAS signatures, function keys), all
+    but the parameters known to be plain."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
-    query = "redacted" if parts.query else ""
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if k in _PLAIN_PARAMETERS]
+    dropped = len(kept) < len(pairs) or (parts.query and not pairs)
+    query = "&".join(part for part in (urlencode(kept), "redacted" if dropped else "") if part)
     return urlunsplit((parts.scheme, host, parts.path, query, ""))
 
 

@@ -130,11 +130,8 @@ async def consented(sim: SimulatorProcess, rt: Runtime, mailbox: str) -> None:
 
 
 def events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
-    return [
-        {**r.custom_dimensions, "level": r.levelno}  # type: ignore[attr-defined]
-        for r in caplog.records
-        if getattr(r, "custom_dimensions", {}).get("event") == name
-    ]
+    """The events logged by that name: their fields are flat record attributes (shared/logs.py)."""
+    return [{**vars(r), "level": r.levelno} for r in caplog.records if getattr(r, "event", None) == name]
 
 
 # -- certificate credential -----------------------------------------------------------------------------

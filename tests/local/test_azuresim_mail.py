@@ -328,7 +328,12 @@ async def test_content_bytes_limit_in_listings(
     for rows in await listings():  # a limit alone changes nothing: the mode says what happens
         assert base64.b64decode(rows[1]["contentBytes"]) == big
     current = await options.post("/_sim/options", json={"contentBytesOverLimit": "omit"})
-    assert current.json() == {"contentBytesLimit": 1000, "contentBytesOverLimit": "omit", "folderExistsStatus": 409}
+    assert current.json() == {
+        "contentBytesLimit": 1000,
+        "contentBytesOverLimit": "omit",
+        "folderExistsStatus": 409,
+        "subscriptionMaxMinutes": None,
+    }
     for rows in await listings():
         assert base64.b64decode(rows[0]["contentBytes"]) == small and "contentBytes" not in rows[1]
         assert rows[1]["size"] == 5000 and rows[1]["name"] == "big.bin"

@@ -76,6 +76,15 @@ def test_urls_lose_their_query_wherever_they_appear():
     assert "https://h.example/api/notifications?redacted" in redact_text(text)
 
 
+def test_the_consent_pages_plain_parameters_stay_readable():
+    # An error tells the mailbox's owner which page to open: mailbox and prompt carry no secret.
+    consent = "https://app.example.net/api/consent?mailbox=a%40contoso.com&prompt=consent"
+    assert redact_url(consent) == consent
+    assert redact_url(f"{consent}&code={KEY}") == f"{consent}&redacted"
+    assert redact_url(f"https://h.example/cb?code={KEY}&state=s") == "https://h.example/cb?redacted"
+    assert redact_url("https://h.example/x?opaque") == "https://h.example/x?redacted"
+
+
 def test_the_function_key_is_in_the_urls_graph_gets_and_never_in_a_log(exported, caplog):
     from tests.shared.conftest import BASE_ENV
 
