@@ -25,6 +25,7 @@ class FolderState:
     delta_link: str | None = None  # where the next delta round starts
     last_resync_at: str | None = None
     lifetime_cap_minutes: int | None = None  # a cap below SUBSCRIPTION_LIFETIME_MINUTES that Graph named
+    webhook: str | None = None  # fingerprint of the URLs (function key included) the subscription calls
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FolderState:

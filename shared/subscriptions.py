@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -158,6 +159,12 @@ class FolderMaintainer:
         was down: Graph gives up on notifications after 4 hours), or when the reconciliation is due."""
         state = await self._load()
         now = _now()
+        if state.subscription_id and state.webhook not in (None, self._webhook()):
+            # The webhook's URLs changed (a rotated function key, a new host name). The lifecycle URL can only
+            # be set at creation, so the subscription is made anew; the resync covers the switch-over.
+            await delete_subscription(self.rt, state.subscription_id, self.folder.mailbox)
+            state.subscription_id = None
+            return await self._bring_up(state, now, force_new=True, reason="webhook URL changed")
         if self._needs_renewal(state, now):
             action = await self._bring_up(state, now, force_new=False)
             if after_outage and action == "renewed":
@@ -172,11 +179,17 @@ class FolderMaintainer:
             return "kept, reconciled"
         return "kept"
 
-    async def _bring_up(self, state: FolderState, now: datetime, *, force_new: bool) -> str:
+    def _webhook(self) -> str:
+        settings = self.rt.settings
+        urls = f"{settings.notification_url}\n{settings.lifecycle_url}".encode()
+        return hashlib.sha256(urls).hexdigest()[:16]  # a fingerprint: the key in the URL stays out of state
+
+    async def _bring_up(self, state: FolderState, now: datetime, *, force_new: bool, reason: str | None = None) -> str:
         """Renew (or create, with `force_new` always create) and save the record, its error too."""
         try:
             action = await self._apply(state, now, force_new)
             state.last_error = state.last_error_at = None
+            state.webhook = self._webhook()  # the URLs a new, adopted or renewed subscription calls
         except _ClaimedElsewhere:
             log_event(logger, "subscription.left", mailbox=self.folder.mailbox, folder=self.folder.folder)
             return "left to another instance"
@@ -194,6 +207,7 @@ class FolderMaintainer:
             folder=self.folder.folder,
             subscription=state.subscription_id,
             expires=state.expiration,
+            reason=reason,
         )
         if action in ("created", "adopted") and not state.delta_link:
             # A folder's first subscription: mail from now on, or from the backfill window.

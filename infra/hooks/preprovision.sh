@@ -1,7 +1,7 @@
 #!/bin/sh
 # Before provisioning: check the settings azd cannot guess, and create the webhook key once per environment.
 # The key is the Function App host key and a Key Vault secret, and Graph subscriptions carry it in their URLs,
-# so it stays the same across provisions (rotating it means recreating the subscriptions).
+# so it stays the same across provisions (after a rotation the app recreates its subscriptions with the new key).
 set -eu
 
 missing=""

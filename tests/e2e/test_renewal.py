@@ -62,12 +62,12 @@ def reader(stack: Stack) -> Iterator[BlobReader]:
     blob_reader.close()
 
 
-def maintain(stack: Stack) -> dict[str, str]:
+def maintain(stack: Stack, env: dict[str, str] | None = None) -> dict[str, str]:
     offset = stack.control("GET", "/_sim/clock")["offsetSeconds"]
     run = subprocess.run(
         [sys.executable, "-c", MAINTAIN_AT, str(offset)],
         cwd=ROOT,
-        env=stack.env,
+        env=env or stack.env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -250,3 +250,19 @@ def test_a_smaller_lifetime_cap_named_by_graph_is_used(stack: Stack, lifetime_ca
     assert set(maintain(stack).values()) == {"renewed"}
     statuses = [r["status"] for r in stack.control("GET", "/_sim/requests")["requests"] if r["method"] == "PATCH"]
     assert statuses == [200, 200]  # no 400 on the way
+
+
+def test_a_changed_webhook_url_recreates_the_subscriptions(stack: Stack):
+    before = {load_state(stack, f).subscription_id for f in (INBOX, NOTES)}
+    # The function key rotated: the app's setting now holds another key the host accepts.
+    rotated = {**stack.env, "WEBHOOK_FUNCTION_KEY": stack.keys.master}
+    assert set(maintain(stack, rotated).values()) == {"recreated"}
+    now = subscriptions(stack)
+    assert len(now) == 2 and before.isdisjoint(s["id"] for s in now)  # the old ones are deleted
+    for sub in now:
+        assert sub["notificationUrl"].endswith(f"?code={stack.keys.master}")
+        assert sub["lifecycleNotificationUrl"].endswith(f"?code={stack.keys.master}")
+    record = state_container(stack).get_blob_client(f"folders/{INBOX.key}.json").download_blob().readall()
+    assert stack.keys.master.encode() not in record  # a fingerprint of the URLs, not the key
+    assert set(maintain(stack, rotated).values()) == {"kept"}
+    assert set(maintain(stack).values()) == {"recreated"}  # and back
