@@ -26,6 +26,10 @@ param graphClientSecret string
 @description('Name of a Key Vault certificate the app signs in with instead of the secret; empty for none.')
 param graphClientCertificateName string = ''
 
+@allowed(['application', 'delegated'])
+@description('GRAPH_AUTH_MODE: application permissions (shared mailboxes too), or delegated (each owner consents).')
+param graphAuthMode string = 'application'
+
 @minLength(1)
 @description('MAILBOXES setting: comma-separated `mailbox` or `mailbox/Folder/Sub folder`.')
 param mailboxes string
@@ -158,6 +162,7 @@ module functionApp 'modules/functionapp.bicep' = {
     graphTenantId: tenantId
     graphClientId: graphClientId
     graphClientCertificateName: graphClientCertificateName
+    graphAuthMode: graphAuthMode
     mailboxes: mailboxes
     attachmentsContainerName: attachmentsContainerName
     stateContainerName: stateContainerName

@@ -18,6 +18,8 @@ param webhookFunctionKey string
 param graphTenantId string
 param graphClientId string
 param graphClientCertificateName string
+@allowed(['application', 'delegated'])
+param graphAuthMode string
 param mailboxes string
 param attachmentsContainerName string
 param stateContainerName string
@@ -130,7 +132,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     GRAPH_CLIENT_ID: graphClientId
     GRAPH_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${graphClientSecretName})'
     GRAPH_CLIENT_CERTIFICATE: graphClientCertificateName
-    GRAPH_AUTH_MODE: 'application'
+    GRAPH_AUTH_MODE: graphAuthMode
     MAILBOXES: mailboxes
     WEBHOOK_BASE_URL: 'https://${site.properties.defaultHostName}'
     WEBHOOK_FUNCTION_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${webhookFunctionKeySecretName})'
