@@ -15,7 +15,7 @@ import asyncio
 import html
 import logging
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
@@ -29,6 +29,7 @@ from .logs import log_event
 if TYPE_CHECKING:
     from .delegated import DelegatedTokens
     from .runtime import Runtime
+    from .storage import BlobStore
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,26 @@ async def _take_flow(rt: Runtime, state: str) -> dict[str, Any]:
         raise gone from None
     await rt.state.delete(flow_path(state), etag)
     return record
+
+
+async def purge_stale_flows(store: BlobStore, now: datetime) -> int:
+    """Delete flows nobody finished within their lifetime (the consent page is anonymous, so they must not
+    pile up); a flow claimed or changed meanwhile is left to its taker. The number deleted."""
+    purged = 0
+    for name in await store.names(FLOW_PREFIX):
+        found = await store.read_json(name)
+        if found is None:
+            continue
+        record, etag = found
+        created = record.get("created_at")
+        if created and now - parse_graph_time(str(created)) <= FLOW_LIFETIME:
+            continue
+        try:
+            await store.delete(name, etag)
+        except StateConflict:
+            continue
+        purged += 1
+    return purged
 
 
 async def finish(rt: Runtime, params: dict[str, str]) -> str:

@@ -123,6 +123,10 @@ async def maintain(past_due: bool = False) -> dict[str, str]:
         assert isinstance(rt.tokens, DelegatedTokens)
         # Tokens first: a mailbox whose refresh token lapsed is reported before its subscription fails.
         await keep_alive(rt.settings, rt.tokens, rt.state)
+        from .clock import now
+        from .consent import purge_stale_flows
+
+        await purge_stale_flows(rt.state, now())
     return await maintain_all(rt, after_outage=past_due)
 
 

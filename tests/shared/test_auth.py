@@ -4,8 +4,7 @@ flow's server-side state (Azurite), and the auth status record."""
 from __future__ import annotations
 
 import base64
-import uuid
-from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,8 +16,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from shared import authstatus, consent
 from shared.auth import PEM_CONTENT_TYPE, PKCS12_CONTENT_TYPE, ClientCredential, credential_from_secret
 from shared.errors import AuthError, SettingsError
-from shared.settings import StorageSettings, parse_settings
-from shared.storage import BlobStore, blob_service
+from shared.layout import graph_time
+from shared.settings import parse_settings
+from shared.storage import BlobStore
 from tests.local.simclient import cert_pem, key_pem, make_certificate, sha1_thumbprint
 
 
@@ -136,29 +136,22 @@ async def test_the_certificate_wins_over_a_secret_and_is_read_once(env):
 
 
 # -- consent flow state and auth status (Azurite) ----------------------------------------------------
-@pytest.fixture
-async def state(azurite: str) -> AsyncIterator[BlobStore]:
-    service = blob_service(StorageSettings(connection_string=azurite), None)
-    yield BlobStore(service, f"t{uuid.uuid4().hex[:12]}")
-    await service.close()
-
-
-async def test_a_saved_flow_serves_one_answer(state: BlobStore):
-    rt: Any = SimpleNamespace(state=state)
+async def test_a_saved_flow_serves_one_answer(store: BlobStore):
+    rt: Any = SimpleNamespace(state=store)
     record = {"mailbox": "a@contoso.com", "created_at": "2026-01-01T00:00:00Z", "flow": {"state": "abcdefgh12"}}
-    await state.write_json(consent.flow_path("abcdefgh12"), record, None)
+    await store.write_json(consent.flow_path("abcdefgh12"), record, None)
     assert await consent._take_flow(rt, "abcdefgh12") == record
-    assert await state.read_json(consent.flow_path("abcdefgh12")) is None
+    assert await store.read_json(consent.flow_path("abcdefgh12")) is None
     for bad in ("abcdefgh12", "../folders/x", "short", "x" * 200):
         with pytest.raises(consent.ConsentProblem, match="unknown, expired or already used"):
             await consent._take_flow(rt, bad)
 
 
-async def test_auth_status_record(state: BlobStore):
-    assert await authstatus.load(state, "A@contoso.com") is None
-    await authstatus.update(state, "A@contoso.com", status="needs_consent", reason="AADSTS700082", consent_url="u")
-    await authstatus.update(state, "a@contoso.com", status="ok", reason=None, consented_at="2026-01-01T00:00:00Z")
-    record = await state.read_json("auth/a@contoso.com.json")
+async def test_auth_status_record(store: BlobStore):
+    assert await authstatus.load(store, "A@contoso.com") is None
+    await authstatus.update(store, "A@contoso.com", status="needs_consent", reason="AADSTS700082", consent_url="u")
+    await authstatus.update(store, "a@contoso.com", status="ok", reason=None, consented_at="2026-01-01T00:00:00Z")
+    record = await store.read_json("auth/a@contoso.com.json")
     assert record is not None and record[0] == {
         "mailbox": "a@contoso.com",
         "status": "ok",
@@ -167,3 +160,13 @@ async def test_auth_status_record(state: BlobStore):
         "refreshed_at": None,
         "consent_url": "u",
     }
+
+
+async def test_flows_nobody_finished_are_purged(store: BlobStore):
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    for name, age in (("stale12345", 11), ("fresh12345", 9)):
+        created = graph_time(now - timedelta(minutes=age))
+        await store.write_json(consent.flow_path(name), {"mailbox": "a@contoso.com", "created_at": created}, None)
+    await store.write_json(consent.flow_path("taken12345"), {"used": True}, None)  # its taker died mid-way
+    assert await consent.purge_stale_flows(store, now) == 2
+    assert await store.names(consent.FLOW_PREFIX) == [consent.flow_path("fresh12345")]
