@@ -21,6 +21,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 from local.mailcheck import BlobReader, deliver, file_attachment, subscriptions, wait_for_manifests
 from local.stack import Stack, StackConfig
@@ -97,23 +98,33 @@ def consent_url(stack: Stack, mailbox: str, prompt: str | None = None) -> str:
     return f"{stack.app_url}/api/consent?{urlencode(query)}"
 
 
-def present(driver: WebDriver, css: str) -> bool:
-    return bool(driver.find_elements(By.CSS_SELECTOR, css))
+def wait_for(driver: WebDriver, *css: str) -> str:
+    """The first of `css` on the page, waiting for it: a click that submits a form returns before the next
+    page has loaded."""
+    found = WebDriverWait(driver, 30).until(
+        lambda d: next((c for c in css if d.find_elements(By.CSS_SELECTOR, c)), False),
+        f"none of {css} appeared; page: {driver.current_url}",
+    )
+    return str(found)
 
 
 def consent_in_browser(driver: WebDriver, url: str, user: str) -> str:
     """Open the app's consent link, sign in as `user` and accept when asked, continue to the app; the outcome."""
     driver.get(url)
-    if present(driver, "#signin-form"):
+    step = wait_for(driver, "#signin-form", "#consent-form", "#continue")
+    if step == "#signin-form":
         field = driver.find_element(By.ID, "username")
         field.clear()
         field.send_keys(user)
         driver.find_element(By.ID, "password").send_keys("any password")
         driver.find_element(By.ID, "signin").click()
-    if present(driver, "#consent-form"):  # shown unless the user consented to these scopes before
+        step = wait_for(driver, "#consent-form", "#continue")
+    if step == "#consent-form":  # shown unless the user consented to these scopes before
         driver.find_element(By.ID, "accept").click()
+        wait_for(driver, "#continue")
     # form_post: the authorize service answers with a form that carries the code to the app's callback.
     driver.find_element(By.ID, "continue").click()
+    wait_for(driver, "#outcome")
     outcome = driver.find_element(By.ID, "outcome")
     return f"{outcome.get_attribute('data-outcome')}: {outcome.text}"
 
@@ -144,9 +155,11 @@ def test_prompt_consent_shows_the_consent_page_again(delegated: Stack, browser: 
     assert consent_in_browser(browser, consent_url(delegated, OWNER), OWNER).startswith("ok:")
     browser.get(consent_url(delegated, OWNER, "consent"))
     # Signed in already (the simulator's session cookie), yet asked to consent again.
-    assert present(browser, "#consent-form") and not present(browser, "#signin-form")
+    assert wait_for(browser, "#signin-form", "#consent-form") == "#consent-form"
     browser.find_element(By.ID, "accept").click()
+    wait_for(browser, "#continue")
     browser.find_element(By.ID, "continue").click()
+    wait_for(browser, "#outcome")
     assert browser.find_element(By.ID, "outcome").get_attribute("data-outcome") == "ok"
 
 
