@@ -53,6 +53,29 @@ def write_ca_bundle(path: Path, own_ca: Path, env: Mapping[str, str]) -> Path:
     return path
 
 
+def simulator_settings(info: Mapping[str, str]) -> dict[str, str]:
+    """The app's settings that point it at the simulator (its `info`: tenant, app, endpoints)."""
+    return {
+        "GRAPH_TENANT_ID": info["tenant_id"],
+        "GRAPH_CLIENT_ID": info["client_id"],
+        "GRAPH_CLIENT_SECRET": info["client_secret"],
+        "GRAPH_AUTHORITY_HOST": info["authority_host"],
+        "GRAPH_API_URL": info["graph_url"],
+        "KEY_VAULT_URL": info["key_vault_url"],
+        "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
+    }
+
+
+def azure_credential_settings(info: Mapping[str, str]) -> dict[str, str]:
+    """DefaultAzureCredential's environment credential, as the simulator's app: for Key Vault."""
+    return {
+        "AZURE_TENANT_ID": info["tenant_id"],
+        "AZURE_CLIENT_ID": info["client_id"],
+        "AZURE_CLIENT_SECRET": info["client_secret"],
+        "AZURE_AUTHORITY_HOST": info["authority_host"],
+    }
+
+
 @dataclass
 class StackConfig:
     mailboxes: tuple[str, ...] = ("invoices@contoso.com", "scans@contoso.com/Inbox/Delivery notes")
@@ -181,18 +204,8 @@ class Stack:
             {
                 "FUNCTIONS_WORKER_RUNTIME": "python",
                 "AzureWebJobsStorage": storage,
-                "GRAPH_TENANT_ID": info["tenant_id"],
-                "GRAPH_CLIENT_ID": info["client_id"],
-                "GRAPH_CLIENT_SECRET": info["client_secret"],
-                "GRAPH_AUTHORITY_HOST": info["authority_host"],
-                "GRAPH_API_URL": info["graph_url"],
-                "KEY_VAULT_URL": info["key_vault_url"],
-                "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
-                # DefaultAzureCredential's environment credential, for Key Vault.
-                "AZURE_TENANT_ID": info["tenant_id"],
-                "AZURE_CLIENT_ID": info["client_id"],
-                "AZURE_CLIENT_SECRET": info["client_secret"],
-                "AZURE_AUTHORITY_HOST": info["authority_host"],
+                **simulator_settings(info),
+                **azure_credential_settings(info),
                 "MAILBOXES": ",".join(self.config.mailboxes),
                 "WEBHOOK_FUNCTION_KEY": self.keys.function_keys[WEBHOOK_KEY_NAME],
                 "SSL_CERT_FILE": str(bundle),

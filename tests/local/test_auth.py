@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from local.azuresim.runner import SimulatorProcess
+from local.stack import azure_credential_settings, simulator_settings
 from shared import authstatus, clock, consent
 from shared.delegated import DelegatedTokens, cache_secret_name, keep_alive
 from shared.errors import AuthError, GraphAuthError, NeedsConsent
@@ -39,25 +40,15 @@ def app_trust(sim: SimulatorProcess, ca_env: None) -> Iterator[None]:
     aiohttp made its default TLS context when it was imported, before the simulator's CA existed: the CA
     is added to that context (test-only; the dev host gets it through SSL_CERT_FILE at start-up)."""
     aiohttp.connector._SSL_CONTEXT_VERIFIED.load_verify_locations(cafile=sim.ca_file)
-    info = sim.info
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AZURE_TENANT_ID", info["tenant_id"])
-        patch.setenv("AZURE_CLIENT_ID", info["client_id"])
-        patch.setenv("AZURE_CLIENT_SECRET", info["client_secret"])
-        patch.setenv("AZURE_AUTHORITY_HOST", info["authority_host"])
+        for name, value in azure_credential_settings(sim.info).items():
+            patch.setenv(name, value)
         yield
 
 
 def app_env(sim: SimulatorProcess, azurite: str, mailboxes: str, **extra: str) -> dict[str, str]:
-    info = sim.info
     return {
-        "GRAPH_TENANT_ID": info["tenant_id"],
-        "GRAPH_CLIENT_ID": info["client_id"],
-        "GRAPH_CLIENT_SECRET": info["client_secret"],
-        "GRAPH_AUTHORITY_HOST": info["authority_host"],
-        "GRAPH_API_URL": info["graph_url"],
-        "KEY_VAULT_URL": info["key_vault_url"],
-        "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
+        **simulator_settings(sim.info),
         "AzureWebJobsStorage": azurite,
         "STATE_CONTAINER": f"state-{uuid.uuid4().hex[:12]}",
         "WEBHOOK_BASE_URL": APP_URL,
