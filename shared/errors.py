@@ -4,8 +4,11 @@ from __future__ import annotations
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception as one short line for logs, manifests and poison records."""
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    """An exception as one short line for logs, manifests and poison records; URLs in it are redacted (an
+    error may quote a request URL with a function key or a signature)."""
+    from .logs import redact_text
+
+    return redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0])[:500]
 
 
 class IngestError(Exception):

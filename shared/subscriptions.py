@@ -14,7 +14,7 @@ from .clientstate import make_client_state, verify_client_state
 from .errors import GraphConflict, GraphError, GraphNotFound, IngestError, StateConflict
 from .folders import resolve_folder
 from .layout import graph_time, parse_graph_time
-from .logs import log_event
+from .logs import log_event, redact_text
 from .messages import LifecycleMessage
 from .resync import resync_folder
 from .runtime import Runtime
@@ -194,7 +194,7 @@ class FolderMaintainer:
             log_event(logger, "subscription.left", mailbox=self.folder.mailbox, folder=self.folder.folder)
             return "left to another instance"
         except IngestError as exc:
-            state.last_error, state.last_error_at = str(exc), graph_time(now)
+            state.last_error, state.last_error_at = redact_text(str(exc)), graph_time(now)
             state.creating_at = None  # the claim is released, so the next run tries again at once
             await self._save(state)
             raise

@@ -101,3 +101,19 @@ def test_the_function_key_is_in_the_urls_graph_gets_and_never_in_a_log(exported,
         )
     assert KEY not in caplog.text
     assert all(KEY not in str(value) for attrs in attributes(exporter) for value in attrs.values())
+
+
+def test_an_error_line_stored_or_logged_carries_no_key():
+    # Graph quotes the notificationUrl it could not validate; the line lands in state, manifests and poison.
+    from shared.errors import GraphError, one_line
+
+    exc = GraphError(
+        400,
+        "InvalidRequest",
+        f"validation of https://h.example/api/notifications?code={KEY} failed",
+        "POST subscriptions",
+    )
+    line = one_line(exc)
+    assert (
+        KEY not in line and "https://h.example/api/notifications?redacted" in line and line.startswith("GraphError: ")
+    )
