@@ -92,38 +92,39 @@ def folder_status(records: FolderRecords, now: datetime) -> dict[str, Any]:
     }
     if not records.configured:
         report["note"] = "not in MAILBOXES: the next maintain run deletes its subscription and record"
-    expires_in = None
-    if state is not None and state.expiration:
-        expires_in = _seconds(parse_graph_time(state.expiration), now)
+    # A folder without a record yet reads as an empty one: every field absent.
+    state = state or FolderState(records.folder_key, records.mailbox, records.folder)
+    activity = activity or Activity(records.folder_key, records.mailbox, records.folder)
+    expires_in = _seconds(parse_graph_time(state.expiration), now) if state.expiration else None
     report["subscription"] = {
-        "id": state.subscription_id if state else None,
-        "expiration": state.expiration if state else None,
+        "id": state.subscription_id,
+        "expiration": state.expiration,
         "expires_in_seconds": expires_in,
-        "renewed_at": state.renewed_at if state else None,
-        "folder_id": state.folder_id if state else None,
-        "last_lifecycle_event": state.last_lifecycle_event if state else None,
-        "last_lifecycle_at": state.last_lifecycle_at if state else None,
-        "last_error": state.last_error if state else None,
-        "last_error_at": state.last_error_at if state else None,
+        "renewed_at": state.renewed_at,
+        "folder_id": state.folder_id,
+        "last_lifecycle_event": state.last_lifecycle_event,
+        "last_lifecycle_at": state.last_lifecycle_at,
+        "last_error": state.last_error,
+        "last_error_at": state.last_error_at,
     }
     report["resync"] = {
-        "last_at": state.last_resync_at if state else None,
-        "delta_link": bool(state and state.delta_link),  # present or not; the link itself is a token
+        "last_at": state.last_resync_at,
+        "delta_link": bool(state.delta_link),  # present or not; the link itself is a token
     }
-    last_notification = activity.last_notification_at if activity else None
+    last_notification = activity.last_notification_at
     report["notification"] = {
         "last_at": last_notification,
         "seconds_since": _seconds(now, parse_graph_time(last_notification)) if last_notification else None,
     }
     report["ingest"] = {
-        "last_at": activity.last_ingest_at if activity else None,
-        "last_message_key": activity.last_message_key if activity else None,
-        "last_received_at": activity.last_received_at if activity else None,
-        "last_files": activity.last_files if activity else None,
-        "last_bytes": activity.last_bytes if activity else None,
-        "lag_seconds": activity.last_lag_seconds if activity else None,
-        "last_error": activity.last_error if activity else None,
-        "last_error_at": activity.last_error_at if activity else None,
+        "last_at": activity.last_ingest_at,
+        "last_message_key": activity.last_message_key,
+        "last_received_at": activity.last_received_at,
+        "last_files": activity.last_files,
+        "last_bytes": activity.last_bytes,
+        "lag_seconds": activity.last_lag_seconds,
+        "last_error": activity.last_error,
+        "last_error_at": activity.last_error_at,
     }
     report["auth"] = records.auth
     return report
