@@ -53,6 +53,13 @@ async def _run(name: str, check: Check, hint: Callable[[Exception], str]) -> Che
 
 
 def _token_hint(exc: Exception) -> str:
+    text = str(exc)
+    if "invalid_resource" in text or "invalid_scope" in text or "AADSTS500011" in text:
+        # A Graph endpoint behind a gateway or emulator: its host is not a resource Entra ID knows.
+        return (
+            "the identity platform does not know the resource of the token scope: set GRAPH_SCOPE to the "
+            "resource Graph tokens are for, usually https://graph.microsoft.com/.default"
+        )
     return (
         "check GRAPH_TENANT_ID, GRAPH_CLIENT_ID, GRAPH_AUTHORITY_HOST and the credential: GRAPH_CLIENT_SECRET "
         "(expired?) or GRAPH_CLIENT_CERTIFICATE (a Key Vault certificate whose public key is uploaded to the "

@@ -39,6 +39,12 @@ MICROSOFT_AUTHORITY_HOSTS = frozenset(
 )
 
 
+# A client-credentials scope is a resource followed by `/.default` (the app's granted permissions on it).
+DEFAULT_SUFFIX = "/.default"
+# Microsoft Graph by its URI or its well-known app id: the resource a bare permission name means.
+GRAPH_RESOURCES = frozenset({"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"})
+
+
 @dataclass(frozen=True)
 class MailboxFolder:
     """One `MAILBOXES` entry: a mailbox (address or object id) and a folder path."""
@@ -78,6 +84,7 @@ class Settings:
     auth_mode: AuthMode
     authority_host: str
     graph_api_url: str
+    graph_scope: str
     mailboxes: tuple[MailboxFolder, ...]
     webhook_base_url: str | None
     storage: StorageSettings
@@ -110,17 +117,19 @@ class Settings:
         return f"{self.authority_host}/{self.tenant_id}"
 
     @property
-    def graph_scope(self) -> str:
-        """`{origin}/.default` of the Graph endpoint (graph.microsoft.com, or a national cloud's)."""
-        parts = urlsplit(self.graph_api_url)
-        return f"{parts.scheme}://{parts.netloc}/.default"
+    def graph_resource(self) -> str:
+        """The resource Graph tokens are for: GRAPH_SCOPE without its `/.default`."""
+        return self.graph_scope[: -len(DEFAULT_SUFFIX)]
 
     @property
     def delegated_scopes(self) -> tuple[str, ...]:
-        """Delegated mode's Graph permissions. Bare names mean Microsoft Graph (permissions-consent-overview);
-        MSAL adds openid, profile and offline_access (the refresh token)."""
+        """Delegated mode's Graph permissions. Bare names mean Microsoft Graph (permissions-consent-overview),
+        any other resource is named; MSAL adds openid, profile and offline_access (the refresh token)."""
         writes = self.after_ingest.anything or any(a.anything for a in self.after_ingest_by_folder.values())
-        return ("Mail.ReadWrite",) if writes else ("Mail.Read",)
+        permission = "Mail.ReadWrite" if writes else "Mail.Read"
+        if self.graph_resource.lower() in GRAPH_RESOURCES:
+            return (permission,)
+        return (f"{self.graph_resource}/{permission}",)
 
     @property
     def consent_redirect_uri(self) -> str:
@@ -340,6 +349,24 @@ def _certificate_name(env: Mapping[str, str]) -> str | None:
     return name or None
 
 
+def _graph_scope(env: Mapping[str, str], graph_api_url: str) -> str:
+    """GRAPH_SCOPE, else `{origin of GRAPH_API_URL}/.default` (Graph's own host, or a national cloud's). A
+    gateway or emulator whose host is not a resource Entra ID knows needs it set (to Graph's, usually)."""
+    name = "GRAPH_SCOPE"
+    value = env.get("GRAPH_SCOPE", "").strip()
+    if not value:
+        parts = urlsplit(graph_api_url)
+        return f"{parts.scheme}://{parts.netloc}{DEFAULT_SUFFIX}"
+    resource = value[: -len(DEFAULT_SUFFIX)] if value.endswith(DEFAULT_SUFFIX) else ""
+    if not resource.rstrip("/") or any(ch.isspace() for ch in value):
+        raise SettingsError(
+            name,
+            f"must be a resource followed by {DEFAULT_SUFFIX}, such as "
+            f"https://graph.microsoft.com{DEFAULT_SUFFIX}; got {value!r}",
+        )
+    return value
+
+
 def parse_settings(env: Mapping[str, str]) -> Settings:
     tenant_id = _required(env, "GRAPH_TENANT_ID")
     client_id = _required(env, "GRAPH_CLIENT_ID")
@@ -356,6 +383,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     if mode == "delegated" and not webhook_base:
         raise SettingsError("WEBHOOK_BASE_URL", "required in delegated mode: the consent redirect URI is built from it")
     mailboxes = parse_mailboxes(_required(env, "MAILBOXES"))
+    graph_api_url = _url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0")
     return Settings(
         tenant_id=tenant_id,
         client_id=client_id,
@@ -363,7 +391,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         client_certificate=certificate,
         auth_mode=mode,
         authority_host=_url(env, "GRAPH_AUTHORITY_HOST", "https://login.microsoftonline.com"),
-        graph_api_url=_url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0"),
+        graph_api_url=graph_api_url,
+        graph_scope=_graph_scope(env, graph_api_url),
         mailboxes=mailboxes,
         webhook_base_url=webhook_base,
         webhook_function_key=env.get("WEBHOOK_FUNCTION_KEY", "").strip() or None,

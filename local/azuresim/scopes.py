@@ -14,6 +14,7 @@ from dataclasses import dataclass
 GRAPH = "https://graph.microsoft.com"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 VAULT = "https://vault.azure.net"
+VAULT_APP_ID = "cfa8b339-82a2-471a-a3c9-0fc0be7a4093"
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
 
 # The delegated permissions each simulated resource knows (the ones this app family may ask for);
@@ -33,7 +34,9 @@ DELEGATED_PERMISSIONS: dict[str, tuple[str, ...]] = {
     ),
     VAULT: ("user_impersonation",),
 }
-_ALIASES = {GRAPH: GRAPH, GRAPH_APP_ID: GRAPH, VAULT: VAULT}
+# The resources the simulated tenant knows, by application ID URI or by app id. Like Entra ID, it knows no
+# other: a scope naming the simulator's own host is refused, so the app must be told the resource (GRAPH_SCOPE).
+RESOURCES = {GRAPH: GRAPH, GRAPH_APP_ID: GRAPH, VAULT: VAULT, VAULT_APP_ID: VAULT}
 
 
 class ScopeError(Exception):
@@ -96,7 +99,7 @@ def parse_scopes(text: str, configured: Callable[[str], tuple[str, ...]]) -> Sco
             continue
         if "/" in raw:
             base, _, name = raw.rstrip("/").rpartition("/")
-            resource = _ALIASES.get(base.rstrip("/").lower()) if base else None
+            resource = RESOURCES.get(base.rstrip("/").lower()) if base else None
             if resource is None:
                 raise ScopeError(
                     "invalid_resource",

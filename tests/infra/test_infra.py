@@ -27,6 +27,7 @@ OPTIONAL_SETTINGS = {
     "AzureWebJobsStorage": "the connection-string form; Azure uses AzureWebJobsStorage__* with the identity",
     "WEBSITE_HOSTNAME": "set by the platform on every Function App (WEBHOOK_BASE_URL is set anyway)",
     "GRAPH_AUTHORITY_HOST": "defaults to https://login.microsoftonline.com, the public cloud (README)",
+    "GRAPH_SCOPE": "defaults to the origin of GRAPH_API_URL + /.default; set only behind a gateway (README)",
     "GRAPH_API_URL": "defaults to https://graph.microsoft.com/v1.0 (README)",
     "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "only relaxed for a Key Vault emulator; Azure keeps the default true",
     "SUBSCRIPTION_LIFETIME_MINUTES": "defaults to Graph's maximum for messages, 10,080 (README)",
@@ -301,7 +302,7 @@ def test_checkov_catches_a_broken_copy(infra_copy: Path) -> None:
 
 def test_azure_yaml_hooks_exist() -> None:
     text = (REPO / "azure.yaml").read_text()
-    for hook in ("preprovision", "postprovision"):
+    for hook in ("preprovision", "postprovision", "postdeploy"):
         assert f"  {hook}:" in text
         for script in (f"infra/hooks/{hook}.sh", f"infra/hooks/{hook}.ps1"):
             assert f"run: {script}" in text
