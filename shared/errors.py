@@ -23,6 +23,11 @@ class SettingsError(IngestError):
         self.name = name
 
 
+class SubscriptionNotYetKnown(IngestError):
+    """A verified item names a subscription its folder's record did not have when last read, too recently to
+    read again: the webhook fails the call, and Graph delivers it again."""
+
+
 class InvalidNotification(IngestError):
     """A webhook body that is not a Graph change-notification collection."""
 

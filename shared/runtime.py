@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 from .auth import AppTokens, ClientCredential, Tokens
 from .clientstate import new_secret
 from .graph import GraphClient
+from .known_subscriptions import KnownSubscriptions
 from .retry import RetryPolicy
 from .settings import Settings, get_settings
+from .state import StateStore
 from .storage import BlobStore, blob_service, queue_service
 from .vault import CLIENT_STATE_SECRET, Vault
 
@@ -33,6 +35,7 @@ class Runtime:
     state: BlobStore
     queues: QueueServiceClient
     tokens: Tokens  # AppTokens, or DelegatedTokens in delegated mode
+    subscriptions: KnownSubscriptions  # the webhook's view of which subscription each folder has
     folder_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # (mailbox, path) → id, for moves
     _queues_ready: set[str] = field(default_factory=set)
     _client_state_key: bytes | None = None
@@ -94,6 +97,11 @@ def build_runtime(settings: Settings) -> Runtime:
         tokens = DelegatedTokens(settings, client_credential, vault, state)
     else:
         tokens = AppTokens(settings, client_credential)
+
+    async def subscription_of(folder_key: str) -> str | None:
+        record, _ = await StateStore(state).load(folder_key)
+        return record.subscription_id if record else None
+
     policy = RetryPolicy(max_retries=settings.graph_max_retries, max_retry_after=settings.graph_max_retry_after_seconds)
     return Runtime(
         settings=settings,
@@ -105,6 +113,7 @@ def build_runtime(settings: Settings) -> Runtime:
         state=state,
         queues=queue_service(settings.storage, credential),
         tokens=tokens,
+        subscriptions=KnownSubscriptions(subscription_of),
     )
 
 
