@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .activity import Activity, ActivityStore
 from .layout import graph_time, parse_graph_time
+from .maintain import last_pass
 from .poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, poison_queue
 from .settings import MailboxFolder
 from .state import FolderState, StateStore
@@ -190,8 +191,10 @@ async def collect_status(rt: Runtime, now: datetime | None = None) -> dict[str, 
     states = [state for state, _ in await asyncio.gather(*(store.load(key) for key in leftover))]
     jobs = [_configured(rt, f) for f in rt.settings.mailboxes]
     jobs += [_unconfigured(rt, state) for state in states if state is not None]
-    records, queues = await asyncio.gather(asyncio.gather(*jobs), queue_counts(rt))
-    return summary([folder_status(r, now) for r in records], queues, now)
+    records, queues, last = await asyncio.gather(asyncio.gather(*jobs), queue_counts(rt), last_pass(rt))
+    report = summary([folder_status(r, now) for r in records], queues, now)
+    report["maintain"] = last  # what the last maintain pass did, per folder (None: no pass yet)
+    return report
 
 
 def to_json(report: dict[str, Any]) -> str:
