@@ -35,19 +35,23 @@ def _fresh(tmp_path: Path, devhost: bool) -> Stack:
     return Stack(StackConfig(mailboxes=MAILBOXES, data_dir=tmp_path / "stack", app_settings=settings, devhost=devhost))
 
 
+def _postdeploy(stack: Stack) -> subprocess.CompletedProcess[str]:
+    """The hook as azd runs it, with the app's URL and master key given instead of looked up with az."""
+    env = {
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+        "FUNCTION_APP_URL": stack.app_url,
+        "FUNCTION_APP_MASTER_KEY": stack.keys.master,
+        "MAINTAIN_WAIT_SECONDS": "60",
+    }
+    hook = str(ROOT / "infra/hooks/postdeploy.sh")
+    return subprocess.run(["sh", hook], env=env, capture_output=True, text=True, timeout=90)
+
+
 def test_postdeploy_hook_subscribes_every_folder_within_a_minute(tmp_path: Path):
     with _fresh(tmp_path, devhost=True) as stack:
         assert subscriptions(stack) == []
         started = time.monotonic()
-        env = {
-            "PATH": "/usr/bin:/bin:/usr/local/bin",
-            "FUNCTION_APP_URL": stack.app_url,
-            "FUNCTION_APP_MASTER_KEY": stack.keys.master,
-            "MAINTAIN_WAIT_SECONDS": "60",
-        }
-        done = subprocess.run(
-            ["sh", str(ROOT / "infra/hooks/postdeploy.sh")], env=env, capture_output=True, text=True, timeout=90
-        )
+        done = _postdeploy(stack)
         assert done.returncode == 0, done.stdout + done.stderr
         assert time.monotonic() - started < 60
         subs = subscriptions(stack)
@@ -64,15 +68,7 @@ def test_postdeploy_hook_subscribes_every_folder_within_a_minute(tmp_path: Path)
 def test_postdeploy_hook_reports_a_folder_it_cannot_subscribe(tmp_path: Path):
     with _fresh(tmp_path, devhost=True) as stack:
         stack.control("POST", "/_sim/roles", {"roles": []})  # no Mail.Read: Graph answers 403
-        env = {
-            "PATH": "/usr/bin:/bin:/usr/local/bin",
-            "FUNCTION_APP_URL": stack.app_url,
-            "FUNCTION_APP_MASTER_KEY": stack.keys.master,
-            "MAINTAIN_WAIT_SECONDS": "60",
-        }
-        done = subprocess.run(
-            ["sh", str(ROOT / "infra/hooks/postdeploy.sh")], env=env, capture_output=True, text=True, timeout=90
-        )
+        done = _postdeploy(stack)
         assert done.returncode == 1, done.stdout + done.stderr
         assert "FAIL invoices@contoso.com/Inbox: failed:" in done.stdout
         assert "0 of 2 mailbox folders done, 2 failed" in done.stdout
