@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .clock import now
-from .errors import IngestError, StateConflict
+from .errors import StateConflict, one_line
 from .layout import graph_time
 from .logs import log_event
 from .subscriptions import MaintainFailed, maintain_folders
@@ -67,5 +67,5 @@ async def _keep(rt: Runtime, record: dict[str, Any]) -> None:
         found = await rt.state.read_json(RECORD)
         with contextlib.suppress(StateConflict):
             await rt.state.write_json(RECORD, record, found[1] if found else None)
-    except IngestError as exc:  # the pass itself is done: a record it could not keep is only logged
-        log_event(logger, "maintain.unrecorded", logging.WARNING, reason=str(exc))
+    except Exception as exc:  # the pass itself is done (storage refusing too): a lost record is only logged
+        log_event(logger, "maintain.unrecorded", logging.WARNING, reason=one_line(exc))
