@@ -46,7 +46,10 @@ from .storage import BlobWriter, StoredBlob
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_SELECT = "id,subject,from,receivedDateTime,internetMessageId,hasAttachments,parentFolderId,isRead,categories"
+MESSAGE_SELECT = (
+    "id,subject,from,toRecipients,ccRecipients,receivedDateTime,internetMessageId,hasAttachments,parentFolderId,"
+    "isRead,categories"
+)
 ATTACHMENT_SELECT = "id,name,contentType,size,isInline"
 # contentBytes kept in memory per file and per message; anything beyond streams from /$value.
 INLINE_PER_FILE = 4 * 1024 * 1024
