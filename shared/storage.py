@@ -248,16 +248,17 @@ class BlobStore:
 
         await self._ensure()
         body = json.dumps(data, indent=1, sort_keys=True).encode()
+        tag_set = dict(tags) if tags else None
         blob = self._container.get_blob_client(path)
         settings = ContentSettings(content_type="application/json")
         try:
             if etag is None:
                 # overwrite=False sends If-None-Match: *: only the first creator succeeds.
-                result = await blob.upload_blob(body, overwrite=False, content_settings=settings, tags=tags)
+                result = await blob.upload_blob(body, overwrite=False, content_settings=settings, tags=tag_set)
             else:
                 result = await blob.upload_blob(
                     body, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified,
-                    content_settings=settings, tags=tags,
+                    content_settings=settings, tags=tag_set,
                 )  # fmt: skip
         except (ResourceExistsError, ResourceModifiedError) as exc:
             raise StateConflict(f"{path} was changed by another instance") from exc
