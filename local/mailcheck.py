@@ -76,7 +76,16 @@ class Delivered:
         return message_prefix(self.mailbox, parse_graph_time(self.received), message_key(self.message_id))
 
 
-def deliver(stack: Stack, mailbox: str, folder: str, subject: str, attachments: list[dict[str, Any]]) -> Delivered:
+def deliver(
+    stack: Stack,
+    mailbox: str,
+    folder: str,
+    subject: str,
+    attachments: list[dict[str, Any]],
+    sender: str = "supplier@fabrikam.example",
+    **recipients: list[str],
+) -> Delivered:
+    """A mail into the simulated mailbox (Graph notifies the app); `to=[...]`, `cc=[...]` set its recipients."""
     answer = stack.control(
         "POST",
         "/_sim/mail",
@@ -84,9 +93,10 @@ def deliver(stack: Stack, mailbox: str, folder: str, subject: str, attachments: 
             "mailbox": mailbox,
             "folder": folder,
             "subject": subject,
-            "from": "supplier@fabrikam.example",
+            "from": sender,
             "body": f"Please find attached: {subject}",
             "attachments": attachments,
+            **recipients,
         },
     )
     return Delivered(

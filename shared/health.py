@@ -123,6 +123,10 @@ def folder_status(records: FolderRecords, now: datetime) -> dict[str, Any]:
         "last_files": activity.last_files,
         "last_bytes": activity.last_bytes,
         "lag_seconds": activity.last_lag_seconds,
+        "last_route": activity.last_route,
+        "last_skipped_at": activity.last_skipped_at,
+        "last_skipped_message_key": activity.last_skipped_message_key,
+        "last_skipped_route": activity.last_skipped_route,
         "last_error": activity.last_error,
         "last_error_at": activity.last_error_at,
     }
