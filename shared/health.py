@@ -171,7 +171,8 @@ async def _beside(rt: Runtime, folder: MailboxFolder) -> tuple[Activity | None, 
 
 
 async def queue_counts(rt: Runtime) -> dict[str, int]:
-    """Approximate message counts; 0 for a queue not created yet."""
+    """Approximate message counts; 0 for a queue not created yet. The hand-off queue's depth is the mail the
+    next system has not taken yet."""
     from azure.core.exceptions import ResourceNotFoundError
 
     async def count(name: str) -> int:
@@ -181,8 +182,9 @@ async def queue_counts(rt: Runtime) -> dict[str, int]:
             return 0
         return int(props.approximate_message_count or 0)
 
-    counts = await asyncio.gather(*(count(name) for name in QUEUES))
-    return dict(zip(QUEUES, counts, strict=True))
+    names = (*QUEUES, rt.settings.ingested_queue) if rt.settings.ingested_queue else QUEUES
+    counts = await asyncio.gather(*(count(name) for name in names))
+    return dict(zip(names, counts, strict=True))
 
 
 async def collect_status(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
