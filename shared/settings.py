@@ -332,9 +332,10 @@ def _after_ingest_by_folder(raw: str, mailboxes: tuple[MailboxFolder, ...]) -> d
 APP_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _routes(env: Mapping[str, str]) -> tuple[Route, ...]:
+def _routes(env: Mapping[str, str], state_container: str) -> tuple[Route, ...]:
     """ROUTES (JSON), else the JSON file ROUTES_FILE names; ROUTES wins when both are set. The file is read
-    once, here at start-up, so that a bad route stops the app before it takes any mail."""
+    once, here at start-up, so that a bad route stops the app before it takes any mail. No route may write
+    into the state container, where its files could meet the app's own records."""
     name, text = "ROUTES", env.get("ROUTES", "").strip()
     if not text and env.get("ROUTES_FILE", "").strip():
         name, path = "ROUTES_FILE", APP_ROOT / env["ROUTES_FILE"].strip()
@@ -345,9 +346,13 @@ def _routes(env: Mapping[str, str]) -> tuple[Route, ...]:
     if not text:
         return ()
     try:
-        return parse_routes(text)
+        routes = parse_routes(text)
     except RouteError as exc:
         raise SettingsError(name, str(exc)) from None
+    for route in routes:
+        if route.container == state_container:
+            raise SettingsError(name, f"route {route.name!r}: container {route.container!r} is STATE_CONTAINER")
+    return routes
 
 
 def _queue_name(env: Mapping[str, str], name: str, default: str) -> str | None:
@@ -396,6 +401,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     if mode == "delegated" and not webhook_base:
         raise SettingsError("WEBHOOK_BASE_URL", "required in delegated mode: the consent redirect URI is built from it")
     mailboxes = parse_mailboxes(_required(env, "MAILBOXES"))
+    state_container = _container(env, "STATE_CONTAINER", "mail-ingest-state")
     return Settings(
         tenant_id=tenant_id,
         client_id=client_id,
@@ -409,7 +415,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         webhook_function_key=env.get("WEBHOOK_FUNCTION_KEY", "").strip() or None,
         storage=_storage(env),
         attachments_container=_container(env, "ATTACHMENTS_CONTAINER", "mail-attachments"),
-        state_container=_container(env, "STATE_CONTAINER", "mail-ingest-state"),
+        state_container=state_container,
         key_vault_url=_url(env, "KEY_VAULT_URL", None),
         key_vault_verify_challenge_resource=_bool(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
         subscription_minutes=_int(
@@ -428,7 +434,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         rules=_rules(env),
         after_ingest=_after_ingest("AFTER_INGEST", env.get("AFTER_INGEST", "")),
         after_ingest_by_folder=_after_ingest_by_folder(env.get("AFTER_INGEST_BY_MAILBOX", ""), mailboxes),
-        routes=_routes(env),
+        routes=_routes(env, state_container),
         ingested_queue=_queue_name(env, "INGESTED_QUEUE", "mail-ingested"),
     )
 

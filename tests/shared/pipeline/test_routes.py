@@ -119,6 +119,12 @@ def test_settings_stop_start_up_naming_routes_or_routes_file(env: dict[str, str]
         parse_settings(env)
 
 
+def test_no_route_writes_into_the_state_container(env: dict[str, str]):
+    env["ROUTES"] = json.dumps([{"name": "ap", "container": "mail-ingest-state"}])
+    with pytest.raises(SettingsError, match=r"^setting ROUTES: route 'ap': container 'mail-ingest-state' is STATE_"):
+        parse_settings(env)
+
+
 def test_routes_file_is_read_from_the_app_root_and_routes_wins(env: dict[str, str], tmp_path: Path):
     assert parse_settings(env).routes == ()
     good = tmp_path / "routes.json"
