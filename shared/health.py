@@ -124,6 +124,10 @@ def folder_status(records: FolderRecords, now: datetime) -> dict[str, Any]:
         "last_files": activity.last_files,
         "last_bytes": activity.last_bytes,
         "lag_seconds": activity.last_lag_seconds,
+        "last_route": activity.last_route,
+        "last_skipped_at": activity.last_skipped_at,
+        "last_skipped_message_key": activity.last_skipped_message_key,
+        "last_skipped_route": activity.last_skipped_route,
         "last_error": activity.last_error,
         "last_error_at": activity.last_error_at,
     }
@@ -168,7 +172,8 @@ async def _beside(rt: Runtime, folder: MailboxFolder) -> tuple[Activity | None, 
 
 
 async def queue_counts(rt: Runtime) -> dict[str, int]:
-    """Approximate message counts; 0 for a queue not created yet."""
+    """Approximate message counts; 0 for a queue not created yet. The hand-off queue's depth is the mail the
+    next system has not taken yet."""
     from azure.core.exceptions import ResourceNotFoundError
 
     async def count(name: str) -> int:
@@ -178,8 +183,9 @@ async def queue_counts(rt: Runtime) -> dict[str, int]:
             return 0
         return int(props.approximate_message_count or 0)
 
-    counts = await asyncio.gather(*(count(name) for name in QUEUES))
-    return dict(zip(QUEUES, counts, strict=True))
+    names = (*QUEUES, rt.settings.ingested_queue) if rt.settings.ingested_queue else QUEUES
+    counts = await asyncio.gather(*(count(name) for name in names))
+    return dict(zip(names, counts, strict=True))
 
 
 async def collect_status(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:

@@ -40,13 +40,19 @@ from .layout import (
 from .logs import log_event
 from .messages import ChangeMessage
 from .mime import MimeExtractor, MimePart
+from .pipeline.handoff import HandOff
+from .pipeline.routes import Attachment, Decision, MailFacts, decide
+from .rules import AfterIngest
 from .runtime import Runtime
 from .settings import MailboxFolder
-from .storage import BlobWriter, StoredBlob
+from .storage import BlobStore, BlobWriter, StoredBlob
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_SELECT = "id,subject,from,receivedDateTime,internetMessageId,hasAttachments,parentFolderId,isRead,categories"
+MESSAGE_SELECT = (
+    "id,subject,from,toRecipients,ccRecipients,receivedDateTime,internetMessageId,hasAttachments,parentFolderId,"
+    "isRead,categories"
+)
 ATTACHMENT_SELECT = "id,name,contentType,size,isInline"
 # contentBytes kept in memory per file and per message; anything beyond streams from /$value.
 INLINE_PER_FILE = 4 * 1024 * 1024
@@ -113,6 +119,7 @@ class IngestOutcome:
     prefix: str | None = None
     key: str | None = None  # the message key, once the mail was fetched
     received: str | None = None  # its receivedDateTime (Graph's form), for the folder's activity record
+    route: str | None = None  # the route that decided
 
 
 def _kind(attachment: dict[str, Any]) -> str:
@@ -157,6 +164,11 @@ class _Job:
         self.prefix = prefix
         self.key = key
         self.names = UniqueNames()
+        self.store = rt.attachments  # the deciding route's container
+        self.tags: dict[str, str] = {}  # the deciding route's blob index tags, all but `kind`
+
+    def route_to(self, decision: Decision, store: BlobStore) -> None:
+        self.prefix, self.store, self.tags = decision.prefix, store, dict(decision.tags)
 
     def _metadata(self, original: str, parent: str | None = None) -> dict[str, str]:
         metadata = {
@@ -171,8 +183,11 @@ class _Job:
     async def _writer(self, entry: Entry, parent: str | None = None) -> BlobWriter:
         assert entry.file is not None
         content_type = entry.content_type or "application/octet-stream"
-        return await self.rt.attachments.writer(
-            f"{self.prefix}/{entry.file}", content_type, self._metadata(entry.name, parent)
+        return await self.store.writer(
+            f"{self.prefix}/{entry.file}",
+            content_type,
+            self._metadata(entry.name, parent),
+            {**self.tags, "kind": entry.kind},
         )
 
     async def _value(self, attachment_id: str) -> AsyncIterator[bytes]:
@@ -215,7 +230,7 @@ class _Job:
         if content:  # an empty or missing contentBytes is never trusted: the bytes come from /$value
             await writer.write(content)
         else:
-            existing = await self.rt.attachments.stored(writer.path)
+            existing = await self.store.stored(writer.path)
             if existing is not None:  # stored by an earlier attempt: not downloaded again
                 entry.record(existing)
                 return
@@ -232,7 +247,7 @@ class _Job:
         extract = self.extracts(entry)
         writer = await self._writer(entry) if entry.skipped is None else None
         if writer is not None and not extract:
-            existing = await self.rt.attachments.stored(writer.path)
+            existing = await self.store.stored(writer.path)
             if existing is not None:
                 entry.record(existing)
                 return
@@ -356,34 +371,46 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
     message = expanded.body
     received = parse_graph_time(str(message["receivedDateTime"]))
     key = message_key(str(message["id"]))
-    prefix = message_prefix(folder.mailbox, received, key)
+    job = _Job(rt, folder, path, message_prefix(folder.mailbox, received, key), key)
+    planned = job.plan(expanded)
+    decision = decide(rt.settings.routes, _facts(job, message, received, planned))
+    if decision.skip:
+        return await _skip(rt, folder, change, markers, path, message, received, decision)
+    store = rt.container(decision.container)
+    job.route_to(decision, store)
+    prefix = decision.prefix
     manifest_path = f"{prefix}/{MANIFEST}"
 
-    existing = await rt.attachments.read_json(manifest_path)
+    existing = await store.read_json(manifest_path)
     written = existing is None or existing[0].get("status", "complete") != "complete"
     entries: list[Entry] = []
+    final = existing[0] if existing else {}
     if written:
-        job = _Job(rt, folder, path, prefix, key)
-        planned = job.plan(expanded)
         entries = [entry for entry, _ in planned]
         await _store(job, planned, expanded)
         await _reference_urls(rt, folder, path, planned)
-        manifest = _manifest(folder, change, message, received, key, entries)
+        final = _manifest(folder, change, message, received, key, entries, decision)
         try:
-            await rt.attachments.write_json(manifest_path, manifest, existing[1] if existing else None)
+            await store.write_json(
+                manifest_path, final, existing[1] if existing else None, {**decision.tags, "kind": "manifest"}
+            )
         except StateConflict:
             # Another worker wrote it first: fine if it finished the mail, else the queue retries.
-            again = await rt.attachments.read_json(manifest_path)
+            again = await store.read_json(manifest_path)
             if again is None or again[0].get("status") != "complete":
                 raise
-            written = False
+            written, final = False, again[0]
         failed = [e for top in entries for e in top.flat() if e.failed]
         if written and failed:
             names = "; ".join(f"{e.name or '(no name)'}: {e.failed}" for e in failed[:3])
             raise AttachmentsFailed(f"{len(failed)} attachment(s) failed, recorded in the manifest: {names}")
 
-    await apply_after_ingest(rt, folder, path, message, key)
-    await markers.mark(markers.done, {"prefix": prefix, "at": graph_time(datetime.now(UTC))})
+    if rt.settings.ingested_queue:
+        queue = rt.settings.ingested_queue
+        send = HandOff(rt.state, lambda text: rt.send_queue_message(queue, text), queue)
+        await send(final, store, manifest_path, wrote_manifest=written)
+    await apply_after_ingest(rt, folder, path, message, key, decision.after_ingest)
+    await markers.mark(markers.done, {"prefix": prefix, "route": decision.route, "at": graph_time(datetime.now(UTC))})
     stored = [e for top in entries for e in top.flat() if e.sha256]
     outcome = IngestOutcome(
         "ingested" if written else "duplicate",
@@ -392,6 +419,7 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
         prefix,
         key,
         graph_time(received),
+        decision.route,
     )
     log_event(
         logger,
@@ -399,6 +427,7 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
         mailbox=folder.mailbox,
         folder=folder.folder,
         message_key=key,
+        route=decision.route,
         files=outcome.files,
         bytes=outcome.bytes,
         skipped=sum(1 for top in entries for e in top.flat() if e.skipped),
@@ -437,6 +466,65 @@ async def _reference_urls(
                 entry.url = str(full.get("sourceUrl") or "") or None
 
 
+def _address(recipient: Any) -> str:
+    return str(((recipient or {}).get("emailAddress") or {}).get("address") or "")
+
+
+def _facts(job: _Job, message: dict[str, Any], received: datetime, planned: list[tuple[Entry, Any]]) -> MailFacts:
+    """What routes look at: a file is kept when the rules keep it, or may keep files found inside it."""
+    recipients = [*(message.get("toRecipients") or []), *(message.get("ccRecipients") or [])]
+    documents = [entry for entry, _ in planned if entry.kind != "reference"]
+    return MailFacts(
+        mailbox=job.folder.mailbox,
+        folder=job.folder.folder,
+        message_key=job.key,
+        received=received,
+        sender=_address(message.get("from")) or None,
+        recipients=tuple(a for a in map(_address, recipients) if a),
+        subject=str(message.get("subject") or ""),
+        attachments=tuple(Attachment(e.name, e.content_type) for e in documents),
+        has_kept_file=any(e.skipped is None or job.extracts(e) for e in documents),
+    )
+
+
+async def _skip(
+    rt: Runtime,
+    folder: MailboxFolder,
+    change: ChangeMessage,
+    markers: _Markers,
+    path: str,
+    message: dict[str, Any],
+    received: datetime,
+    decision: Decision,
+) -> IngestOutcome:
+    """A skip route: nothing stored. The mail is recorded with the route's name (`skipped/` beside `done/`
+    in the state container); only the route's own after-ingest action applies, not AFTER_INGEST."""
+    record = {
+        "route": decision.route,
+        "mailbox": folder.mailbox,
+        "folder": folder.folder,
+        "messageId": message["id"],
+        "internetMessageId": message.get("internetMessageId"),
+        "from": _address(message.get("from")) or None,
+        "subject": message.get("subject"),
+        "receivedDateTime": graph_time(received),
+        "at": graph_time(datetime.now(UTC)),
+    }
+    await markers.mark(f"skipped/{folder.mailbox}/{markers.key}.json", record)
+    await apply_after_ingest(rt, folder, path, message, markers.key, decision.after_ingest or AfterIngest())
+    await markers.mark(markers.done, {"route": decision.route, "skipped": True, "at": record["at"]})
+    log_event(
+        logger,
+        "ingest.skipped",
+        mailbox=folder.mailbox,
+        folder=folder.folder,
+        message_key=markers.key,
+        route=decision.route,
+        sender_domain=decision.tags.get("senderDomain"),
+    )
+    return IngestOutcome("skipped", key=markers.key, received=graph_time(received), route=decision.route)
+
+
 def _manifest(
     folder: MailboxFolder,
     change: ChangeMessage,
@@ -444,6 +532,7 @@ def _manifest(
     received: datetime,
     key: str,
     entries: list[Entry],
+    decision: Decision,
 ) -> dict[str, Any]:
     flat = [e for top in entries for e in top.flat()]
     return {
@@ -458,5 +547,7 @@ def _manifest(
         "receivedDateTime": received.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "ingestedAt": graph_time(datetime.now(UTC)),
         "subscriptionId": change.subscription_id,
+        "route": decision.route,
+        "tags": dict(decision.tags),
         "attachments": [e.to_json() for e in flat],
     }

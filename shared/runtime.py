@@ -37,6 +37,7 @@ class Runtime:
     tokens: Tokens  # AppTokens, or DelegatedTokens in delegated mode
     subscriptions: KnownSubscriptions  # the webhook's view of which subscription each folder has
     folder_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # (mailbox, path) → id, for moves
+    _containers: dict[str, BlobStore] = field(default_factory=dict)
     _queues_ready: set[str] = field(default_factory=set)
     _client_state_key: bytes | None = None
     _key_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -49,6 +50,14 @@ class Runtime:
                     value = await self.vault.get_or_create(CLIENT_STATE_SECRET, new_secret)
                     self._client_state_key = value.encode()
         return self._client_state_key
+
+    def container(self, name: str | None) -> BlobStore:
+        """A route's container (None: ATTACHMENTS_CONTAINER), one store per container, made on first use."""
+        if name is None or name == self.settings.attachments_container:
+            return self.attachments
+        if name not in self._containers:
+            self._containers[name] = BlobStore(self.blobs, name)
+        return self._containers[name]
 
     async def send_queue_message(self, queue: str, text: str) -> None:
         """Send as the Functions host reads it (host.json: messageEncoding base64); the queue is made if new."""

@@ -12,10 +12,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 from .errors import SettingsError
+from .layout import CONTAINER_NAME
+from .pipeline.routes import Route, RouteError, parse_routes
 from .rules import MAX_ATTACHMENT_BYTES, AfterIngest, AttachmentRules, parse_after_ingest
 
 AuthMode = Literal["application", "delegated"]
@@ -102,11 +105,15 @@ class Settings:
     rules: AttachmentRules = field(default_factory=AttachmentRules)
     after_ingest: AfterIngest = field(default_factory=AfterIngest)
     after_ingest_by_folder: Mapping[str, AfterIngest] = field(default_factory=dict)  # by MailboxFolder.key
+    routes: tuple[Route, ...] = ()  # ROUTES or ROUTES_FILE, in order
+    ingested_queue: str | None = "mail-ingested"  # INGESTED_QUEUE; None: no hand-off messages
     # The Functions host key the webhook routes require; Graph calls the URLs with it. Kept out of repr.
     webhook_function_key: str | None = field(default=None, repr=False)
 
-    def after_ingest_for(self, folder: MailboxFolder) -> AfterIngest:
-        return self.after_ingest_by_folder.get(folder.key, self.after_ingest)
+    def after_ingest_for(self, folder: MailboxFolder, route: AfterIngest | None = None) -> AfterIngest:
+        """The deciding route's action if it sets one, else the folder's (AFTER_INGEST_BY_MAILBOX), else
+        AFTER_INGEST."""
+        return route if route is not None else self.after_ingest_by_folder.get(folder.key, self.after_ingest)
 
     @cached_property
     def _by_key(self) -> Mapping[str, MailboxFolder]:
@@ -125,7 +132,11 @@ class Settings:
     def delegated_scopes(self) -> tuple[str, ...]:
         """Delegated mode's Graph permissions. Bare names mean Microsoft Graph (permissions-consent-overview),
         any other resource is named; MSAL adds openid, profile and offline_access (the refresh token)."""
-        writes = self.after_ingest.anything or any(a.anything for a in self.after_ingest_by_folder.values())
+        writes = (
+            self.after_ingest.anything
+            or any(a.anything for a in self.after_ingest_by_folder.values())
+            or any(r.after_ingest is not None and r.after_ingest.anything for r in self.routes)
+        )
         permission = "Mail.ReadWrite" if writes else "Mail.Read"
         if self.graph_resource.lower() in GRAPH_RESOURCES:
             return (permission,)
@@ -214,12 +225,9 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(name, f"must be true or false, got {raw!r}")
 
 
-_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-
-
 def _container(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "").strip() or default
-    if not _CONTAINER.match(value):
+    if not CONTAINER_NAME.match(value):
         raise SettingsError(name, f"{value!r} is not a valid blob container name")
     return value
 
@@ -329,6 +337,43 @@ def _after_ingest_by_folder(raw: str, mailboxes: tuple[MailboxFolder, ...]) -> d
     return {**by_mailbox, **by_folder}
 
 
+# The app's root (beside function_app.py): a relative ROUTES_FILE is found there, wherever the host starts.
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _routes(env: Mapping[str, str], state_container: str) -> tuple[Route, ...]:
+    """ROUTES (JSON), else the JSON file ROUTES_FILE names; ROUTES wins when both are set. The file is read
+    once, here at start-up, so that a bad route stops the app before it takes any mail. No route may write
+    into the state container, where its files could meet the app's own records."""
+    name, text = "ROUTES", env.get("ROUTES", "").strip()
+    if not text and env.get("ROUTES_FILE", "").strip():
+        name, path = "ROUTES_FILE", APP_ROOT / env["ROUTES_FILE"].strip()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as exc:
+            raise SettingsError(name, f"{path.name} cannot be read ({type(exc).__name__})") from None
+    if not text:
+        return ()
+    try:
+        routes = parse_routes(text)
+    except RouteError as exc:
+        raise SettingsError(name, str(exc)) from None
+    for route in routes:
+        if route.container == state_container:
+            raise SettingsError(name, f"route {route.name!r}: container {route.container!r} is STATE_CONTAINER")
+    return routes
+
+
+def _queue_name(env: Mapping[str, str], name: str, default: str) -> str | None:
+    """A queue name (3 to 63 lower-case letters, digits and single hyphens); set but empty: off."""
+    if name not in env:
+        return default
+    value = env[name].strip()
+    if value and not CONTAINER_NAME.match(value):
+        raise SettingsError(name, f"{value!r} is not a valid queue name")
+    return value or None
+
+
 def _auth_mode(env: Mapping[str, str]) -> AuthMode:
     mode = env.get("GRAPH_AUTH_MODE", "").strip().lower() or "application"
     if mode == "application":
@@ -384,6 +429,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         raise SettingsError("WEBHOOK_BASE_URL", "required in delegated mode: the consent redirect URI is built from it")
     mailboxes = parse_mailboxes(_required(env, "MAILBOXES"))
     graph_api_url = _url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0")
+    state_container = _container(env, "STATE_CONTAINER", "mail-ingest-state")
     return Settings(
         tenant_id=tenant_id,
         client_id=client_id,
@@ -398,7 +444,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         webhook_function_key=env.get("WEBHOOK_FUNCTION_KEY", "").strip() or None,
         storage=_storage(env),
         attachments_container=_container(env, "ATTACHMENTS_CONTAINER", "mail-attachments"),
-        state_container=_container(env, "STATE_CONTAINER", "mail-ingest-state"),
+        state_container=state_container,
         key_vault_url=_url(env, "KEY_VAULT_URL", None),
         key_vault_verify_challenge_resource=_bool(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
         subscription_minutes=_int(
@@ -417,6 +463,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         rules=_rules(env),
         after_ingest=_after_ingest("AFTER_INGEST", env.get("AFTER_INGEST", "")),
         after_ingest_by_folder=_after_ingest_by_folder(env.get("AFTER_INGEST_BY_MAILBOX", ""), mailboxes),
+        routes=_routes(env, state_container),
+        ingested_queue=_queue_name(env, "INGESTED_QUEUE", "mail-ingested"),
     )
 
 

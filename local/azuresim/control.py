@@ -239,6 +239,8 @@ class Control:
             recipients = [EmailAddress(mailbox.display_name, mailbox.address)] if mailbox else []
         else:
             recipients = [_address(a, "to") for a in (to if isinstance(to, list) else [to])]
+        cc = spec.get("cc") or []
+        copies = [_address(a, "cc") for a in (cc if isinstance(cc, list) else [cc])]
         attachments = spec.get("attachments") or []
         if not isinstance(attachments, list):
             raise _bad("'attachments' must be a list")
@@ -260,6 +262,7 @@ class Control:
             change_key=change_key(),
             attachments=[self._attachment(a, now, depth) for a in attachments],
             importance=str(spec.get("importance", "normal")).lower(),
+            cc=copies,
         )
 
     async def add_mail(self, request: web.Request) -> web.Response:

@@ -47,6 +47,9 @@ OPTIONAL_SETTINGS = {
     "RECONCILE_MINUTES": "defaults to an hourly delta reconciliation (README)",
     "BACKFILL_HOURS": "defaults to 0: a new folder starts from now (README)",
     "FULL_RESYNC_HOURS": "defaults to 72: the window of a full resync after a refused delta link (README)",
+    "ROUTES": "defaults to no routes: every mail in ATTACHMENTS_CONTAINER, standard layout (README, Routes)",
+    "ROUTES_FILE": "defaults to none; ROUTES wins when both are set (README, Routes)",
+    "INGESTED_QUEUE": "defaults to mail-ingested, a queue in the app's own storage account (README, Hand-off)",
     "TOKEN_REFRESH_HOURS": "delegated mode only; defaults to a daily refresh, well inside the 90-day limit (README)",
 }
 
@@ -103,6 +106,10 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "shared key on": (
         lambda d: edit(d / "modules/storage.bicep", "allowSharedKeyAccess: false", "allowSharedKeyAccess: true"),
         "allowSharedKeyAccess must be false",
+    ),
+    "hierarchical namespace": (
+        lambda d: edit(d / "modules/storage.bicep", "isHnsEnabled: false", "isHnsEnabled: true"),
+        "isHnsEnabled must be false",
     ),
     "old TLS on storage": (
         lambda d: edit(d / "modules/storage.bicep", "minimumTlsVersion: 'TLS1_2'", "minimumTlsVersion: 'TLS1_0'"),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 from shared.contentbytes import ExpandedMessage
-from shared.ingest import Entry, _Job
+from shared.ingest import Entry, _facts, _Job
 from shared.settings import Settings, parse_settings
 
 FILE = "#microsoft.graph.fileAttachment"
@@ -15,7 +16,7 @@ REFERENCE = "#microsoft.graph.referenceAttachment"
 
 
 def plan(settings: Settings, attachments: list[dict[str, Any]]) -> list[Entry]:
-    rt: Any = SimpleNamespace(settings=settings)
+    rt: Any = SimpleNamespace(settings=settings, attachments=None)
     job = _Job(rt, settings.mailboxes[0], "users/x/messages/y", "prefix", "key")
     return [entry for entry, _ in job.plan(ExpandedMessage({"attachments": attachments}, []))]
 
@@ -57,3 +58,34 @@ def test_rules_skip_with_a_reason_and_links_are_recorded(env: dict[str, str]):
     assert skipped[4] is not None and entries[4].file == "Fwd_ invoice.eml"
     assert entries[5].url == "https://contoso.sharepoint.com/x" and entries[5].kind == "reference"
     assert entries[5].to_json()["skipped"].startswith("link")
+
+
+def test_routes_see_the_sender_to_and_cc_and_whether_a_file_is_kept(env: dict[str, str]):
+    env["ATTACHMENT_EXTENSIONS"] = "pdf"
+    settings = parse_settings(env)
+    rt: Any = SimpleNamespace(settings=settings, attachments=None)
+    job = _Job(rt, settings.mailboxes[0], "users/x/messages/y", "prefix", "key")
+    message = {
+        "from": {"emailAddress": {"name": "Billing", "address": "billing@fabrikam.example"}},
+        "toRecipients": [{"emailAddress": {"address": "ap@contoso.com"}}],
+        "ccRecipients": [{"emailAddress": {"address": "payables@contoso.com"}}, {"emailAddress": {}}],
+        "subject": "Invoice 7",
+    }
+    when = datetime(2026, 3, 7, tzinfo=UTC)
+
+    def facts(attachments: list[dict[str, Any]]) -> Any:
+        planned = job.plan(ExpandedMessage({"attachments": attachments}, []))
+        return _facts(job, message, when, planned)
+
+    found = facts([{"@odata.type": FILE, "id": "1", "name": "notes.docx", "size": 10}])
+    assert (found.sender, found.recipients, found.subject) == (
+        "billing@fabrikam.example",
+        ("ap@contoso.com", "payables@contoso.com"),
+        "Invoice 7",
+    )
+    assert found.attachments[0].name == "notes.docx" and not found.has_kept_file  # .docx is filtered out
+    assert facts([{"@odata.type": FILE, "id": "2", "name": "a.pdf", "size": 10}]).has_kept_file
+    # An attached mail whose .eml is filtered out may still give up files: it counts as kept.
+    assert facts([{"@odata.type": ITEM, "id": "3", "name": "Fwd", "size": 10}]).has_kept_file
+    link = facts([{"@odata.type": REFERENCE, "id": "4", "name": "doc", "sourceUrl": "https://x/doc"}])
+    assert link.attachments == () and not link.has_kept_file
