@@ -234,9 +234,15 @@ def render_status(report: dict[str, Any]) -> str:
                 f"    ingest        last {ingest['last_at']}: message {ingest['last_message_key']},"
                 f" {ingest['last_files']} file(s), lag {_lag(lag)}"
                 f" (received {ingest['last_received_at']})"
+                + (f", route {ingest['last_route']}" if ingest.get("last_route") else "")
             )
         else:
             lines.append("    ingest        none recorded")
+        if ingest.get("last_skipped_at"):
+            lines.append(
+                f"    skipped       last {ingest['last_skipped_at']}: message {ingest['last_skipped_message_key']},"
+                f" route {ingest['last_skipped_route']}"
+            )
         link = "delta link saved" if resync["delta_link"] else "no delta link"
         lines.append(f"    resync        last {resync['last_at'] or '-'}, {link}")
         if sub["last_lifecycle_event"]:
