@@ -98,7 +98,9 @@ class Dovecot:
         return self.home / "dovecot.conf"
 
     @property
-    def users_file(self) -> Path:
+    def users_dir(self) -> Path:
+        """One passwd file per user: Dovecot checks a passwd file for changes at most once a second, but opens
+        a file it has not seen at once, so a user added by a test can log in right away."""
         return self.home / "users"
 
     @property
@@ -110,7 +112,7 @@ class Dovecot:
         """A passwd-file entry (`{PLAIN}` scheme, the test process's uid) and an empty maildir."""
         home = self.mail_dir / user
         self.create_folder(user, "INBOX")
-        with self.users_file.open("a", encoding="utf-8") as users:
+        with (self.users_dir / user).open("w", encoding="utf-8") as users:
             users.write(f"{user}:{{PLAIN}}{password}:{self._uid}:{self._gid}::{home}::\n")
 
     def folder_path(self, user: str, folder: str = "INBOX") -> Path:
@@ -125,7 +127,7 @@ class Dovecot:
         if self._root:
             # Every directory from the user's home down belongs to the mail user, as Dovecot would make them.
             top = self.mail_dir / user
-            for directory in (top, *(p for p in path.rglob("*") if p.is_dir()), *path.parents):
+            for directory in (path, *(p for p in path.rglob("*") if p.is_dir()), *path.parents):
                 if directory == top or top in directory.parents:
                     os.chown(directory, self._uid, self._gid)
 
@@ -207,11 +209,11 @@ first_valid_gid = {self._gid}
 auth_mechanisms = plain login
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {self.users_file}
+  args = scheme=PLAIN username_format=%u {self.users_dir}/%u
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%u {self.users_file}
+  args = username_format=%u {self.users_dir}/%u
 }}
 mail_location = maildir:~:LAYOUT=fs
 namespace inbox {{
@@ -250,7 +252,7 @@ service stats {{
             self.home = Path(tempfile.mkdtemp(prefix="dovecot-"))
             self.home.chmod(0o711)
         self.mail_dir.mkdir(exist_ok=True)
-        self.users_file.touch()
+        self.users_dir.mkdir(exist_ok=True)
         if self.tls:
             if self._ca is None:
                 raise DovecotError("a TLS Dovecot needs the test CA")
