@@ -74,7 +74,7 @@ def header_fields(header_block: bytes) -> dict[str, bytes]:
             break  # the end of the header
         if line[:1] in (b" ", b"\t"):
             if current is not None:
-                found[current] += b" " + line.strip()
+                found[current] = (found[current] + b" " + line.strip()).strip()
             continue
         match = _HEADER.match(line)
         name = match.group(1).lower().decode() if match else None
