@@ -33,7 +33,16 @@ from ...errors import MailMessageGone, MailServerError, MailTlsRefused
 from ...logs import log_event
 from ...rules import AfterIngest
 from ...settings import MailAccount
-from ..common import CHUNK_BYTES, SOCKET_TIMEOUT_SECONDS, Login, classify, connection_error, fingerprint, tls_context
+from ..common import (
+    CHUNK_BYTES,
+    SOCKET_TIMEOUT_SECONDS,
+    Login,
+    classify,
+    connection_error,
+    fingerprint,
+    header_fields,
+    tls_context,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,6 +69,7 @@ class MessageInfo:
     size: int
     fingerprint: str
     internaldate: datetime | None
+    message_id: str = ""  # as the header has it, to find the message again by SEARCH HEADER
 
 
 def imap_keyword(category: str) -> str:
@@ -143,8 +153,21 @@ class ImapSession:
                 size = int(data[b"RFC822.SIZE"])
                 header = data.get(_HEADER_KEY) or b""
                 when = data.get(b"INTERNALDATE")
-                infos.append(MessageInfo(uid, size, fingerprint(header, size), _utc(when)))
+                message_id = header_fields(header).get("message-id", b"").decode("ascii", "replace")
+                infos.append(MessageInfo(uid, size, fingerprint(header, size), _utc(when), message_id))
         return infos
+
+    async def find(self, fingerprint: str, message_id: str) -> int | None:
+        """The UID of the message with this fingerprint, found by its Message-ID (or, without one, among all
+        messages): how a message is found again after the folder's UIDVALIDITY changed."""
+        if message_id:
+            found = await self._call("UID SEARCH", self._client.search, ["HEADER", "Message-ID", message_id])
+        else:
+            found = await self._call("UID SEARCH", self._client.search, ["ALL"])
+        for info in await self.describe(sorted(found)):
+            if info.fingerprint == fingerprint:
+                return info.uid
+        return None
 
     async def stream(self, uid: int, *, chunk: int = CHUNK_BYTES) -> AsyncIterator[bytes]:
         """The message's whole MIME in pieces of at most `chunk` bytes, by BODY.PEEK[]<offset.length>:

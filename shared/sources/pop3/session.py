@@ -125,6 +125,15 @@ class Pop3Session:
             while piece := await asyncio.to_thread(spool.read, chunk):
                 yield piece
 
+    async def find(self, fingerprint: str) -> str | None:
+        """The UIDL of the message with this fingerprint: how a message is found again when the server's
+        UIDLs changed (a migration, a rebuilt index)."""
+        for start in range(0, len(entries := await self.listing()), 50):
+            for info in await self.describe(entries[start : start + 50]):
+                if info.fingerprint == fingerprint:
+                    return info.uidl
+        return None
+
     async def delete(self, uidl: str) -> None:
         """DELE the message; the server removes it at QUIT (`close`)."""
         entry = await self._entry(uidl)
