@@ -26,6 +26,9 @@ MIN_SUBSCRIPTION_MINUTES = 45
 # Refresh tokens lapse after 90 days unused (graph_facts §11): the keep-alive must come well inside that.
 MAX_TOKEN_REFRESH_HOURS = 30 * 24
 
+# The poll timer of IMAP and POP3 accounts (NCRONTAB, with seconds): every minute.
+DEFAULT_MAIL_POLL_SCHEDULE = "0 * * * * *"
+
 # Authority hosts of Microsoft's clouds: only these take part in MSAL's instance discovery.
 MICROSOFT_AUTHORITY_HOSTS = frozenset(
     {
@@ -154,6 +157,7 @@ class Settings:
     # The Functions host key the webhook routes require; Graph calls the URLs with it. Kept out of repr.
     webhook_function_key: str | None = field(default=None, repr=False)
     accounts: tuple[MailAccount, ...] = ()  # the IMAP and POP3 account URLs of MAILBOXES
+    mail_poll_schedule: str = DEFAULT_MAIL_POLL_SCHEDULE
 
     def account_by_key(self, key: str) -> MailAccount | None:
         return next((a for a in self.accounts if a.key == key), None)
@@ -470,6 +474,18 @@ def _after_ingest_by_folder(raw: str, mailboxes: tuple[MailboxFolder, ...]) -> d
     return {**by_mailbox, **by_folder}
 
 
+_NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
+
+
+def _schedule(env: Mapping[str, str], name: str, default: str) -> str:
+    """An NCRONTAB expression as the Functions host takes it: six fields, seconds first."""
+    value = " ".join(env.get(name, "").split()) or default
+    parts = value.split(" ")
+    if len(parts) != 6 or not all(_NCRONTAB_FIELD.match(p) for p in parts):
+        raise SettingsError(name, f"{value!r} is not an NCRONTAB schedule (six fields, seconds first)")
+    return value
+
+
 def _auth_mode(env: Mapping[str, str]) -> AuthMode:
     mode = env.get("GRAPH_AUTH_MODE", "").strip().lower() or "application"
     if mode == "application":
@@ -516,6 +532,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         graph_api_url=_url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0"),
         mailboxes=mailboxes,
         accounts=accounts,
+        mail_poll_schedule=_schedule(env, "MAIL_POLL_SCHEDULE", DEFAULT_MAIL_POLL_SCHEDULE),
         webhook_base_url=webhook_base,
         webhook_function_key=env.get("WEBHOOK_FUNCTION_KEY", "").strip() or None,
         storage=_storage(env),

@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import IngestError, MailServerBusy, StateConflict, one_line
 from ..layout import graph_time, parse_graph_time
 from ..logs import log_event
+from ..poison import FETCH_QUEUE
 from ..settings import MailAccount
 from .common import Login, header_fields
 from .cursor import CursorStore, SourceCursor
@@ -35,8 +36,6 @@ from .pop3.session import Pop3Info, Pop3Session
 
 logger = logging.getLogger(__name__)
 
-POLL_QUEUE = "mail-poll"
-FETCH_QUEUE = "mail-fetch"
 # A poll stops taking new messages after this long (host.json's functionTimeout is 10 minutes).
 POLL_BUDGET_SECONDS = 240.0
 # A claim older than this belongs to a poll that died: the budget plus room for the last message.

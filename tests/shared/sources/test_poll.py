@@ -12,11 +12,12 @@ import pytest
 
 from local.dovecot import Dovecot
 from shared.errors import MailMessageGone
+from shared.poison import FETCH_QUEUE
 from shared.settings import MailAccount
 from shared.sources.common import Login
 from shared.sources.cursor import CursorStore
 from shared.sources.fetch import FetchRequest, open_message
-from shared.sources.poll import CLAIM, FETCH_QUEUE, poll_account
+from shared.sources.poll import CLAIM, poll_account
 from shared.storage import BlobStore
 from tests.shared.sources.conftest import MailUser, message
 
