@@ -207,6 +207,9 @@ last_valid_uid = {self._uid}
 first_valid_gid = {self._gid}
 {tls}
 auth_mechanisms = plain login
+# Refused logins answer at once: the tests try many on purpose (the per-address penalty for repeated failures
+# still applies, as on a real server).
+auth_failure_delay = 0
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.users_dir}/%u

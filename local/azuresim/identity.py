@@ -31,6 +31,10 @@ from .store import App, Mailbox, Store
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 VAULT_RESOURCE = "https://vault.azure.net"
+# Exchange Online, for IMAP and POP with OAuth (client credentials: IMAP.AccessAsApp, POP.AccessAsApp).
+EXCHANGE_RESOURCE = "https://outlook.office365.com"
+EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
+EXCHANGE_ROLES = frozenset({"IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"})
 TOKEN_LIFETIME_SECONDS = 3599
 CLOCK_SKEW_SECONDS = 300
 # MSAL may add these OpenID scopes; they carry no resource and a client-credentials grant ignores them.
@@ -310,6 +314,8 @@ class Authority:
         resource = scopes[0][: -len("/.default")].rstrip("/")
         if resource in (GRAPH_APP_ID, GRAPH_RESOURCE):
             return GRAPH_RESOURCE
+        if resource in (EXCHANGE_APP_ID, EXCHANGE_RESOURCE):
+            return EXCHANGE_RESOURCE
         if resource == VAULT_RESOURCE or resource == origin(request):
             return resource
         raise IdentityError(
@@ -321,7 +327,13 @@ class Authority:
 
     async def _client_credentials(self, request: web.Request, form: TokenForm, client: Client) -> dict[str, Any]:
         resource = self._resource(form.get("scope", ""), request)
-        roles = list(client.app.roles) if resource != VAULT_RESOURCE else []
+        # Each resource's token carries the application permissions of that resource only.
+        if resource == VAULT_RESOURCE:
+            roles: list[str] = []
+        elif resource == EXCHANGE_RESOURCE:
+            roles = [r for r in client.app.roles if r in EXCHANGE_ROLES]
+        else:
+            roles = [r for r in client.app.roles if r not in EXCHANGE_ROLES]
         return {
             "token_type": "Bearer",
             "expires_in": TOKEN_LIFETIME_SECONDS,

@@ -193,7 +193,7 @@ def _login(client: poplib.POP3, login: Login) -> None:
         raw = f"user={login.user}\1auth=Bearer {login.token}\1\1".encode()
         client._putcmd("AUTH XOAUTH2 " + base64.b64encode(raw).decode())  # type: ignore[attr-defined]
         answer, _ = client._getline()  # type: ignore[attr-defined]
-        if answer.startswith(b"+"):
+        if answer == b"+" or answer.startswith(b"+ "):  # a challenge, not +OK
             client._putcmd("")  # type: ignore[attr-defined]
             answer, _ = client._getline()  # type: ignore[attr-defined]
         if not answer.startswith(b"+OK"):
