@@ -49,6 +49,16 @@ async def read(account: MailAccount, user: MailUser, request: dict[str, Any]) ->
         return b"".join([c async for c in chunks])
 
 
+async def started(store: BlobStore, user: MailUser, scheme: str, count: int) -> tuple[MailAccount, Queue]:
+    """An account polled once (so the app starts from now), then `count` new mails delivered."""
+    account = user.account(scheme)
+    queue = Queue()
+    await poll(store, queue, account, user)
+    for n in range(count):
+        user.deliver(message(f"mail {n}"))
+    return account, queue
+
+
 @pytest.mark.parametrize("scheme", ["imaps", "pop3s"])
 async def test_the_first_poll_starts_from_now_then_each_new_mail_is_queued_once(
     store: BlobStore, mail_user: MailUser, scheme: str
@@ -117,11 +127,7 @@ async def test_a_request_for_a_message_gone_is_reported(store: BlobStore, mail_u
 
 @pytest.mark.parametrize("scheme", ["imaps", "pop3s"])
 async def test_two_polls_racing_queue_each_mail_once(store: BlobStore, mail_user: MailUser, scheme: str):
-    account = mail_user.account(scheme)
-    queue = Queue()
-    await poll(store, queue, account, mail_user)
-    for n in range(6):
-        mail_user.deliver(message(f"race {n}"))
+    account, queue = await started(store, mail_user, scheme, 6)
     results = await asyncio.gather(*(poll(store, queue, account, mail_user) for _ in range(2)))
     assert sorted(r.outcome for r in results) == ["claimed elsewhere", "polled"]
     assert len(queue.sent) == 6 and len({m["fingerprint"] for m in queue.sent}) == 6
@@ -133,11 +139,7 @@ class Crash(BaseException):
 
 @pytest.mark.parametrize("scheme", ["imaps", "pop3s"])
 async def test_a_crash_before_the_cursor_is_saved_doubles_nothing(store: BlobStore, mail_user: MailUser, scheme):
-    account = mail_user.account(scheme)
-    queue = Queue()
-    await poll(store, queue, account, mail_user)
-    for n in range(5):
-        mail_user.deliver(message(f"mail {n}"))
+    account, queue = await started(store, mail_user, scheme, 5)
     crashing = Queue()
 
     async def send(queue_name: str, text: str) -> None:
@@ -159,11 +161,7 @@ async def test_a_crash_before_the_cursor_is_saved_doubles_nothing(store: BlobSto
 
 
 async def test_the_time_budget_stops_a_poll_where_it_is(store: BlobStore, mail_user: MailUser):
-    account = mail_user.account("imaps")
-    queue = Queue()
-    await poll(store, queue, account, mail_user)
-    for n in range(3):
-        mail_user.deliver(message(f"mail {n}"))
+    account, queue = await started(store, mail_user, "imaps", 3)
     stopped = await poll(store, queue, account, mail_user, budget_seconds=0)
     assert (stopped.outcome, stopped.queued, stopped.complete) == ("polled", 0, False)
     cursor, _ = await CursorStore(store).load(account.key)
@@ -173,11 +171,7 @@ async def test_the_time_budget_stops_a_poll_where_it_is(store: BlobStore, mail_u
 
 
 async def test_changed_uidls_are_recognised_by_fingerprint(store: BlobStore, mail_user: MailUser):
-    account = mail_user.account("pop3s")
-    queue = Queue()
-    await poll(store, queue, account, mail_user)
-    for n in range(2):
-        mail_user.deliver(message(f"mail {n}"))
+    account, queue = await started(store, mail_user, "pop3s", 2)
     assert (await poll(store, queue, account, mail_user)).queued == 2
     # As after a server migration: none of the UIDLs is known any more.
     cursors = CursorStore(store)
