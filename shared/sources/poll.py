@@ -191,7 +191,8 @@ async def _poll_imap(poll: _Poll, login: Login, now: datetime) -> bool:
                     new=status.uidvalidity,
                 )
             # A first poll, or UIDs that mean nothing any more: what arrived in the window, by fingerprint.
-            listed = await session.uids_since(window.date())
+            # SEARCH SINCE counts days in the server's time zone: a day early, then the exact time below.
+            listed = await session.uids_since(window.date() - timedelta(days=1))
             infos = [i for i in await session.describe(listed) if i.internaldate is None or i.internaldate >= window]
             cursor.uidvalidity, cursor.last_uid = status.uidvalidity, 0
             top = max(listed, default=0)
