@@ -21,6 +21,7 @@ from shared.poison import FETCH_QUEUE
 from shared.settings import parse_account
 from shared.sources.cursor import CursorStore
 from tests.e2e.conftest import wait_until
+from tests.e2e.test_cli import health
 from tests.local.simclient import secret_client
 from tests.shared.sources.conftest import message
 
@@ -81,6 +82,11 @@ def test_a_new_mail_in_an_imap_account_is_queued_once(imap_stack: tuple[Stack, D
     # No password in Key Vault yet: the account's polls fail, and say why, while the app goes on.
     failed = wait_until(lambda: (cursor_of(stack, url) or {}).get("last_error"), 60, "a failed poll")
     assert f"secret {SECRET} does not exist" in failed
+    report = health(stack)
+    assert report.status_code == 503
+    (account,) = report.json()["accounts"]
+    assert account["account"] in report.json()["unhealthy"]
+    assert account["problems"] and f"secret {SECRET} does not exist" in account["problems"][0]
 
     async def store_password() -> None:
         assert stack.sim is not None
@@ -99,3 +105,5 @@ def test_a_new_mail_in_an_imap_account_is_queued_once(imap_stack: tuple[Stack, D
     polled = (cursor_of(stack, url) or {})["last_poll_at"]
     wait_until(lambda: (cursor_of(stack, url) or {}).get("last_poll_at") != polled, 60, "another poll")
     assert len(fetch_requests(stack)) == 1
+    (account,) = health(stack).json()["accounts"]
+    assert account["healthy"] and account["cursor"]["last_uid"] == 1 and account["queued"] == 1
