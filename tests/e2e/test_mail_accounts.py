@@ -21,7 +21,7 @@ from shared.poison import FETCH_QUEUE
 from shared.settings import parse_account
 from shared.sources.cursor import CursorStore
 from tests.e2e.conftest import wait_until
-from tests.e2e.test_cli import health
+from tests.e2e.test_cli import cli, health
 from tests.local.simclient import secret_client
 from tests.shared.sources.conftest import message
 
@@ -93,7 +93,13 @@ def test_a_new_mail_in_an_imap_account_is_queued_once(imap_stack: tuple[Stack, D
         async with secret_client(stack.sim) as client:
             await client.set_secret(SECRET, PASSWORD)
 
+    refused = cli(stack, "check")
+    assert refused.returncode != 0
+    assert f"secret {SECRET} does not exist" in refused.stdout and "Key Vault secret imap-ap-password" in refused.stdout
     asyncio.run(store_password())
+    checked = cli(stack, "check")
+    line = next(line for line in checked.stdout.splitlines() if str(parse_account(url)) in line)
+    assert "signed in; INBOX: 0 message(s)" in line
     wait_until(lambda: (cursor_of(stack, url) or {}).get("last_poll_at"), 60, "a successful poll")
     assert (cursor_of(stack, url) or {}).get("last_error") is None
     mail = message("scanned invoice")
