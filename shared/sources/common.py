@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -21,13 +22,18 @@ SOCKET_TIMEOUT_SECONDS = 60.0
 
 def tls_context() -> ssl.SSLContext:
     """Certificates verified against the system's trust plus `SSL_CERT_FILE` (as the Azure SDKs and MSAL
-    do here); host names checked; TLS 1.2 at least.
+    do here); host names checked; TLS 1.2 at least. One context per bundle and process: loading the CAs
+    costs more than a TLS handshake."""
+    return _tls_context(os.environ.get("SSL_CERT_FILE") or None)
 
-    OpenSSL reads `SSL_CERT_FILE` *instead of* its default bundle, so the system bundle is loaded too."""
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(extra_cafile: str | None) -> ssl.SSLContext:
+    # OpenSSL reads SSL_CERT_FILE *instead of* its default bundle, so the system bundle is loaded too.
     context = ssl.create_default_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     paths = ssl.get_default_verify_paths()
-    for cafile in (paths.openssl_cafile, os.environ.get("SSL_CERT_FILE")):
+    for cafile in (paths.openssl_cafile, extra_cafile):
         if cafile and os.path.isfile(cafile):
             context.load_verify_locations(cafile=cafile)
     return context
