@@ -14,12 +14,13 @@ messages in the window are recognised by fingerprint instead of by id.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -62,16 +63,19 @@ class _Poll:
     account: MailAccount
     cursor: SourceCursor
     etag: str | None
+    started_at: datetime  # the poll's `now`; the clock moves on from it by the monotonic time elapsed
     deadline: float
     queued: int = 0
     since_save: int = 0
+    _started: float = field(default_factory=time.monotonic)
 
     def time_left(self) -> bool:
         return time.monotonic() < self.deadline
 
-    async def save(self, now: datetime | None = None) -> None:
-        if now is not None:
-            self.cursor.polling_at = graph_time(now)  # renew the claim with the progress
+    async def save(self, *, renew: bool = False) -> None:
+        if renew:  # a save with progress renews the claim
+            elapsed = timedelta(seconds=time.monotonic() - self._started)
+            self.cursor.polling_at = graph_time(self.started_at + elapsed)
         self.etag = await self.store.save(self.cursor, self.etag)
         self.since_save = 0
 
@@ -86,10 +90,10 @@ class _Poll:
         self.cursor.queued += 1
         return True
 
-    async def step_done(self, now: datetime) -> None:
+    async def step_done(self) -> None:
         self.since_save += 1
         if self.since_save >= SAVE_EVERY:
-            await self.save(now)
+            await self.save(renew=True)
 
 
 async def poll_account(
@@ -108,7 +112,7 @@ async def poll_account(
         log_event(logger, "source.poll_skipped", account=str(account), reason="another poll holds the claim")
         return PollResult(str(account), "claimed elsewhere")
     cursor, etag = claimed
-    poll = _Poll(store, send, account, cursor, etag, time.monotonic() + budget_seconds)
+    poll = _Poll(store, send, account, cursor, etag, now, time.monotonic() + budget_seconds)
     complete = True
     try:
         credentials = await login()
@@ -127,6 +131,13 @@ async def poll_account(
         kind = "busy" if isinstance(exc, MailServerBusy) else type(exc).__name__
         log_event(logger, "source.poll_failed", logging.ERROR, account=str(account), kind=kind, reason=one_line(exc))
         return PollResult(str(account), "failed", poll.queued, complete=False, error=one_line(exc))
+    except Exception:
+        # Storage or the queue failed: release the claim if that still works, so the next tick tries at once;
+        # the queue message fails and is delivered again.
+        cursor.polling_at = None
+        with contextlib.suppress(Exception):
+            await poll.save()
+        raise
     cursor.polling_at = None
     cursor.last_poll_at = graph_time(now)
     cursor.last_error = cursor.last_error_at = None
@@ -202,14 +213,14 @@ async def _poll_imap(poll: _Poll, login: Login, now: datetime) -> bool:
             listed = await session.new_uids(cursor.last_uid or 0)
             infos = await session.describe(listed)
             top = max(listed, default=cursor.last_uid or 0)
-        if not await _queue_imap(poll, infos, status.uidvalidity, now):
+        if not await _queue_imap(poll, infos, status.uidvalidity):
             return False
         # Everything listed is queued or was not the app's (before the window, or expunged meanwhile).
         cursor.last_uid = max(cursor.last_uid or 0, top)
         return True
 
 
-async def _queue_imap(poll: _Poll, infos: Sequence[MessageInfo], uidvalidity: int, now: datetime) -> bool:
+async def _queue_imap(poll: _Poll, infos: Sequence[MessageInfo], uidvalidity: int) -> bool:
     for info in sorted(infos, key=lambda i: i.uid):
         if not poll.time_left():
             return False
@@ -218,7 +229,7 @@ async def _queue_imap(poll: _Poll, infos: Sequence[MessageInfo], uidvalidity: in
         )
         await poll.hand_on(ref, info.fingerprint)
         poll.cursor.last_uid = info.uid
-        await poll.step_done(now)
+        await poll.step_done()
     return True
 
 
@@ -253,7 +264,7 @@ async def _poll_pop3(poll: _Poll, login: Login, now: datetime) -> bool:
                 known.add(uidl_digest(info.uidl))
             # Only UIDLs still in the maildrop are kept: the list stays as long as the maildrop.
             cursor.uidls = [d for d in (uidl_digest(e.uidl) for e in entries) if d in known]
-            await poll.save(now)
+            await poll.save(renew=True)
         cursor.uidls = [d for d in (uidl_digest(e.uidl) for e in entries) if d in known]
         return complete
 

@@ -212,3 +212,19 @@ def test_a_fetch_request_must_name_its_message():
                                        "fingerprint": "f", "size": 1}))  # fmt: skip
     with pytest.raises(Exception, match="unreadable"):
         FetchRequest.parse("{")
+
+
+async def test_a_queue_failure_fails_the_poll_and_releases_its_claim(store: BlobStore, mail_user: MailUser):
+    account, queue = await started(store, mail_user, "imaps", 2)
+
+    async def refused(queue_name: str, text: str) -> None:
+        raise ConnectionError("the queue service is unreachable")
+
+    async def login() -> Login:
+        return mail_user.login
+
+    with pytest.raises(ConnectionError):
+        await poll_account(CursorStore(store), refused, account, login, now())
+    cursor, _ = await CursorStore(store).load(account.key)
+    assert cursor is not None and cursor.polling_at is None
+    assert (await poll(store, queue, account, mail_user)).queued == 2  # at once, not after the claim lapses

@@ -243,3 +243,29 @@ async def test_too_many_connections_is_reported_as_busy(dovecot_one_connection: 
     async with await ImapSession.open(user.account("imaps"), user.login):
         with pytest.raises(MailServerBusy, match=r"(?i)maximum number of connections"):
             await ImapSession.open(user.account("imaps"), user.login)
+
+
+async def test_non_ascii_folders_and_8bit_headers(mail_user: MailUser, mail_ca_bundle: Path):
+    from imapclient import IMAPClient
+
+    from shared.sources.common import fingerprint
+
+    header = (
+        b"From: =?utf-8?q?M=C3=BCller?= <m@lieferant.example>\r\nSubject: Rechnung f\xfcr M\xe4rz\r\n"
+        b"Message-ID: <8bit@lieferant.example>\r\nContent-Type: text/plain; charset=latin-1\r\n"
+        b"Content-Disposition: attachment; filename*=iso-8859-1''Rechnung%20M%E4rz.txt\r\n\r\n"
+    )
+    raw = header + b"K\xe4se\r\n"
+    # Created and filled over IMAP: the server names the folder in modified UTF-7 (RFC 3501 5.1.3).
+    with IMAPClient("127.0.0.1", mail_user.server.ports["imaps"], ssl_context=client_context(mail_ca_bundle)) as c:
+        c.login(mail_user.name, mail_user.password)
+        c.create_folder("Café/Übersicht")
+        c.append("Café/Übersicht", raw)
+    account = mail_user.account("imaps", "Café/Übersicht")
+    assert account.folder == "Café/Übersicht"
+    async with await ImapSession.open(account, mail_user.login) as session:
+        assert (await session.examine()).exists == 1
+        (info,) = await session.describe([1])
+        assert info.fingerprint == fingerprint(header, len(raw))
+        assert info.message_id == "<8bit@lieferant.example>"
+        assert b"".join(await collect(session, 1)) == raw
