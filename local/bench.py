@@ -7,6 +7,8 @@
 3. Ingest: the dev host's peak memory (RSS high-water mark, reset before each mail) while it ingests
    a mail with one 1 MB file and one with a 100 MB file, and the Graph requests each mail cost, with
    a typical mail (two small PDFs) beside them.
+4. IMAP (local/bench_sources.py): the peak memory of fetching a 1 MB and a 100 MB message, and the
+   seconds to drain 1,000 small messages from one folder.
 """
 
 from __future__ import annotations
@@ -216,8 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--import-runs", type=int, default=7)
-    parser.add_argument("--only", choices=("import", "webhook", "ingest"), help="run one part")
+    parser.add_argument("--only", choices=("import", "webhook", "ingest", "imap"), help="run one part")
     args = parser.parse_args(argv)
+    if args.only in (None, "imap"):
+        from local.bench_sources import bench_imap, print_imap
+
+        print_imap(bench_imap())
+        print()
+        if args.only:
+            return 0
     if args.only in (None, "ingest"):
         rows = bench_ingest()
         print("Ingest through the dev host: peak RSS of the dev host process during each mail, Graph requests")

@@ -226,6 +226,8 @@ class Stack:
     def _create_mailboxes(self) -> None:
         by_mailbox: dict[str, list[str]] = {}
         for entry in self.config.mailboxes:
+            if "://" in entry:
+                continue  # an IMAP or POP3 account, served by its own server
             mailbox, _, folder = entry.partition("/")
             by_mailbox.setdefault(mailbox, [])
             if folder:

@@ -19,7 +19,7 @@ from .errors import AuthError, GraphAuthError, GraphNotFound, SettingsError, one
 from .folders import resolve_folder, user_path
 from .logs import redact_url
 from .runtime import Runtime
-from .settings import MailboxFolder
+from .settings import MailAccount, MailboxFolder
 from .vault import CLIENT_STATE_SECRET
 
 CHECK_SECRET = "ingest-check"  # noqa: S105 (a secret's name, not a secret)
@@ -167,6 +167,13 @@ class Checks:
 
         return await _run(f"mailbox folder {folder}", readable, _graph_hint(folder))
 
+    async def account(self, account: MailAccount) -> CheckResult:
+        from .sources.check import account_hint, check_account
+
+        return await _run(
+            f"account {account}", lambda: check_account(self.rt, account), lambda exc: account_hint(account, exc)
+        )
+
     async def webhook(self, name: str, url: Callable[[], str]) -> CheckResult:
         """`url` is read inside the check: without WEBHOOK_BASE_URL it fails there, with its hint."""
         return await _run(name, lambda: validation_handshake(url()), _webhook_hint(url))
@@ -201,6 +208,7 @@ class Checks:
     async def all(self) -> list[CheckResult]:
         results = await self.token()
         results += await asyncio.gather(*(self.folder(f) for f in self.settings.mailboxes))
+        results += await asyncio.gather(*(self.account(a) for a in self.settings.accounts))
         results.append(await self.webhook("webhook (notification URL)", lambda: self.settings.notification_url))
         results.append(await self.webhook("webhook (lifecycle URL)", lambda: self.settings.lifecycle_url))
         results.append(await self.blob())

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from .activity import Activity, ActivityStore
 from .layout import graph_time, parse_graph_time
 from .maintain import last_pass
-from .poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, poison_queue
+from .poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE, POLL_QUEUE, poison_queue
 from .settings import MailboxFolder
+from .sources.status import accounts_status, add_accounts
 from .state import FolderState, StateStore
 from .vault import CLIENT_STATE_SECRET
 
@@ -32,7 +33,16 @@ CLIENT_STATE = (
     "hmac-sha256 over the folder key and a per-subscription nonce "
     f"(key in Key Vault secret {CLIENT_STATE_SECRET}), compared in constant time"
 )
-QUEUES = (CHANGES_QUEUE, poison_queue(CHANGES_QUEUE), LIFECYCLE_QUEUE, poison_queue(LIFECYCLE_QUEUE))
+QUEUES = (
+    CHANGES_QUEUE,
+    poison_queue(CHANGES_QUEUE),
+    LIFECYCLE_QUEUE,
+    poison_queue(LIFECYCLE_QUEUE),
+    # IMAP and POP3 accounts: the polls in flight, and the new mail found and waiting to be fetched.
+    POLL_QUEUE,
+    poison_queue(POLL_QUEUE),
+    FETCH_QUEUE,
+)
 
 
 def auth_path(mailbox: str) -> str:
@@ -200,7 +210,7 @@ async def collect_status(rt: Runtime, now: datetime | None = None) -> dict[str, 
     records, queues, last = await asyncio.gather(asyncio.gather(*jobs), queue_counts(rt), last_pass(rt))
     report = summary([folder_status(r, now) for r in records], queues, now)
     report["maintain"] = last  # what the last maintain pass did, per folder (None: no pass yet)
-    return report
+    return add_accounts(report, await accounts_status(rt.state, rt.settings.accounts, now))
 
 
 def to_json(report: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .errors import SettingsError
 from .layout import CONTAINER_NAME
@@ -28,6 +28,9 @@ MAX_SUBSCRIPTION_MINUTES = 10_080
 MIN_SUBSCRIPTION_MINUTES = 45
 # Refresh tokens lapse after 90 days unused (graph_facts §11): the keep-alive must come well inside that.
 MAX_TOKEN_REFRESH_HOURS = 30 * 24
+
+# The poll timer of IMAP and POP3 accounts (NCRONTAB, with seconds): every minute.
+DEFAULT_MAIL_POLL_SCHEDULE = "0 * * * * *"
 
 # Authority hosts of Microsoft's clouds: only these take part in MSAL's instance discovery.
 MICROSOFT_AUTHORITY_HOSTS = frozenset(
@@ -69,6 +72,62 @@ class MailboxFolder:
         return f"{self.mailbox}/{self.folder}"
 
 
+AccountProtocol = Literal["imap", "pop3"]
+AccountAuth = Literal["password", "xoauth2"]
+
+# The schemes a `MAILBOXES` account URL may have: protocol, TLS from the first byte (else STARTTLS/STLS,
+# which is then required), default port (RFC 8314 for the implicit-TLS ports).
+ACCOUNT_SCHEMES: Mapping[str, tuple[AccountProtocol, bool, int]] = {
+    "imaps": ("imap", True, 993),
+    "imap": ("imap", False, 143),
+    "pop3s": ("pop3", True, 995),
+    "pop3": ("pop3", False, 110),
+}
+
+
+@dataclass(frozen=True)
+class MailAccount:
+    """One `MAILBOXES` account URL: a folder of an IMAP account, or a POP3 maildrop.
+
+    `implicit_tls` false means STARTTLS (IMAP) or STLS (POP3) is required before logging in. `secret`
+    names the Key Vault secret that holds the password (or, with `auth=xoauth2`, what yields a token).
+    """
+
+    protocol: AccountProtocol
+    implicit_tls: bool
+    user: str
+    host: str
+    port: int
+    folder: str = "INBOX"  # POP3 has only the maildrop, named INBOX here
+    secret: str | None = None
+    auth: AccountAuth = "password"
+
+    @property
+    def scheme(self) -> str:
+        return self.protocol + ("s" if self.implicit_tls else "")
+
+    @property
+    def key(self) -> str:
+        """Short, stable id of this account folder, for state records and queue messages."""
+        ident = f"{self.protocol}://{self.user.lower()}@{self.host.lower()}:{self.port}/{self.folder}".encode()
+        return hashlib.sha256(ident).hexdigest()[:16]
+
+    @property
+    def address(self) -> str:
+        """The account's mail address: `{mailbox}` in the blob layout. A user name that is no address
+        (on-premises servers) is qualified with the host."""
+        return self.user.lower() if "@" in self.user else f"{self.user.lower()}@{self.host.lower()}"
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.folder.split("/"))
+
+    def __str__(self) -> str:
+        """The URL without its query: safe for logs and errors (the query names the secret, never holds it)."""
+        folder = "" if self.protocol == "pop3" else "/" + "/".join(quote(s, safe="") for s in self.segments)
+        return f"{self.scheme}://{quote(self.user, safe='')}@{self.host}:{self.port}{folder}"
+
+
 @dataclass(frozen=True)
 class StorageSettings:
     """Either a connection string or identity-based service URIs (`AzureWebJobsStorage__*`)."""
@@ -88,7 +147,7 @@ class Settings:
     authority_host: str
     graph_api_url: str
     graph_scope: str
-    mailboxes: tuple[MailboxFolder, ...]
+    mailboxes: tuple[MailboxFolder, ...]  # the Microsoft 365 (Graph) entries of MAILBOXES
     webhook_base_url: str | None
     storage: StorageSettings
     attachments_container: str
@@ -109,6 +168,11 @@ class Settings:
     ingested_queue: str | None = "mail-ingested"  # INGESTED_QUEUE; None: no hand-off messages
     # The Functions host key the webhook routes require; Graph calls the URLs with it. Kept out of repr.
     webhook_function_key: str | None = field(default=None, repr=False)
+    accounts: tuple[MailAccount, ...] = ()  # the IMAP and POP3 account URLs of MAILBOXES
+    mail_poll_schedule: str = DEFAULT_MAIL_POLL_SCHEDULE
+
+    def account_by_key(self, key: str) -> MailAccount | None:
+        return next((a for a in self.accounts if a.key == key), None)
 
     def after_ingest_for(self, folder: MailboxFolder, route: AfterIngest | None = None) -> AfterIngest:
         """The deciding route's action if it sets one, else the folder's (AFTER_INGEST_BY_MAILBOX), else
@@ -232,7 +296,97 @@ def _container(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
-def parse_mailboxes(raw: str) -> tuple[MailboxFolder, ...]:
+def _safe_entry(item: str) -> str:
+    """An account URL as it may appear in an error: scheme, user, host and path, never a password put in
+    the user info by mistake, nor the query."""
+    scheme, _, rest = item.partition("://")
+    netloc, slash, path = rest.partition("/")
+    netloc = netloc.partition("?")[0].partition("#")[0]
+    userinfo, at, host = netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    shown = f"{scheme}://{user}{at}{host}"
+    return shown + (slash + path.partition("?")[0].partition("#")[0] if slash else "")
+
+
+def parse_account(item: str) -> MailAccount:
+    """`imaps://USER@HOST[:PORT][/FOLDER/PATH]?secret=NAME[&auth=xoauth2]` (also `imap`, `pop3s`, `pop3`)."""
+    shown = _safe_entry(item)
+
+    def bad(problem: str) -> SettingsError:
+        return SettingsError("MAILBOXES", f"entry {shown!r} {problem}")
+
+    parts = urlsplit(item)
+    scheme = parts.scheme.lower()
+    if scheme not in ACCOUNT_SCHEMES:
+        raise bad(f"has an unknown scheme (use {', '.join(ACCOUNT_SCHEMES)})")
+    protocol, implicit_tls, default_port = ACCOUNT_SCHEMES[scheme]
+    if parts.password is not None:
+        raise bad("has a password in it: keep it in Key Vault and name the secret with ?secret=NAME")
+    if parts.fragment:
+        raise bad("has a fragment (#...)")
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise bad("has an invalid port") from None
+    host = (parts.hostname or "").strip()
+    user = unquote(parts.username or "").strip()
+    if not user or not host:
+        raise bad("needs a user and a host (USER@HOST, the user percent-encoded)")
+    segments = [unquote(s).strip() for s in parts.path.strip("/").split("/")] if parts.path.strip("/") else []
+    if any(not s for s in segments):
+        raise bad("has an empty folder name")
+    if protocol == "pop3" and segments:
+        raise bad("names a folder, but POP3 has only the inbox")
+    folder = "/".join(segments) if segments else "INBOX"
+    if folder.upper() == "INBOX":
+        folder = "INBOX"  # RFC 3501 5.1: INBOX is case-insensitive
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in ("secret", "auth"):
+            raise bad(f"has an unknown parameter {name!r} (secret, auth)")
+        if name in query:
+            raise bad(f"has {name} twice")
+        query[name] = value.strip()
+    auth = query.get("auth", "password").lower()
+    if auth not in ("password", "xoauth2"):
+        raise bad("has auth other than password or xoauth2")
+    secret = query.get("secret") or None
+    if secret is not None and not _VAULT_NAME.match(secret):
+        raise bad(f"names {secret!r}, which is not a Key Vault secret name")
+    if auth == "password" and secret is None:
+        raise bad("needs ?secret=NAME, the Key Vault secret holding the password")
+    return MailAccount(
+        protocol=protocol,
+        implicit_tls=implicit_tls,
+        user=user,
+        host=host.lower(),
+        port=port,
+        folder=folder,
+        secret=secret,
+        auth="xoauth2" if auth == "xoauth2" else "password",
+    )
+
+
+def parse_mailbox_entries(raw: str) -> tuple[tuple[MailboxFolder, ...], tuple[MailAccount, ...]]:
+    """MAILBOXES: Microsoft 365 entries (`a@x.com`, `b@x.com/Inbox/Sub folder`) and account URLs."""
+    accounts: list[MailAccount] = []
+    seen: set[str] = set()
+    graph_items: list[str] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if "://" not in item:
+            graph_items.append(item)
+            continue
+        account = parse_account(item)
+        if account.key in seen:
+            raise SettingsError("MAILBOXES", f"entry {str(account)!r} is listed twice")
+        seen.add(account.key)
+        accounts.append(account)
+    folders = parse_mailboxes(",".join(graph_items), required=not accounts)
+    return folders, tuple(accounts)
+
+
+def parse_mailboxes(raw: str, *, required: bool = True) -> tuple[MailboxFolder, ...]:
     """`a@x.com, b@x.com/Inbox/Sub folder`: the first `/` splits mailbox from folder path."""
     entries: list[MailboxFolder] = []
     seen: set[str] = set()
@@ -252,7 +406,7 @@ def parse_mailboxes(raw: str) -> tuple[MailboxFolder, ...]:
             raise SettingsError("MAILBOXES", f"entry {item!r} is listed twice")
         seen.add(entry.key)
         entries.append(entry)
-    if not entries:
+    if not entries and required:
         raise SettingsError("MAILBOXES", "required but lists no mailbox")
     return tuple(entries)
 
@@ -374,6 +528,18 @@ def _queue_name(env: Mapping[str, str], name: str, default: str) -> str | None:
     return value or None
 
 
+_NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
+
+
+def _schedule(env: Mapping[str, str], name: str, default: str) -> str:
+    """An NCRONTAB expression as the Functions host takes it: six fields, seconds first."""
+    value = " ".join(env.get(name, "").split()) or default
+    parts = value.split(" ")
+    if len(parts) != 6 or not all(_NCRONTAB_FIELD.match(p) for p in parts):
+        raise SettingsError(name, f"{value!r} is not an NCRONTAB schedule (six fields, seconds first)")
+    return value
+
+
 def _auth_mode(env: Mapping[str, str]) -> AuthMode:
     mode = env.get("GRAPH_AUTH_MODE", "").strip().lower() or "application"
     if mode == "application":
@@ -427,7 +593,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     )
     if mode == "delegated" and not webhook_base:
         raise SettingsError("WEBHOOK_BASE_URL", "required in delegated mode: the consent redirect URI is built from it")
-    mailboxes = parse_mailboxes(_required(env, "MAILBOXES"))
+    mailboxes, accounts = parse_mailbox_entries(_required(env, "MAILBOXES"))
     graph_api_url = _url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0")
     state_container = _container(env, "STATE_CONTAINER", "mail-ingest-state")
     return Settings(
@@ -440,6 +606,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         graph_api_url=graph_api_url,
         graph_scope=_graph_scope(env, graph_api_url),
         mailboxes=mailboxes,
+        accounts=accounts,
+        mail_poll_schedule=_schedule(env, "MAIL_POLL_SCHEDULE", DEFAULT_MAIL_POLL_SCHEDULE),
         webhook_base_url=webhook_base,
         webhook_function_key=env.get("WEBHOOK_FUNCTION_KEY", "").strip() or None,
         storage=_storage(env),

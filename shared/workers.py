@@ -140,3 +140,25 @@ async def health() -> func.HttpResponse:
         report = {"healthy": False, "error": f"status could not be read: {one_line(exc)}"}
     status = 200 if report["healthy"] else 503
     return func.HttpResponse(to_json(report), status_code=status, mimetype="application/json", charset="utf-8")
+
+
+def poll_fan_out(out: func.Out[list[str]]) -> None:
+    """The poll timer: one `mail-poll` message per IMAP or POP3 account folder (none, and no I/O, without any)."""
+    from .sources.jobs import poll_requests
+
+    requests = poll_requests(get_settings())
+    if requests:
+        out.set(requests)
+
+
+async def poll(msg: func.QueueMessage) -> None:
+    """Poll one account; a server's refusal is kept on its cursor (the next tick tries again), anything else
+    (storage, a malformed message) fails the queue message."""
+    from .poison import POLL_QUEUE
+    from .runtime import get_runtime
+    from .sources.jobs import run_poll
+
+    async def work() -> None:
+        await run_poll(get_runtime(), msg.get_body())
+
+    await _queued(msg, POLL_QUEUE, ("poll.failed", "poll.poisoned"), work())
