@@ -19,7 +19,9 @@ if (Get-Command az -ErrorAction SilentlyContinue) {
 $objectIdExpr = if ($objectId) { "'$objectId'" } else { "(az ad sp show --id $client --query id --output tsv)" }
 
 # One filter term per mailbox (the part before the first '/'): an object id or an SMTP address.
-$mailboxes = $env:MAILBOXES.Split(',') | ForEach-Object { $_.Split('/')[0].Trim().ToLowerInvariant() } |
+# IMAP and POP3 accounts (entries with '://') are no Exchange Online recipients of this app's Graph access.
+$mailboxes = $env:MAILBOXES.Split(',') | Where-Object { $_ -notmatch '://' } |
+  ForEach-Object { $_.Split('/')[0].Trim().ToLowerInvariant() } |
   Where-Object { $_ } | Select-Object -Unique
 $guid = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
 $filter = ($mailboxes | ForEach-Object {

@@ -20,9 +20,10 @@ else
   object_id_expr="(az ad sp show --id $client --query id --output tsv)"
 fi
 
-# One filter term per mailbox (the part before the first '/'): an object id or an SMTP address.
+# One filter term per Microsoft 365 mailbox (the part before the first '/'): an object id or an SMTP address.
+# IMAP and POP3 accounts (entries with '://') are no Exchange Online recipients of this app's Graph access.
 filter=""
-for mailbox in $(printf '%s\n' "$mailboxes" | tr ',' '\n' | sed 's|/.*||; s/^[[:space:]]*//; s/[[:space:]]*$//' \
+for mailbox in $(printf '%s\n' "$mailboxes" | tr ',' '\n' | grep -v '://' | sed 's|/.*||; s/^[[:space:]]*//; s/[[:space:]]*$//' \
   | tr '[:upper:]' '[:lower:]' | awk 'NF && !seen[$0]++'); do
   if printf '%s' "$mailbox" | grep -Eq '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'; then
     term="ExternalDirectoryObjectId -eq '$mailbox'"

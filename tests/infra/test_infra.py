@@ -368,7 +368,8 @@ def test_postprovision_prints_consent_and_exchange_scope(tmp_path: Path) -> None
         "GRAPH_TENANT_ID": tenant,
         "GRAPH_CLIENT_ID": client,
         "MAILBOXES": (
-            f"Invoices@Contoso.com, scans@contoso.com/Inbox/Delivery notes, invoices@contoso.com/Archive, {object_id}"
+            f"Invoices@Contoso.com, scans@contoso.com/Inbox/Delivery notes, invoices@contoso.com/Archive, {object_id},"
+            " imaps://ap%40example.org@imap.example.org/INBOX?secret=ap-imap"
         ),
         "AZURE_ENV_NAME": "prod",
     }
@@ -384,3 +385,4 @@ def test_postprovision_prints_consent_and_exchange_scope(tmp_path: Path) -> None
     assert f'-App {client} -Role "Application Mail.Read" -CustomResourceScope "Mail Attachment Ingest prod"' in out
     assert '-Role "Application Mail.ReadWrite"' in out
     assert f"Test-ServicePrincipalAuthorization -Identity {client} -Resource invoices@contoso.com" in out
+    assert "imap" not in out and "example.org" not in out  # an IMAP account is no Exchange recipient
