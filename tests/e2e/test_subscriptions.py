@@ -17,8 +17,24 @@ from shared.state import FolderState
 
 from .conftest import MAILBOXES
 
-# One run of the timer's work in its own process: a second instance of the app.
-MAINTAIN_ONCE = "import asyncio, json; from shared.workers import maintain; print(json.dumps(asyncio.run(maintain())))"
+# One run of the timer's work in its own process: a second instance of the app. It loads the app, takes a token
+# and reads storage (the slow first steps), says so, and starts when told: the two instances then race even on a
+# busy machine, where one would otherwise finish before the other has begun.
+MAINTAIN_ONCE = """
+import asyncio, json, sys
+from shared.runtime import get_runtime
+from shared.workers import maintain
+
+async def main():
+    rt = get_runtime()
+    await rt.tokens.token(None)
+    await rt.state.read_json("warm-up.json")
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    print(json.dumps(await maintain()))
+
+asyncio.run(main())
+"""
 
 SCANS = MailboxFolder("scans@contoso.com", "Inbox/Delivery notes")
 
@@ -34,9 +50,22 @@ def test_two_timer_instances_racing_create_one_subscription(stack: Stack):
             stack.graph("DELETE", f"subscriptions/{sub['id']}")
     stack.control("DELETE", "/_sim/requests")
     instances = [
-        subprocess.Popen([sys.executable, "-c", MAINTAIN_ONCE], cwd=ROOT, env=stack.env, stdout=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", MAINTAIN_ONCE],
+            cwd=ROOT,
+            env=stack.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
+    for p in instances:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    for p in instances:  # both told before either is waited for
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
     reports = [json.loads(p.communicate(timeout=120)[0]) for p in instances]
     assert sorted(r[str(SCANS)] for r in reports) == ["created", "left to another instance"]
     mine = [s for s in subscriptions(stack) if s["resource"].lower().startswith(f"users/{SCANS.mailbox}/")]
