@@ -39,10 +39,10 @@ from .layout import (
 )
 from .logs import log_event
 from .messages import ChangeMessage
-from .mime import MimeExtractor, MimePart
 from .runtime import Runtime
 from .settings import MailboxFolder
 from .storage import BlobWriter, StoredBlob
+from .unpack.mime import MimeExtractor, MimePart
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from email.parser import BytesParser
 
 import pytest
 
-from shared.mime import MAX_LINE, MimeExtractor, MimePart
+from shared.unpack.mime import MAX_LINE, MimeExtractor, MimePart
 
 
 class Sink:
