@@ -7,6 +7,16 @@ from dataclasses import dataclass
 
 # Exchange's largest configurable message size (graph_facts §8): no attachment can be larger.
 MAX_ATTACHMENT_BYTES = 150 * 1024 * 1024
+# What a mail client places in the text as a picture (logos, signatures, screenshots).
+IMAGE_EXTENSIONS = frozenset(
+    {"png", "jpg", "jpeg", "jpe", "gif", "bmp", "dib", "tif", "tiff", "webp", "svg", "ico", "emf", "wmf", "heic"}
+)
+
+
+def is_image(name: str, content_type: str | None) -> bool:
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    ext = name.rsplit(".", 1)[1].lower() if "." in name else ""
+    return ctype.startswith("image/") or ext in IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -42,9 +52,10 @@ class AttachmentRules:
         return None
 
     def skip_reason(self, name: str, content_type: str | None, inline: bool, size: int | None) -> str | None:
-        """The reason to skip, judged before download (`size` None: not known yet)."""
-        if inline and not self.include_inline:
-            return "inline (INCLUDE_INLINE_ATTACHMENTS is off)"
+        """The reason to skip, judged before download (`size` None: not known yet). Only inline images
+        are skipped as inline: `isInline` is the sender's flag, and Apple Mail marks PDFs inline."""
+        if inline and not self.include_inline and is_image(name, content_type):
+            return "inline image (INCLUDE_INLINE_ATTACHMENTS is off)"
         reason = self.type_skip(name, content_type)
         if reason is None and size is not None:
             reason = self.size_skip(size)

@@ -43,7 +43,7 @@ def test_rules_skip_with_a_reason_and_links_are_recorded(env: dict[str, str]):
         {"@odata.type": FILE, "id": "1", "name": "a.pdf", "size": 10},
         {"@odata.type": FILE, "id": "2", "name": "b.docx", "size": 10},
         {"@odata.type": FILE, "id": "3", "name": "c.pdf", "size": 1001},
-        {"@odata.type": FILE, "id": "4", "name": "logo.pdf", "size": 10, "isInline": True},
+        {"@odata.type": FILE, "id": "4", "name": "logo", "contentType": "image/png", "size": 10, "isInline": True},
         {"@odata.type": ITEM, "id": "5", "name": "Fwd: invoice", "size": 10},
         {"@odata.type": REFERENCE, "id": "6", "name": "link", "sourceUrl": "https://contoso.sharepoint.com/x"},
     ])  # fmt: skip
@@ -51,9 +51,26 @@ def test_rules_skip_with_a_reason_and_links_are_recorded(env: dict[str, str]):
     assert skipped[0] is None and entries[0].file == "a.pdf"
     assert skipped[1] == "type not allowed (.docx, no content type)" and entries[1].file is None
     assert skipped[2] is not None and "ATTACHMENT_MAX_BYTES" in skipped[2]
-    assert skipped[3] is not None and skipped[3].startswith("inline")
+    assert skipped[3] is not None and skipped[3].startswith("inline image")
     # The attached mail itself is not kept (.eml is not allowed), but it keeps a name: its files are
     # still extracted and refer to it as their parent.
     assert skipped[4] is not None and entries[4].file == "Fwd_ invoice.eml"
     assert entries[5].url == "https://contoso.sharepoint.com/x" and entries[5].kind == "reference"
     assert entries[5].to_json()["skipped"].startswith("link")
+
+
+def test_an_inline_pdf_is_a_document_and_an_inline_logo_is_not(env: dict[str, str]):
+    """Apple Mail marks PDFs inline (paperless-ngx#865): only inline images are skipped."""
+    attachments = [
+        {"@odata.type": FILE, "id": "1", "name": "Invoice.pdf", "contentType": "application/pdf", "isInline": True},
+        {"@odata.type": FILE, "id": "2", "name": "logo.png", "contentType": "image/png", "isInline": True},
+        {"@odata.type": FILE, "id": "3", "name": "image001", "contentType": "image/jpeg", "isInline": True},
+        {"@odata.type": FILE, "id": "4", "name": "sig.gif", "contentType": "application/x-unknown", "isInline": True},
+        {"@odata.type": FILE, "id": "5", "name": "terms.txt", "contentType": "text/plain", "isInline": True},
+    ]
+    entries = plan(parse_settings(env), attachments)
+    assert [e.file for e in entries] == ["Invoice.pdf", None, None, None, "terms.txt"]
+    assert all(e.skipped and e.skipped.startswith("inline image") for e in entries[1:4])
+    env["INCLUDE_INLINE_ATTACHMENTS"] = "true"
+    entries = plan(parse_settings(env), attachments)
+    assert [e.file for e in entries] == ["Invoice.pdf", "logo.png", "image001", "sig.gif", "terms.txt"]

@@ -103,7 +103,7 @@ def test_folder_by_key(settings):
 def test_attachment_rules_defaults_suit_document_capture(settings):
     rules = settings.rules
     assert rules.skip_reason("scan.pdf", "application/pdf", False, 10) is None
-    assert rules.skip_reason("logo.png", "image/png", True, 10) == "inline (INCLUDE_INLINE_ATTACHMENTS is off)"
+    assert rules.skip_reason("logo.png", "image/png", True, 10) == "inline image (INCLUDE_INLINE_ATTACHMENTS is off)"
     assert rules.extract_attached_mail and rules.attached_mail_depth == 3
     assert "ATTACHMENT_MAX_BYTES" in (rules.skip_reason("x.tif", None, False, 150 * 1024 * 1024 + 1) or "")
 
