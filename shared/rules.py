@@ -29,8 +29,6 @@ class AttachmentRules:
     min_bytes: int = 0
     max_bytes: int = MAX_ATTACHMENT_BYTES
     include_inline: bool = False
-    extract_attached_mail: bool = True
-    attached_mail_depth: int = 3
 
     def type_skip(self, name: str, content_type: str | None) -> str | None:
         """Allowed if the extension or the content type is on a list (a list not set allows all)."""

@@ -13,6 +13,7 @@ from .clientstate import new_secret
 from .graph import GraphClient
 from .retry import RetryPolicy
 from .settings import Settings, get_settings
+from .smimekeys import SmimeKeys
 from .storage import BlobStore, blob_service, queue_service
 from .vault import CLIENT_STATE_SECRET, Vault
 
@@ -33,6 +34,7 @@ class Runtime:
     state: BlobStore
     queues: QueueServiceClient
     tokens: Tokens  # AppTokens, or DelegatedTokens in delegated mode
+    smime_keys: SmimeKeys
     folder_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # (mailbox, path) → id, for moves
     _queues_ready: set[str] = field(default_factory=set)
     _client_state_key: bytes | None = None
@@ -105,6 +107,7 @@ def build_runtime(settings: Settings) -> Runtime:
         state=state,
         queues=queue_service(settings.storage, credential),
         tokens=tokens,
+        smime_keys=SmimeKeys(settings, vault),
     )
 
 

@@ -1,55 +1,43 @@
-"""The files inside an attached mail, extracted while its MIME streams past, in bounded memory.
+"""The files inside a mail's MIME, extracted while it streams past, in bounded memory.
 
-An attached mail (an item attachment's `/$value`, graph_facts §8) often carries the document that
-matters: an invoice forwarded as an attachment. `MimeExtractor` is fed the raw MIME chunk by chunk and
-hands each file part, decoded, to a sink the caller opens for it; an attached mail inside is itself a
-file part (its `.eml`) whose bytes also feed a nested extractor, to a bounded depth. It holds at most
-one line and one header block per level in memory, never a part's body.
+A mail's MIME reaches this reader as an attached mail (an item attachment's `/$value`, graph_facts §8),
+as the content of an S/MIME envelope, or as a whole raw mail (IMAP, POP3). `MimeReader` is fed the raw
+bytes chunk by chunk and hands each file part, decoded, to the sink its scope opens for it; whether
+that file is itself a container (an attached mail, a zip) is the scope's business. It holds at most
+one line and one header block in memory, never a part's body.
+
+Clear-signed content (`multipart/signed`, RFC 8551 §3.5) is read as any multipart, and its first part's
+bytes, canonical CRLF line ends, are hashed on the way (the algorithms `micalg` names, all usual ones
+without it); the second part, the detached CMS signature, is kept (a few KiB, at most
+`MAX_SIGNATURE`) and checked when the multipart closes. The verdict goes to the scope as a note.
 """
 
 from __future__ import annotations
 
 import binascii
+import hashlib
 import mimetypes
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Any, Generic, Protocol, TypeVar
+
+from .base import Found, Scope, Signature, Sink
+from .smime import DIGESTS, verify_detached
 
 MAX_LINE = 64 * 1024
 MAX_HEADER_BLOCK = 256 * 1024
+MAX_SIGNATURE = 1024 * 1024
 _WHITESPACE = b" \t\r\n"
 _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
+_SIGNATURE_TYPES = frozenset({"application/pkcs7-signature", "application/x-pkcs7-signature"})
+# micalg names (RFC 8551 §3.5.3.2) → hashlib names
+_MICALG = {"sha-1": "sha1", "sha1": "sha1", "sha-256": "sha256", "sha-384": "sha384", "sha-512": "sha512", "md5": "md5"}
 
 
-class PartSink(Protocol):
-    async def write(self, data: bytes) -> None: ...
+class TransferDecoder:
+    """A part body's Content-Transfer-Encoding undone, piece by piece."""
 
-    async def close(self) -> None: ...
-
-
-S = TypeVar("S", bound=PartSink)
-
-
-@dataclass(frozen=True)
-class MimePart(Generic[S]):
-    """A file inside an attached mail. `parent` is the sink of the attached mail it was found in
-    (None: the outermost one, which the caller already has)."""
-
-    name: str
-    content_type: str
-    inline: bool
-    is_message: bool
-    depth: int
-    parent: S | None
-
-
-OpenPart = Callable[[MimePart[S]], Awaitable[S | None]]
-
-
-class _Decoder:
     def __init__(self, encoding: str) -> None:
         self.encoding = encoding
         self._carry = b""
@@ -59,7 +47,10 @@ class _Decoder:
             text = self._carry + data.translate(None, _WHITESPACE)
             cut = len(text) - len(text) % 4
             self._carry = text[cut:]
-            return binascii.a2b_base64(text[:cut]) if cut else b""
+            try:
+                return binascii.a2b_base64(text[:cut]) if cut else b""
+            except binascii.Error:
+                return b""  # a corrupt line: the part comes out short, as in mail clients
         if self.encoding == "quoted-printable":
             return binascii.a2b_qp(data)
         return data
@@ -80,10 +71,9 @@ class _Leaf:
     """A part's body: lines decoded into a sink; the line break before the closing boundary is
     not the part's, so each line's is held back until the next line shows it was not the last."""
 
-    def __init__(self, decoder: _Decoder, sink: PartSink, nested: MimeExtractor[Any] | None) -> None:
+    def __init__(self, decoder: TransferDecoder, sink: Sink) -> None:
         self.decoder = decoder
         self.sink = sink
-        self.nested = nested
         self.held: bytes | None = None  # the previous line, whose break is the part's only if more follows
         self.held_ending = b""
 
@@ -96,8 +86,6 @@ class _Leaf:
         data = self.decoder.decode(raw)
         if data:
             await self.sink.write(data)
-            if self.nested is not None:
-                await self.nested.feed(data)
 
     async def close(self) -> None:
         if self.held is not None:
@@ -105,11 +93,46 @@ class _Leaf:
         tail = self.decoder.flush()
         if tail:
             await self.sink.write(tail)
-            if self.nested is not None:
-                await self.nested.feed(tail)
-        if self.nested is not None:
-            await self.nested.close()
         await self.sink.close()
+
+
+class _Collected:
+    """The detached signature of a multipart/signed: small, kept in memory up to a bound."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.too_large = False
+
+    async def write(self, data: bytes) -> None:
+        if len(self.data) + len(data) > MAX_SIGNATURE:
+            self.too_large = True
+            return
+        self.data += data
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class _Signed:
+    """An open multipart/signed: its level among the open multiparts, the first part's digests."""
+
+    level: int
+    hashes: dict[str, hashlib._Hash]
+    part: int = 0  # 0 preamble, 1 the signed content, 2 the signature, 3 after
+    held_ending: bytes | None = None
+    signature: _Collected = field(default_factory=_Collected)
+
+    def hash_line(self, content: bytes, ending: bytes) -> None:
+        if self.held_ending is not None:
+            self._update(self.held_ending)
+        self._update(content)
+        # A line's end is the content's only if another line of it follows; canonical form is CRLF.
+        self.held_ending = b"\r\n" if ending else b""
+
+    def _update(self, data: bytes) -> None:
+        for h in self.hashes.values():
+            h.update(data)
 
 
 def _part_name(headers: EmailMessage, content_type: str, is_message: bool) -> str:
@@ -122,24 +145,27 @@ def _part_name(headers: EmailMessage, content_type: str, is_message: bool) -> st
     return f"attachment{ext}"
 
 
-class MimeExtractor(Generic[S]):
-    """Feed an attached mail's MIME with `feed()`, then `close()`. `open_part` is awaited for each
-    file part and returns its sink, or None to skip it (the bytes are then read past, not kept)."""
+def _hashes(micalg: object) -> dict[str, hashlib._Hash]:
+    names = {_MICALG.get(a.strip().lower(), "") for a in str(micalg or "").split(",")} - {""}
+    return {n: hashlib.new(n) for n in (names or DIGESTS)}
 
-    def __init__(self, open_part: OpenPart[S], max_depth: int, *, depth: int = 1, parent: S | None = None) -> None:
-        self._open = open_part
-        self._max_depth = max_depth
-        self._depth = depth
-        self._parent = parent
+
+class MimeReader:
+    """Feed MIME with `write()`, then `close()`. Each file part goes to `scope.found()`; a part it
+    refuses (None) is read past."""
+
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
         self._buf = bytearray()
         self._at_line_start = True
         self._headers: bytearray | None = bytearray()  # the current entity's header block, while read
         self._boundaries: list[bytes] = []  # open multiparts, outermost first
         self._related: list[bool] = []  # whether each open multipart is multipart/related
+        self._signed: list[_Signed] = []
         self._leaf: _Leaf | None = None
         self._opaque = False  # a malformed header block: the rest is read past
 
-    async def feed(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> None:
         self._buf += data
         while self._buf:
             cut = self._buf.find(b"\n")
@@ -165,12 +191,30 @@ class MimeExtractor(Generic[S]):
         if self._headers is not None and self._headers and not self._opaque:
             await self._start_entity()  # a part with headers and no body
         await self._end_leaf()
+        for _ in self._signed:
+            self._scope.note(Signature("unverifiable", "the signed MIME ends before its signature (truncated)"))
+        self._signed.clear()
+
+    def _level_of(self, content: bytes, continued: bool) -> tuple[int, bool] | None:
+        """Which open multipart's boundary this line is (its level, and whether it is the closing one)."""
+        if continued or not self._boundaries or not content.startswith(b"--"):
+            return None
+        line = content.rstrip(b" \t")
+        for level in range(len(self._boundaries) - 1, -1, -1):
+            marker = b"--" + self._boundaries[level]
+            if line == marker or line == marker + b"--":
+                return level, line != marker
+        return None
 
     async def _line(self, content: bytes, ending: bytes, *, continued: bool) -> None:
         if self._opaque:
             return
-        boundary = not continued and content.startswith(b"--") and self._boundaries
-        if boundary and await self._boundary(content.rstrip(b" \t")):
+        boundary = self._level_of(content, continued)
+        for signed in self._signed:
+            if signed.part == 1 and (boundary is None or boundary[0] > signed.level):
+                signed.hash_line(content, ending)
+        if boundary is not None:
+            await self._boundary(*boundary)
             return
         if self._headers is not None:
             if content or continued:
@@ -184,21 +228,33 @@ class MimeExtractor(Generic[S]):
             await self._leaf.line(content, ending)
         # Otherwise a multipart's preamble or epilogue, or a skipped part's body: read past.
 
-    async def _boundary(self, line: bytes) -> bool:
-        for level in range(len(self._boundaries) - 1, -1, -1):
-            marker = b"--" + self._boundaries[level]
-            if line == marker or line == marker + b"--":
-                await self._end_leaf()
-                self._headers = None
-                del self._boundaries[level + 1 :]
-                del self._related[level + 1 :]
-                if line == marker:
-                    self._headers = bytearray()  # the next part begins
-                else:
-                    del self._boundaries[level:]
-                    del self._related[level:]
-                return True
-        return False
+    async def _boundary(self, level: int, closing: bool) -> None:
+        await self._end_leaf()
+        self._headers = None
+        del self._boundaries[level + 1 :]
+        del self._related[level + 1 :]
+        while self._signed and self._signed[-1].level > level:
+            self._signed.pop()
+            self._scope.note(Signature("unverifiable", "a multipart/signed inside is not closed (malformed MIME)"))
+        signed = self._signed[-1] if self._signed and self._signed[-1].level == level else None
+        if signed is not None:
+            signed.part = 3 if closing else signed.part + 1
+            if closing:
+                self._signed.pop()
+                self._scope.note(self._verdict(signed))
+        if not closing:
+            self._headers = bytearray()  # the next part begins
+        else:
+            del self._boundaries[level:]
+            del self._related[level:]
+
+    def _verdict(self, signed: _Signed) -> Signature:
+        if signed.signature.too_large:
+            return Signature("unverifiable", f"the signature part is larger than {MAX_SIGNATURE} bytes")
+        if not signed.signature.data:
+            return Signature("unverifiable", "the multipart/signed has no signature part")
+        digests = {name: h.digest() for name, h in signed.hashes.items()}
+        return verify_detached(bytes(signed.signature.data), digests)
 
     async def _end_leaf(self) -> None:
         if self._leaf is not None:
@@ -213,9 +269,16 @@ class MimeExtractor(Generic[S]):
         content_type = headers.get_content_type()
         maintype = headers.get_content_maintype()
         boundary = headers.get_param("boundary")
+        encoding = str(headers.get("content-transfer-encoding", "7bit")).strip().lower()
         if maintype == "multipart" and isinstance(boundary, str) and boundary:
             self._boundaries.append(boundary.encode("utf-8", "replace"))
             self._related.append(content_type == "multipart/related")
+            if content_type == "multipart/signed":
+                self._signed.append(_Signed(len(self._boundaries) - 1, _hashes(headers.get_param("micalg"))))
+            return
+        signed = self._signed[-1] if self._signed and self._signed[-1].level == len(self._boundaries) - 1 else None
+        if signed is not None and signed.part == 2 and content_type in _SIGNATURE_TYPES:
+            self._leaf = _Leaf(TransferDecoder(encoding), signed.signature)
             return
         disposition = headers.get_content_disposition()
         filename = headers.get_filename()
@@ -224,19 +287,7 @@ class MimeExtractor(Generic[S]):
         if is_body and not filename and disposition != "attachment":
             return  # the mail's own text or HTML body: not a file
         inline = bool(self._related and self._related[-1]) or (disposition == "inline" and not filename)
-        part: MimePart[S] = MimePart(
-            name=_part_name(headers, content_type, is_message),
-            content_type=content_type,
-            inline=inline,
-            is_message=is_message,
-            depth=self._depth,
-            parent=self._parent,
-        )
-        sink = await self._open(part)
-        if sink is None:
-            return
-        nested: MimeExtractor[S] | None = None
-        if is_message and self._depth < self._max_depth:
-            nested = MimeExtractor(self._open, self._max_depth, depth=self._depth + 1, parent=sink)
-        encoding = str(headers.get("content-transfer-encoding", "7bit")).strip().lower()
-        self._leaf = _Leaf(_Decoder(encoding), sink, nested)
+        found = Found(_part_name(headers, content_type, is_message), content_type, inline)
+        sink = await self._scope.found(found)
+        if sink is not None:
+            self._leaf = _Leaf(TransferDecoder(encoding), sink)

@@ -10,40 +10,20 @@ from email.parser import BytesParser
 
 import pytest
 
-from shared.unpack.mime import MAX_LINE, MimeExtractor, MimePart
+from shared.unpack.base import Found, Note, Pipe
+from shared.unpack.mime import MAX_LINE, MimeReader
+from shared.unpack.options import UnpackOptions
+from tests.shared.unpack.tree import Node, unpack_attachment, unpack_mail
 
 
-class Sink:
-    def __init__(self, part: MimePart[Sink]) -> None:
-        self.part = part
-        self.data = bytearray()
-        self.closed = False
-
-    async def write(self, data: bytes) -> None:
-        assert not self.closed
-        self.data += data
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-async def extract(raw: bytes, chunk: int = 4096, max_depth: int = 3, skip_inline: bool = False) -> list[Sink]:
-    sinks: list[Sink] = []
-
-    async def open_part(part: MimePart[Sink]) -> Sink | None:
-        if skip_inline and part.inline:
-            return None
-        sink = Sink(part)
-        sinks.append(sink)
-        return sink
-
-    extractor: MimeExtractor[Sink] = MimeExtractor(open_part, max_depth)
-    for start in range(0, len(raw), chunk):
-        await extractor.feed(raw[start : start + chunk])
-        assert len(extractor._buf) <= MAX_LINE  # never more than a line held
-    await extractor.close()
-    assert all(s.closed for s in sinks)
-    return sinks
+async def extract(raw: bytes, chunk: int = 4096, max_depth: int = 3, skip: tuple[str, ...] = ()) -> list[Node]:
+    """The files found in an attached mail (depth 1), in order; each written whole."""
+    top = await unpack_attachment(
+        raw, "attached.eml", "message/rfc822", chunk=chunk, options=UnpackOptions(max_depth=max_depth), skip=skip
+    )
+    found = list(top.walk())
+    assert all(n.closed for n in found if n.found and n.name not in skip)
+    return found
 
 
 def mail(subject: str, body: str = "Hello") -> EmailMessage:
@@ -71,15 +51,17 @@ def forwarded_invoice() -> tuple[EmailMessage, bytes, bytes]:
 @pytest.mark.parametrize("chunk", [1, 77, 4096, 1 << 20])
 async def test_files_inside_an_attached_mail_come_out_whole(chunk: int):
     outer, pdf, logo = forwarded_invoice()
-    sinks = await extract(outer.as_bytes(), chunk if chunk != 1 else 1)
-    by_name = {s.part.name: s for s in sinks}
+    nodes = await extract(outer.as_bytes(), chunk)
+    by_name = {n.name: n for n in nodes}
     assert set(by_name) == {"Invoice 4711.eml", "Rechnung Nr. 4711 – März.pdf", "attachment.png"}
     eml = by_name["Invoice 4711.eml"]
-    assert eml.part.is_message and eml.part.depth == 1 and eml.part.parent is None
+    assert eml.found and eml.found.content_type == "message/rfc822" and eml.depth == 2
+    assert eml.parent and eml.parent.name == "attached.eml"
     inner = by_name["Rechnung Nr. 4711 – März.pdf"]
-    assert bytes(inner.data) == pdf and inner.part.parent is eml and inner.part.depth == 2
-    assert inner.part.content_type == "application/pdf" and not inner.part.inline
-    assert by_name["attachment.png"].part.inline and bytes(by_name["attachment.png"].data) == logo
+    assert bytes(inner.data) == pdf and inner.parent is eml and inner.depth == 3
+    assert inner.found and inner.found.content_type == "application/pdf" and not inner.found.inline
+    png = by_name["attachment.png"]
+    assert png.found and png.found.inline and bytes(png.data) == logo
     # The .eml is the attached mail exactly as it was sent, and parses back to the same invoice.
     reparsed = BytesParser(policy=policy.default).parsebytes(bytes(eml.data))
     assert isinstance(reparsed, EmailMessage)
@@ -90,11 +72,12 @@ async def test_files_inside_an_attached_mail_come_out_whole(chunk: int):
 
 async def test_depth_is_bounded_and_skipped_parts_are_read_past():
     outer, pdf, _ = forwarded_invoice()
-    sinks = await extract(outer.as_bytes(), max_depth=1)
-    assert [s.part.name for s in sinks] == ["Invoice 4711.eml"]  # saved, not opened
-    sinks = await extract(outer.as_bytes(), skip_inline=True)
-    assert sorted(s.part.name for s in sinks) == ["Invoice 4711.eml", "Rechnung Nr. 4711 – März.pdf"]
-    assert bytes(sinks[1].data) == pdf
+    nodes = await extract(outer.as_bytes(), max_depth=1)
+    assert [n.name for n in nodes] == ["Invoice 4711.eml"]  # saved, not opened
+    nodes = await extract(outer.as_bytes(), skip=("attachment.png",))
+    by_name = {n.name: n for n in nodes}
+    assert bytes(by_name["Rechnung Nr. 4711 – März.pdf"].data) == pdf
+    assert not by_name["attachment.png"].data and not by_name["attachment.png"].closed
 
 
 async def test_quoted_printable_base64_without_padding_and_bare_newlines():
@@ -119,8 +102,8 @@ async def test_quoted_printable_base64_without_padding_and_bare_newlines():
         f"--{boundary}--\n"
         "epilogue\n"
     ).encode()
-    sinks = await extract(raw, chunk=5)
-    assert [(s.part.name, bytes(s.data)) for s in sinks] == [
+    nodes = await extract(raw, chunk=5)
+    assert [(n.name, bytes(n.data)) for n in nodes] == [
         ("Liste über.csv", "a;b=c;ü\nlong line that is soft broken".encode()),
         ("x.bin", b"ABCD"),
     ]
@@ -132,19 +115,29 @@ async def test_a_large_part_streams_through_in_bounded_memory():
     outer.add_attachment(big, maintype="application", subtype="pdf", filename="scan.pdf")
     digest = hashlib.sha256()
 
-    class Hashing(Sink):
+    class Hashing:
         async def write(self, data: bytes) -> None:
             digest.update(data)  # nothing kept
 
-    async def open_part(part: MimePart[Sink]) -> Sink:
-        return Hashing(part)
+        async def close(self) -> None:
+            pass
 
-    extractor: MimeExtractor[Sink] = MimeExtractor(open_part, 3)
+    class Scope:
+        async def found(self, item: Found) -> Hashing:
+            return Hashing()
+
+        def note(self, note: Note) -> None:
+            raise AssertionError(note)
+
+        def pipe(self, parse: object) -> Pipe:
+            raise AssertionError(parse)
+
+    reader = MimeReader(Scope())
     raw = outer.as_bytes()
     for start in range(0, len(raw), 65536):
-        await extractor.feed(raw[start : start + 65536])
-        assert len(extractor._buf) <= MAX_LINE
-    await extractor.close()
+        await reader.write(raw[start : start + 65536])
+        assert len(reader._buf) <= MAX_LINE
+    await reader.close()
     assert digest.hexdigest() == hashlib.sha256(big).hexdigest()
 
 
@@ -153,5 +146,34 @@ async def test_a_single_part_mail_has_no_files_unless_its_body_is_one():
     scan = EmailMessage()
     scan["Subject"] = "scan"
     scan.set_content(b"%PDF-1.7", maintype="application", subtype="pdf", filename="scan.pdf")
-    sinks = await extract(scan.as_bytes())
-    assert [(s.part.name, bytes(s.data)) for s in sinks] == [("scan.pdf", b"%PDF-1.7")]
+    nodes = await extract(scan.as_bytes())
+    assert [(n.name, bytes(n.data)) for n in nodes] == [("scan.pdf", b"%PDF-1.7")]
+
+
+async def test_a_whole_raw_mail_is_the_top_level_and_its_attached_mail_is_opened():
+    """IMAP and POP3 hand over the whole mail's MIME: its parts are the mail's files (depth 1)."""
+    outer, pdf, logo = forwarded_invoice()
+    root = await unpack_mail(outer.as_bytes(), chunk=1000)
+    assert [(n.name, n.depth) for n in root.walk()] == [
+        ("Invoice 4711.eml", 1),
+        ("attachment.png", 2),
+        ("Rechnung Nr. 4711 – März.pdf", 2),
+    ]
+    assert root.kept()["Rechnung Nr. 4711 – März.pdf"] == pdf and root.kept()["attachment.png"] == logo
+    root = await unpack_mail(outer.as_bytes(), options=UnpackOptions(attached_mail=False))
+    assert [n.name for n in root.walk()] == ["Invoice 4711.eml"]
+
+
+async def test_an_inline_pdf_beside_an_inline_logo_is_found_as_a_file_marked_inline():
+    """Apple Mail sends PDFs `Content-Disposition: inline`; the rules (not the reader) keep the PDF."""
+    message = mail("invoice")
+    message.add_alternative("<p>Invoice <img src='cid:logo'></p>", subtype="html")
+    html = list(message.iter_parts())[1]
+    assert isinstance(html, EmailMessage)
+    html.add_related(b"\x89PNG logo", maintype="image", subtype="png", cid="<logo>")
+    html.add_related(b"%PDF inline", maintype="application", subtype="pdf", disposition="inline", filename="a.pdf")
+    root = await unpack_mail(message.as_bytes())
+    found = {n.name: n.found for n in root.walk()}
+    assert found["a.pdf"] and found["a.pdf"].inline and found["a.pdf"].content_type == "application/pdf"
+    assert found["attachment.png"] and found["attachment.png"].inline
+    assert root.kept() == {"a.pdf": b"%PDF inline", "attachment.png": b"\x89PNG logo"}
