@@ -66,11 +66,11 @@ class Base64Lines:
 Segment = bytes | Content
 
 
-class MimeContent:
-    """An attached mail's MIME: size known up front, bytes produced piecewise (a ``Content``)."""
+class Joined:
+    """Segments (bytes and ``Content``) as one ``Content``: size known up front, bytes produced piecewise."""
 
-    def __init__(self, message: Message) -> None:
-        self.segments: list[Segment] = _message_segments(message)
+    def __init__(self, segments: list[Segment]) -> None:
+        self.segments = segments
         self._size = sum(len(s) if isinstance(s, bytes) else s.size for s in self.segments)
 
     @property
@@ -233,6 +233,20 @@ def mime_parts(message: Message) -> list[Attachment]:
         for a in message.attachments
         if a.content is not None and (a.kind == "file" or (a.kind == "item" and a.item is not None))
     ]
+
+
+class MimeContent(Joined):
+    """A mail's MIME (an attached mail's ``/$value``); with ``envelope=False`` only its body entity, the
+    part S/MIME signs or encrypts."""
+
+    def __init__(self, message: Message, envelope: bool = True) -> None:
+        segments = _message_segments(message)
+        super().__init__(segments if envelope else segments[1:])
+
+
+def envelope_headers(message: Message) -> bytes:
+    """From, To, Subject, Date, Message-ID and MIME-Version of the mail."""
+    return _envelope(message)
 
 
 def _message_segments(message: Message) -> list[Segment]:
