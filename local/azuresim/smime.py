@@ -118,7 +118,9 @@ def _signed_data_parts(digest: bytes, signer: Identity, chain: list[x509.Certifi
     signed_attrs = cms.CMSAttributes(
         [
             cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-            cms.CMSAttribute({"type": "signing_time", "values": [cms.Time("utc_time", datetime.datetime.now(datetime.UTC))]}),
+            cms.CMSAttribute(
+                {"type": "signing_time", "values": [cms.Time("utc_time", datetime.datetime.now(datetime.UTC))]}
+            ),
             cms.CMSAttribute({"type": "message_digest", "values": [digest]}),
         ]
     )
