@@ -76,7 +76,10 @@ class Delivered:
         return message_prefix(self.mailbox, parse_graph_time(self.received), message_key(self.message_id))
 
 
-def deliver(stack: Stack, mailbox: str, folder: str, subject: str, attachments: list[dict[str, Any]]) -> Delivered:
+def deliver(
+    stack: Stack, mailbox: str, folder: str, subject: str, attachments: list[dict[str, Any]], **message: Any
+) -> Delivered:
+    """`message`: more of the control API's mail fields, e.g. `smime={"type": "clear-signed"}`."""
     answer = stack.control(
         "POST",
         "/_sim/mail",
@@ -87,6 +90,7 @@ def deliver(stack: Stack, mailbox: str, folder: str, subject: str, attachments: 
             "from": "supplier@fabrikam.example",
             "body": f"Please find attached: {subject}",
             "attachments": attachments,
+            **message,
         },
     )
     return Delivered(

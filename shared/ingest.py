@@ -277,7 +277,8 @@ class _Job:
         name = sanitize_name(found.name, "attached message" if is_message else "attachment")
         if is_message:
             name = _with_extension(name, ".eml")
-        entry = Entry(found.name, "file", found.content_type, None, parent=parent.file, path=found.path)
+        # A zip entry is named by its path as recorded (its file name is that path folded).
+        entry = Entry(found.path or found.name, "file", found.content_type, None, parent=parent.file, path=found.path)
         parent.children.append(entry)
         entry.skipped = found.skipped or self.rules.skip_reason(name, found.content_type, found.inline, None)
         if entry.skipped is not None and not container:

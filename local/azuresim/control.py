@@ -32,6 +32,7 @@ from .notifications import LIFECYCLE_EVENTS, Notifier
 from .requestlog import RequestLog
 from .smime import SMIME_KINDS, Signers, sealed
 from .store import Attachment, EmailAddress, Mailbox, Message, Store, change_key, exchange_id
+from .zips import ZipContent, ZipEntry
 
 MAX_GENERATED_SIZE = 2**31 - 1  # Graph's attachment size is an Int32
 MAX_ITEM_DEPTH = 30  # attachment-get: item attachments nest "up to 30 levels"
@@ -175,7 +176,24 @@ class Control:
             mailbox.folder_by_path(path, create=True)
         return web.json_response({"id": mailbox.id, "address": mailbox.address}, status=201 if created else 200)
 
+    def _zip(self, spec: Any, name: str) -> ZipContent:
+        entries = spec.get("entries") if isinstance(spec, dict) else None
+        if not isinstance(entries, list) or not entries:
+            raise _bad(f'attachment \'{name}\': \'zip\' must be {{"entries": [{{"path", content or "bomb"}}]}}')
+        made = []
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                raise _bad(f"attachment '{name}': each zip entry needs a 'path'")
+            bomb = entry.get("bomb", 0)
+            if not isinstance(bomb, int) or isinstance(bomb, bool) or not 0 <= bomb <= MAX_GENERATED_SIZE:
+                raise _bad(f"attachment '{name}': a zip entry's 'bomb' is a size in bytes")
+            content = None if bomb else self._content(entry, entry["path"])
+            made.append(ZipEntry(entry["path"], content, bool(entry.get("encrypted", False)), bomb))
+        return ZipContent(made)
+
     def _content(self, spec: dict[str, Any], name: str) -> Content:
+        if spec.get("zip") is not None:
+            return self._zip(spec["zip"], name)
         if spec.get("contentBase64") is not None:
             try:
                 return BytesContent(base64.b64decode(str(spec["contentBase64"]), validate=True))
@@ -208,7 +226,9 @@ class Control:
             content_id = content_id or (f"{uuid.uuid4().hex}@sim" if inline else None)
             return Attachment(
                 **common,
-                content_type=str(spec.get("contentType") or "application/octet-stream"),
+                content_type=str(
+                    spec.get("contentType") or ("application/zip" if "zip" in spec else "application/octet-stream")
+                ),
                 content=self._content(spec, name),
                 content_id=content_id,
             )
