@@ -18,6 +18,7 @@ from azure.storage.blob import BlobServiceClient
 
 from local.stack import Stack
 from shared.layout import MANIFEST, message_key, message_prefix, parse_graph_time
+from shared.rules import is_image
 
 
 def file_attachment(name: str, content: bytes, content_type: str, **extra: Any) -> dict[str, Any]:
@@ -134,16 +135,18 @@ class Expected:
 
 
 def expected_files(attachments: list[dict[str, Any]], parent: str | None = None) -> list[Expected]:
-    """What the app should make of the attachments the simulator reports, files inside attached mails
-    included: stored files with their sha256, inline images skipped, links recorded."""
+    """What the app should make of the attachments the simulator reports, files inside attached mails and
+    signed or encrypted ones (`parts`) included: stored files with their sha256, inline images skipped,
+    links recorded."""
     out: list[Expected] = []
     for sent in attachments:
         inline = bool(sent.get("isInline", sent.get("inline", False)))
         kind = sent.get("kind", "file")
-        expect = "link" if kind == "reference" else "skipped" if inline else "stored"
+        image = is_image(sent["name"], sent.get("contentType"))
+        expect = "link" if kind == "reference" else "skipped" if inline and image else "stored"
         out.append(Expected(sent["name"], str(sent.get("sha256") or ""), expect, parent))
-        if kind == "item":
-            out += expected_files(sent.get("parts", []), sent["name"])
+        if sent.get("parts"):
+            out += expected_files(sent["parts"], sent["name"])
     return out
 
 
