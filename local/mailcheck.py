@@ -169,6 +169,10 @@ class BlobReader:
             size += len(chunk)
         return size, digest.hexdigest()
 
+    def read(self, path: str) -> bytes:
+        """A small blob's bytes."""
+        return bytes(self._container.get_blob_client(path).download_blob().readall())
+
     def names(self, prefix: str = "") -> list[str]:
         return sorted(b.name for b in self._container.list_blobs(name_starts_with=prefix))
 

@@ -39,6 +39,7 @@ from .layout import (
 )
 from .logs import log_event
 from .messages import ChangeMessage
+from .rules import SaveMail
 from .runtime import Runtime
 from .settings import MailboxFolder
 from .storage import BlobWriter, StoredBlob
@@ -49,6 +50,7 @@ from .unpack.tree import Unpacker, kind_of
 logger = logging.getLogger(__name__)
 
 MESSAGE_SELECT = "id,subject,from,receivedDateTime,internetMessageId,hasAttachments,parentFolderId,isRead,categories"
+MESSAGE_FILE = "message.eml"  # SAVE_MESSAGE: the mail's MIME
 ATTACHMENT_SELECT = "id,name,contentType,size,isInline"
 # contentBytes kept in memory per file and per message; anything beyond streams from /$value.
 INLINE_PER_FILE = 4 * 1024 * 1024
@@ -73,7 +75,7 @@ class Entry:
     S/MIME, winmail.dat, a zip)."""
 
     name: str
-    kind: str  # file | item | reference
+    kind: str  # file | item | reference | message (the mail's MIME) | body
     content_type: str | None
     size: int | None
     file: str | None = None  # its name in the message's folder
@@ -134,13 +136,22 @@ def _message_path(mailbox: str, message_id: str) -> str:
     return f"users/{quote(mailbox, safe='@')}/messages/{quote(message_id, safe='')}"
 
 
+def _body_file(message: dict[str, Any]) -> str:
+    html = str((message.get("body") or {}).get("contentType") or "").lower() == "html"
+    return "body.html" if html else "body.txt"
+
+
 def _with_extension(name: str, ext: str) -> str:
     return name if name.lower().endswith(ext) else f"{name}{ext}"
 
 
+def _select(rt: Runtime) -> str:
+    return MESSAGE_SELECT + (",body" if rt.settings.save.body != "never" else "")
+
+
 async def _fetch(rt: Runtime, folder: MailboxFolder, path: str) -> ExpandedMessage:
     """The message with its attachments, small ones' bytes included, in one request."""
-    params = {"$select": MESSAGE_SELECT, "$expand": "attachments"}
+    params = {"$select": _select(rt), "$expand": "attachments"}
     try:
         reader = ContentBytesReader(INLINE_PER_FILE, INLINE_PER_MESSAGE)
         async with rt.graph.stream("GET", path, mailbox=folder.mailbox, params=params) as response:
@@ -153,7 +164,7 @@ async def _fetch(rt: Runtime, folder: MailboxFolder, path: str) -> ExpandedMessa
         # Should expanding the bytes fail (a very large mail), the attachments' metadata alone will do:
         # every file then streams from /$value.
         log_event(logger, "ingest.expand_failed", logging.WARNING, mailbox=folder.mailbox, reason=one_line(exc))
-    params = {"$select": MESSAGE_SELECT, "$expand": f"attachments($select={ATTACHMENT_SELECT})"}
+    params = {"$select": _select(rt), "$expand": f"attachments($select={ATTACHMENT_SELECT})"}
     return ExpandedMessage(await rt.graph.request("GET", path, mailbox=folder.mailbox, params=params), [])
 
 
@@ -191,8 +202,10 @@ class _Job:
         content_type = entry.content_type or "application/octet-stream"
         return await self.rt.attachments.writer(f"{self.prefix}/{entry.file}", content_type, self._metadata(entry))
 
-    async def _value(self, attachment_id: str) -> AsyncIterator[bytes]:
-        value = f"{self.path}/attachments/{quote(attachment_id, safe='')}/$value"
+    def _value(self, attachment_id: str) -> AsyncIterator[bytes]:
+        return self._download(f"{self.path}/attachments/{quote(attachment_id, safe='')}/$value")
+
+    async def _download(self, value: str) -> AsyncIterator[bytes]:
         try:
             async with self.rt.graph.stream("GET", value, mailbox=self.folder.mailbox) as response:
                 async for chunk in response.aiter_bytes(STREAM_CHUNK):
@@ -208,7 +221,13 @@ class _Job:
         return self.unpacker.kind(Found(entry.file, entry.content_type or ""), 1) is not None
 
     def plan(self, expanded: ExpandedMessage) -> list[tuple[Entry, dict[str, Any]]]:
-        """Per attachment, in Graph's order: its name in the folder, or why it is skipped."""
+        """Per attachment, in Graph's order: its name in the folder, or why it is skipped. The mail's own
+        files (SAVE_MESSAGE, SAVE_BODY) have fixed names, taken first."""
+        save = self.rt.settings.save
+        if save.message != "never":
+            self.names.take(MESSAGE_FILE)
+        if save.body != "never":
+            self.names.take(_body_file(expanded.body))
         planned = []
         for attachment in expanded.body.get("attachments") or []:
             kind = _kind(attachment)
@@ -270,6 +289,50 @@ class _Job:
         except BaseException:
             await self.unpacker.abort()
             raise
+
+    async def save_mail(self, message: dict[str, Any], entries: list[Entry]) -> list[Entry]:
+        """SAVE_MESSAGE and SAVE_BODY: the mail's MIME and its body, when asked for."""
+        save = self.rt.settings.save
+        kept = any(e.blob for top in entries for e in top.flat())
+        saved = []
+        if SaveMail.wanted(save.message, kept):
+            entry = Entry(MESSAGE_FILE, "message", "message/rfc822", None, file=MESSAGE_FILE)
+            await _attempt(entry, self.store_message(entry))
+            saved.append(entry)
+        if SaveMail.wanted(save.body, kept):
+            name = _body_file(message)
+            content_type = f"text/{'html' if name.endswith('.html') else 'plain'}; charset=utf-8"
+            entry = Entry(name, "body", content_type, None, file=name)
+            await _attempt(entry, self.store_body(entry, message))
+            saved.append(entry)
+        return saved
+
+    async def store_message(self, entry: Entry) -> None:
+        """The mail's MIME from `GET /messages/{id}/$value`, streamed. Graph may refuse it (very large mails,
+        graph_facts §8): that is recorded as the reason, not retried."""
+        writer = await self._writer(entry)
+        existing = await self.rt.attachments.stored(writer.path)
+        if existing is not None:
+            entry.record(existing)
+            return
+        try:
+            async for chunk in self._download(f"{self.path}/$value"):
+                await writer.write(chunk)
+        except (GraphThrottled, GraphAuthError):
+            raise  # a passing outage or a permission: the queue retries, as for any request
+        except GraphError as exc:
+            entry.skipped = f"Graph refused the MIME export: {one_line(exc)}"
+            log_event(
+                logger, "ingest.mime_refused", logging.WARNING,
+                mailbox=self.folder.mailbox, message_key=self.key, reason=entry.skipped,
+            )  # fmt: skip
+            return
+        entry.record(await writer.commit())
+
+    async def store_body(self, entry: Entry, message: dict[str, Any]) -> None:
+        writer = await self._writer(entry)
+        await writer.write(str((message.get("body") or {}).get("content") or "").encode())
+        entry.record(await writer.commit())
 
     # -- the unpacker's handler --------------------------------------------------------------------
     async def open(self, parent: Entry, found: Found, container: bool) -> tuple[Entry, Sink | None] | None:
@@ -428,6 +491,7 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
         entries = [entry for entry, _ in planned]
         await _store(job, planned, expanded)
         await _reference_urls(rt, folder, path, planned)
+        entries += await job.save_mail(message, entries)
         manifest = _manifest(folder, change, message, received, key, entries)
         try:
             await rt.attachments.write_json(manifest_path, manifest, existing[1] if existing else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from typing import Literal
 
 # Exchange's largest configurable message size (graph_facts §8): no attachment can be larger.
 MAX_ATTACHMENT_BYTES = 150 * 1024 * 1024
@@ -58,6 +59,23 @@ class AttachmentRules:
         if reason is None and size is not None:
             reason = self.size_skip(size)
         return reason
+
+
+SaveMode = Literal["never", "always", "no-files"]
+SAVE_MODES: tuple[SaveMode, ...] = ("never", "always", "no-files")
+
+
+@dataclass(frozen=True)
+class SaveMail:
+    """SAVE_MESSAGE and SAVE_BODY: the mail itself (its MIME, as message.eml) and its body (body.html or
+    body.txt) stored beside its files; `no-files`: only when no file of the mail was kept."""
+
+    message: SaveMode = "never"
+    body: SaveMode = "never"
+
+    @staticmethod
+    def wanted(mode: SaveMode, files_kept: bool) -> bool:
+        return mode == "always" or (mode == "no-files" and not files_kept)
 
 
 @dataclass(frozen=True)

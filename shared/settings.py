@@ -16,7 +16,15 @@ from typing import Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 from .errors import SettingsError
-from .rules import MAX_ATTACHMENT_BYTES, AfterIngest, AttachmentRules, parse_after_ingest
+from .rules import (
+    MAX_ATTACHMENT_BYTES,
+    SAVE_MODES,
+    AfterIngest,
+    AttachmentRules,
+    SaveMail,
+    SaveMode,
+    parse_after_ingest,
+)
 from .unpack.options import ArchiveLimits, UnpackOptions
 
 AuthMode = Literal["application", "delegated"]
@@ -96,6 +104,7 @@ class Settings:
     rules: AttachmentRules = field(default_factory=AttachmentRules)
     unpack: UnpackOptions = field(default_factory=UnpackOptions)
     smime_certificates: tuple[str, ...] = ()  # Key Vault certificates whose keys open encrypted mail
+    save: SaveMail = field(default_factory=SaveMail)
     after_ingest: AfterIngest = field(default_factory=AfterIngest)
     after_ingest_by_folder: Mapping[str, AfterIngest] = field(default_factory=dict)  # by MailboxFolder.key
     # The Functions host key the webhook routes require; Graph calls the URLs with it. Kept out of repr.
@@ -311,6 +320,14 @@ def _unpack(env: Mapping[str, str]) -> UnpackOptions:
     )
 
 
+def _save_mode(env: Mapping[str, str], name: str) -> SaveMode:
+    raw = env.get(name, "").strip().lower() or "never"
+    for mode in SAVE_MODES:
+        if raw == mode:
+            return mode
+    raise SettingsError(name, f"must be one of {', '.join(SAVE_MODES)}, got {raw!r}")
+
+
 def _vault_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(n.strip() for n in env.get(name, "").split(",") if n.strip()))
     for value in names:
@@ -416,6 +433,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         rules=_rules(env),
         unpack=_unpack(env),
         smime_certificates=_vault_names(env, "SMIME_CERTIFICATES"),
+        save=SaveMail(_save_mode(env, "SAVE_MESSAGE"), _save_mode(env, "SAVE_BODY")),
         after_ingest=_after_ingest("AFTER_INGEST", env.get("AFTER_INGEST", "")),
         after_ingest_by_folder=_after_ingest_by_folder(env.get("AFTER_INGEST_BY_MAILBOX", ""), mailboxes),
     )

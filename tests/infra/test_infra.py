@@ -47,6 +47,8 @@ OPTIONAL_SETTINGS = {
     "ARCHIVE_MAX_BYTES": "defaults to 1 GiB uncompressed per mail (README)",
     "ARCHIVE_MAX_RATIO": "defaults to 100 (README)",
     "SMIME_CERTIFICATES": "defaults to none: encrypted mail is stored as smime.p7m, not decrypted (README)",
+    "SAVE_MESSAGE": "defaults to never (README)",
+    "SAVE_BODY": "defaults to never (README)",
     "AFTER_INGEST": "defaults to none, which needs only Mail.Read (README)",
     "AFTER_INGEST_BY_MAILBOX": "defaults to no per-mailbox override (README)",
     "RECONCILE_MINUTES": "defaults to an hourly delta reconciliation (README)",

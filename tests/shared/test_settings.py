@@ -177,3 +177,13 @@ def test_archive_and_smime_settings(env):
     for name, value in [("ARCHIVE_MAX_FILES", "0"), ("ARCHIVE_MAX_BYTES", "12"), ("SMIME_CERTIFICATES", "a b")]:
         with pytest.raises(SettingsError, match=name):
             parse_settings({**env, name: value})
+
+
+def test_save_message_and_body(env):
+    assert parse_settings(env).save.message == "never" and parse_settings(env).save.body == "never"
+    env.update({"SAVE_MESSAGE": "No-Files", "SAVE_BODY": "always"})
+    save = parse_settings(env).save
+    assert (save.message, save.body) == ("no-files", "always")
+    assert save.wanted("no-files", files_kept=False) and not save.wanted("no-files", files_kept=True)
+    with pytest.raises(SettingsError, match="SAVE_BODY"):
+        parse_settings({**env, "SAVE_BODY": "sometimes"})
