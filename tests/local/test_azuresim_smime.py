@@ -1,12 +1,20 @@
-"""The simulator's S/MIME and TNEF producers, checked by independent readers: `cryptography` decrypts the
+"""The simulator's S/MIME, TNEF and zip producers, checked by independent readers: `cryptography` decrypts the
 envelopes, `asn1crypto` parses the CMS whole, `tnefparse` reads the TNEF; sizes are known up front."""
 
 from __future__ import annotations
 
+import base64
+import email
+import email.policy
+import hashlib
+import io
 import os
+import zipfile
+import zlib
 from email import policy
 from email.message import EmailMessage
 
+import httpx
 import pytest
 from asn1crypto import cms
 from cryptography.hazmat.primitives import padding
@@ -18,11 +26,17 @@ from tnefparse.tnef import TNEF
 from local.azuresim.content import BytesContent, Content, read_all
 from local.azuresim.smime import SEGMENT, Signers, new_identity, sealed
 from local.azuresim.tnef import TnefFile, encode_tnef
+from local.azuresim.zips import ZipContent, ZipEntry
 from shared.unpack.base import Encrypted, Signature
 from shared.unpack.smime import DecryptionKey
+from tests.local.simclient import deliver, new_mailbox
 from tests.shared.unpack.tree import unpack_attachment
 
 PDF = b"%PDF-1.7 " + os.urandom(3 * SEGMENT + 123)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def entity() -> BytesContent:
@@ -97,3 +111,70 @@ def test_the_tnef_encoder_is_read_by_tnefparse():
     assert all(o.good_checksum for o in tnef.objects)
     assert [a.long_filename() for a in tnef.attachments] == ["Rechnung März.pdf", "a.txt"]
     assert [a.data for a in tnef.attachments] == [PDF, b"x"]
+
+
+# -- through the simulator's Graph ------------------------------------------------------------------
+async def test_a_signed_mail_is_listed_as_one_smime_p7m_and_its_value_is_the_signed_mime(
+    http: httpx.AsyncClient, graph: dict[str, str]
+) -> None:
+    box = await new_mailbox(http)
+    pdf = os.urandom(5000)
+    attachments = [{"name": "invoice.pdf", "contentType": "application/pdf", "contentBase64": b64(pdf)}]
+    mail = await deliver(http, box["address"], attachments=attachments, smime={"type": "clear-signed"})
+    (p7m,) = mail["attachments"]
+    assert (p7m["name"], p7m["contentType"], p7m["kind"]) == ("smime.p7m", "multipart/signed", "file")
+    assert p7m["parts"][0]["sha256"] == hashlib.sha256(pdf).hexdigest()  # what it carries, for the checks
+    url = f"/v1.0/users/{box['id']}/messages/{mail['id']}"
+    listed = (await http.get(f"{url}/attachments", headers=graph)).json()["value"]
+    assert [a["name"] for a in listed] == ["smime.p7m"]
+    raw = (await http.get(f"{url}/attachments/{p7m['id']}/$value", headers=graph)).content
+    assert hashlib.sha256(raw).hexdigest() == p7m["sha256"]
+    whole = await http.get(f"{url}/$value", headers=graph)
+    assert whole.headers["Content-Type"].startswith("text/plain") and whole.content == raw
+    parsed_mail = email.message_from_bytes(whole.content, policy=email.policy.default)
+    assert parsed_mail.get_content_type() == "multipart/signed" and parsed_mail["Subject"] == "Invoice"
+
+
+async def test_an_encrypted_mail_value_is_an_application_pkcs7_mime_entity(
+    http: httpx.AsyncClient, graph: dict[str, str]
+) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    box = await new_mailbox(http)
+    me = new_identity("Box", box["address"])
+    spec = {"type": "encrypted", "recipientCertificate": me.certificate.public_bytes(Encoding.PEM).decode()}
+    mail = await deliver(http, box["address"], attachments=[], smime=spec)
+    (p7m,) = mail["attachments"]
+    assert p7m["contentType"] == "application/pkcs7-mime"
+    whole = (await http.get(f"/v1.0/users/{box['id']}/messages/{mail['id']}/$value", headers=graph)).content
+    entity = email.message_from_bytes(whole, policy=email.policy.default)
+    assert entity.get_content_type() == "application/pkcs7-mime" and entity.get_param("smime-type") == "enveloped-data"
+    assert hashlib.sha256(entity.get_payload(decode=True)).hexdigest() == p7m["sha256"]
+    bad = await http.post("/_sim/mail", json={"mailbox": box["address"], "from": "a@b.c", "smime": {"type": "x"}})
+    assert bad.status_code == 400
+
+
+async def test_a_plain_mail_value_is_its_mime(http: httpx.AsyncClient, graph: dict[str, str]) -> None:
+    box = await new_mailbox(http)
+    mail = await deliver(http, box["address"], body="Order: 40 pallets", attachments=[])
+    whole = await http.get(f"/v1.0/users/{box['id']}/messages/{mail['id']}/$value", headers=graph)
+    parsed_mail = email.message_from_bytes(whole.content, policy=email.policy.default)
+    assert whole.status_code == 200 and parsed_mail["Subject"] == "Invoice"
+    assert parsed_mail.get_content().strip() == "Order: 40 pallets"
+
+
+def test_zips_are_what_zipfile_reads() -> None:
+    entries = [
+        ZipEntry("Scans/2026/a.pdf", BytesContent(PDF)),
+        ZipEntry("../evil.txt", BytesContent(b"x")),
+        ZipEntry("secret.pdf", BytesContent(b"%PDF secret"), encrypted=True),
+        ZipEntry("bomb.bin", bomb=5 * 1024 * 1024),
+    ]
+    content = ZipContent(entries)
+    raw = whole(content)
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        infos = {i.filename: i for i in archive.infolist()}
+        assert archive.read("Scans/2026/a.pdf") == PDF and archive.read("../evil.txt") == b"x"
+        assert infos["secret.pdf"].flag_bits & 1 and infos["secret.pdf"].compress_size == len(b"%PDF secret") + 12
+        assert infos["bomb.bin"].file_size == 5 * 1024 * 1024 and infos["bomb.bin"].compress_size < 20_000
+        assert zlib.crc32(archive.read("bomb.bin")) == infos["bomb.bin"].CRC
