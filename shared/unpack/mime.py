@@ -28,6 +28,7 @@ from .smime import DIGESTS, verify_detached
 MAX_LINE = 64 * 1024
 MAX_HEADER_BLOCK = 256 * 1024
 MAX_SIGNATURE = 1024 * 1024
+LINE_BY_LINE_BELOW = 4096  # bytes of whole lines: fewer are read one line at a time
 _WHITESPACE = b" \t\r\n"
 _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 _SIGNATURE_TYPES = frozenset({"application/pkcs7-signature", "application/x-pkcs7-signature"})
@@ -130,6 +131,13 @@ class _Signed:
         # A line's end is the content's only if another line of it follows; canonical form is CRLF.
         self.held_ending = b"\r\n" if ending else b""
 
+    def hash_block(self, block: bytes) -> None:
+        """Whole lines at once, each ending in LF (with or without CR): as `hash_line` line by line."""
+        if self.held_ending is not None:
+            self._update(self.held_ending)
+        self._update(b"\r\n".join(line.rstrip(b"\r") for line in block[:-1].split(b"\n")))
+        self.held_ending = b"\r\n"
+
     def _update(self, data: bytes) -> None:
         for h in self.hashes.values():
             h.update(data)
@@ -168,6 +176,8 @@ class MimeReader:
     async def write(self, data: bytes) -> None:
         self._buf += data
         while self._buf:
+            if await self._body_block():
+                continue
             cut = self._buf.find(b"\n")
             if cut < 0:
                 if len(self._buf) < MAX_LINE:
@@ -194,6 +204,26 @@ class MimeReader:
         for _ in self._signed:
             self._scope.note(Signature("unverifiable", "the signed MIME ends before its signature (truncated)"))
         self._signed.clear()
+
+    async def _body_block(self) -> bool:
+        """Inside a body, the whole lines before the next one that could be a boundary (it starts with
+        `--`) are handled at once: the same bytes as line by line, at a fraction of the cost."""
+        if self._headers is not None or self._opaque or not self._at_line_start or self._buf.startswith(b"--"):
+            return False
+        candidate = self._buf.find(b"\n--")
+        end = candidate + 1 if candidate >= 0 else self._buf.rfind(b"\n") + 1
+        if end <= 0 or (candidate < 0 and end < LINE_BY_LINE_BELOW):
+            return False  # a few lines: line by line (a boundary may still be on its way)
+        raw = bytes(self._buf[:end])
+        del self._buf[:end]
+        for signed in self._signed:
+            if signed.part == 1:
+                signed.hash_block(raw)
+        if self._leaf is not None:
+            start = raw.rfind(b"\n", 0, len(raw) - 1) + 1  # the last line's start
+            content = raw[start:].rstrip(b"\r\n")
+            await self._leaf.line(raw[:start] + content, raw[start + len(content) :])
+        return True
 
     def _level_of(self, content: bytes, continued: bool) -> tuple[int, bool] | None:
         """Which open multipart's boundary this line is (its level, and whether it is the closing one)."""

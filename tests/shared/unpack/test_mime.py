@@ -177,3 +177,21 @@ async def test_an_inline_pdf_beside_an_inline_logo_is_found_as_a_file_marked_inl
     assert found["a.pdf"] and found["a.pdf"].inline and found["a.pdf"].content_type == "application/pdf"
     assert found["attachment.png"] and found["attachment.png"].inline
     assert root.kept() == {"a.pdf": b"%PDF inline", "attachment.png": b"\x89PNG logo"}
+
+
+@pytest.mark.parametrize("chunk", [3, 4096, 1 << 20])
+async def test_bodies_read_in_blocks_give_the_bytes_email_gives(chunk: int):
+    """Long bodies are read a block of lines at a time: the bytes must be those `email` decodes, whatever
+    the line ends and with lines that start like a boundary but are none."""
+    text = "".join(f"-- line {i} ümlaut {'x' * (i % 90)} = sign\n" for i in range(3000))
+    data = os.urandom(300_000)
+    message = mail("blocks")
+    message.add_attachment(text.encode(), maintype="text", subtype="plain", filename="t.txt", cte="quoted-printable")
+    message.add_attachment(data, maintype="application", subtype="octet-stream", filename="d.bin")
+    message.add_attachment(b"--not-a-boundary\n" * 500, maintype="application", subtype="x-raw", filename="r.bin")
+    for raw in (message.as_bytes(), message.as_bytes().replace(b"\r\n", b"\n")):
+        parsed = BytesParser(policy=policy.default).parsebytes(raw)
+        assert isinstance(parsed, EmailMessage)
+        expected = {str(p.get_filename()): p.get_payload(decode=True) for p in parsed.iter_attachments()}
+        nodes = await extract(raw, chunk)
+        assert {n.name: bytes(n.data) for n in nodes} == expected
