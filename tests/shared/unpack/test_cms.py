@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import datetime
+import io
 import os
+import zipfile
 from email import policy
 from email.message import EmailMessage
 
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
 from shared.unpack.base import Encrypted, Problem, Signature
+from shared.unpack.options import UnpackOptions
 from shared.unpack.smime import DecryptionKey
 from tests.shared.unpack.tree import Node, unpack_attachment
 
@@ -203,3 +206,33 @@ async def test_signed_inside_encrypted_comes_out_one_level_further(sender: Ident
     assert inner.parent is top and signature(inner).status == "valid"
     assert top.kept()["Rechnung März.pdf"] == PDF and top.by_name()["Rechnung März.pdf"].parent is inner
     assert isinstance(top.notes[0], Encrypted) and top.notes[0].decrypted
+
+
+async def test_a_zip_in_a_signed_mail_in_a_forwarded_mail_shows_its_chain(sender: Identity):
+    """Any nesting opens to the one depth limit; the chain is each file's parent."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("scans/invoice.pdf", PDF)
+    entity = EmailMessage(policy=policy.SMTP)
+    entity.set_content("Scans attached.")
+    entity.add_attachment(archive.getvalue(), maintype="application", subtype="zip", filename="scans.zip")
+    signed = clear_signed(sender, entity.as_bytes())
+    forwarded = (
+        b'Subject: Fwd: scans\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="fwd"\r\n\r\n'
+        b"--fwd\r\nContent-Type: text/plain\r\n\r\nSee the signed mail below.\r\n"
+        b'--fwd\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename="Signed scans.eml"\r\n\r\n'
+        + signed
+        + b"\r\n--fwd--\r\n"
+    )
+    top = await unpack_attachment(forwarded, "Fwd scans.eml", "message/rfc822")
+    nodes = top.by_name()
+    chain = [nodes["scans_invoice.pdf"]]
+    while chain[-1].parent is not None and chain[-1].parent is not top:
+        chain.append(chain[-1].parent)
+    assert [n.name for n in chain] == ["scans_invoice.pdf", "scans.zip", "Signed scans.eml"]
+    assert signature(nodes["Signed scans.eml"]).status == "valid"  # the signed mail was an attached .eml
+    invoice = nodes["scans_invoice.pdf"]
+    assert invoice.data == PDF and invoice.found is not None and invoice.found.path == "scans/invoice.pdf"
+    shallow = UnpackOptions(max_depth=2)
+    deep = await unpack_attachment(forwarded, "Fwd scans.eml", "message/rfc822", options=shallow)
+    assert "scans_invoice.pdf" not in deep.by_name() and "scans.zip" in deep.kept()
