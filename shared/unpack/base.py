@@ -106,17 +106,23 @@ _END = b""
 
 
 class Source:
-    """The reading end of a `Pipe`."""
+    """The reading end of a `Pipe`. Reads advance a position in the buffer; what was read is dropped
+    when the next batch comes in, so small reads (BER headers) cost no copying of the rest."""
 
     def __init__(self, queue: asyncio.Queue[bytes]) -> None:
         self._queue = queue
         self._buf = bytearray()
+        self._pos = 0  # in _buf: what is before was read
         self._offset = 0  # bytes handed out so far
         self.ended = False
 
     @property
     def offset(self) -> int:
         return self._offset
+
+    @property
+    def _available(self) -> int:
+        return len(self._buf) - self._pos
 
     async def _more(self) -> bool:
         if self.ended:
@@ -125,41 +131,44 @@ class Source:
         if not chunk:  # _END
             self.ended = True
             return False
+        del self._buf[: self._pos]
+        self._pos = 0
         self._buf += chunk
         return True
 
     async def read(self, n: int, what: str = "the data") -> bytes:
         """Exactly `n` bytes."""
-        while len(self._buf) < n:
+        while self._available < n:
             if not await self._more():
                 raise Truncated(what)
         return self._take(n)
 
     async def read_some(self, limit: int) -> bytes:
         """Up to `limit` bytes, at least one unless the end is reached (then b"")."""
-        if not self._buf and not await self._more():
+        if not self._available and not await self._more():
             return b""
-        return self._take(min(limit, len(self._buf)))
+        return self._take(min(limit, self._available))
 
     async def peek(self, n: int) -> bytes:
         """Up to `n` bytes, not consumed (fewer only at the end)."""
-        while len(self._buf) < n and await self._more():
+        while self._available < n and await self._more():
             pass
-        return bytes(self._buf[:n])
+        return bytes(self._buf[self._pos : self._pos + n])
 
     def unread(self, data: bytes) -> None:
         """Put bytes back in front (a decompressor read past its stream's end)."""
-        self._buf[:0] = data
+        self._buf[self._pos : self._pos] = data
         self._offset -= len(data)
 
     def _take(self, n: int) -> bytes:
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
+        data = bytes(self._buf[self._pos : self._pos + n])
+        self._pos += n
         self._offset += n
         return data
 
     async def drain(self) -> None:
         self._buf.clear()
+        self._pos = 0
         while await self._more():
             self._buf.clear()
 

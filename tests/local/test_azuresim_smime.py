@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from tnefparse.tnef import TNEF
 
+from local.azuresim import smime as smime_module
 from local.azuresim.content import BytesContent, Content, read_all
 from local.azuresim.smime import SEGMENT, Signers, new_identity, sealed
 from local.azuresim.tnef import TnefFile, encode_tnef
@@ -179,3 +180,14 @@ def test_zips_are_what_zipfile_reads() -> None:
         assert infos["secret.pdf"].flag_bits & 1 and infos["secret.pdf"].compress_size == len(b"%PDF secret") + 12
         assert infos["bomb.bin"].file_size == 5 * 1024 * 1024 and infos["bomb.bin"].compress_size < 20_000
         assert zlib.crc32(archive.read("bomb.bin")) == infos["bomb.bin"].CRC
+
+
+async def test_small_ber_segments_are_read_as_one_content(signers: Signers, monkeypatch: pytest.MonkeyPatch):
+    """Some writers cut the content into small OCTET STRING segments: thousands of headers to walk."""
+    monkeypatch.setattr(smime_module, "SEGMENT", 97)
+    body = entity()
+    content_type, content = sealed("opaque-signed", b"", body, signers.signer("a@b.example"), signers.ca, None)
+    raw = whole(content)
+    assert raw.count(b"\x04\x61") >= len(body.data) // 97  # 97-byte segments
+    top = await unpack_attachment(raw, "smime.p7m", content_type, chunk=65536)
+    assert top.kept() == {"invoice.pdf": PDF} and isinstance(top.notes[0], Signature) and top.notes[0].status == "valid"
