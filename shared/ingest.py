@@ -213,10 +213,12 @@ class _Job:
         except httpx.HTTPError as exc:  # the connection broke mid-body
             raise GraphThrottled(0, type(exc).__name__, str(exc) or "download interrupted", "GET $value") from exc
 
-    def _opens(self, entry: Entry) -> bool:
+    def unpacks(self, entry: Entry) -> bool:
         """Whether a mail's own attachment is a container to open: even when its own file is not kept (a
         type filter), unless it is too large to download at all."""
-        if entry.file is None or (entry.size is not None and self.rules.size_skip(entry.size)):
+        if entry.kind not in ("file", "item") or entry.file is None:
+            return False
+        if entry.size is not None and self.rules.size_skip(entry.size):
             return False
         return self.unpacker.kind(Found(entry.file, entry.content_type or ""), 1) is not None
 
@@ -252,9 +254,6 @@ class _Job:
                     entry.file = self.names.take(safe)
             planned.append((entry, attachment))
         return planned
-
-    def unpacks(self, entry: Entry) -> bool:
-        return entry.kind in ("file", "item") and self._opens(entry)
 
     async def store_file(self, entry: Entry, attachment: dict[str, Any], content: bytes | None) -> None:
         writer = await self._writer(entry)
