@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from .base import Encrypted, Problem, Scope, Sink, Source, UnpackError
 from .ber import (
@@ -83,6 +84,10 @@ async def read_cms(src: Source, scope: Scope, keys: Keys | None) -> None:
         await _signed(src, body, scope)
     elif kind == "enveloped_data":
         await _enveloped(src, body, scope, keys)
+    elif kind == "authenticated_enveloped_data":  # AES-GCM (RFC 5083): its recipients, then read past
+        _, who = await _recipients(src, children(src, body))
+        scope.note(Encrypted(who, False, "AES-GCM envelopes (authenticated-enveloped-data) are not supported"))
+        return
     else:
         scope.note(Problem(f"CMS content {kind} is not supported (signed-data and enveloped-data are)"))
         return
@@ -128,10 +133,10 @@ async def _signed(src: Source, body: Header, scope: Scope) -> None:
     scope.note(verify_signed(signed, {name: h.digest() for name, h in hashes.items()}))
 
 
-async def _enveloped(src: Source, body: Header, scope: Scope, keys: Keys | None) -> None:
-    from asn1crypto import algos, cms
+async def _recipients(src: Source, items: AsyncIterator[Header]) -> tuple[list[Any], tuple[str, ...]]:
+    """An envelope's recipient infos (after its version and originator info), and who they name."""
+    from asn1crypto import cms
 
-    items = children(src, body)
     await capture(src, await _next(items, "the version"))
     head = await _next(items, "the recipients")
     if head.cls == CONTEXT and head.tag == 0:  # originatorInfo
@@ -139,9 +144,16 @@ async def _enveloped(src: Source, body: Header, scope: Scope, keys: Keys | None)
         head = await _next(items, "the recipients")
     try:
         infos = list(cms.RecipientInfos.load(await capture(src, head)))
-        who = recipients(infos)
+        return infos, recipients(infos)
     except ValueError as exc:
         raise BerError(f"unreadable recipient information: {exc}") from None
+
+
+async def _enveloped(src: Source, body: Header, scope: Scope, keys: Keys | None) -> None:
+    from asn1crypto import algos
+
+    items = children(src, body)
+    infos, who = await _recipients(src, items)
     content_info = (await _next(items, "the encrypted content")).expect(UNIVERSAL, SEQUENCE, "the encrypted content")
     content_items = children(src, content_info)
     await capture(src, await _next(content_items, "the content type"))

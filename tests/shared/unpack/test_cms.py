@@ -236,3 +236,26 @@ async def test_a_zip_in_a_signed_mail_in_a_forwarded_mail_shows_its_chain(sender
     shallow = UnpackOptions(max_depth=2)
     deep = await unpack_attachment(forwarded, "Fwd scans.eml", "message/rfc822", options=shallow)
     assert "scans_invoice.pdf" not in deep.by_name() and "scans.zip" in deep.kept()
+
+
+async def test_an_aes_gcm_envelope_is_recorded_as_encrypted_with_its_recipient(recipient: Identity):
+    from asn1crypto import cms
+
+    envelope = cms.ContentInfo.load(enveloped(recipient))["content"]
+    gcm = cms.ContentInfo(
+        {
+            "content_type": "authenticated_enveloped_data",
+            "content": cms.AuthEnvelopedData(
+                {
+                    "version": "v0",
+                    "recipient_infos": envelope["recipient_infos"],
+                    "auth_encrypted_content_info": envelope["encrypted_content_info"],
+                    "mac": b"\x00" * 16,
+                }
+            ),
+        }
+    ).dump()
+    top = await unpack_attachment(gcm, "smime.p7m", "application/pkcs7-mime", keys=[key_of(recipient)])
+    (note,) = top.notes
+    assert isinstance(note, Encrypted) and not note.decrypted and note.reason and "AES-GCM" in note.reason
+    assert note.recipients == (f"issuer CN=Test S/MIME CA, serial {recipient[0].serial_number:#x}",)
