@@ -180,6 +180,7 @@ class _Job:
         self.prefix = prefix
         self.key = key
         self.names = UniqueNames()
+        self.store = rt.attachments  # the container this mail's files go to
         self.unpacker: Unpacker[Entry] = Unpacker(self, rt.settings.unpack, self._keys)
 
     async def _keys(self) -> Sequence[DecryptionKey]:
@@ -200,7 +201,7 @@ class _Job:
     async def _writer(self, entry: Entry) -> BlobWriter:
         assert entry.file is not None
         content_type = entry.content_type or "application/octet-stream"
-        return await self.rt.attachments.writer(f"{self.prefix}/{entry.file}", content_type, self._metadata(entry))
+        return await self.store.writer(f"{self.prefix}/{entry.file}", content_type, self._metadata(entry))
 
     def _value(self, attachment_id: str) -> AsyncIterator[bytes]:
         return self._download(f"{self.path}/attachments/{quote(attachment_id, safe='')}/$value")
@@ -260,7 +261,7 @@ class _Job:
         if content:  # an empty or missing contentBytes is never trusted: the bytes come from /$value
             await writer.write(content)
         else:
-            existing = await self.rt.attachments.stored(writer.path)
+            existing = await self.store.stored(writer.path)
             if existing is not None:  # stored by an earlier attempt: not downloaded again
                 entry.record(existing)
                 return
@@ -310,7 +311,7 @@ class _Job:
         """The mail's MIME from `GET /messages/{id}/$value`, streamed. Graph may refuse it (very large mails,
         graph_facts §8): that is recorded as the reason, not retried."""
         writer = await self._writer(entry)
-        existing = await self.rt.attachments.stored(writer.path)
+        existing = await self.store.stored(writer.path)
         if existing is not None:
             entry.record(existing)
             return
@@ -379,7 +380,7 @@ class _Job:
         below = [e for child in entry.children for e in child.flat()]
         for found in below:
             if found.blob:
-                await self.rt.attachments.delete(found.blob)
+                await self.store.delete(found.blob)
         entry.children.clear()
         entry.skipped = reason
         entry.blob = entry.sha256 = None
