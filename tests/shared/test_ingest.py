@@ -19,7 +19,7 @@ REFERENCE = "#microsoft.graph.referenceAttachment"
 
 
 def plan(settings: Settings, attachments: list[dict[str, Any]]) -> list[Entry]:
-    rt: Any = SimpleNamespace(settings=settings)
+    rt: Any = SimpleNamespace(settings=settings, attachments=None)
     job = _Job(rt, settings.mailboxes[0], "users/x/messages/y", "prefix", "key")
     return [entry for entry, _ in job.plan(ExpandedMessage({"attachments": attachments}, []))]
 
