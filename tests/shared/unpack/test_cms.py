@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from shared.unpack.base import Encrypted, Problem, Signature
 from shared.unpack.options import UnpackOptions
 from shared.unpack.smime import DecryptionKey
-from tests.shared.unpack.tree import Node, unpack_attachment
+from tests.shared.unpack.tree import Node, unpack_attachment, unpack_mail
 
 Identity = tuple[x509.Certificate, rsa.RSAPrivateKey]
 
@@ -259,3 +259,18 @@ async def test_an_aes_gcm_envelope_is_recorded_as_encrypted_with_its_recipient(r
     (note,) = top.notes
     assert isinstance(note, Encrypted) and not note.decrypted and note.reason and "AES-GCM" in note.reason
     assert note.recipients == (f"issuer CN=Test S/MIME CA, serial {recipient[0].serial_number:#x}",)
+
+
+async def test_a_whole_raw_signed_or_encrypted_mail_is_opened_at_the_top(sender: Identity, recipient: Identity):
+    """IMAP and POP3 hand over the mail itself: its multipart/signed, or its application/pkcs7-mime body."""
+    root = await unpack_mail(b"From: billing@fabrikam.example\r\nSubject: signed\r\n" + clear_signed(sender))
+    assert root.kept() == {"Rechnung März.pdf": PDF} and signature(root).status == "valid"
+    encrypted = (
+        b"From: billing@fabrikam.example\r\nSubject: encrypted\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name="smime.p7m"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(enveloped(recipient))
+    )
+    root = await unpack_mail(encrypted, keys=[key_of(recipient)])
+    (p7m,) = root.children
+    assert p7m.name == "smime.p7m" and isinstance(p7m.notes[0], Encrypted) and p7m.notes[0].decrypted
+    assert root.kept()["Rechnung März.pdf"] == PDF

@@ -77,6 +77,13 @@ async def feed(sink: object, raw: bytes, chunk: int) -> None:
     await sink.close()  # type: ignore[attr-defined]
 
 
+def _unpacker(recorder: Recorder, options: UnpackOptions | None, keys: Sequence[DecryptionKey]) -> Unpacker[Node]:
+    async def provide() -> Sequence[DecryptionKey]:
+        return keys
+
+    return Unpacker(recorder, options or UnpackOptions(), provide)
+
+
 async def unpack_attachment(
     raw: bytes,
     name: str,
@@ -92,10 +99,7 @@ async def unpack_attachment(
     top = Node(Found(name, content_type), root)
     root.children.append(top)
 
-    async def provide() -> Sequence[DecryptionKey]:
-        return keys
-
-    unpacker: Unpacker[Node] = Unpacker(Recorder(skip), options or UnpackOptions(), provide)
+    unpacker = _unpacker(Recorder(skip), options, keys)
     sink = unpacker.attachment(top, Found(name, content_type), top)
     assert sink is not None
     try:
@@ -105,9 +109,14 @@ async def unpack_attachment(
     return top
 
 
-async def unpack_mail(raw: bytes, *, chunk: int = 4096, options: UnpackOptions | None = None) -> Node:
+async def unpack_mail(
+    raw: bytes, *, chunk: int = 4096, options: UnpackOptions | None = None, keys: Sequence[DecryptionKey] = ()
+) -> Node:
     """`raw` as a whole mail (IMAP, POP3): the root node's children are its files."""
     root = Node(None, None)
-    unpacker: Unpacker[Node] = Unpacker(Recorder(), options or UnpackOptions())
-    await feed(unpacker.mail(root), raw, chunk)
+    unpacker = _unpacker(Recorder(), options, keys)
+    try:
+        await feed(unpacker.mail(root), raw, chunk)
+    finally:
+        await unpacker.abort()
     return root
