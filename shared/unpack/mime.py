@@ -29,37 +29,57 @@ MAX_LINE = 64 * 1024
 MAX_HEADER_BLOCK = 256 * 1024
 MAX_SIGNATURE = 1024 * 1024
 LINE_BY_LINE_BELOW = 4096  # bytes of whole lines: fewer are read one line at a time
-_WHITESPACE = b" \t\r\n"
+_NOT_BASE64 = bytes(sorted(set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")))
 _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 _SIGNATURE_TYPES = frozenset({"application/pkcs7-signature", "application/x-pkcs7-signature"})
 # micalg names (RFC 8551 §3.5.3.2) → hashlib names
 _MICALG = {"sha-1": "sha1", "sha1": "sha1", "sha-256": "sha256", "sha-384": "sha384", "sha-512": "sha512", "md5": "md5"}
 
 
+def _base64(text: bytes) -> bytes:
+    """Whole groups of alphabet characters, only the last possibly padded; a bad last group is dropped."""
+    try:
+        return binascii.a2b_base64(text)
+    except binascii.Error:
+        head = text[: len(text) - 4]
+        return binascii.a2b_base64(head) if head else b""
+
+
 class TransferDecoder:
-    """A part body's Content-Transfer-Encoding undone, piece by piece."""
+    """A part body's Content-Transfer-Encoding undone, piece by piece. Base64 ignores what is not of its
+    alphabet and ends at the first padded group, as a decoder of the whole body does, so the result does
+    not depend on how the bytes were cut."""
 
     def __init__(self, encoding: str) -> None:
         self.encoding = encoding
         self._carry = b""
+        self._ended = False
 
     def decode(self, data: bytes) -> bytes:
         if self.encoding == "base64":
-            text = self._carry + data.translate(None, _WHITESPACE)
-            cut = len(text) - len(text) % 4
-            self._carry = text[cut:]
-            try:
-                return binascii.a2b_base64(text[:cut]) if cut else b""
-            except binascii.Error:
-                return b""  # a corrupt line: the part comes out short, as in mail clients
+            return self._decode_base64(data)
         if self.encoding == "quoted-printable":
             return binascii.a2b_qp(data)
         return data
 
+    def _decode_base64(self, data: bytes) -> bytes:
+        if self._ended:
+            return b""
+        text = self._carry + data.translate(None, _NOT_BASE64)
+        pad = text.find(b"=")
+        group = pad - pad % 4  # where the padded group starts
+        if pad >= 0 and len(text) >= group + 4:
+            self._ended, self._carry = True, b""
+            return _base64(text[: group + 4])
+        cut = group if pad >= 0 else len(text) - len(text) % 4
+        self._carry = text[cut:]
+        return _base64(text[:cut]) if cut else b""
+
     def flush(self) -> bytes:
-        if self.encoding == "base64" and self._carry:
+        if self.encoding == "base64" and self._carry and not self._ended:
             # Tolerate missing padding, as mail clients do.
-            padded = self._carry + b"=" * (-len(self._carry) % 4)
+            padded = self._carry.rstrip(b"=")
+            padded += b"=" * (-len(padded) % 4)
             self._carry = b""
             try:
                 return binascii.a2b_base64(padded)

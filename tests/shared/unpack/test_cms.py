@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.unpack.base import Encrypted, Problem, Signature
 from shared.unpack.options import UnpackOptions
@@ -274,3 +276,24 @@ async def test_a_whole_raw_signed_or_encrypted_mail_is_opened_at_the_top(sender:
     (p7m,) = root.children
     assert p7m.name == "smime.p7m" and isinstance(p7m.notes[0], Encrypted) and p7m.notes[0].decrypted
     assert root.kept()["Rechnung März.pdf"] == PDF
+
+
+_PIECES = st.sampled_from([b"--", b"--x", b"a", b"\xc3\xbc", b" ", b"\r"])
+_LINES = st.lists(st.tuples(st.lists(_PIECES, max_size=5), st.sampled_from([b"\n", b"\r\n"])), max_size=40)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=_LINES, big=st.integers(0, 9000))
+async def test_signed_content_hashes_the_same_line_by_line_and_in_blocks(
+    sender: Identity, lines: list[tuple[list[bytes], bytes]], big: int
+):
+    text = b"".join(b"".join(parts) + end for parts, end in lines) + b"z" * big + b"\r\n"
+    entity = b"Content-Type: text/plain\r\nContent-Disposition: attachment; filename=t.txt\r\n\r\n" + text
+    raw = clear_signed(sender, entity)
+    verdicts = []
+    for chunk in (1, len(raw)):
+        top = await unpack_attachment(raw, "smime.p7m", "multipart/signed", chunk=chunk)
+        verdicts.append((signature(top).status, top.kept()))
+    assert verdicts[0] == verdicts[1]
+    if b"\r" not in text.replace(b"\r\n", b""):  # canonical CRLF as signed: the signature holds
+        assert verdicts[0][0] == "valid"

@@ -9,6 +9,8 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.unpack.base import Found, Note, Pipe
 from shared.unpack.mime import MAX_LINE, MimeReader
@@ -195,3 +197,27 @@ async def test_bodies_read_in_blocks_give_the_bytes_email_gives(chunk: int):
         expected = {str(p.get_filename()): p.get_payload(decode=True) for p in parsed.iter_attachments()}
         nodes = await extract(raw, chunk)
         assert {n.name: bytes(n.data) for n in nodes} == expected
+
+
+_LINE_PARTS = st.sampled_from([b"--", b"--b", b"--b--", b"x", b"=", b"=\r", b"\r", b" ", b"\xc3\xbc", b"QUJD"])
+_BODY = st.lists(
+    st.tuples(st.lists(_LINE_PARTS, max_size=6), st.sampled_from([b"\n", b"\r\n", b"\r\r\n"])), max_size=60
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(body=_BODY, encoding=st.sampled_from(["7bit", "quoted-printable", "base64"]), big=st.integers(0, 6000))
+async def test_block_and_line_reading_agree_whatever_the_chunks(
+    body: list[tuple[list[bytes], bytes]], encoding: str, big: int
+) -> None:
+    """Bodies with lines that look like boundaries, odd line ends and soft breaks come out the same whether
+    the bytes arrive one at a time (line by line) or in one piece (whole blocks of lines)."""
+    lines = b"".join(b"".join(parts) + end for parts, end in body) + b"y" * big + b"\n"
+    raw = (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b'Content-Type: application/octet-stream; name="f.bin"\r\n'
+        b"Content-Transfer-Encoding: " + encoding.encode() + b"\r\n\r\n" + lines + b"\r\n--b--\r\n"
+    )
+    one_by_one = [(n.name, bytes(n.data), n.closed) for n in await extract(raw, chunk=1)]
+    whole = [(n.name, bytes(n.data), n.closed) for n in await extract(raw, chunk=len(raw))]
+    assert one_by_one == whole
