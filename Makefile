@@ -14,11 +14,19 @@ INFRA_STAMP := $(VENV_INFRA)/.installed
 CHROMEDRIVER := /usr/bin/chromedriver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-setup: $(STAMP) $(AZURITE) $(INFRA_STAMP) $(CHROMEDRIVER)
+# Debian's Dovecot, the real IMAP and POP3 server the tests of shared/sources run against (its own
+# configuration per test run; the system's instance is left alone).
+DOVECOT := /usr/sbin/dovecot
+
+setup: $(STAMP) $(AZURITE) $(INFRA_STAMP) $(CHROMEDRIVER) $(DOVECOT)
 
 $(CHROMEDRIVER):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+
+$(DOVECOT):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-imapd dovecot-pop3d
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)

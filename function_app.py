@@ -8,8 +8,8 @@ import os
 import azure.functions as func
 
 from shared import workers
-from shared.poison import CHANGES_QUEUE, LIFECYCLE_QUEUE
-from shared.settings import get_settings
+from shared.poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, POLL_QUEUE
+from shared.settings import DEFAULT_MAIL_POLL_SCHEDULE, get_settings
 
 # A broken setting stops start-up here, with one line naming it.
 get_settings()
@@ -17,6 +17,7 @@ get_settings()
 STORAGE = "AzureWebJobsStorage"
 # Read from the environment (no I/O) so the schedule has a default when the setting is absent.
 MAINTAIN_SCHEDULE = os.environ.get("MAINTAIN_SCHEDULE", "0 */15 * * * *")
+MAIL_POLL_SCHEDULE = os.environ.get("MAIL_POLL_SCHEDULE", DEFAULT_MAIL_POLL_SCHEDULE)
 
 # Every HTTP route needs a function key unless it says otherwise; Graph calls the webhooks with the
 # host key `graphwebhook` in their URL (`?code=`), which the app reads as WEBHOOK_FUNCTION_KEY.
@@ -54,6 +55,18 @@ async def lifecycle(msg: func.QueueMessage) -> None:
 async def maintain(timer: func.TimerRequest) -> None:
     # Past due: the app was down when the timer should have run, so its webhook was down too.
     await workers.maintain(past_due=timer.past_due)
+
+
+# IMAP and POP3 accounts: a serverless app keeps no IDLE connection, so a timer fans out one poll per account.
+@app.timer_trigger(arg_name="timer", schedule=MAIL_POLL_SCHEDULE, run_on_startup=False, use_monitor=False)
+@app.queue_output(arg_name="polls", queue_name=POLL_QUEUE, connection=STORAGE)
+async def poll_accounts(timer: func.TimerRequest, polls: func.Out[list[str]]) -> None:
+    workers.poll_fan_out(polls)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=POLL_QUEUE, connection=STORAGE)
+async def poll(msg: func.QueueMessage) -> None:
+    await workers.poll(msg)
 
 
 # Delegated mode's consent pages. Anonymous: the identity platform redirects the browser to the callback with

@@ -45,6 +45,9 @@ param stateContainerName string = 'mail-ingest-state'
 @description('NCRONTAB schedule of the maintain timer (subscriptions, renewals, catch-up).')
 param maintainSchedule string = '0 */15 * * * *'
 
+@description('NCRONTAB schedule of the poll timer of IMAP and POP3 accounts in MAILBOXES.')
+param mailPollSchedule string = '0 * * * * *'
+
 @minValue(0)
 @maxValue(10)
 @description('Always-ready instances of the HTTP scale group, so that Graph never waits for a cold start.')
@@ -167,6 +170,7 @@ module functionApp 'modules/functionapp.bicep' = {
     attachmentsContainerName: attachmentsContainerName
     stateContainerName: stateContainerName
     maintainSchedule: maintainSchedule
+    mailPollSchedule: mailPollSchedule
     httpAlwaysReady: httpAlwaysReady
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

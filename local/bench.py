@@ -8,6 +8,8 @@
    a mail with one 1 MB file and one with a 100 MB file, a 100 MB zip and a signed mail carrying a
    100 MB file (both unpacked from the stream), and the Graph requests each mail cost, with a typical
    mail (two small PDFs) beside them.
+4. IMAP (local/bench_sources.py): the peak memory of fetching a 1 MB and a 100 MB message, and the
+   seconds to drain 1,000 small messages from one folder.
 """
 
 from __future__ import annotations
@@ -199,7 +201,7 @@ def bench_ingest() -> list[dict[str, Any]]:
             time.sleep(1)
             reset = _reset_peak(pid)
             before = _status_kib(pid, "VmRSS")
-            extra = {"smime": {"type": "clear-signed"}} if label.startswith("signed") else {}
+            extra: dict[str, Any] = {"smime": {"type": "clear-signed"}} if label.startswith("signed") else {}
             mail = deliver(stack, "bench@contoso.com", "Inbox", label, attachments, **extra)
             found = wait_for_manifests(reader, [mail], timeout=600)
             if mail.message_id not in found:
@@ -228,8 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--import-runs", type=int, default=7)
-    parser.add_argument("--only", choices=("import", "webhook", "ingest"), help="run one part")
+    parser.add_argument("--only", choices=("import", "webhook", "ingest", "imap"), help="run one part")
     args = parser.parse_args(argv)
+    if args.only in (None, "imap"):
+        from local.bench_sources import bench_imap, print_imap
+
+        print_imap(bench_imap())
+        print()
+        if args.only:
+            return 0
     if args.only in (None, "ingest"):
         rows = bench_ingest()
         print("Ingest through the dev host: peak RSS of the dev host process during each mail, Graph requests")

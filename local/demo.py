@@ -9,6 +9,10 @@ checked), a winmail.dat from an old Outlook, a zip of scans in folders, and a 10
 bounded memory). Every stored file is read back from Blob Storage and its sha256 compared with what
 was sent; skipped ones must be recorded as skipped.
 
+Then routes: a supplier's invoice goes to its own container in a layout by sender domain, a lottery mail
+is skipped (recorded, nothing stored), and the hand-off messages the queue received are printed: one per
+completed mail, never one for the skipped mail.
+
 Then a missed-mail recovery: the app (webhook and timer) is stopped, mail arrives, Graph gives up on
 its notifications after 4 hours (the simulator's clock is moved), the app comes back, its timer runs
 past due and resyncs every folder, and those files are checked too. Exits 0 only if every check passes.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import sys
 import time
 import zipfile
@@ -34,14 +39,28 @@ from local.mailcheck import (
     deliver_while_app_is_down,
     file_attachment,
     generated_attachment,
+    take_handoffs,
     wait_for_manifests,
 )
 from local.stack import Stack, StackConfig
+from shared.layout import message_key
 
 INVOICES = "invoices@contoso.com"
 SCANS = "scans@contoso.com"
 SCANS_FOLDER = "Inbox/Delivery notes"
 TICK = 5  # seconds between the timer's runs in the demo (15 minutes in Azure), so an outage spans one
+AP_CONTAINER = "ap-invoices"
+# Northwind's mail by sender domain in its own container, lottery mail skipped; all other mail as before.
+ROUTES = [
+    {
+        "name": "northwind-invoices",
+        "match": {"from": ["*@northwind.example", "*@*.northwind.example"]},
+        "container": AP_CONTAINER,
+        "path": "{senderDomain}/{yyyy}/{MM}/{messageKey}",
+        "tags": {"docType": "invoice"},
+    },
+    {"name": "junk", "match": {"from": "*@lottery.example"}, "skip": True},
+]
 
 
 def tiny_pdf(text: str) -> bytes:
@@ -213,11 +232,66 @@ def recover_missed_mail(stack: Stack) -> bool:
     return complete and dropped == len(mails) and all(c.ok for c in checks)
 
 
+def show_routes(stack: Stack) -> bool:
+    print()
+    print("Routes: Northwind's invoice to container ap-invoices by sender domain; a lottery mail skipped ...")
+    invoice = deliver(stack, INVOICES, "Inbox", "Invoice NW-7731", [
+        file_attachment("Invoice NW-7731.pdf", tiny_pdf("Invoice NW-7731"), "application/pdf"),
+    ], sender="billing@eu.northwind.example")  # fmt: skip
+    junk = deliver(stack, INVOICES, "Inbox", "You have won a prize", [
+        file_attachment("claim form.pdf", tiny_pdf("Claim"), "application/pdf"),
+    ], sender="prize@lottery.example")  # fmt: skip
+    state, routed = BlobReader(stack, "mail-ingest-state"), BlobReader(stack, AP_CONTAINER)
+    try:
+        done: dict[str, dict[str, object]] = {}
+        deadline = time.monotonic() + 60
+        while len(done) < 2 and time.monotonic() < deadline:
+            for mail in (invoice, junk):
+                record = state.json(f"done/{mail.mailbox}/{message_key(mail.message_id)}.json")
+                if record is not None:
+                    done[mail.subject] = record
+            time.sleep(0.2)
+        if len(done) < 2:
+            print("FAILED: the routed mails were not finished; see .stack/devhost.log")
+            return False
+        prefix = str(done[invoice.subject]["prefix"])
+        manifest = routed.manifest(prefix)
+        if manifest is None:
+            print(f"FAILED: no manifest in {AP_CONTAINER}/{prefix}")
+            return False
+        checks = check_files(routed, invoice, manifest, time.monotonic() - invoice.delivered_at)
+        skipped = state.json(f"skipped/{junk.mailbox}/{message_key(junk.message_id)}.json") or {}
+    finally:
+        state.close()
+        routed.close()
+    print(f"  {invoice.subject!r} from {invoice.sender}: route {manifest['route']}, stored in {AP_CONTAINER}/{prefix}/")
+    print(f"  {junk.subject!r} from {junk.sender}: route {skipped.get('route')}, recorded, nothing stored")
+    print()
+    print_table(checks)
+    handoffs = take_handoffs(stack)
+    print()
+    print(f"Hand-off messages received on mail-ingested ({len(handoffs)}, one per completed mail):")
+    for message in handoffs:
+        names = ", ".join(str(f["name"]) for f in message["files"])
+        print(f"  {message['route']:19} {message['mailbox']:22} {message['id']}  {names[:60]}")
+    example = next((m for m in handoffs if m["id"] == message_key(invoice.message_id)), None)
+    if example is not None:
+        print("\nThe routed invoice's message:")
+        print(json.dumps(example, indent=1, ensure_ascii=False))
+    ids = [m["id"] for m in handoffs]
+    return (
+        all(c.ok for c in checks)
+        and skipped.get("route") == "junk"
+        and ids.count(message_key(invoice.message_id)) == 1
+        and message_key(junk.message_id) not in ids
+    )
+
+
 def main() -> int:
     print("Starting Azurite, the Azure simulator and the dev host ...", flush=True)
     config = StackConfig(
         mailboxes=(INVOICES, f"{SCANS}/{SCANS_FOLDER}"),
-        app_settings={"MAINTAIN_SCHEDULE": f"*/{TICK} * * * * *"},
+        app_settings={"MAINTAIN_SCHEDULE": f"*/{TICK} * * * * *", "ROUTES": json.dumps(ROUTES)},
     )
     with Stack(config) as stack:
         print(f"  dev host {stack.app_url}, simulator {stack.sim_url}")
@@ -243,8 +317,9 @@ def main() -> int:
         print(f"{verified} of {len(stored)} files verified (sha256 of the blob equals the sha256 sent); "
               f"{recorded} of {len(skipped)} inline images and links recorded, not stored.")  # fmt: skip
         delivered = complete and all(c.ok for c in checks)
+        routed = show_routes(stack)
         recovered = recover_missed_mail(stack)
-        return 0 if delivered and recovered else 1
+        return 0 if delivered and routed and recovered else 1
 
 
 if __name__ == "__main__":

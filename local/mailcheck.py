@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from local.stack import Stack
 from shared.layout import MANIFEST, message_key, message_prefix, parse_graph_time
@@ -71,6 +73,7 @@ class Delivered:
     received: str
     attachments: list[dict[str, Any]]
     delivered_at: float = field(default_factory=time.monotonic)
+    sender: str = "supplier@fabrikam.example"
 
     @property
     def prefix(self) -> str:
@@ -78,9 +81,16 @@ class Delivered:
 
 
 def deliver(
-    stack: Stack, mailbox: str, folder: str, subject: str, attachments: list[dict[str, Any]], **message: Any
+    stack: Stack,
+    mailbox: str,
+    folder: str,
+    subject: str,
+    attachments: list[dict[str, Any]],
+    sender: str = "supplier@fabrikam.example",
+    **message: Any,
 ) -> Delivered:
-    """`message`: more of the control API's mail fields, e.g. `smime={"type": "clear-signed"}`."""
+    """A mail into the simulated mailbox (Graph notifies the app). `message`: more of the control API's mail
+    fields, e.g. `to=[...]`, `cc=[...]` or `smime={"type": "clear-signed"}`."""
     answer = stack.control(
         "POST",
         "/_sim/mail",
@@ -88,7 +98,7 @@ def deliver(
             "mailbox": mailbox,
             "folder": folder,
             "subject": subject,
-            "from": "supplier@fabrikam.example",
+            "from": sender,
             "body": f"Please find attached: {subject}",
             "attachments": attachments,
             **message,
@@ -102,6 +112,7 @@ def deliver(
         answer["receivedDateTime"],
         answer["attachments"],
         time.monotonic(),
+        sender,
     )
 
 
@@ -156,10 +167,13 @@ class BlobReader:
         self._container = self._service.get_container_client(container)
 
     def manifest(self, prefix: str) -> dict[str, Any] | None:
-        blob = self._container.get_blob_client(f"{prefix}/{MANIFEST}")
-        if not blob.exists():
+        return self.json(f"{prefix}/{MANIFEST}")
+
+    def json(self, path: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self._container.get_blob_client(path).download_blob().readall())
+        except ResourceNotFoundError:
             return None
-        data: dict[str, Any] = json.loads(blob.download_blob().readall())
         return data
 
     def sha256(self, path: str) -> tuple[int, str]:
@@ -178,6 +192,23 @@ class BlobReader:
 
     def close(self) -> None:
         self._service.close()
+
+
+def take_handoffs(stack: Stack, queue: str = "mail-ingested") -> list[dict[str, Any]]:
+    """Every hand-off message waiting on the queue, taken off it (received, then deleted), decoded."""
+    client = QueueClient.from_connection_string(
+        stack.storage_connection_string, queue, message_decode_policy=TextBase64DecodePolicy()
+    )
+    taken: list[dict[str, Any]] = []
+    try:
+        for message in client.receive_messages(messages_per_page=32, visibility_timeout=300):
+            taken.append(json.loads(message.content))
+            client.delete_message(message)
+    except ResourceNotFoundError:
+        pass  # not made yet: the first hand-off creates it
+    finally:
+        client.close()
+    return taken
 
 
 def wait_for_manifests(

@@ -61,6 +61,8 @@ def simulator_settings(info: Mapping[str, str]) -> dict[str, str]:
         "GRAPH_CLIENT_SECRET": info["client_secret"],
         "GRAPH_AUTHORITY_HOST": info["authority_host"],
         "GRAPH_API_URL": info["graph_url"],
+        # The simulator's host is not a resource the identity platform knows (as a gateway's would not be).
+        "GRAPH_SCOPE": "https://graph.microsoft.com/.default",
         "KEY_VAULT_URL": info["key_vault_url"],
         "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
     }
@@ -84,6 +86,8 @@ class StackConfig:
     # Settings the caller adds or overrides for the app (e.g. short queue retry delays in tests).
     app_settings: dict[str, str] = field(default_factory=dict)
     quiet: bool = True
+    # False: Azurite and the simulator only, for a test that starts the app itself as a user would.
+    devhost: bool = True
 
 
 class DevHost:
@@ -163,6 +167,8 @@ class Stack:
             self.sim = start_simulator(self.data_dir / "azuresim")
             self.env = self._app_env(storage)
             self._create_mailboxes()
+            if not self.config.devhost:
+                return self
             port = self.config.devhost_port or free_port()
             keys_file = self.data_dir / "devhost-keys.json"
             write_keys(keys_file, self.keys)
@@ -220,6 +226,8 @@ class Stack:
     def _create_mailboxes(self) -> None:
         by_mailbox: dict[str, list[str]] = {}
         for entry in self.config.mailboxes:
+            if "://" in entry:
+                continue  # an IMAP or POP3 account, served by its own server
             mailbox, _, folder = entry.partition("/")
             by_mailbox.setdefault(mailbox, [])
             if folder:
@@ -267,7 +275,7 @@ class Stack:
                 "grant_type": "client_credentials",
                 "client_id": env["GRAPH_CLIENT_ID"],
                 "client_secret": env["GRAPH_CLIENT_SECRET"],
-                "scope": f"{httpx.URL(env['GRAPH_API_URL']).copy_with(path='/')}.default",
+                "scope": env["GRAPH_SCOPE"],
             },
         )
         token.raise_for_status()

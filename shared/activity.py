@@ -59,6 +59,10 @@ class Activity:
     last_lag_seconds: float | None = None
     last_error: str | None = None
     last_error_at: str | None = None
+    last_route: str | None = None  # the route that decided the last mail ingested
+    last_skipped_at: str | None = None  # the last mail a skip route recorded and left unstored
+    last_skipped_message_key: str | None = None
+    last_skipped_route: str | None = None
 
     @classmethod
     def of(cls, folder: MailboxFolder) -> Activity:
@@ -87,8 +91,10 @@ GROUPS: tuple[tuple[str, ...], ...] = (
         "last_files",
         "last_bytes",
         "last_lag_seconds",
+        "last_route",
     ),
     ("last_error_at", "last_error"),
+    ("last_skipped_at", "last_skipped_message_key", "last_skipped_route"),
 )
 
 
@@ -164,6 +170,11 @@ def ingested(folder: MailboxFolder, change: ChangeMessage, outcome: IngestOutcom
         activity.last_files = outcome.files
         activity.last_bytes = outcome.bytes
         activity.last_lag_seconds = round((now - received).total_seconds(), 3)
+        activity.last_route = outcome.route
+    elif outcome.status == "skipped":
+        activity.last_skipped_at = stamp(now)
+        activity.last_skipped_message_key = outcome.key
+        activity.last_skipped_route = outcome.route
     return activity
 
 

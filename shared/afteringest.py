@@ -27,10 +27,16 @@ async def _destination(rt: Runtime, mailbox: str, path: str) -> str:
 
 
 async def apply_after_ingest(
-    rt: Runtime, folder: MailboxFolder, message_path: str, message: dict[str, Any], key: str
+    rt: Runtime,
+    folder: MailboxFolder,
+    message_path: str,
+    message: dict[str, Any],
+    key: str,
+    route: AfterIngest | None = None,
 ) -> list[str]:
-    """Bring the mail to the configured state; the actions taken (empty when none were needed)."""
-    wanted: AfterIngest = rt.settings.after_ingest_for(folder)
+    """Bring the mail to the configured state (the deciding route's action, when it sets one); the actions
+    taken (empty when none were needed)."""
+    wanted: AfterIngest = rt.settings.after_ingest_for(folder, route)
     done: list[str] = []
     if not wanted.anything:
         return done

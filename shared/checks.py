@@ -19,7 +19,7 @@ from .errors import AuthError, GraphAuthError, GraphNotFound, SettingsError, one
 from .folders import resolve_folder, user_path
 from .logs import redact_url
 from .runtime import Runtime
-from .settings import MailboxFolder
+from .settings import MailAccount, MailboxFolder
 from .vault import CLIENT_STATE_SECRET
 
 CHECK_SECRET = "ingest-check"  # noqa: S105 (a secret's name, not a secret)
@@ -53,6 +53,13 @@ async def _run(name: str, check: Check, hint: Callable[[Exception], str]) -> Che
 
 
 def _token_hint(exc: Exception) -> str:
+    text = str(exc)
+    if "invalid_resource" in text or "invalid_scope" in text or "AADSTS500011" in text:
+        # A Graph endpoint behind a gateway or emulator: its host is not a resource Entra ID knows.
+        return (
+            "the identity platform does not know the resource of the token scope: set GRAPH_SCOPE to the "
+            "resource Graph tokens are for, usually https://graph.microsoft.com/.default"
+        )
     return (
         "check GRAPH_TENANT_ID, GRAPH_CLIENT_ID, GRAPH_AUTHORITY_HOST and the credential: GRAPH_CLIENT_SECRET "
         "(expired?) or GRAPH_CLIENT_CERTIFICATE (a Key Vault certificate whose public key is uploaded to the "
@@ -160,6 +167,13 @@ class Checks:
 
         return await _run(f"mailbox folder {folder}", readable, _graph_hint(folder))
 
+    async def account(self, account: MailAccount) -> CheckResult:
+        from .sources.check import account_hint, check_account
+
+        return await _run(
+            f"account {account}", lambda: check_account(self.rt, account), lambda exc: account_hint(account, exc)
+        )
+
     async def webhook(self, name: str, url: Callable[[], str]) -> CheckResult:
         """`url` is read inside the check: without WEBHOOK_BASE_URL it fails there, with its hint."""
         return await _run(name, lambda: validation_handshake(url()), _webhook_hint(url))
@@ -194,6 +208,7 @@ class Checks:
     async def all(self) -> list[CheckResult]:
         results = await self.token()
         results += await asyncio.gather(*(self.folder(f) for f in self.settings.mailboxes))
+        results += await asyncio.gather(*(self.account(a) for a in self.settings.accounts))
         results.append(await self.webhook("webhook (notification URL)", lambda: self.settings.notification_url))
         results.append(await self.webhook("webhook (lifecycle URL)", lambda: self.settings.lifecycle_url))
         results.append(await self.blob())

@@ -1,4 +1,4 @@
-"""Operator commands: `python -m shared.cli check | status | resync | replay-poison | unsubscribe`.
+"""Operator commands: `python -m shared.cli check | maintain | status | resync | replay-poison | unsubscribe`.
 
 Settings are read as the app reads them, from the environment; a local.settings.json (`--settings
 FILE`, else ./local.settings.json when there is one) adds its `Values` without overriding the
@@ -28,6 +28,7 @@ from .checks import CheckResult, Checks
 from .errors import IngestError, SettingsError, StateConflict, one_line
 from .health import collect_status, to_json
 from .layout import graph_time, message_key
+from .maintain import failed_folders, run_pass
 from .poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, Parked, peek_parked, poison_queue, replay_parked
 from .resync import resync_folder
 from .runtime import Runtime, build_runtime
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="also print the app's own log events")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("check", help="try token, mailbox folders, webhook, storage and Key Vault; exit 1 on a failure")
+    commands.add_parser(
+        "maintain", help="run one maintain pass now (create, renew, resync as due); exit 1 if a folder failed"
+    )
     status = commands.add_parser("status", help="per mailbox folder: subscription, notifications, ingest, errors")
     status.add_argument("--json", action="store_true", help="the report as JSON (as GET /api/health returns it)")
     resync = commands.add_parser(
@@ -189,6 +193,20 @@ async def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def render_pass(report: dict[str, str]) -> list[str]:
+    """One line per folder: what the pass did, or why it failed."""
+    return [f"{_mark(not result.startswith('failed'))} {name}: {result}" for name, result in report.items()]
+
+
+async def cmd_maintain(rt: Runtime, args: argparse.Namespace) -> int:
+    report = await run_pass(rt)
+    for line in render_pass(report):
+        print(line)
+    failed = failed_folders(report)
+    print(f"{len(report) - len(failed)} of {len(report)} mailbox folders done, {len(failed)} failed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def render_status(report: dict[str, Any]) -> str:
     lines = []
     for f in report["folders"]:
@@ -216,9 +234,15 @@ def render_status(report: dict[str, Any]) -> str:
                 f"    ingest        last {ingest['last_at']}: message {ingest['last_message_key']},"
                 f" {ingest['last_files']} file(s), lag {_lag(lag)}"
                 f" (received {ingest['last_received_at']})"
+                + (f", route {ingest['last_route']}" if ingest.get("last_route") else "")
             )
         else:
             lines.append("    ingest        none recorded")
+        if ingest.get("last_skipped_at"):
+            lines.append(
+                f"    skipped       last {ingest['last_skipped_at']}: message {ingest['last_skipped_message_key']},"
+                f" route {ingest['last_skipped_route']}"
+            )
         link = "delta link saved" if resync["delta_link"] else "no delta link"
         lines.append(f"    resync        last {resync['last_at'] or '-'}, {link}")
         if sub["last_lifecycle_event"]:
@@ -236,6 +260,9 @@ def render_status(report: dict[str, Any]) -> str:
             lines.append(f"    problem       {problem}")
         if f.get("note"):
             lines.append(f"    note          {f['note']}")
+    last = report.get("maintain")
+    if last:
+        lines.append(f"maintain: last pass {last.get('at')}, {last.get('failed', 0)} folder(s) failed")
     queues = ", ".join(f"{name} {count}" for name, count in report["queues"].items())
     lines.append(f"queues: {queues}")
     lines.append(f"clientState: {report['client_state']}")
@@ -338,6 +365,7 @@ async def cmd_unsubscribe(rt: Runtime, args: argparse.Namespace) -> int:
 Command = Callable[[Runtime, argparse.Namespace], Awaitable[int]]
 COMMANDS: dict[str, Command] = {
     "check": cmd_check,
+    "maintain": cmd_maintain,
     "status": cmd_status,
     "resync": cmd_resync,
     "replay-poison": cmd_replay,

@@ -23,6 +23,11 @@ class SettingsError(IngestError):
         self.name = name
 
 
+class SubscriptionNotYetKnown(IngestError):
+    """A verified item names a subscription its folder's record did not have when last read, too recently to
+    read again: the webhook fails the call, and Graph delivers it again."""
+
+
 class InvalidNotification(IngestError):
     """A webhook body that is not a Graph change-notification collection."""
 
@@ -76,3 +81,34 @@ class StorageError(IngestError):
 
 class StateConflict(StorageError):
     """Another instance changed a state record first (ETag mismatch)."""
+
+
+class MailServerError(IngestError):
+    """An IMAP or POP3 server refused a command or could not be reached (transient unless a subclass says so)."""
+
+    def __init__(self, account: str, problem: str) -> None:
+        super().__init__(f"{account}: {problem}")
+        self.account = account
+        self.problem = problem
+
+
+class MailAuthFailed(MailServerError):
+    """The server refused the credentials: a wrong, expired or revoked password or token. Retrying will not
+    help until someone fixes the secret."""
+
+
+class MailServerBusy(MailServerError):
+    """Too many connections, an [ALERT], a suggested backoff: try again later, after `retry_after` if known."""
+
+    def __init__(self, account: str, problem: str, retry_after: float | None = None) -> None:
+        super().__init__(account, problem)
+        self.retry_after = retry_after
+
+
+class MailTlsRefused(MailServerError):
+    """No TLS could be had: the server offers no STARTTLS/STLS, or its certificate does not verify. Nothing is
+    sent in the clear instead."""
+
+
+class MailMessageGone(MailServerError):
+    """The message is no longer where its reference says (expunged, or the folder's UIDVALIDITY changed)."""

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from .activity import Activity, ActivityStore
 from .layout import graph_time, parse_graph_time
-from .poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, poison_queue
+from .maintain import last_pass
+from .poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE, POLL_QUEUE, poison_queue
 from .settings import MailboxFolder
+from .sources.status import accounts_status, add_accounts
 from .state import FolderState, StateStore
 from .vault import CLIENT_STATE_SECRET
 
@@ -31,7 +33,16 @@ CLIENT_STATE = (
     "hmac-sha256 over the folder key and a per-subscription nonce "
     f"(key in Key Vault secret {CLIENT_STATE_SECRET}), compared in constant time"
 )
-QUEUES = (CHANGES_QUEUE, poison_queue(CHANGES_QUEUE), LIFECYCLE_QUEUE, poison_queue(LIFECYCLE_QUEUE))
+QUEUES = (
+    CHANGES_QUEUE,
+    poison_queue(CHANGES_QUEUE),
+    LIFECYCLE_QUEUE,
+    poison_queue(LIFECYCLE_QUEUE),
+    # IMAP and POP3 accounts: the polls in flight, and the new mail found and waiting to be fetched.
+    POLL_QUEUE,
+    poison_queue(POLL_QUEUE),
+    FETCH_QUEUE,
+)
 
 
 def auth_path(mailbox: str) -> str:
@@ -123,6 +134,10 @@ def folder_status(records: FolderRecords, now: datetime) -> dict[str, Any]:
         "last_files": activity.last_files,
         "last_bytes": activity.last_bytes,
         "lag_seconds": activity.last_lag_seconds,
+        "last_route": activity.last_route,
+        "last_skipped_at": activity.last_skipped_at,
+        "last_skipped_message_key": activity.last_skipped_message_key,
+        "last_skipped_route": activity.last_skipped_route,
         "last_error": activity.last_error,
         "last_error_at": activity.last_error_at,
     }
@@ -167,7 +182,8 @@ async def _beside(rt: Runtime, folder: MailboxFolder) -> tuple[Activity | None, 
 
 
 async def queue_counts(rt: Runtime) -> dict[str, int]:
-    """Approximate message counts; 0 for a queue not created yet."""
+    """Approximate message counts; 0 for a queue not created yet. The hand-off queue's depth is the mail the
+    next system has not taken yet."""
     from azure.core.exceptions import ResourceNotFoundError
 
     async def count(name: str) -> int:
@@ -177,8 +193,9 @@ async def queue_counts(rt: Runtime) -> dict[str, int]:
             return 0
         return int(props.approximate_message_count or 0)
 
-    counts = await asyncio.gather(*(count(name) for name in QUEUES))
-    return dict(zip(QUEUES, counts, strict=True))
+    names = (*QUEUES, rt.settings.ingested_queue) if rt.settings.ingested_queue else QUEUES
+    counts = await asyncio.gather(*(count(name) for name in names))
+    return dict(zip(names, counts, strict=True))
 
 
 async def collect_status(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
@@ -190,8 +207,10 @@ async def collect_status(rt: Runtime, now: datetime | None = None) -> dict[str, 
     states = [state for state, _ in await asyncio.gather(*(store.load(key) for key in leftover))]
     jobs = [_configured(rt, f) for f in rt.settings.mailboxes]
     jobs += [_unconfigured(rt, state) for state in states if state is not None]
-    records, queues = await asyncio.gather(asyncio.gather(*jobs), queue_counts(rt))
-    return summary([folder_status(r, now) for r in records], queues, now)
+    records, queues, last = await asyncio.gather(asyncio.gather(*jobs), queue_counts(rt), last_pass(rt))
+    report = summary([folder_status(r, now) for r in records], queues, now)
+    report["maintain"] = last  # what the last maintain pass did, per folder (None: no pass yet)
+    return add_accounts(report, await accounts_status(rt.state, rt.settings.accounts, now))
 
 
 def to_json(report: dict[str, Any]) -> str:

@@ -39,17 +39,22 @@ from .layout import (
 )
 from .logs import log_event
 from .messages import ChangeMessage
-from .rules import SaveMail
+from .pipeline.handoff import HandOff
+from .pipeline.routes import Attachment, Decision, MailFacts, decide
+from .rules import AfterIngest, SaveMail
 from .runtime import Runtime
 from .settings import MailboxFolder
-from .storage import BlobWriter, StoredBlob
+from .storage import BlobStore, BlobWriter, StoredBlob
 from .unpack.base import Encrypted, Found, Note, Signature, Sink
 from .unpack.smime import DecryptionKey
 from .unpack.tree import Unpacker, kind_of
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_SELECT = "id,subject,from,receivedDateTime,internetMessageId,hasAttachments,parentFolderId,isRead,categories"
+MESSAGE_SELECT = (
+    "id,subject,from,toRecipients,ccRecipients,receivedDateTime,internetMessageId,hasAttachments,parentFolderId,"
+    "isRead,categories"
+)
 MESSAGE_FILE = "message.eml"  # SAVE_MESSAGE: the mail's MIME
 ATTACHMENT_SELECT = "id,name,contentType,size,isInline"
 # contentBytes kept in memory per file and per message; anything beyond streams from /$value.
@@ -126,6 +131,7 @@ class IngestOutcome:
     prefix: str | None = None
     key: str | None = None  # the message key, once the mail was fetched
     received: str | None = None  # its receivedDateTime (Graph's form), for the folder's activity record
+    route: str | None = None  # the route that decided
 
 
 def _kind(attachment: dict[str, Any]) -> str:
@@ -182,6 +188,10 @@ class _Job:
         self.names = UniqueNames()
         self.store = rt.attachments  # the container this mail's files go to
         self.unpacker: Unpacker[Entry] = Unpacker(self, rt.settings.unpack, self._keys)
+        self.tags: dict[str, str] = {}  # the deciding route's blob index tags, all but `kind`
+
+    def route_to(self, decision: Decision, store: BlobStore) -> None:
+        self.prefix, self.store, self.tags = decision.prefix, store, dict(decision.tags)
 
     async def _keys(self) -> Sequence[DecryptionKey]:
         return await self.rt.smime_keys.get()
@@ -201,7 +211,9 @@ class _Job:
     async def _writer(self, entry: Entry) -> BlobWriter:
         assert entry.file is not None
         content_type = entry.content_type or "application/octet-stream"
-        return await self.store.writer(f"{self.prefix}/{entry.file}", content_type, self._metadata(entry))
+        return await self.store.writer(
+            f"{self.prefix}/{entry.file}", content_type, self._metadata(entry), {**self.tags, "kind": entry.kind}
+        )
 
     def _value(self, attachment_id: str) -> AsyncIterator[bytes]:
         return self._download(f"{self.path}/attachments/{quote(attachment_id, safe='')}/$value")
@@ -479,35 +491,47 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
     message = expanded.body
     received = parse_graph_time(str(message["receivedDateTime"]))
     key = message_key(str(message["id"]))
-    prefix = message_prefix(folder.mailbox, received, key)
+    job = _Job(rt, folder, path, message_prefix(folder.mailbox, received, key), key)
+    planned = job.plan(expanded)
+    decision = decide(rt.settings.routes, _facts(job, message, received, planned))
+    if decision.skip:
+        return await _skip(rt, folder, change, markers, path, message, received, decision)
+    store = rt.container(decision.container)
+    job.route_to(decision, store)
+    prefix = decision.prefix
     manifest_path = f"{prefix}/{MANIFEST}"
 
-    existing = await rt.attachments.read_json(manifest_path)
+    existing = await store.read_json(manifest_path)
     written = existing is None or existing[0].get("status", "complete") != "complete"
     entries: list[Entry] = []
+    final = existing[0] if existing else {}
     if written:
-        job = _Job(rt, folder, path, prefix, key)
-        planned = job.plan(expanded)
         entries = [entry for entry, _ in planned]
         await _store(job, planned, expanded)
         await _reference_urls(rt, folder, path, planned)
         entries += await job.save_mail(message, entries)
-        manifest = _manifest(folder, change, message, received, key, entries)
+        final = _manifest(folder, change, message, received, key, entries, decision)
         try:
-            await rt.attachments.write_json(manifest_path, manifest, existing[1] if existing else None)
+            await store.write_json(
+                manifest_path, final, existing[1] if existing else None, {**decision.tags, "kind": "manifest"}
+            )
         except StateConflict:
             # Another worker wrote it first: fine if it finished the mail, else the queue retries.
-            again = await rt.attachments.read_json(manifest_path)
+            again = await store.read_json(manifest_path)
             if again is None or again[0].get("status") != "complete":
                 raise
-            written = False
+            written, final = False, again[0]
         failed = [e for top in entries for e in top.flat() if e.failed]
         if written and failed:
             names = "; ".join(f"{e.name or '(no name)'}: {e.failed}" for e in failed[:3])
             raise AttachmentsFailed(f"{len(failed)} attachment(s) failed, recorded in the manifest: {names}")
 
-    await apply_after_ingest(rt, folder, path, message, key)
-    await markers.mark(markers.done, {"prefix": prefix, "at": graph_time(datetime.now(UTC))})
+    if rt.settings.ingested_queue:
+        queue = rt.settings.ingested_queue
+        send = HandOff(rt.state, lambda text: rt.send_queue_message(queue, text), queue)
+        await send(final, store, manifest_path, wrote_manifest=written)
+    await apply_after_ingest(rt, folder, path, message, key, decision.after_ingest)
+    await markers.mark(markers.done, {"prefix": prefix, "route": decision.route, "at": graph_time(datetime.now(UTC))})
     stored = [e for top in entries for e in top.flat() if e.sha256]
     outcome = IngestOutcome(
         "ingested" if written else "duplicate",
@@ -516,6 +540,7 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
         prefix,
         key,
         graph_time(received),
+        decision.route,
     )
     log_event(
         logger,
@@ -523,6 +548,7 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
         mailbox=folder.mailbox,
         folder=folder.folder,
         message_key=key,
+        route=decision.route,
         files=outcome.files,
         bytes=outcome.bytes,
         skipped=sum(1 for top in entries for e in top.flat() if e.skipped),
@@ -567,6 +593,65 @@ async def _reference_urls(
                 entry.url = str(full.get("sourceUrl") or "") or None
 
 
+def _address(recipient: Any) -> str:
+    return str(((recipient or {}).get("emailAddress") or {}).get("address") or "")
+
+
+def _facts(job: _Job, message: dict[str, Any], received: datetime, planned: list[tuple[Entry, Any]]) -> MailFacts:
+    """What routes look at: a file is kept when the rules keep it, or may keep files found inside it."""
+    recipients = [*(message.get("toRecipients") or []), *(message.get("ccRecipients") or [])]
+    documents = [entry for entry, _ in planned if entry.kind != "reference"]
+    return MailFacts(
+        mailbox=job.folder.mailbox,
+        folder=job.folder.folder,
+        message_key=job.key,
+        received=received,
+        sender=_address(message.get("from")) or None,
+        recipients=tuple(a for a in map(_address, recipients) if a),
+        subject=str(message.get("subject") or ""),
+        attachments=tuple(Attachment(e.name, e.content_type) for e in documents),
+        has_kept_file=any(e.skipped is None or job.unpacks(e) for e in documents),
+    )
+
+
+async def _skip(
+    rt: Runtime,
+    folder: MailboxFolder,
+    change: ChangeMessage,
+    markers: _Markers,
+    path: str,
+    message: dict[str, Any],
+    received: datetime,
+    decision: Decision,
+) -> IngestOutcome:
+    """A skip route: nothing stored. The mail is recorded with the route's name (`skipped/` beside `done/`
+    in the state container); only the route's own after-ingest action applies, not AFTER_INGEST."""
+    record = {
+        "route": decision.route,
+        "mailbox": folder.mailbox,
+        "folder": folder.folder,
+        "messageId": message["id"],
+        "internetMessageId": message.get("internetMessageId"),
+        "from": _address(message.get("from")) or None,
+        "subject": message.get("subject"),
+        "receivedDateTime": graph_time(received),
+        "at": graph_time(datetime.now(UTC)),
+    }
+    await markers.mark(f"skipped/{folder.mailbox}/{markers.key}.json", record)
+    await apply_after_ingest(rt, folder, path, message, markers.key, decision.after_ingest or AfterIngest())
+    await markers.mark(markers.done, {"route": decision.route, "skipped": True, "at": record["at"]})
+    log_event(
+        logger,
+        "ingest.skipped",
+        mailbox=folder.mailbox,
+        folder=folder.folder,
+        message_key=markers.key,
+        route=decision.route,
+        sender_domain=decision.tags.get("senderDomain"),
+    )
+    return IngestOutcome("skipped", key=markers.key, received=graph_time(received), route=decision.route)
+
+
 def _manifest(
     folder: MailboxFolder,
     change: ChangeMessage,
@@ -574,6 +659,7 @@ def _manifest(
     received: datetime,
     key: str,
     entries: list[Entry],
+    decision: Decision,
 ) -> dict[str, Any]:
     flat = [e for top in entries for e in top.flat()]
     return {
@@ -588,5 +674,7 @@ def _manifest(
         "receivedDateTime": received.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "ingestedAt": graph_time(datetime.now(UTC)),
         "subscriptionId": change.subscription_id,
+        "route": decision.route,
+        "tags": dict(decision.tags),
         "attachments": [e.to_json() for e in flat],
     }

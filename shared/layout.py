@@ -1,4 +1,5 @@
-"""The blob layout contract: `{mailbox}/{yyyy}/{MM}/{dd}/{messageKey}/{file name}` and manifest.json."""
+"""The blob layout contract: `{mailbox}/{yyyy}/{MM}/{dd}/{messageKey}/{file name}` and manifest.json; the
+names Blob Storage accepts for containers and index tags."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ _RESERVED = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f-\x9f]')
 _WINDOWS_DEVICES = frozenset(
     {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 )
+
+
+# Container names: 3 to 63 lower-case letters, digits and hyphens, starting and ending with a letter or
+# digit, no two hyphens in a row (Naming and Referencing Containers, Blobs, and Metadata).
+CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+# Blob index tags (Set Blob Tags): at most 10 per blob, keys 1 to 128 and values 0 to 256 characters of
+# letters, digits, space and `+ - . / : = _`.
+MAX_TAGS = 10
+MAX_TAG_KEY = 128
+MAX_TAG_VALUE = 256
+TAG_KEY = re.compile(r"^[A-Za-z0-9 +\-./:=_]{1,128}$")
+_TAG_OTHER = re.compile(r"[^A-Za-z0-9 +\-./:=_]")
 
 
 def message_key(immutable_id: str) -> str:
@@ -88,3 +101,16 @@ class UniqueNames:
 def metadata_value(text: str) -> str:
     """Blob metadata must be ASCII: percent-encode anything else."""
     return quote(text, safe=" !#$&'()+,-.;=@[]^_`{}~")
+
+
+def tag_value(text: str) -> str:
+    """A blob index tag value the service accepts: accents dropped (`Müller` → `Muller`), any other character
+    outside the allowed set replaced by `_` (`ap@contoso.com` → `ap_contoso.com`), at most 256 characters."""
+    return _TAG_OTHER.sub("_", "".join(_ascii(ch) for ch in text))[:MAX_TAG_VALUE]
+
+
+def _ascii(ch: str) -> str:
+    if ch.isascii():
+        return ch
+    # `ä` decomposes to `a` and a combining mark; a character with no ASCII base (`ß`, CJK) becomes `_`.
+    return unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode() or "_"

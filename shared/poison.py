@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 CHANGES_QUEUE = "mail-changes"
 LIFECYCLE_QUEUE = "mail-lifecycle"
+POLL_QUEUE = "mail-poll"  # one message per IMAP or POP3 account folder and poll timer tick
+FETCH_QUEUE = "mail-fetch"  # one message per new IMAP or POP3 mail found by a poll
 # host.json's queues.maxDequeueCount, which an app setting can override (as the host reads it).
 HOST_OVERRIDE = "AzureFunctionsJobHost__extensions__queues__maxDequeueCount"
 HOST_DEFAULT = 5

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 from .auth import AppTokens, ClientCredential, Tokens
 from .clientstate import new_secret
 from .graph import GraphClient
+from .known_subscriptions import KnownSubscriptions
 from .retry import RetryPolicy
 from .settings import Settings, get_settings
 from .smimekeys import SmimeKeys
+from .state import StateStore
 from .storage import BlobStore, blob_service, queue_service
 from .vault import CLIENT_STATE_SECRET, Vault
 
@@ -35,7 +37,9 @@ class Runtime:
     queues: QueueServiceClient
     tokens: Tokens  # AppTokens, or DelegatedTokens in delegated mode
     smime_keys: SmimeKeys
+    subscriptions: KnownSubscriptions  # the webhook's view of which subscription each folder has
     folder_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # (mailbox, path) → id, for moves
+    _containers: dict[str, BlobStore] = field(default_factory=dict)
     _queues_ready: set[str] = field(default_factory=set)
     _client_state_key: bytes | None = None
     _key_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -48,6 +52,14 @@ class Runtime:
                     value = await self.vault.get_or_create(CLIENT_STATE_SECRET, new_secret)
                     self._client_state_key = value.encode()
         return self._client_state_key
+
+    def container(self, name: str | None) -> BlobStore:
+        """A route's container (None: ATTACHMENTS_CONTAINER), one store per container, made on first use."""
+        if name is None or name == self.settings.attachments_container:
+            return self.attachments
+        if name not in self._containers:
+            self._containers[name] = BlobStore(self.blobs, name)
+        return self._containers[name]
 
     async def send_queue_message(self, queue: str, text: str) -> None:
         """Send as the Functions host reads it (host.json: messageEncoding base64); the queue is made if new."""
@@ -96,6 +108,11 @@ def build_runtime(settings: Settings) -> Runtime:
         tokens = DelegatedTokens(settings, client_credential, vault, state)
     else:
         tokens = AppTokens(settings, client_credential)
+
+    async def subscription_of(folder_key: str) -> str | None:
+        record, _ = await StateStore(state).load(folder_key)
+        return record.subscription_id if record else None
+
     policy = RetryPolicy(max_retries=settings.graph_max_retries, max_retry_after=settings.graph_max_retry_after_seconds)
     return Runtime(
         settings=settings,
@@ -108,6 +125,7 @@ def build_runtime(settings: Settings) -> Runtime:
         queues=queue_service(settings.storage, credential),
         tokens=tokens,
         smime_keys=SmimeKeys(settings, vault),
+        subscriptions=KnownSubscriptions(subscription_of),
     )
 
 

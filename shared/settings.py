@@ -12,10 +12,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .errors import SettingsError
+from .layout import CONTAINER_NAME
+from .pipeline.routes import Route, RouteError, parse_routes
 from .rules import (
     MAX_ATTACHMENT_BYTES,
     SAVE_MODES,
@@ -35,6 +38,9 @@ MIN_SUBSCRIPTION_MINUTES = 45
 # Refresh tokens lapse after 90 days unused (graph_facts §11): the keep-alive must come well inside that.
 MAX_TOKEN_REFRESH_HOURS = 30 * 24
 
+# The poll timer of IMAP and POP3 accounts (NCRONTAB, with seconds): every minute.
+DEFAULT_MAIL_POLL_SCHEDULE = "0 * * * * *"
+
 # Authority hosts of Microsoft's clouds: only these take part in MSAL's instance discovery.
 MICROSOFT_AUTHORITY_HOSTS = frozenset(
     {
@@ -46,6 +52,12 @@ MICROSOFT_AUTHORITY_HOSTS = frozenset(
         "login.partner.microsoftonline.cn",
     }
 )
+
+
+# A client-credentials scope is a resource followed by `/.default` (the app's granted permissions on it).
+DEFAULT_SUFFIX = "/.default"
+# Microsoft Graph by its URI or its well-known app id: the resource a bare permission name means.
+GRAPH_RESOURCES = frozenset({"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"})
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,62 @@ class MailboxFolder:
         return f"{self.mailbox}/{self.folder}"
 
 
+AccountProtocol = Literal["imap", "pop3"]
+AccountAuth = Literal["password", "xoauth2"]
+
+# The schemes a `MAILBOXES` account URL may have: protocol, TLS from the first byte (else STARTTLS/STLS,
+# which is then required), default port (RFC 8314 for the implicit-TLS ports).
+ACCOUNT_SCHEMES: Mapping[str, tuple[AccountProtocol, bool, int]] = {
+    "imaps": ("imap", True, 993),
+    "imap": ("imap", False, 143),
+    "pop3s": ("pop3", True, 995),
+    "pop3": ("pop3", False, 110),
+}
+
+
+@dataclass(frozen=True)
+class MailAccount:
+    """One `MAILBOXES` account URL: a folder of an IMAP account, or a POP3 maildrop.
+
+    `implicit_tls` false means STARTTLS (IMAP) or STLS (POP3) is required before logging in. `secret`
+    names the Key Vault secret that holds the password (or, with `auth=xoauth2`, what yields a token).
+    """
+
+    protocol: AccountProtocol
+    implicit_tls: bool
+    user: str
+    host: str
+    port: int
+    folder: str = "INBOX"  # POP3 has only the maildrop, named INBOX here
+    secret: str | None = None
+    auth: AccountAuth = "password"
+
+    @property
+    def scheme(self) -> str:
+        return self.protocol + ("s" if self.implicit_tls else "")
+
+    @property
+    def key(self) -> str:
+        """Short, stable id of this account folder, for state records and queue messages."""
+        ident = f"{self.protocol}://{self.user.lower()}@{self.host.lower()}:{self.port}/{self.folder}".encode()
+        return hashlib.sha256(ident).hexdigest()[:16]
+
+    @property
+    def address(self) -> str:
+        """The account's mail address: `{mailbox}` in the blob layout. A user name that is no address
+        (on-premises servers) is qualified with the host."""
+        return self.user.lower() if "@" in self.user else f"{self.user.lower()}@{self.host.lower()}"
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.folder.split("/"))
+
+    def __str__(self) -> str:
+        """The URL without its query: safe for logs and errors (the query names the secret, never holds it)."""
+        folder = "" if self.protocol == "pop3" else "/" + "/".join(quote(s, safe="") for s in self.segments)
+        return f"{self.scheme}://{quote(self.user, safe='')}@{self.host}:{self.port}{folder}"
+
+
 @dataclass(frozen=True)
 class StorageSettings:
     """Either a connection string or identity-based service URIs (`AzureWebJobsStorage__*`)."""
@@ -87,7 +155,8 @@ class Settings:
     auth_mode: AuthMode
     authority_host: str
     graph_api_url: str
-    mailboxes: tuple[MailboxFolder, ...]
+    graph_scope: str
+    mailboxes: tuple[MailboxFolder, ...]  # the Microsoft 365 (Graph) entries of MAILBOXES
     webhook_base_url: str | None
     storage: StorageSettings
     attachments_container: str
@@ -107,11 +176,20 @@ class Settings:
     save: SaveMail = field(default_factory=SaveMail)
     after_ingest: AfterIngest = field(default_factory=AfterIngest)
     after_ingest_by_folder: Mapping[str, AfterIngest] = field(default_factory=dict)  # by MailboxFolder.key
+    routes: tuple[Route, ...] = ()  # ROUTES or ROUTES_FILE, in order
+    ingested_queue: str | None = "mail-ingested"  # INGESTED_QUEUE; None: no hand-off messages
     # The Functions host key the webhook routes require; Graph calls the URLs with it. Kept out of repr.
     webhook_function_key: str | None = field(default=None, repr=False)
+    accounts: tuple[MailAccount, ...] = ()  # the IMAP and POP3 account URLs of MAILBOXES
+    mail_poll_schedule: str = DEFAULT_MAIL_POLL_SCHEDULE
 
-    def after_ingest_for(self, folder: MailboxFolder) -> AfterIngest:
-        return self.after_ingest_by_folder.get(folder.key, self.after_ingest)
+    def account_by_key(self, key: str) -> MailAccount | None:
+        return next((a for a in self.accounts if a.key == key), None)
+
+    def after_ingest_for(self, folder: MailboxFolder, route: AfterIngest | None = None) -> AfterIngest:
+        """The deciding route's action if it sets one, else the folder's (AFTER_INGEST_BY_MAILBOX), else
+        AFTER_INGEST."""
+        return route if route is not None else self.after_ingest_by_folder.get(folder.key, self.after_ingest)
 
     @cached_property
     def _by_key(self) -> Mapping[str, MailboxFolder]:
@@ -122,17 +200,23 @@ class Settings:
         return f"{self.authority_host}/{self.tenant_id}"
 
     @property
-    def graph_scope(self) -> str:
-        """`{origin}/.default` of the Graph endpoint (graph.microsoft.com, or a national cloud's)."""
-        parts = urlsplit(self.graph_api_url)
-        return f"{parts.scheme}://{parts.netloc}/.default"
+    def graph_resource(self) -> str:
+        """The resource Graph tokens are for: GRAPH_SCOPE without its `/.default`."""
+        return self.graph_scope[: -len(DEFAULT_SUFFIX)]
 
     @property
     def delegated_scopes(self) -> tuple[str, ...]:
-        """Delegated mode's Graph permissions. Bare names mean Microsoft Graph (permissions-consent-overview);
-        MSAL adds openid, profile and offline_access (the refresh token)."""
-        writes = self.after_ingest.anything or any(a.anything for a in self.after_ingest_by_folder.values())
-        return ("Mail.ReadWrite",) if writes else ("Mail.Read",)
+        """Delegated mode's Graph permissions. Bare names mean Microsoft Graph (permissions-consent-overview),
+        any other resource is named; MSAL adds openid, profile and offline_access (the refresh token)."""
+        writes = (
+            self.after_ingest.anything
+            or any(a.anything for a in self.after_ingest_by_folder.values())
+            or any(r.after_ingest is not None and r.after_ingest.anything for r in self.routes)
+        )
+        permission = "Mail.ReadWrite" if writes else "Mail.Read"
+        if self.graph_resource.lower() in GRAPH_RESOURCES:
+            return (permission,)
+        return (f"{self.graph_resource}/{permission}",)
 
     @property
     def consent_redirect_uri(self) -> str:
@@ -217,17 +301,104 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(name, f"must be true or false, got {raw!r}")
 
 
-_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-
-
 def _container(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "").strip() or default
-    if not _CONTAINER.match(value):
+    if not CONTAINER_NAME.match(value):
         raise SettingsError(name, f"{value!r} is not a valid blob container name")
     return value
 
 
-def parse_mailboxes(raw: str) -> tuple[MailboxFolder, ...]:
+def _safe_entry(item: str) -> str:
+    """An account URL as it may appear in an error: scheme, user, host and path, never a password put in
+    the user info by mistake, nor the query."""
+    scheme, _, rest = item.partition("://")
+    netloc, slash, path = rest.partition("/")
+    netloc = netloc.partition("?")[0].partition("#")[0]
+    userinfo, at, host = netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    shown = f"{scheme}://{user}{at}{host}"
+    return shown + (slash + path.partition("?")[0].partition("#")[0] if slash else "")
+
+
+def parse_account(item: str) -> MailAccount:
+    """`imaps://USER@HOST[:PORT][/FOLDER/PATH]?secret=NAME[&auth=xoauth2]` (also `imap`, `pop3s`, `pop3`)."""
+    shown = _safe_entry(item)
+
+    def bad(problem: str) -> SettingsError:
+        return SettingsError("MAILBOXES", f"entry {shown!r} {problem}")
+
+    parts = urlsplit(item)
+    scheme = parts.scheme.lower()
+    if scheme not in ACCOUNT_SCHEMES:
+        raise bad(f"has an unknown scheme (use {', '.join(ACCOUNT_SCHEMES)})")
+    protocol, implicit_tls, default_port = ACCOUNT_SCHEMES[scheme]
+    if parts.password is not None:
+        raise bad("has a password in it: keep it in Key Vault and name the secret with ?secret=NAME")
+    if parts.fragment:
+        raise bad("has a fragment (#...)")
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise bad("has an invalid port") from None
+    host = (parts.hostname or "").strip()
+    user = unquote(parts.username or "").strip()
+    if not user or not host:
+        raise bad("needs a user and a host (USER@HOST, the user percent-encoded)")
+    segments = [unquote(s).strip() for s in parts.path.strip("/").split("/")] if parts.path.strip("/") else []
+    if any(not s for s in segments):
+        raise bad("has an empty folder name")
+    if protocol == "pop3" and segments:
+        raise bad("names a folder, but POP3 has only the inbox")
+    folder = "/".join(segments) if segments else "INBOX"
+    if folder.upper() == "INBOX":
+        folder = "INBOX"  # RFC 3501 5.1: INBOX is case-insensitive
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in ("secret", "auth"):
+            raise bad(f"has an unknown parameter {name!r} (secret, auth)")
+        if name in query:
+            raise bad(f"has {name} twice")
+        query[name] = value.strip()
+    auth = query.get("auth", "password").lower()
+    if auth not in ("password", "xoauth2"):
+        raise bad("has auth other than password or xoauth2")
+    secret = query.get("secret") or None
+    if secret is not None and not _VAULT_NAME.match(secret):
+        raise bad(f"names {secret!r}, which is not a Key Vault secret name")
+    if auth == "password" and secret is None:
+        raise bad("needs ?secret=NAME, the Key Vault secret holding the password")
+    return MailAccount(
+        protocol=protocol,
+        implicit_tls=implicit_tls,
+        user=user,
+        host=host.lower(),
+        port=port,
+        folder=folder,
+        secret=secret,
+        auth="xoauth2" if auth == "xoauth2" else "password",
+    )
+
+
+def parse_mailbox_entries(raw: str) -> tuple[tuple[MailboxFolder, ...], tuple[MailAccount, ...]]:
+    """MAILBOXES: Microsoft 365 entries (`a@x.com`, `b@x.com/Inbox/Sub folder`) and account URLs."""
+    accounts: list[MailAccount] = []
+    seen: set[str] = set()
+    graph_items: list[str] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if "://" not in item:
+            graph_items.append(item)
+            continue
+        account = parse_account(item)
+        if account.key in seen:
+            raise SettingsError("MAILBOXES", f"entry {str(account)!r} is listed twice")
+        seen.add(account.key)
+        accounts.append(account)
+    folders = parse_mailboxes(",".join(graph_items), required=not accounts)
+    return folders, tuple(accounts)
+
+
+def parse_mailboxes(raw: str, *, required: bool = True) -> tuple[MailboxFolder, ...]:
     """`a@x.com, b@x.com/Inbox/Sub folder`: the first `/` splits mailbox from folder path."""
     entries: list[MailboxFolder] = []
     seen: set[str] = set()
@@ -247,7 +418,7 @@ def parse_mailboxes(raw: str) -> tuple[MailboxFolder, ...]:
             raise SettingsError("MAILBOXES", f"entry {item!r} is listed twice")
         seen.add(entry.key)
         entries.append(entry)
-    if not entries:
+    if not entries and required:
         raise SettingsError("MAILBOXES", "required but lists no mailbox")
     return tuple(entries)
 
@@ -365,6 +536,55 @@ def _after_ingest_by_folder(raw: str, mailboxes: tuple[MailboxFolder, ...]) -> d
     return {**by_mailbox, **by_folder}
 
 
+# The app's root (beside function_app.py): a relative ROUTES_FILE is found there, wherever the host starts.
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _routes(env: Mapping[str, str], state_container: str) -> tuple[Route, ...]:
+    """ROUTES (JSON), else the JSON file ROUTES_FILE names; ROUTES wins when both are set. The file is read
+    once, here at start-up, so that a bad route stops the app before it takes any mail. No route may write
+    into the state container, where its files could meet the app's own records."""
+    name, text = "ROUTES", env.get("ROUTES", "").strip()
+    if not text and env.get("ROUTES_FILE", "").strip():
+        name, path = "ROUTES_FILE", APP_ROOT / env["ROUTES_FILE"].strip()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as exc:
+            raise SettingsError(name, f"{path.name} cannot be read ({type(exc).__name__})") from None
+    if not text:
+        return ()
+    try:
+        routes = parse_routes(text)
+    except RouteError as exc:
+        raise SettingsError(name, str(exc)) from None
+    for route in routes:
+        if route.container == state_container:
+            raise SettingsError(name, f"route {route.name!r}: container {route.container!r} is STATE_CONTAINER")
+    return routes
+
+
+def _queue_name(env: Mapping[str, str], name: str, default: str) -> str | None:
+    """A queue name (3 to 63 lower-case letters, digits and single hyphens); set but empty: off."""
+    if name not in env:
+        return default
+    value = env[name].strip()
+    if value and not CONTAINER_NAME.match(value):
+        raise SettingsError(name, f"{value!r} is not a valid queue name")
+    return value or None
+
+
+_NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
+
+
+def _schedule(env: Mapping[str, str], name: str, default: str) -> str:
+    """An NCRONTAB expression as the Functions host takes it: six fields, seconds first."""
+    value = " ".join(env.get(name, "").split()) or default
+    parts = value.split(" ")
+    if len(parts) != 6 or not all(_NCRONTAB_FIELD.match(p) for p in parts):
+        raise SettingsError(name, f"{value!r} is not an NCRONTAB schedule (six fields, seconds first)")
+    return value
+
+
 def _auth_mode(env: Mapping[str, str]) -> AuthMode:
     mode = env.get("GRAPH_AUTH_MODE", "").strip().lower() or "application"
     if mode == "application":
@@ -385,6 +605,24 @@ def _certificate_name(env: Mapping[str, str]) -> str | None:
     return name or None
 
 
+def _graph_scope(env: Mapping[str, str], graph_api_url: str) -> str:
+    """GRAPH_SCOPE, else `{origin of GRAPH_API_URL}/.default` (Graph's own host, or a national cloud's). A
+    gateway or emulator whose host is not a resource Entra ID knows needs it set (to Graph's, usually)."""
+    name = "GRAPH_SCOPE"
+    value = env.get("GRAPH_SCOPE", "").strip()
+    if not value:
+        parts = urlsplit(graph_api_url)
+        return f"{parts.scheme}://{parts.netloc}{DEFAULT_SUFFIX}"
+    resource = value[: -len(DEFAULT_SUFFIX)] if value.endswith(DEFAULT_SUFFIX) else ""
+    if not resource.rstrip("/") or any(ch.isspace() for ch in value):
+        raise SettingsError(
+            name,
+            f"must be a resource followed by {DEFAULT_SUFFIX}, such as "
+            f"https://graph.microsoft.com{DEFAULT_SUFFIX}; got {value!r}",
+        )
+    return value
+
+
 def parse_settings(env: Mapping[str, str]) -> Settings:
     tenant_id = _required(env, "GRAPH_TENANT_ID")
     client_id = _required(env, "GRAPH_CLIENT_ID")
@@ -400,7 +638,9 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     )
     if mode == "delegated" and not webhook_base:
         raise SettingsError("WEBHOOK_BASE_URL", "required in delegated mode: the consent redirect URI is built from it")
-    mailboxes = parse_mailboxes(_required(env, "MAILBOXES"))
+    mailboxes, accounts = parse_mailbox_entries(_required(env, "MAILBOXES"))
+    graph_api_url = _url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0")
+    state_container = _container(env, "STATE_CONTAINER", "mail-ingest-state")
     return Settings(
         tenant_id=tenant_id,
         client_id=client_id,
@@ -408,13 +648,16 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         client_certificate=certificate,
         auth_mode=mode,
         authority_host=_url(env, "GRAPH_AUTHORITY_HOST", "https://login.microsoftonline.com"),
-        graph_api_url=_url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0"),
+        graph_api_url=graph_api_url,
+        graph_scope=_graph_scope(env, graph_api_url),
         mailboxes=mailboxes,
+        accounts=accounts,
+        mail_poll_schedule=_schedule(env, "MAIL_POLL_SCHEDULE", DEFAULT_MAIL_POLL_SCHEDULE),
         webhook_base_url=webhook_base,
         webhook_function_key=env.get("WEBHOOK_FUNCTION_KEY", "").strip() or None,
         storage=_storage(env),
         attachments_container=_container(env, "ATTACHMENTS_CONTAINER", "mail-attachments"),
-        state_container=_container(env, "STATE_CONTAINER", "mail-ingest-state"),
+        state_container=state_container,
         key_vault_url=_url(env, "KEY_VAULT_URL", None),
         key_vault_verify_challenge_resource=_bool(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
         subscription_minutes=_int(
@@ -436,6 +679,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         save=SaveMail(_save_mode(env, "SAVE_MESSAGE"), _save_mode(env, "SAVE_BODY")),
         after_ingest=_after_ingest("AFTER_INGEST", env.get("AFTER_INGEST", "")),
         after_ingest_by_folder=_after_ingest_by_folder(env.get("AFTER_INGEST_BY_MAILBOX", ""), mailboxes),
+        routes=_routes(env, state_container),
+        ingested_queue=_queue_name(env, "INGESTED_QUEUE", "mail-ingested"),
     )
 
 

@@ -54,13 +54,22 @@ class BlobWriter:
     """One blob, written at most once: bytes pushed in are staged in 4 MiB blocks and committed with
     If-None-Match: *, so of two writers racing on one path the first complete copy wins and the other
     adopts it. Block ids are unique to the writer: two writers never mix blocks in one blob. A writer
-    that is never committed leaves only uncommitted blocks, which the service discards."""
+    that is never committed leaves only uncommitted blocks, which the service discards. Blob index tags
+    go with the commit (`x-ms-tags`), so a blob is never findable by its tags before it is whole."""
 
-    def __init__(self, blob: BlobClient, path: str, content_type: str, metadata: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        blob: BlobClient,
+        path: str,
+        content_type: str,
+        metadata: Mapping[str, str],
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
         self._blob = blob
         self.path = path
         self._content_type = content_type
         self._metadata = dict(metadata)
+        self._tags = dict(tags) if tags else None
         self._writer_id = uuid.uuid4().hex
         self._pending = bytearray()
         self._blocks: list[str] = []
@@ -111,6 +120,7 @@ class BlobWriter:
                 overwrite=not only_if_missing,
                 content_settings=settings,
                 metadata=metadata,
+                tags=self._tags,
             )
             return
         if self._pending:
@@ -120,6 +130,7 @@ class BlobWriter:
             [BlobBlock(block_id=b) for b in self._blocks],
             content_settings=settings,
             metadata=metadata,
+            tags=self._tags,
             match_condition=condition,
         )
 
@@ -162,15 +173,33 @@ class BlobStore:
         await self._ensure()
         return await _stored(self._container.get_blob_client(path), path)
 
-    async def writer(self, path: str, content_type: str, metadata: Mapping[str, str]) -> BlobWriter:
+    async def writer(
+        self, path: str, content_type: str, metadata: Mapping[str, str], tags: Mapping[str, str] | None = None
+    ) -> BlobWriter:
         await self._ensure()
-        return BlobWriter(self._container.get_blob_client(path), path, content_type, metadata)
+        return BlobWriter(self._container.get_blob_client(path), path, content_type, metadata, tags)
+
+    @property
+    def name(self) -> str:
+        return str(self._container.container_name)
+
+    def url(self, path: str) -> str:
+        """The blob's URL (no signature: a reader brings its own identity or SAS)."""
+        return str(self._container.get_blob_client(path).url)
+
+    async def tags(self, path: str) -> dict[str, str]:
+        return dict(await self._container.get_blob_client(path).get_blob_tags())
 
     async def upload_stream(
-        self, path: str, chunks: AsyncIterator[bytes], content_type: str, metadata: Mapping[str, str]
+        self,
+        path: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        metadata: Mapping[str, str],
+        tags: Mapping[str, str] | None = None,
     ) -> StoredBlob:
         """Stream into a block blob written once, one 4 MiB block in memory at a time."""
-        writer = await self.writer(path, content_type, metadata)
+        writer = await self.writer(path, content_type, metadata, tags)
         async for chunk in chunks:
             await writer.write(chunk)
         return await writer.commit()
@@ -208,24 +237,28 @@ class BlobStore:
         data = json.loads(raw)
         return (data if isinstance(data, dict) else {}), str(downloader.properties.etag)
 
-    async def write_json(self, path: str, data: Mapping[str, Any], etag: str | None) -> str:
-        """Replace the blob if its ETag is still `etag` (create it if `etag` is None); the new ETag."""
+    async def write_json(
+        self, path: str, data: Mapping[str, Any], etag: str | None, tags: Mapping[str, str] | None = None
+    ) -> str:
+        """Replace the blob if its ETag is still `etag` (create it if `etag` is None); the new ETag. `tags`
+        are its blob index tags, set in the same request."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
         from azure.storage.blob import ContentSettings
 
         await self._ensure()
         body = json.dumps(data, indent=1, sort_keys=True).encode()
+        tag_set = dict(tags) if tags else None
         blob = self._container.get_blob_client(path)
         settings = ContentSettings(content_type="application/json")
         try:
             if etag is None:
                 # overwrite=False sends If-None-Match: *: only the first creator succeeds.
-                result = await blob.upload_blob(body, overwrite=False, content_settings=settings)
+                result = await blob.upload_blob(body, overwrite=False, content_settings=settings, tags=tag_set)
             else:
                 result = await blob.upload_blob(
                     body, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified,
-                    content_settings=settings,
+                    content_settings=settings, tags=tag_set,
                 )  # fmt: skip
         except (ResourceExistsError, ResourceModifiedError) as exc:
             raise StateConflict(f"{path} was changed by another instance") from exc

@@ -16,7 +16,8 @@ from typing import Any
 import azure.functions as func
 
 from .clientstate import verify_client_state
-from .errors import InvalidNotification
+from .errors import InvalidNotification, SubscriptionNotYetKnown
+from .known_subscriptions import Holding
 from .layout import message_key
 from .logs import log_event
 from .messages import LIFECYCLE_EVENTS, ChangeMessage, LifecycleMessage
@@ -28,6 +29,17 @@ MAX_VALIDATION_TOKEN = 4096
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 SecretSource = Callable[[], Awaitable[bytes]]
+# (folder key, subscription id) → whether that is the app's subscription for the folder (known_subscriptions.py).
+Holds = Callable[[str, str], Awaitable[Holding]]
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What an item is checked against: our tenant and folders, the clientState key, our subscriptions."""
+
+    settings: Settings
+    secret: bytes
+    holds: Holds
 
 
 def handshake(params: Mapping[str, str]) -> func.HttpResponse | None:
@@ -82,21 +94,27 @@ class Verdict:
     refused: int = 0
 
 
-def _authentic(item: Mapping[str, Any], secret: bytes, settings: Settings) -> tuple[MailboxFolder | None, str]:
-    """The item's mailbox folder if it is ours, else None and why not."""
+async def _authentic(item: Mapping[str, Any], subscription_id: str, trust: Trust) -> tuple[MailboxFolder | None, str]:
+    """The item's mailbox folder if it is ours, else None and why not. The cheap checks come first: only
+    an item whose clientState verifies can cost a state read (for a subscription id not seen yet)."""
     tenant = item.get("tenantId")
-    if isinstance(tenant, str) and tenant.lower() != settings.tenant_id.lower():
+    if isinstance(tenant, str) and tenant.lower() != trust.settings.tenant_id.lower():
         return None, "other tenant"
-    folder_key = verify_client_state(secret, item.get("clientState"))
+    folder_key = verify_client_state(trust.secret, item.get("clientState"))
     if folder_key is None:
         return None, "clientState mismatch"
-    folder = settings.folder_by_key(folder_key)
+    folder = trust.settings.folder_by_key(folder_key)
     if folder is None:
         return None, "mailbox folder no longer configured"
+    held = await trust.holds(folder.key, subscription_id)
+    if held is Holding.UNSURE:
+        raise SubscriptionNotYetKnown(f"subscription {subscription_id} is not yet known for {folder}")
+    if held is Holding.NO:
+        return None, "not the app's subscription for this folder"
     return folder, ""
 
 
-def verify_changes(items: list[dict[str, Any]], secret: bytes, settings: Settings) -> Verdict:
+async def verify_changes(items: list[dict[str, Any]], trust: Trust) -> Verdict:
     # Check every item's shape first: a malformed body is refused whole, with nothing enqueued.
     parsed = []
     for index, item in enumerate(items):
@@ -111,7 +129,7 @@ def verify_changes(items: list[dict[str, Any]], secret: bytes, settings: Setting
     now = _now()
     verdict = Verdict()
     for item, subscription_id, change_type, resource, message_id in parsed:
-        folder, why = _authentic(item, secret, settings)
+        folder, why = await _authentic(item, subscription_id, trust)
         if folder is None:
             verdict.refused += 1
             log_event(
@@ -139,7 +157,7 @@ def verify_changes(items: list[dict[str, Any]], secret: bytes, settings: Setting
     return verdict
 
 
-def verify_lifecycle(items: list[dict[str, Any]], secret: bytes, settings: Settings) -> Verdict:
+async def verify_lifecycle(items: list[dict[str, Any]], trust: Trust) -> Verdict:
     parsed = []
     for index, item in enumerate(items):
         subscription_id = _text_field(item, "subscriptionId", index)
@@ -150,7 +168,7 @@ def verify_lifecycle(items: list[dict[str, Any]], secret: bytes, settings: Setti
     now = _now()
     verdict = Verdict()
     for item, subscription_id, event in parsed:
-        folder, why = _authentic(item, secret, settings)
+        folder, why = await _authentic(item, subscription_id, trust)
         if folder is None:
             verdict.refused += 1
             log_event(
@@ -179,7 +197,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-Verifier = Callable[[list[dict[str, Any]], bytes, Settings], Verdict]
+Verifier = Callable[[list[dict[str, Any]], Trust], Awaitable[Verdict]]
 
 
 async def receive(
@@ -188,6 +206,7 @@ async def receive(
     verifier: Verifier,
     settings: Settings,
     secret: SecretSource,
+    holds: Holds,
     kind: str,
 ) -> func.HttpResponse:
     """The whole webhook: handshake, or verify and hand the accepted items to the queue output."""
@@ -196,10 +215,15 @@ async def receive(
         log_event(logger, "webhook.validated", kind=kind)
         return answer
     try:
-        verdict = verifier(parse_collection(req.get_body()), await secret(), settings)
+        items = parse_collection(req.get_body())
+        verdict = await verifier(items, Trust(settings, await secret(), holds))
     except InvalidNotification as exc:
         log_event(logger, "notification.refused", logging.WARNING, kind=kind, reason=str(exc))
         return _refuse(str(exc))
+    except SubscriptionNotYetKnown as exc:
+        # Nothing is queued; Graph retries a failed delivery, by when the folder's record can be read again.
+        log_event(logger, "notification.deferred", logging.WARNING, kind=kind, reason=str(exc))
+        return func.HttpResponse(str(exc), status_code=503, mimetype="text/plain", charset="utf-8")
     if verdict.messages:
         out.set(verdict.messages)
     return func.HttpResponse(status_code=202)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from .errors import one_line
+from .known_subscriptions import Holding
 from .logs import log_event
 from .poison import CHANGES_QUEUE, LIFECYCLE_QUEUE
 from .settings import get_settings
@@ -23,12 +24,18 @@ async def _secret() -> bytes:
     return await get_runtime().client_state_key()
 
 
+async def _holds(folder_key: str, subscription_id: str) -> Holding:
+    from .runtime import get_runtime
+
+    return await get_runtime().subscriptions.holds(folder_key, subscription_id)
+
+
 async def notifications(req: func.HttpRequest, out: func.Out[list[str]]) -> func.HttpResponse:
-    return await receive(req, out, verify_changes, get_settings(), _secret, "notifications")
+    return await receive(req, out, verify_changes, get_settings(), _secret, _holds, "notifications")
 
 
 async def lifecycle(req: func.HttpRequest, out: func.Out[list[str]]) -> func.HttpResponse:
-    return await receive(req, out, verify_lifecycle, get_settings(), _secret, "lifecycle")
+    return await receive(req, out, verify_lifecycle, get_settings(), _secret, _holds, "lifecycle")
 
 
 def _about(body: bytes) -> dict[str, str]:
@@ -113,21 +120,12 @@ async def lifecycle_event(msg: func.QueueMessage) -> None:
 
 
 async def maintain(past_due: bool = False) -> dict[str, str]:
+    from .maintain import raise_if_failed, run_pass
     from .runtime import get_runtime
-    from .subscriptions import maintain_all
 
-    rt = get_runtime()
-    if rt.settings.auth_mode == "delegated":
-        from .delegated import DelegatedTokens, keep_alive
-
-        assert isinstance(rt.tokens, DelegatedTokens)
-        # Tokens first: a mailbox whose refresh token lapsed is reported before its subscription fails.
-        await keep_alive(rt.settings, rt.tokens, rt.state)
-        from .clock import now
-        from .consent import purge_stale_flows
-
-        await purge_stale_flows(rt.state, now())
-    return await maintain_all(rt, after_outage=past_due)
+    report = await run_pass(get_runtime(), after_outage=past_due)
+    raise_if_failed(report)
+    return report
 
 
 async def health() -> func.HttpResponse:
@@ -142,3 +140,25 @@ async def health() -> func.HttpResponse:
         report = {"healthy": False, "error": f"status could not be read: {one_line(exc)}"}
     status = 200 if report["healthy"] else 503
     return func.HttpResponse(to_json(report), status_code=status, mimetype="application/json", charset="utf-8")
+
+
+def poll_fan_out(out: func.Out[list[str]]) -> None:
+    """The poll timer: one `mail-poll` message per IMAP or POP3 account folder (none, and no I/O, without any)."""
+    from .sources.jobs import poll_requests
+
+    requests = poll_requests(get_settings())
+    if requests:
+        out.set(requests)
+
+
+async def poll(msg: func.QueueMessage) -> None:
+    """Poll one account; a server's refusal is kept on its cursor (the next tick tries again), anything else
+    (storage, a malformed message) fails the queue message."""
+    from .poison import POLL_QUEUE
+    from .runtime import get_runtime
+    from .sources.jobs import run_poll
+
+    async def work() -> None:
+        await run_poll(get_runtime(), msg.get_body())
+
+    await _queued(msg, POLL_QUEUE, ("poll.failed", "poll.poisoned"), work())

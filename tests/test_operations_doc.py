@@ -19,11 +19,12 @@ def _strings(tree: ast.AST) -> set[str]:
 
 
 def logged_events(*, exact: bool = False) -> set[str]:
-    """Event names passed to log_event in shared/: literals, both sides of a conditional, f-strings whose
-    placeholders take a value written in the same module, and names bound to event literals of the module.
+    """Event names passed to log_event in shared/ and its subpackages: literals, both sides of a conditional,
+    f-strings whose placeholders take a value written in the same module, and names bound to event literals of
+    the module.
     `exact`: only the names written out in full (the others are over-approximated)."""
     events: set[str] = set()
-    for path in sorted((REPO / "shared").glob("*.py")):
+    for path in sorted((REPO / "shared").rglob("*.py")):  # subpackages too (sources/, pipeline/, ...)
         tree = ast.parse(path.read_text())
         literals = _strings(tree)
         for call in ast.walk(tree):

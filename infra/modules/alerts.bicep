@@ -86,7 +86,19 @@ var rules = [
     queryRange: 'P2D'
     threshold: 0
     dimension: 'mailbox'
-    query: 'let seen = traces | where timestamp > ago(${notificationSilenceHours}h) and tostring(customDimensions.event) == "notification.accepted" | distinct mailbox = tolower(tostring(customDimensions.mailbox)); print raw = ${mailboxesLiteral} | mv-expand entry = split(raw, ",") to typeof(string) | extend mailbox = tolower(trim(@"\\s+", tostring(split(entry, "/")[0]))) | where isnotempty(mailbox) | distinct mailbox | join kind=leftanti seen on mailbox | extend timestamp = now() | project timestamp, mailbox'
+    query: 'let seen = traces | where timestamp > ago(${notificationSilenceHours}h) and tostring(customDimensions.event) == "notification.accepted" | distinct mailbox = tolower(tostring(customDimensions.mailbox)); print raw = ${mailboxesLiteral} | mv-expand entry = split(raw, ",") to typeof(string) | where entry !contains "://" | extend mailbox = tolower(trim(@"\\s+", tostring(split(entry, "/")[0]))) | where isnotempty(mailbox) | distinct mailbox | join kind=leftanti seen on mailbox | extend timestamp = now() | project timestamp, mailbox'
+  }
+  {
+    name: 'mail-account-failing'
+    displayName: 'Mail ingest: an IMAP or POP3 account keeps failing'
+    description: 'Polls of an IMAP or POP3 account failed three times or more in 30 minutes (credentials, TLS, connection limits, the server down).'
+    severity: 2
+    frequency: 'PT15M'
+    window: 'PT30M'
+    queryRange: 'PT30M'
+    threshold: 2
+    dimension: 'account'
+    query: 'traces | where tostring(customDimensions.event) == "source.poll_failed" | project timestamp, account = tostring(customDimensions.account)'
   }
   {
     name: 'function-errors'

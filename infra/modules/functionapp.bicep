@@ -24,6 +24,7 @@ param mailboxes string
 param attachmentsContainerName string
 param stateContainerName string
 param maintainSchedule string
+param mailPollSchedule string
 @minValue(0)
 param httpAlwaysReady int
 @minValue(1)
@@ -140,6 +141,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     ATTACHMENTS_CONTAINER: attachmentsContainerName
     STATE_CONTAINER: stateContainerName
     MAINTAIN_SCHEDULE: maintainSchedule
+    MAIL_POLL_SCHEDULE: mailPollSchedule
   }
 }
 

@@ -29,7 +29,9 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 }
 
 // Blob Data Owner: the role Functions documents for identity-based AzureWebJobsStorage (host leases, timer
-// schedule, keys) and for the Flex deployment container; it also covers the app's attachment and state blobs.
+// schedule, keys) and for the Flex deployment container; it also covers the app's attachment and state blobs
+// and the blob index tags written with every file and manifest (blobs/tags/write, which Blob Data Contributor
+// lacks). Owner is needed anyway, so tagging adds no role; a custom tags/write role would only repeat it.
 resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, principalId, roles.storageBlobDataOwner)
   scope: storage

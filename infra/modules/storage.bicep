@@ -24,6 +24,9 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowCrossTenantReplication: false
     supportsHttpsTrafficOnly: true
     minimumTlsVersion: 'TLS1_2'
+    // Flat namespace: blob index tags, which the app sets on every file and manifest, do not exist with a
+    // hierarchical namespace (Data Lake Gen2).
+    isHnsEnabled: false
     // Flex Consumption without VNet integration reaches storage over its public endpoint; every request needs a token.
     // checkov:skip=CKV_AZURE_59: no private network in this deployment; shared keys and anonymous access are off instead
     publicNetworkAccess: 'Enabled'

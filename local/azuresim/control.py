@@ -265,6 +265,8 @@ class Control:
             recipients = [EmailAddress(mailbox.display_name, mailbox.address)] if mailbox else []
         else:
             recipients = [_address(a, "to") for a in (to if isinstance(to, list) else [to])]
+        cc = spec.get("cc") or []
+        copies = [_address(a, "cc") for a in (cc if isinstance(cc, list) else [cc])]
         attachments = spec.get("attachments") or []
         if not isinstance(attachments, list):
             raise _bad("'attachments' must be a list")
@@ -286,6 +288,7 @@ class Control:
             change_key=change_key(),
             attachments=[self._attachment(a, now, depth) for a in attachments],
             importance=str(spec.get("importance", "normal")).lower(),
+            cc=copies,
         )
 
     def _seal(self, message: Message, spec: Any) -> None:

@@ -160,7 +160,7 @@ class GraphRouter:
         token = bearer_token(request)
         if token is None:
             raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.", challenge)
-        audiences = {GRAPH_RESOURCE, f"{GRAPH_RESOURCE}/", origin(request)}
+        audiences = {GRAPH_RESOURCE, f"{GRAPH_RESOURCE}/"}
         try:
             return self.authority.verify(token, audiences)
         except TokenError as exc:

@@ -236,7 +236,7 @@ class Mail:
             "sender": _recipient(message.sender),
             "from": _recipient(message.sender),
             "toRecipients": [_recipient(a) for a in message.to],
-            "ccRecipients": [],
+            "ccRecipients": [_recipient(a) for a in message.cc],
             "bccRecipients": [],
             "replyTo": [],
             "flag": {"flagStatus": "notFlagged"},

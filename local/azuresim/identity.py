@@ -26,11 +26,14 @@ from . import jose
 from .certificates import ClientAssertionError, verify_assertion
 from .directory import Directory
 from .errors import IdentityError
+from .scopes import EXCHANGE, GRAPH, RESOURCES, VAULT
 from .store import App, Mailbox, Store
 
-GRAPH_RESOURCE = "https://graph.microsoft.com"
-GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
-VAULT_RESOURCE = "https://vault.azure.net"
+GRAPH_RESOURCE = GRAPH
+VAULT_RESOURCE = VAULT
+# Exchange Online, for IMAP and POP with OAuth (client credentials: IMAP.AccessAsApp, POP.AccessAsApp).
+EXCHANGE_RESOURCE = EXCHANGE
+EXCHANGE_ROLES = frozenset({"IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"})
 TOKEN_LIFETIME_SECONDS = 3599
 CLOCK_SKEW_SECONDS = 300
 # MSAL may add these OpenID scopes; they carry no resource and a client-credentials grant ignores them.
@@ -308,10 +311,10 @@ class Authority:
                 "scope value with /.default suffixed to the resource identifier (application ID URI).",
             )
         resource = scopes[0][: -len("/.default")].rstrip("/")
-        if resource in (GRAPH_APP_ID, GRAPH_RESOURCE):
-            return GRAPH_RESOURCE
-        if resource == VAULT_RESOURCE or resource == origin(request):
-            return resource
+        known = RESOURCES.get(resource.lower())
+        if known is not None:
+            return known
+        # Entra ID's answer for a resource it does not know (a gateway's or an emulator's host, say).
         raise IdentityError(
             400,
             "invalid_resource",
@@ -321,7 +324,13 @@ class Authority:
 
     async def _client_credentials(self, request: web.Request, form: TokenForm, client: Client) -> dict[str, Any]:
         resource = self._resource(form.get("scope", ""), request)
-        roles = list(client.app.roles) if resource != VAULT_RESOURCE else []
+        # Each resource's token carries the application permissions of that resource only.
+        if resource == VAULT_RESOURCE:
+            roles: list[str] = []
+        elif resource == EXCHANGE_RESOURCE:
+            roles = [r for r in client.app.roles if r in EXCHANGE_ROLES]
+        else:
+            roles = [r for r in client.app.roles if r not in EXCHANGE_ROLES]
         return {
             "token_type": "Bearer",
             "expires_in": TOKEN_LIFETIME_SECONDS,

@@ -116,6 +116,8 @@ def _envelope(message: Message) -> bytes:
     mail["From"] = _address(message.sender)
     if message.to:
         mail["To"] = [_address(a) for a in message.to]
+    if message.cc:
+        mail["Cc"] = [_address(a) for a in message.cc]
     mail["Subject"] = _clean(message.subject)
     mail["Date"] = format_datetime(message.received)
     mail["Message-ID"] = message.internet_message_id

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 GRAPH = "https://graph.microsoft.com"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 VAULT = "https://vault.azure.net"
+VAULT_APP_ID = "cfa8b339-82a2-471a-a3c9-0fc0be7a4093"
+# Exchange Online: IMAP and POP with OAuth (app-only IMAP.AccessAsApp, POP.AccessAsApp).
+EXCHANGE = "https://outlook.office365.com"
+EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
 
 # The delegated permissions each simulated resource knows (the ones this app family may ask for);
@@ -32,8 +36,18 @@ DELEGATED_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "MailboxSettings.ReadWrite",
     ),
     VAULT: ("user_impersonation",),
+    EXCHANGE: ("IMAP.AccessAsUser.All", "POP.AccessAsUser.All"),
 }
-_ALIASES = {GRAPH: GRAPH, GRAPH_APP_ID: GRAPH, VAULT: VAULT}
+# The resources the simulated tenant knows, by application ID URI or by app id. Like Entra ID, it knows no
+# other: a scope naming the simulator's own host is refused, so the app must be told the resource (GRAPH_SCOPE).
+RESOURCES = {
+    GRAPH: GRAPH,
+    GRAPH_APP_ID: GRAPH,
+    VAULT: VAULT,
+    VAULT_APP_ID: VAULT,
+    EXCHANGE: EXCHANGE,
+    EXCHANGE_APP_ID: EXCHANGE,
+}
 
 
 class ScopeError(Exception):
@@ -96,7 +110,7 @@ def parse_scopes(text: str, configured: Callable[[str], tuple[str, ...]]) -> Sco
             continue
         if "/" in raw:
             base, _, name = raw.rstrip("/").rpartition("/")
-            resource = _ALIASES.get(base.rstrip("/").lower()) if base else None
+            resource = RESOURCES.get(base.rstrip("/").lower()) if base else None
             if resource is None:
                 raise ScopeError(
                     "invalid_resource",

@@ -107,6 +107,7 @@ class Message:
     is_read: bool = False
     categories: list[str] = field(default_factory=list)
     importance: str = "normal"
+    cc: list[EmailAddress] = field(default_factory=list)
     # Per-message override of the contentBytes listing options (see SimOptions).
     content_bytes_limit: int | None = None
     content_bytes_over_limit: str | None = None

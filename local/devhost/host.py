@@ -28,12 +28,13 @@ from .config import (
 from .functions import FunctionSpec, describe, find_app, import_app_module
 from .http_server import HttpServer
 from .invoker import InvocationResult, Invoker
-from .keys import load_keys
+from .keys import load_keys, with_host_key
 from .objects import QueueMessage
 from .queue_trigger import QueueListener, trigger_value
 from .storage import StorageClients
 from .timer_trigger import ScheduleMonitor, TimerListener
 
+WEBHOOK_HOST_KEY = "graphwebhook"  # the host key infra/ creates for Graph's calls
 log = logging.getLogger("devhost")
 
 
@@ -121,9 +122,10 @@ class DevHost:
         self.storage.on_enqueued = self._wake_listeners
         keys_file = self.options.keys_file or self.app_dir / ".devhost" / "keys.json"
         self.keys_file = keys_file if keys_file.is_absolute() else self.app_dir / keys_file
-        self.server = HttpServer(
-            self.specs, self.invoker, self.route_prefix, self._admin_run, load_keys(self.keys_file)
-        )
+        # As infra/ does in Azure: the host key the webhooks need is the one the app's settings name.
+        webhook_key = os.environ.get("WEBHOOK_FUNCTION_KEY", "").strip()
+        keys = with_host_key(self.keys_file, load_keys(self.keys_file), WEBHOOK_HOST_KEY, webhook_key)
+        self.server = HttpServer(self.specs, self.invoker, self.route_prefix, self._admin_run, keys)
 
     def _wake_listeners(self, connection_string: str, queue_name: str) -> None:
         for listener in self.queue_listeners.values():

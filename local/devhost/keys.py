@@ -78,3 +78,13 @@ def load_keys(path: Path) -> HostKeys:
     if not isinstance(master, str) or not master or not all(function_keys.values()):
         raise ConfigError(f"{path}: keys must be non-empty strings")
     return HostKeys(master=master, function_keys=function_keys)
+
+
+def with_host_key(path: Path, keys: HostKeys, name: str, value: str | None) -> HostKeys:
+    """`keys` with the host key `name` set to `value` (kept in the file), as a deployment sets a host key
+    from its parameters; unchanged when `value` is empty or already that key's."""
+    if not value or keys.function_keys.get(name) == value:
+        return keys
+    updated = HostKeys(master=keys.master, function_keys={**keys.function_keys, name: value})
+    write_keys(path, updated)
+    return updated

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,23 @@ from local.stack import Stack, StackConfig
 MAILBOXES = ("invoices@contoso.com", "scans@contoso.com/Inbox/Delivery notes", "ap@contoso.com")
 # Files above this are recorded as skipped; small enough that a test can send one.
 MAX_BYTES = 24 * 1024 * 1024
+# Routes for senders only tests/e2e/test_routes.py uses: every other test's mail takes route `default`.
+ROUTES = [
+    {
+        "name": "fabrikam-invoices",
+        "match": {"from": ["*@fabrikam-ap.example", "*@*.fabrikam-ap.example"]},
+        "container": "ap-fabrikam",
+        "path": "{senderDomain}/{yyyy}-{MM}/{messageKey}",
+        "tags": {"docType": "invoice"},
+    },
+    {
+        "name": "northwind-payables",
+        "match": {"from": "*@northwind.example", "to": "payables@contoso.com"},
+        "container": "ap-northwind",
+        "path": "{route}/{yyyy}/{MM}/{dd}/{sender}/{messageKey}",
+    },
+    {"name": "junk", "match": {"from": "*@lottery.example"}, "skip": True},
+]
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
@@ -40,6 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "AFTER_INGEST_BY_MAILBOX": "ap@contoso.com=mark-read,category:Captured,move:Inbox/Captured",
             # Read only when an encrypted mail arrives; tests/e2e/test_unpack.py imports it into Key Vault.
             "SMIME_CERTIFICATES": "invoices-smime",
+            "ROUTES": json.dumps(ROUTES),
         },
     )
     with Stack(config) as running:

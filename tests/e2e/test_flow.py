@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -23,7 +24,7 @@ from local.mailcheck import (
 from local.stack import Stack
 from shared.layout import message_key
 
-from .conftest import MAILBOXES
+from .conftest import MAILBOXES, wait_until
 
 
 def requests_log(stack: Stack) -> list[dict[str, Any]]:
@@ -135,6 +136,63 @@ def test_malformed_and_forged_calls_enqueue_nothing(stack: Stack):
     time.sleep(2)
     fetched = [r for r in requests_log(stack) if "forged" in r["path"]]
     assert fetched == []
+
+
+def test_an_item_for_a_subscription_the_app_does_not_hold_is_dropped(
+    stack: Stack, reader: BlobReader, notifications_held: None
+):
+    """Its clientState verifies (copied from the folder's real subscription), its subscription id is not
+    the app's: no Graph request and no blob for its message, while a genuine item in the same call is taken."""
+    box = "invoices@contoso.com"
+    target = deliver(
+        stack, box, "Inbox", "only by a forged item", [file_attachment("t.pdf", b"%PDF t", "application/pdf")]
+    )
+    genuine = deliver(stack, box, "Inbox", "genuine", [file_attachment("g.pdf", b"%PDF g", "application/pdf")])
+    sub = next(s for s in subscriptions(stack) if s["resource"].startswith("users/invoices@"))
+    forged = change_notification({**sub, "id": str(uuid.uuid4())}, stack.env["GRAPH_TENANT_ID"], target.message_id)
+    real = change_notification(sub, stack.env["GRAPH_TENANT_ID"], genuine.message_id)
+    stack.control("DELETE", "/_sim/requests")
+    # Graph's way: a 503 (the folder's record was read a moment ago, too recently for a verdict) is sent again.
+    response = wait_until(
+        lambda: (
+            (
+                r := httpx.post(stack.webhook_url("notifications"), json={"value": forged["value"] + real["value"]})
+            ).status_code
+            != 503
+            and r
+        ),
+        15,
+        "a verdict on the forged item",
+    )
+    assert response.status_code == 202
+    assert genuine.message_id in wait_for_manifests(reader, [genuine], timeout=60)
+    time.sleep(1)
+    assert stack.control("GET", f"/_sim/requests?messageId={target.message_id}")["requests"] == []
+    assert reader.names(target.prefix) == []
+    log = (stack.data_dir / "devhost.log").read_text()
+    assert "not the app's subscription for this folder" in log
+
+
+def test_a_just_created_subscriptions_first_notification_is_accepted(stack: Stack, reader: BlobReader):
+    """The webhook has seen the folder's old subscription; another instance (the lifecycle worker) replaces
+    it; the new subscription's first notification is taken at once, not refused as unknown."""
+    box = "scans@contoso.com"
+    folder = "Inbox/Delivery notes"
+    before = deliver(stack, box, folder, "old sub", [file_attachment("a.pdf", b"%PDF a", "application/pdf")])
+    assert before.message_id in wait_for_manifests(reader, [before], timeout=60)
+    old = next(s for s in subscriptions(stack) if s["resource"].startswith("users/scans@"))
+    stack.control("POST", "/_sim/lifecycle", {"subscriptionId": old["id"], "event": "subscriptionRemoved"})
+    new = wait_until(
+        lambda: next((s for s in subscriptions(stack) if s["resource"] == old["resource"]), None),
+        30,
+        "the replacement subscription",
+    )
+    after = deliver(stack, box, folder, "new sub", [file_attachment("b.pdf", b"%PDF b", "application/pdf")])
+    assert after.message_id in wait_for_manifests(reader, [after], timeout=60)
+    log = (stack.data_dir / "devhost.log").read_text()
+    accepted = [line for line in log.splitlines() if "notification.accepted" in line and new["id"] in line]
+    assert any(f"message_key={message_key(after.message_id)}" in line for line in accepted), accepted
+    assert not [line for line in log.splitlines() if "notification.refused" in line and new["id"] in line]
 
 
 def test_repeated_notification_writes_nothing_new(stack: Stack, reader: BlobReader):

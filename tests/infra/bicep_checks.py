@@ -136,6 +136,8 @@ def check_storage(trees: dict[str, dict[str, Any]]) -> list[str]:
             problems.append(f"{where}: supportsHttpsTrafficOnly must be true")
         if props.get("allowBlobPublicAccess") is not False:
             problems.append(f"{where}: allowBlobPublicAccess must be false")
+        if props.get("isHnsEnabled") is not False:
+            problems.append(f"{where}: isHnsEnabled must be false (blob index tags need a flat namespace)")
     return problems
 
 

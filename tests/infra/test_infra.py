@@ -27,6 +27,7 @@ OPTIONAL_SETTINGS = {
     "AzureWebJobsStorage": "the connection-string form; Azure uses AzureWebJobsStorage__* with the identity",
     "WEBSITE_HOSTNAME": "set by the platform on every Function App (WEBHOOK_BASE_URL is set anyway)",
     "GRAPH_AUTHORITY_HOST": "defaults to https://login.microsoftonline.com, the public cloud (README)",
+    "GRAPH_SCOPE": "defaults to the origin of GRAPH_API_URL + /.default; set only behind a gateway (README)",
     "GRAPH_API_URL": "defaults to https://graph.microsoft.com/v1.0 (README)",
     "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "only relaxed for a Key Vault emulator; Azure keeps the default true",
     "SUBSCRIPTION_LIFETIME_MINUTES": "defaults to Graph's maximum for messages, 10,080 (README)",
@@ -54,6 +55,9 @@ OPTIONAL_SETTINGS = {
     "RECONCILE_MINUTES": "defaults to an hourly delta reconciliation (README)",
     "BACKFILL_HOURS": "defaults to 0: a new folder starts from now (README)",
     "FULL_RESYNC_HOURS": "defaults to 72: the window of a full resync after a refused delta link (README)",
+    "ROUTES": "defaults to no routes: every mail in ATTACHMENTS_CONTAINER, standard layout (README, Routes)",
+    "ROUTES_FILE": "defaults to none; ROUTES wins when both are set (README, Routes)",
+    "INGESTED_QUEUE": "defaults to mail-ingested, a queue in the app's own storage account (README, Hand-off)",
     "TOKEN_REFRESH_HOURS": "delegated mode only; defaults to a daily refresh, well inside the 90-day limit (README)",
 }
 
@@ -110,6 +114,10 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "shared key on": (
         lambda d: edit(d / "modules/storage.bicep", "allowSharedKeyAccess: false", "allowSharedKeyAccess: true"),
         "allowSharedKeyAccess must be false",
+    ),
+    "hierarchical namespace": (
+        lambda d: edit(d / "modules/storage.bicep", "isHnsEnabled: false", "isHnsEnabled: true"),
+        "isHnsEnabled must be false",
     ),
     "old TLS on storage": (
         lambda d: edit(d / "modules/storage.bicep", "minimumTlsVersion: 'TLS1_2'", "minimumTlsVersion: 'TLS1_0'"),
@@ -309,7 +317,7 @@ def test_checkov_catches_a_broken_copy(infra_copy: Path) -> None:
 
 def test_azure_yaml_hooks_exist() -> None:
     text = (REPO / "azure.yaml").read_text()
-    for hook in ("preprovision", "postprovision"):
+    for hook in ("preprovision", "postprovision", "postdeploy"):
         assert f"  {hook}:" in text
         for script in (f"infra/hooks/{hook}.sh", f"infra/hooks/{hook}.ps1"):
             assert f"run: {script}" in text

@@ -157,8 +157,32 @@ async def test_graph_requires_a_graph_token(http: httpx.AsyncClient, sim: Simula
     tampered = await get_token(http, sim)
     tampered = tampered[:-6] + ("AAAAAA" if not tampered.endswith("AAAAAA") else "BBBBBB")
     assert (await http.get(path, headers={"Authorization": f"Bearer {tampered}"})).status_code == 401
-    own_origin = await get_token(http, sim, f"{sim.url}/.default")
-    assert (await http.get(path, headers={"Authorization": f"Bearer {own_origin}"})).status_code == 200
+    by_app_id = await get_token(http, sim, "00000003-0000-0000-c000-000000000000/.default")
+    assert (await http.get(path, headers={"Authorization": f"Bearer {by_app_id}"})).status_code == 200
+
+
+@pytest.mark.parametrize("resource", ["{sim}", "https://graph-gateway.contoso.com", "api://unknown-app"])
+async def test_client_credentials_refuse_a_resource_the_tenant_does_not_know(
+    http: httpx.AsyncClient, sim: SimulatorProcess, resource: str
+) -> None:
+    """As Entra ID: the simulator's own host (like a gateway's) is no resource; the app must set GRAPH_SCOPE."""
+    info = sim.info
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": info["client_id"],
+        "client_secret": info["client_secret"],
+        "scope": f"{resource.format(sim=sim.url)}/.default",
+    }
+    refused = await http.post(f"/{info['tenant_id']}/oauth2/v2.0/token", data=form)
+    assert refused.status_code == 400
+    body = refused.json()
+    assert body["error"] == "invalid_resource" and "AADSTS500011" in body["error_description"]
+    assert 500011 in body["error_codes"]
+    for known in ("https://vault.azure.net", "cfa8b339-82a2-471a-a3c9-0fc0be7a4093", "https://graph.microsoft.com"):
+        granted = await http.post(
+            f"/{info['tenant_id']}/oauth2/v2.0/token", data={**form, "scope": f"{known}/.default"}
+        )
+        assert granted.status_code == 200, known
 
 
 # -- mail -----------------------------------------------------------------------------------------

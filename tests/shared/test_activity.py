@@ -126,3 +126,18 @@ async def test_an_older_update_writes_nothing(store: BlobStore):
 @pytest.mark.parametrize("bad", ["yesterday", ""])
 def test_a_stamp_the_app_did_not_write_is_ignored(bad: str):
     assert notified(FOLDER, change(bad)).last_notification_at is None
+
+
+def test_a_skipped_mail_is_recorded_apart_from_the_last_ingest():
+    now = T0 + timedelta(seconds=2)
+    ingest = ingested(FOLDER, change(at(0)), IngestOutcome("ingested", 1, 5, "p", "k1", at(0), "ap"), now)
+    assert ingest.last_route == "ap" and ingest.last_skipped_at is None
+    skipped = ingested(FOLDER, change(at(1)), IngestOutcome("skipped", key="k2", received=at(1), route="junk"), now)
+    assert (skipped.last_skipped_at, skipped.last_skipped_message_key, skipped.last_skipped_route) == (
+        stamp(now),
+        "k2",
+        "junk",
+    )
+    assert skipped.last_ingest_at is None  # a skipped mail is no ingest: the lag stays the last stored mail's
+    merged = merge(ingest, skipped)
+    assert merged.last_message_key == "k1" and merged.last_skipped_route == "junk"

@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import UsageError, build_parser, configured_folders, load_local_settings, main, parse_since
+from shared.activity import Activity
+from shared.cli import (
+    UsageError,
+    build_parser,
+    configured_folders,
+    load_local_settings,
+    main,
+    parse_since,
+    render_pass,
+    render_status,
+)
+from shared.health import FolderRecords, folder_status, summary
 from shared.settings import MailboxFolder, Settings
 
 
@@ -97,3 +108,24 @@ def test_broken_settings_are_one_line(env: dict[str, str], capsys: pytest.Captur
     assert main(["check"], dict(env)) == 1
     out = capsys.readouterr().out.splitlines()
     assert "settings: setting MAILBOXES: required but not set" in out[0] and out[1].startswith("    fix: ")
+
+
+def test_status_names_the_route_the_last_skip_and_the_last_maintain_pass():
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    activity = Activity("k1", "ap@contoso.com", "Inbox")
+    activity.last_ingest_at, activity.last_message_key, activity.last_route = "2026-11-29T11:59:00Z", "m1", "suppliers"
+    activity.last_skipped_at, activity.last_skipped_message_key = "2026-11-29T11:58:00Z", "m0"
+    activity.last_skipped_route = "spam"
+    records = FolderRecords("k1", "ap@contoso.com", "Inbox", True, None, activity, None)
+    report = summary([folder_status(records, now)], {"mail-changes": 0}, now)
+    report["maintain"] = {"at": "2026-11-29T11:45:00Z", "failed": 1, "folders": {}}
+    text = render_status(report)
+    assert "message m1" in text and ", route suppliers" in text
+    assert "skipped       last 2026-11-29T11:58:00Z: message m0, route spam" in text
+    assert "maintain: last pass 2026-11-29T11:45:00Z, 1 folder(s) failed" in text
+    lines = render_pass({"ap@contoso.com/Inbox": "created", "x@contoso.com/Inbox": "failed: 403 Forbidden"})
+    assert [line[2:] for line in lines] == [
+        "ap@contoso.com/Inbox: created",
+        "x@contoso.com/Inbox: failed: 403 Forbidden",
+    ]
+    assert lines[0][0] != lines[1][0]  # a mark for done, another for failed

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 from shared.contentbytes import ExpandedMessage
-from shared.ingest import Entry, _Job
+from shared.ingest import Entry, _facts, _Job
 from shared.settings import Settings, parse_settings
 from shared.storage import BlobStore
 
@@ -124,3 +125,34 @@ async def test_a_zip_bomb_leaves_no_blob_behind(settings: Settings, store: BlobS
     await job.store_container(entry, attachment, raw)
     assert entry.skipped and entry.skipped.startswith("zip bomb") and entry.children == [] and entry.blob is None
     assert await store.names(job.prefix) == []  # first.pdf was stored before the bomb showed, then deleted
+
+
+def test_routes_see_the_sender_to_and_cc_and_whether_a_file_is_kept(env: dict[str, str]):
+    env["ATTACHMENT_EXTENSIONS"] = "pdf"
+    settings = parse_settings(env)
+    rt: Any = SimpleNamespace(settings=settings, attachments=None)
+    job = _Job(rt, settings.mailboxes[0], "users/x/messages/y", "prefix", "key")
+    message = {
+        "from": {"emailAddress": {"name": "Billing", "address": "billing@fabrikam.example"}},
+        "toRecipients": [{"emailAddress": {"address": "ap@contoso.com"}}],
+        "ccRecipients": [{"emailAddress": {"address": "payables@contoso.com"}}, {"emailAddress": {}}],
+        "subject": "Invoice 7",
+    }
+    when = datetime(2026, 3, 7, tzinfo=UTC)
+
+    def facts(attachments: list[dict[str, Any]]) -> Any:
+        planned = job.plan(ExpandedMessage({"attachments": attachments}, []))
+        return _facts(job, message, when, planned)
+
+    found = facts([{"@odata.type": FILE, "id": "1", "name": "notes.docx", "size": 10}])
+    assert (found.sender, found.recipients, found.subject) == (
+        "billing@fabrikam.example",
+        ("ap@contoso.com", "payables@contoso.com"),
+        "Invoice 7",
+    )
+    assert found.attachments[0].name == "notes.docx" and not found.has_kept_file  # .docx is filtered out
+    assert facts([{"@odata.type": FILE, "id": "2", "name": "a.pdf", "size": 10}]).has_kept_file
+    # An attached mail whose .eml is filtered out may still give up files: it counts as kept.
+    assert facts([{"@odata.type": ITEM, "id": "3", "name": "Fwd", "size": 10}]).has_kept_file
+    link = facts([{"@odata.type": REFERENCE, "id": "4", "name": "doc", "sourceUrl": "https://x/doc"}])
+    assert link.attachments == () and not link.has_kept_file

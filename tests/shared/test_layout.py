@@ -5,12 +5,14 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.layout import (
+    TAG_KEY,
     UniqueNames,
     message_key,
     message_prefix,
     metadata_value,
     parse_graph_time,
     sanitize_name,
+    tag_value,
 )
 
 
@@ -70,3 +72,13 @@ def test_unique_names_case_insensitive_and_manifest_reserved():
 def test_metadata_value_is_ascii():
     value = metadata_value("Müller\nx.pdf")
     assert value.isascii() and "\n" not in value
+
+
+def test_tag_values_keep_to_the_characters_blob_index_tags_accept():
+    assert tag_value("ap@contoso.com") == "ap_contoso.com"
+    assert tag_value("Müller GmbH & Co.") == "Muller GmbH _ Co."
+    assert tag_value("straße/日本") == "stra_e/__"
+    assert tag_value("a+b-c.d/e:f=g_h 1") == "a+b-c.d/e:f=g_h 1"
+    assert tag_value("x" * 300) == "x" * 256
+    for text in ("ap@contoso.com", "\x00\n€", "ﬁle"):
+        assert TAG_KEY.match(tag_value(text) or "x")

@@ -85,6 +85,31 @@ def test_other_authority_turns_discovery_off(env):
     assert s.graph_scope == "https://127.0.0.1:8443/.default"
 
 
+def test_graph_scope_defaults_to_the_graph_endpoints_origin(env):
+    assert parse_settings(env).graph_scope == "https://graph.microsoft.com/.default"
+    env["GRAPH_API_URL"] = "https://graph.microsoft.us/v1.0"  # a national cloud keeps working unset
+    s = parse_settings(env)
+    assert s.graph_scope == "https://graph.microsoft.us/.default"
+    assert s.delegated_scopes == ("https://graph.microsoft.us/Mail.Read",)
+
+
+def test_graph_scope_for_a_gateway(env):
+    env["GRAPH_API_URL"] = "https://graph-gateway.contoso.com/v1.0"
+    env["GRAPH_SCOPE"] = "https://graph.microsoft.com/.default"
+    s = parse_settings(env)
+    assert s.graph_api_url == "https://graph-gateway.contoso.com/v1.0"
+    assert s.graph_scope == "https://graph.microsoft.com/.default"
+    assert s.delegated_scopes == ("Mail.Read",)  # Graph's own permissions: bare names
+
+
+@pytest.mark.parametrize("bad", ["https://graph.microsoft.com", "/.default", "Mail.Read", "https://a b/.default"])
+def test_graph_scope_must_name_a_resource_and_default(env, bad):
+    env["GRAPH_SCOPE"] = bad
+    with pytest.raises(SettingsError, match=r"^setting GRAPH_SCOPE: must be a resource followed by /\.default") as exc:
+        parse_settings(env)
+    assert "\n" not in str(exc.value)
+
+
 def test_identity_based_storage(env):
     del env["AzureWebJobsStorage"]
     env["AzureWebJobsStorage__blobServiceUri"] = "https://st.blob.core.windows.net"

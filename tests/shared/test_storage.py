@@ -95,3 +95,25 @@ async def test_state_records_use_etags(store: BlobStore):
     await states.save(state, etag)
     with pytest.raises(StateConflict):
         await states.save(state, etag)  # a stale writer loses
+
+
+@pytest.mark.parametrize("length", [10, BLOCK_SIZE + 1])
+async def test_blobs_and_json_records_carry_index_tags_found_by_find_blobs_by_tags(store: BlobStore, length: int):
+    tags = {"mailbox": "ap_contoso.com", "messageKey": f"k{length}", "route": "ap-invoices", "kind": "file"}
+    await store.upload_stream("m/scan.pdf", chunks(os.urandom(length), 999_999), "application/pdf", {}, tags)
+    etag = await store.write_json("m/manifest.json", {"status": "partial"}, None, {**tags, "kind": "manifest"})
+    await store.write_json("m/manifest.json", {"status": "complete"}, etag, {**tags, "kind": "manifest"})
+    assert await store.tags("m/scan.pdf") == tags
+    assert (await store.tags("m/manifest.json"))["kind"] == "manifest"  # replacing by ETag keeps them
+    await store.write_json("other/manifest.json", {}, None, {**tags, "messageKey": "other", "kind": "manifest"})
+    query = f"\"messageKey\" = 'k{length}' AND \"kind\" = 'manifest'"
+    found = [b.name async for b in store._container.find_blobs_by_tags(query)]
+    assert found == ["m/manifest.json"]
+    assert store.url("m/a b.pdf").endswith(f"/{store.name}/m/a%20b.pdf")
+
+
+async def test_an_invalid_tag_is_refused_by_the_service_not_silently_dropped(store: BlobStore):
+    from azure.core.exceptions import HttpResponseError
+
+    with pytest.raises(HttpResponseError):
+        await store.upload_stream("m/x.bin", chunks(b"x", 1), "application/octet-stream", {}, {"mailbox": "a@b.c"})

@@ -1,0 +1,161 @@
+"""`make bench`, IMAP part: the peak memory of fetching one IMAP message of 1 MB and of 100 MB, and the
+seconds to drain 1,000 small messages from one IMAP folder (poll them into `mail-fetch`, then read each
+one as the fetch worker does, one connection per message), against Debian's Dovecot and Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import trustme
+
+from local.azurite import Azurite
+from local.dovecot import Dovecot
+from local.stack import ROOT, write_ca_bundle
+
+MB = 1024 * 1024
+USER, PASSWORD = "bench@example.org", "bench-password"
+
+# One message streamed in a fresh interpreter, which then reports its own RSS high-water mark.
+STREAM_PROBE = """
+import asyncio, hashlib, resource, sys
+from shared.settings import parse_account
+from shared.sources.common import Login
+from shared.sources.imap.session import ImapSession
+
+async def main():
+    account = parse_account(sys.argv[1])
+    async with await ImapSession.open(account, Login(account.user, password=sys.argv[2])) as session:
+        await session.examine()
+        digest, total = hashlib.sha256(), 0
+        async for piece in session.stream(int(sys.argv[3])):
+            digest.update(piece)
+            total += len(piece)
+    print(total, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+asyncio.run(main())
+"""
+
+
+def _message(size: int, n: int) -> Iterator[bytes]:
+    yield f"From: scanner@example.org\r\nSubject: scan {n}\r\nMessage-ID: <bench-{n}@example.org>\r\n".encode()
+    yield b"Content-Type: application/octet-stream\r\n\r\n"
+    line = os.urandom(38).hex().encode() + b"\r\n"
+    for _ in range(size // len(line)):
+        yield line
+
+
+def _url(server: Dovecot) -> str:
+    return f"imaps://{quote(USER, safe='')}@127.0.0.1:{server.ports['imaps']}?secret=bench"
+
+
+def _peaks(server: Dovecot, env: dict[str, str]) -> list[dict[str, Any]]:
+    rows = []
+    for uid, (label, size) in enumerate((("one 1 MB message", MB), ("one 100 MB message", 100 * MB)), start=1):
+        server.deliver_file(USER, _message(size, uid))
+        out = subprocess.run(
+            [sys.executable, "-c", STREAM_PROBE, _url(server), PASSWORD, str(uid)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        rows.append({"label": label, "bytes": int(out[0]), "peak_mib": int(out[1]) / 1024})
+    return rows
+
+
+async def _drain(server: Dovecot, connection_string: str, count: int) -> dict[str, Any]:
+    from shared.settings import StorageSettings, parse_account
+    from shared.sources.common import Login
+    from shared.sources.cursor import CursorStore
+    from shared.sources.fetch import FetchRequest, open_message
+    from shared.sources.poll import poll_account
+    from shared.storage import BlobStore, blob_service, queue_service
+
+    account = parse_account(_url(server).replace("?", "/Drain?"))
+    login = Login(USER, password=PASSWORD)
+    service = blob_service(StorageSettings(connection_string=connection_string), None)
+    queues = queue_service(StorageSettings(connection_string=connection_string), None)
+    store = CursorStore(BlobStore(service, "bench-state"))
+    queue = queues.get_queue_client("mail-fetch")
+    await queue.create_queue()
+
+    async def send(name: str, text: str) -> None:
+        await queue.send_message(text)
+
+    async def credentials() -> Login:
+        return login
+
+    try:
+        server.create_folder(USER, "Drain")
+        await poll_account(store, send, account, credentials, datetime.now(UTC))  # starts from now
+        for n in range(count):
+            server.deliver(USER, b"".join(_message(4000, 1000 + n)), folder="Drain")
+        started = time.perf_counter()
+        result = await poll_account(store, send, account, credentials, datetime.now(UTC))
+        polled = time.perf_counter() - started
+        started, fetched, total = time.perf_counter(), 0, 0
+        while True:
+            batch = [m async for m in queue.receive_messages(messages_per_page=32, max_messages=32)]
+            if not batch:
+                break
+            for message in batch:
+                async with open_message(account, login, FetchRequest.parse(message.content)) as chunks:
+                    total += sum([len(c) async for c in chunks])
+                await queue.delete_message(message)
+                fetched += 1
+        return {
+            "queued": result.queued,
+            "poll_seconds": polled,
+            "fetched": fetched,
+            "fetch_seconds": time.perf_counter() - started,
+            "bytes": total,
+        }
+    finally:
+        await queues.close()
+        await service.close()
+
+
+def bench_imap(count: int = 1000) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-imap-") as folder:
+        directory = Path(folder)
+        ca = trustme.CA()
+        own = directory / "ca.pem"
+        ca.cert_pem.write_to_path(str(own))
+        bundle = write_ca_bundle(directory / "bundle.pem", own, os.environ)
+        previous = os.environ.get("SSL_CERT_FILE")
+        os.environ["SSL_CERT_FILE"] = str(bundle)
+        try:
+            with Dovecot(directory / "dovecot", ca) as server, Azurite(directory / "azurite") as azurite:
+                server.add_user(USER, PASSWORD)
+                peaks = _peaks(server, {**os.environ, "PYTHONPATH": str(ROOT)})
+                drain = asyncio.run(_drain(server, azurite.connection_string, count))
+        finally:
+            if previous is None:
+                os.environ.pop("SSL_CERT_FILE", None)
+            else:
+                os.environ["SSL_CERT_FILE"] = previous
+    return {"peaks": peaks, "drain": drain, "count": count}
+
+
+def print_imap(figures: dict[str, Any]) -> None:
+    print("IMAP (Dovecot): peak RSS of a fresh process fetching one message in chunks")
+    for row in figures["peaks"]:
+        print(f"  {row['label']:26} {row['peak_mib']:>6.0f}MiB  ({row['bytes']} bytes)")
+    by = {row["label"]: row for row in figures["peaks"]}
+    extra = by["one 100 MB message"]["peak_mib"] - by["one 1 MB message"]["peak_mib"]
+    print(f"  100 MB message peak minus 1 MB message peak: {extra:.0f} MiB (target: within 64 MiB)")
+    drain = figures["drain"]
+    print(f"Draining {figures['count']} small messages from one IMAP folder")
+    print(f"  poll (find, queue to mail-fetch):     {drain['poll_seconds']:>7.1f} s, {drain['queued']} queued")
+    print(f"  fetch (one connection per message):   {drain['fetch_seconds']:>7.1f} s, {drain['fetched']} read")

@@ -1,0 +1,72 @@
+"""Where each IMAP folder or POP3 maildrop was read up to, and which messages were handed on.
+
+- `sources/{account key}.json`: the cursor (IMAP: UIDVALIDITY and last UID; POP3: the UIDLs already
+  seen), the window mail is taken from, and the poll's claim, written with ETags like the folder
+  records of Graph mailboxes (`folders/`, which this prefix stays apart from).
+- `sources/{account key}/seen/{fingerprint}.json`: one mark per message queued for fetching, so a
+  message is recognised when its UID or UIDL can no longer be trusted (a recreated folder, a
+  server that renumbered its UIDLs, a poll that crashed before it saved the cursor).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..errors import StateConflict
+from ..storage import BlobStore
+
+
+@dataclass
+class SourceCursor:
+    account_key: str
+    account: str  # the account URL without its query, for status and logs
+    protocol: str
+    window_start: str  # mail that arrived before this is not the app's (the first poll's time less BACKFILL_HOURS)
+    uidvalidity: int | None = None  # IMAP
+    last_uid: int | None = None  # IMAP: every message up to this UID is queued (or was there before the window)
+    uidls: list[str] = field(default_factory=list)  # POP3: digests of the UIDLs seen, pruned to the maildrop
+    polling_at: str | None = None  # a poll's claim
+    last_poll_at: str | None = None
+    last_error: str | None = None
+    last_error_at: str | None = None
+    queued: int = 0  # messages queued for fetching, all time
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SourceCursor:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class CursorStore:
+    PREFIX = "sources/"
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self._blobs = blobs
+
+    @classmethod
+    def path(cls, account_key: str) -> str:
+        return f"{cls.PREFIX}{account_key}.json"
+
+    async def load(self, account_key: str) -> tuple[SourceCursor | None, str | None]:
+        found = await self._blobs.read_json(self.path(account_key))
+        if found is None:
+            return None, None
+        data, etag = found
+        return SourceCursor.from_dict(data), etag
+
+    async def save(self, cursor: SourceCursor, etag: str | None) -> str:
+        """Write if nobody else has since `etag` (create if None); StateConflict otherwise."""
+        return await self._blobs.write_json(self.path(cursor.account_key), asdict(cursor), etag)
+
+    def _mark(self, account_key: str, fingerprint: str) -> str:
+        return f"{self.PREFIX}{account_key}/seen/{fingerprint}.json"
+
+    async def seen(self, account_key: str, fingerprint: str) -> bool:
+        return await self._blobs.read_json(self._mark(account_key, fingerprint)) is not None
+
+    async def mark(self, account_key: str, fingerprint: str, ref: dict[str, Any]) -> None:
+        """Remember a queued message; one already marked (a poll that crashed after queueing) is fine."""
+        with contextlib.suppress(StateConflict):
+            await self._blobs.write_json(self._mark(account_key, fingerprint), ref, None)

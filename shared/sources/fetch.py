@@ -1,0 +1,86 @@
+"""A queued fetch request (`mail-fetch`) back to the message's bytes: `open_message` yields the MIME as an
+async iterator of chunks, from the same account folder, after checking the request still names it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from ..errors import MailMessageGone, QueueMessageError
+from ..settings import MailAccount, Settings
+from .common import Login
+from .imap.session import ImapSession
+from .pop3.session import Pop3Session
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    account: str  # MailAccount.key
+    protocol: str
+    folder: str
+    fingerprint: str
+    size: int
+    uidvalidity: int | None = None  # IMAP
+    uid: int | None = None  # IMAP
+    uidl: str | None = None  # POP3
+    message_id: str = ""
+
+    @classmethod
+    def parse(cls, body: str | bytes) -> FetchRequest:
+        try:
+            data = json.loads(body)
+            if data.get("type") != "fetch":
+                raise ValueError("not a fetch request")
+            request = cls(
+                account=str(data["account"]),
+                protocol=str(data["protocol"]),
+                folder=str(data["folder"]),
+                fingerprint=str(data["fingerprint"]),
+                size=int(data["size"]),
+                uidvalidity=int(data["uidvalidity"]) if data.get("uidvalidity") is not None else None,
+                uid=int(data["uid"]) if data.get("uid") is not None else None,
+                uidl=str(data["uidl"]) if data.get("uidl") is not None else None,
+                message_id=str(data.get("messageId") or ""),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise QueueMessageError(f"unreadable fetch request: {exc}") from None
+        if (request.protocol == "imap") != (request.uid is not None and request.uidvalidity is not None):
+            raise QueueMessageError("a fetch request names an IMAP message by UIDVALIDITY and UID, POP3 by UIDL")
+        if request.protocol == "pop3" and request.uidl is None:
+            raise QueueMessageError("a POP3 fetch request needs its UIDL")
+        return request
+
+    def account_of(self, settings: Settings) -> MailAccount:
+        account = settings.account_by_key(self.account)
+        if account is None:
+            raise QueueMessageError(f"account {self.account} is no longer in MAILBOXES")
+        return account
+
+
+@asynccontextmanager
+async def open_message(
+    account: MailAccount, login: Login, request: FetchRequest
+) -> AsyncIterator[AsyncIterator[bytes]]:
+    """The requested message's MIME as chunks. When the folder's UIDVALIDITY (or the server's UIDLs) changed
+    since the request was queued, the message is found again by fingerprint; MailMessageGone if it is gone."""
+    if account.protocol == "imap":
+        assert request.uid is not None and request.uidvalidity is not None
+        async with await ImapSession.open(account, login) as imap:
+            status = await imap.examine()
+            uid: int | None = request.uid
+            if status.uidvalidity != request.uidvalidity:
+                uid = await imap.find(request.fingerprint, request.message_id)
+            if uid is None:
+                raise MailMessageGone(str(account), f"no message with fingerprint {request.fingerprint} any more")
+            yield imap.stream(uid)
+    else:
+        assert request.uidl is not None
+        async with await Pop3Session.open(account, login) as pop3:
+            uidl: str | None = request.uidl
+            if request.uidl not in {e.uidl for e in await pop3.listing()}:
+                uidl = await pop3.find(request.fingerprint)
+            if uidl is None:
+                raise MailMessageGone(str(account), f"no message with fingerprint {request.fingerprint} any more")
+            yield pop3.stream(uidl)
