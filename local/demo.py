@@ -3,7 +3,9 @@
 Starts Azurite, the Azure simulator and the dev host running the app; the timer creates the
 subscriptions; mails with varied attachments arrive in two mailboxes; Graph's notifications reach
 the webhook; the ingest worker writes the files. Among them: an invoice forwarded as an attached mail
-(the invoice is extracted from it), a signature logo (inline: skipped), and a 100 MB scan (streamed in
+(the invoice is extracted from it), a signature logo (inline: skipped), a PDF Apple Mail marked inline
+(kept), a signed invoice (Graph lists it as one smime.p7m; the invoice comes out of it, its signature
+checked), a winmail.dat from an old Outlook, a zip of scans in folders, and a 100 MB scan (streamed in
 bounded memory). Every stored file is read back from Blob Storage and its sha256 compared with what
 was sent; skipped ones must be recorded as skipped.
 
@@ -18,11 +20,16 @@ past due and resyncs every folder, and those files are checked too. Exits 0 only
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import sys
 import time
+import zipfile
 import zlib
+from typing import Any
 
+from local.azuresim.tnef import TnefFile, encode_tnef
 from local.mailcheck import (
     BlobReader,
     Delivered,
@@ -101,6 +108,44 @@ def forwarded_invoice() -> dict[str, object]:
     }
 
 
+def _parts(mail: Delivered, files: dict[str, bytes]) -> Delivered:
+    """Tell the checks what the mail's one container holds (the simulator reports only the container)."""
+    mail.attachments[0]["parts"] = [
+        {"name": name, "kind": "file", "sha256": hashlib.sha256(data).hexdigest()} for name, data in files.items()
+    ]
+    return mail
+
+
+def containers(stack: Stack) -> list[Delivered]:
+    """A signed invoice, a winmail.dat and a zip: each arrives as the files inside it."""
+    winmail = {
+        "Rechnung 2026-1204 März.pdf": tiny_pdf("Rechnung 2026-1204"),
+        "Lieferschein 7790.pdf": tiny_pdf("Lieferschein 7790"),
+    }
+    scans = {
+        "Scans/2026-11/scan-0001.pdf": tiny_pdf("Scan 1"),
+        "Scans/2026-11/scan-0002.pdf": tiny_pdf("Scan 2"),
+        "index.csv": b"file,pages\nscan-0001.pdf,1\nscan-0002.pdf,1\n",
+    }
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for name, data in scans.items():
+            zipped.writestr(name, data)
+    signed: list[dict[str, Any]] = [
+        file_attachment("Invoice 2026-1203.pdf", tiny_pdf("Invoice 2026-1203"), "application/pdf"),
+    ]
+    tnef = encode_tnef([TnefFile(name, "application/pdf", data) for name, data in winmail.items()])
+    return [
+        deliver(stack, INVOICES, "Inbox", "Invoice 2026-1203 (signed)", signed, smime={"type": "clear-signed"}),
+        _parts(deliver(stack, INVOICES, "Inbox", "Rechnung from an old Outlook", [
+            file_attachment("winmail.dat", tnef, "application/ms-tnef"),
+        ]), winmail),
+        _parts(deliver(stack, SCANS, SCANS_FOLDER, "Scans of November, zipped", [
+            file_attachment("scans-2026-11.zip", archive.getvalue(), "application/zip"),
+        ]), scans),
+    ]  # fmt: skip
+
+
 def send_mails(stack: Stack) -> list[Delivered]:
     return [
         deliver(stack, INVOICES, "Inbox", "Invoice 2026-1187", [
@@ -119,6 +164,10 @@ def send_mails(stack: Stack) -> list[Delivered]:
             file_attachment("Order 5512.pdf", tiny_pdf("Order 5512"), "application/pdf"),
             file_attachment("signature-logo.png", tiny_png(48, 16), "image/png", isInline=True),
         ]),
+        deliver(stack, INVOICES, "Inbox", "Invoice 2026-1202 from an iPhone", [
+            file_attachment("Invoice 2026-1202.pdf", tiny_pdf("Invoice 2026-1202"), "application/pdf", isInline=True),
+        ]),
+        *containers(stack),
         deliver(stack, SCANS, SCANS_FOLDER, "Scanner batch 0042", [
             generated_attachment("scan-batch-0042.tif", 20 * 1024 * 1024, 42, "image/tiff"),
         ]),
@@ -256,7 +305,8 @@ def main() -> int:
             return 1
         mails = send_mails(stack)
         print(f"Delivered {len(mails)} mails with {sum(len(m.attachments) for m in mails)} attachments; waiting ...")
-        print("(the files inside the forwarded mail are extracted too; inline logos are recorded as skipped)")
+        print("(the files inside the forwarded mail, the signed mail, the winmail.dat and the zip are extracted too;")
+        print(" inline logos are recorded as skipped, an inline PDF is kept)")
         checks, complete = verify(stack, mails)
         print()
         print_table(checks)

@@ -20,6 +20,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from local.stack import Stack
 from shared.layout import MANIFEST, message_key, message_prefix, parse_graph_time
+from shared.rules import is_image
 
 
 def file_attachment(name: str, content: bytes, content_type: str, **extra: Any) -> dict[str, Any]:
@@ -86,9 +87,10 @@ def deliver(
     subject: str,
     attachments: list[dict[str, Any]],
     sender: str = "supplier@fabrikam.example",
-    **recipients: list[str],
+    **message: Any,
 ) -> Delivered:
-    """A mail into the simulated mailbox (Graph notifies the app); `to=[...]`, `cc=[...]` set its recipients."""
+    """A mail into the simulated mailbox (Graph notifies the app). `message`: more of the control API's mail
+    fields, e.g. `to=[...]`, `cc=[...]` or `smime={"type": "clear-signed"}`."""
     answer = stack.control(
         "POST",
         "/_sim/mail",
@@ -99,7 +101,7 @@ def deliver(
             "from": sender,
             "body": f"Please find attached: {subject}",
             "attachments": attachments,
-            **recipients,
+            **message,
         },
     )
     return Delivered(
@@ -144,16 +146,18 @@ class Expected:
 
 
 def expected_files(attachments: list[dict[str, Any]], parent: str | None = None) -> list[Expected]:
-    """What the app should make of the attachments the simulator reports, files inside attached mails
-    included: stored files with their sha256, inline images skipped, links recorded."""
+    """What the app should make of the attachments the simulator reports, files inside attached mails and
+    signed or encrypted ones (`parts`) included: stored files with their sha256, inline images skipped,
+    links recorded."""
     out: list[Expected] = []
     for sent in attachments:
         inline = bool(sent.get("isInline", sent.get("inline", False)))
         kind = sent.get("kind", "file")
-        expect = "link" if kind == "reference" else "skipped" if inline else "stored"
+        image = is_image(sent["name"], sent.get("contentType"))
+        expect = "link" if kind == "reference" else "skipped" if inline and image else "stored"
         out.append(Expected(sent["name"], str(sent.get("sha256") or ""), expect, parent))
-        if kind == "item":
-            out += expected_files(sent.get("parts", []), sent["name"])
+        if sent.get("parts"):
+            out += expected_files(sent["parts"], sent["name"])
     return out
 
 
@@ -178,6 +182,10 @@ class BlobReader:
             digest.update(chunk)
             size += len(chunk)
         return size, digest.hexdigest()
+
+    def read(self, path: str) -> bytes:
+        """A small blob's bytes."""
+        return bytes(self._container.get_blob_client(path).download_blob().readall())
 
     def names(self, prefix: str = "") -> list[str]:
         return sorted(b.name for b in self._container.list_blobs(name_starts_with=prefix))

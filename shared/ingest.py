@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,13 +39,15 @@ from .layout import (
 )
 from .logs import log_event
 from .messages import ChangeMessage
-from .mime import MimeExtractor, MimePart
 from .pipeline.handoff import HandOff
 from .pipeline.routes import Attachment, Decision, MailFacts, decide
-from .rules import AfterIngest
+from .rules import AfterIngest, SaveMail
 from .runtime import Runtime
 from .settings import MailboxFolder
 from .storage import BlobStore, BlobWriter, StoredBlob
+from .unpack.base import Encrypted, Found, Note, Signature, Sink
+from .unpack.smime import DecryptionKey
+from .unpack.tree import Unpacker, kind_of
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ MESSAGE_SELECT = (
     "id,subject,from,toRecipients,ccRecipients,receivedDateTime,internetMessageId,hasAttachments,parentFolderId,"
     "isRead,categories"
 )
+MESSAGE_FILE = "message.eml"  # SAVE_MESSAGE: the mail's MIME
 ATTACHMENT_SELECT = "id,name,contentType,size,isInline"
 # contentBytes kept in memory per file and per message; anything beyond streams from /$value.
 INLINE_PER_FILE = 4 * 1024 * 1024
@@ -73,19 +76,24 @@ class AttachmentsFailed(IngestError):
 
 @dataclass
 class Entry:
-    """One line of the manifest: an attachment, or a file found inside an attached mail."""
+    """One line of the manifest: an attachment, or a file found inside a container (an attached mail,
+    S/MIME, winmail.dat, a zip)."""
 
     name: str
-    kind: str  # file | item | reference
+    kind: str  # file | item | reference | message (the mail's MIME) | body
     content_type: str | None
     size: int | None
     file: str | None = None  # its name in the message's folder
     blob: str | None = None
     sha256: str | None = None
-    parent: str | None = None  # `file` of the attached mail it came from
+    parent: str | None = None  # `file` of the container it came from
     url: str | None = None
     skipped: str | None = None
     failed: str | None = None
+    path: str | None = None  # its path inside a zip archive, as recorded there
+    signature: dict[str, Any] | None = None  # S/MIME: the signature's verdict
+    encrypted: dict[str, Any] | None = None  # S/MIME: the envelope's recipients, whether it was opened
+    problem: str | None = None  # a container that could not be read to the end, or only in part
     children: list[Entry] = field(default_factory=list)
 
     def record(self, stored: StoredBlob) -> None:
@@ -104,6 +112,10 @@ class Entry:
             "url": self.url,
             "skipped": self.skipped,
             "failed": self.failed,
+            "path": self.path,
+            "signature": self.signature,
+            "encrypted": self.encrypted,
+            "problem": self.problem,
         }
         return {k: v for k, v in fields.items() if v is not None}
 
@@ -130,13 +142,22 @@ def _message_path(mailbox: str, message_id: str) -> str:
     return f"users/{quote(mailbox, safe='@')}/messages/{quote(message_id, safe='')}"
 
 
+def _body_file(message: dict[str, Any]) -> str:
+    html = str((message.get("body") or {}).get("contentType") or "").lower() == "html"
+    return "body.html" if html else "body.txt"
+
+
 def _with_extension(name: str, ext: str) -> str:
     return name if name.lower().endswith(ext) else f"{name}{ext}"
 
 
+def _select(rt: Runtime) -> str:
+    return MESSAGE_SELECT + (",body" if rt.settings.save.body != "never" else "")
+
+
 async def _fetch(rt: Runtime, folder: MailboxFolder, path: str) -> ExpandedMessage:
     """The message with its attachments, small ones' bytes included, in one request."""
-    params = {"$select": MESSAGE_SELECT, "$expand": "attachments"}
+    params = {"$select": _select(rt), "$expand": "attachments"}
     try:
         reader = ContentBytesReader(INLINE_PER_FILE, INLINE_PER_MESSAGE)
         async with rt.graph.stream("GET", path, mailbox=folder.mailbox, params=params) as response:
@@ -149,12 +170,13 @@ async def _fetch(rt: Runtime, folder: MailboxFolder, path: str) -> ExpandedMessa
         # Should expanding the bytes fail (a very large mail), the attachments' metadata alone will do:
         # every file then streams from /$value.
         log_event(logger, "ingest.expand_failed", logging.WARNING, mailbox=folder.mailbox, reason=one_line(exc))
-    params = {"$select": MESSAGE_SELECT, "$expand": f"attachments($select={ATTACHMENT_SELECT})"}
+    params = {"$select": _select(rt), "$expand": f"attachments($select={ATTACHMENT_SELECT})"}
     return ExpandedMessage(await rt.graph.request("GET", path, mailbox=folder.mailbox, params=params), [])
 
 
 class _Job:
-    """Stores one message's attachments under `prefix`."""
+    """Stores one message's attachments under `prefix`, and is the unpacker's handler: every file found
+    inside a container becomes an `Entry` under the container's."""
 
     def __init__(self, rt: Runtime, folder: MailboxFolder, path: str, prefix: str, key: str) -> None:
         self.rt = rt
@@ -164,34 +186,39 @@ class _Job:
         self.prefix = prefix
         self.key = key
         self.names = UniqueNames()
-        self.store = rt.attachments  # the deciding route's container
+        self.store = rt.attachments  # the container this mail's files go to
+        self.unpacker: Unpacker[Entry] = Unpacker(self, rt.settings.unpack, self._keys)
         self.tags: dict[str, str] = {}  # the deciding route's blob index tags, all but `kind`
 
     def route_to(self, decision: Decision, store: BlobStore) -> None:
         self.prefix, self.store, self.tags = decision.prefix, store, dict(decision.tags)
 
-    def _metadata(self, original: str, parent: str | None = None) -> dict[str, str]:
+    async def _keys(self) -> Sequence[DecryptionKey]:
+        return await self.rt.smime_keys.get()
+
+    def _metadata(self, entry: Entry) -> dict[str, str]:
         metadata = {
             "mailbox": metadata_value(self.folder.mailbox),
             "messagekey": self.key,
-            "originalname": metadata_value(original),
+            "originalname": metadata_value(entry.name),
         }
-        if parent:
-            metadata["parent"] = metadata_value(parent)
+        if entry.parent:
+            metadata["parent"] = metadata_value(entry.parent)
+        if entry.path:
+            metadata["archivepath"] = metadata_value(entry.path)
         return metadata
 
-    async def _writer(self, entry: Entry, parent: str | None = None) -> BlobWriter:
+    async def _writer(self, entry: Entry) -> BlobWriter:
         assert entry.file is not None
         content_type = entry.content_type or "application/octet-stream"
         return await self.store.writer(
-            f"{self.prefix}/{entry.file}",
-            content_type,
-            self._metadata(entry.name, parent),
-            {**self.tags, "kind": entry.kind},
+            f"{self.prefix}/{entry.file}", content_type, self._metadata(entry), {**self.tags, "kind": entry.kind}
         )
 
-    async def _value(self, attachment_id: str) -> AsyncIterator[bytes]:
-        value = f"{self.path}/attachments/{quote(attachment_id, safe='')}/$value"
+    def _value(self, attachment_id: str) -> AsyncIterator[bytes]:
+        return self._download(f"{self.path}/attachments/{quote(attachment_id, safe='')}/$value")
+
+    async def _download(self, value: str) -> AsyncIterator[bytes]:
         try:
             async with self.rt.graph.stream("GET", value, mailbox=self.folder.mailbox) as response:
                 async for chunk in response.aiter_bytes(STREAM_CHUNK):
@@ -199,28 +226,44 @@ class _Job:
         except httpx.HTTPError as exc:  # the connection broke mid-body
             raise GraphThrottled(0, type(exc).__name__, str(exc) or "download interrupted", "GET $value") from exc
 
+    def unpacks(self, entry: Entry) -> bool:
+        """Whether a mail's own attachment is a container to open: even when its own file is not kept (a
+        type filter), unless it is too large to download at all."""
+        if entry.kind not in ("file", "item") or entry.file is None:
+            return False
+        if entry.size is not None and self.rules.size_skip(entry.size):
+            return False
+        return self.unpacker.kind(Found(entry.file, entry.content_type or ""), 1) is not None
+
     def plan(self, expanded: ExpandedMessage) -> list[tuple[Entry, dict[str, Any]]]:
-        """Per attachment, in Graph's order: its name in the folder, or why it is skipped."""
+        """Per attachment, in Graph's order: its name in the folder, or why it is skipped. The mail's own
+        files (SAVE_MESSAGE, SAVE_BODY) have fixed names, taken first."""
+        save = self.rt.settings.save
+        if save.message != "never":
+            self.names.take(MESSAGE_FILE)
+        if save.body != "never":
+            self.names.take(_body_file(expanded.body))
         planned = []
         for attachment in expanded.body.get("attachments") or []:
             kind = _kind(attachment)
             raw_name = str(attachment.get("name") or "")
             content_type = str(attachment.get("contentType") or "") or None
             size = attachment.get("size")
+            inline = bool(attachment.get("isInline"))
             entry = Entry(raw_name, kind, content_type, size if isinstance(size, int) else None)
             if kind == "reference":
                 entry.url = str(attachment.get("sourceUrl") or "") or None
                 entry.skipped = "link to a cloud file: recorded, not downloaded"
-            elif kind == "item":
-                ext = ITEM_EXTENSIONS.get((content_type or "").lower(), ".eml")
-                entry.content_type = content_type or "message/rfc822"
-                entry.file = self.names.take(_with_extension(sanitize_name(raw_name, "attached message"), ext))
-                inline = bool(attachment.get("isInline"))
-                entry.skipped = self.rules.skip_reason(entry.file, entry.content_type, inline, entry.size)
             else:
-                safe = sanitize_name(raw_name)
-                entry.skipped = self.rules.skip_reason(safe, content_type, bool(attachment.get("isInline")), entry.size)
-                if entry.skipped is None:
+                if kind == "item":
+                    ext = ITEM_EXTENSIONS.get((content_type or "").lower(), ".eml")
+                    entry.content_type = content_type or "message/rfc822"
+                    safe = _with_extension(sanitize_name(raw_name, "attached message"), ext)
+                else:
+                    safe = sanitize_name(raw_name)
+                entry.skipped = self.rules.skip_reason(safe, entry.content_type, inline, entry.size)
+                # A container not kept itself still gets a name: the files found in it name it as parent.
+                if entry.skipped is None or self.unpacker.kind(Found(safe, entry.content_type or ""), 1):
                     entry.file = self.names.take(safe)
             planned.append((entry, attachment))
         return planned
@@ -238,59 +281,136 @@ class _Job:
                 await writer.write(chunk)
         entry.record(await writer.commit())
 
-    def extracts(self, entry: Entry) -> bool:
-        """Whether the files inside this attachment are extracted: an attached mail, when enabled."""
-        return self.rules.extract_attached_mail and (entry.file or "").endswith(".eml")
-
-    async def store_item(self, entry: Entry, attachment: dict[str, Any]) -> None:
-        """An attached mail: its MIME as `.eml`, and the files inside it, from one `/$value` stream."""
-        extract = self.extracts(entry)
-        writer = await self._writer(entry) if entry.skipped is None else None
-        if writer is not None and not extract:
-            existing = await self.store.stored(writer.path)
-            if existing is not None:
-                entry.record(existing)
-                return
+    async def store_container(self, entry: Entry, attachment: dict[str, Any], content: bytes | None) -> None:
+        """An attachment that holds files (an attached mail, smime.p7m, winmail.dat, a zip): its bytes go to
+        its blob and its unpacker from one stream, `/$value` or the `contentBytes` already read."""
+        assert entry.file is not None
         entry.children.clear()  # a retry extracts afresh
-        extractor: MimeExtractor[_Extracted] | None = None
-        if extract:
-            top = _Extracted(self, entry, None)
-            extractor = MimeExtractor(top.open_child, self.rules.attached_mail_depth, parent=top)
-        async for chunk in self._value(str(attachment["id"])):
-            if writer is not None:
+        writer = await self._writer(entry) if entry.skipped is None else None
+        sink = self.unpacker.attachment(
+            entry, Found(entry.file, entry.content_type or ""), _Extracted(self, entry, writer)
+        )
+        assert sink is not None
+        try:
+            if content:
+                await sink.write(content)
+            else:
+                async for chunk in self._value(str(attachment["id"])):
+                    await sink.write(chunk)
+            await sink.close()
+        except BaseException:
+            await self.unpacker.abort()
+            raise
+
+    async def save_mail(self, message: dict[str, Any], entries: list[Entry]) -> list[Entry]:
+        """SAVE_MESSAGE and SAVE_BODY: the mail's MIME and its body, when asked for."""
+        save = self.rt.settings.save
+        kept = any(e.blob for top in entries for e in top.flat())
+        saved = []
+        if SaveMail.wanted(save.message, kept):
+            entry = Entry(MESSAGE_FILE, "message", "message/rfc822", None, file=MESSAGE_FILE)
+            await _attempt(entry, self.store_message(entry))
+            saved.append(entry)
+        if SaveMail.wanted(save.body, kept):
+            name = _body_file(message)
+            content_type = f"text/{'html' if name.endswith('.html') else 'plain'}; charset=utf-8"
+            entry = Entry(name, "body", content_type, None, file=name)
+            await _attempt(entry, self.store_body(entry, message))
+            saved.append(entry)
+        return saved
+
+    async def store_message(self, entry: Entry) -> None:
+        """The mail's MIME from `GET /messages/{id}/$value`, streamed. Graph may refuse it (very large mails,
+        graph_facts §8): that is recorded as the reason, not retried."""
+        writer = await self._writer(entry)
+        existing = await self.store.stored(writer.path)
+        if existing is not None:
+            entry.record(existing)
+            return
+        try:
+            async for chunk in self._download(f"{self.path}/$value"):
                 await writer.write(chunk)
-            if extractor is not None:
-                await extractor.feed(chunk)
-        if extractor is not None:
-            await extractor.close()
-        if writer is not None:
-            entry.record(await writer.commit())
+        except (GraphThrottled, GraphAuthError):
+            raise  # a passing outage or a permission: the queue retries, as for any request
+        except GraphError as exc:
+            entry.skipped = f"Graph refused the MIME export: {one_line(exc)}"
+            log_event(
+                logger, "ingest.mime_refused", logging.WARNING,
+                mailbox=self.folder.mailbox, message_key=self.key, reason=entry.skipped,
+            )  # fmt: skip
+            return
+        entry.record(await writer.commit())
+
+    async def store_body(self, entry: Entry, message: dict[str, Any]) -> None:
+        writer = await self._writer(entry)
+        await writer.write(str((message.get("body") or {}).get("content") or "").encode())
+        entry.record(await writer.commit())
+
+    # -- the unpacker's handler --------------------------------------------------------------------
+    async def open(self, parent: Entry, found: Found, container: bool) -> tuple[Entry, Sink | None] | None:
+        is_message = kind_of(found.name, found.content_type) == "message"
+        name = sanitize_name(found.name, "attached message" if is_message else "attachment")
+        if is_message:
+            name = _with_extension(name, ".eml")
+        # A zip entry is named by its path as recorded (its file name is that path folded).
+        entry = Entry(found.path or found.name, "file", found.content_type, None, parent=parent.file, path=found.path)
+        parent.children.append(entry)
+        entry.skipped = found.skipped or self.rules.skip_reason(name, found.content_type, found.inline, None)
+        if entry.skipped is not None and not container:
+            return entry, None  # recorded, read past
+        entry.file = self.names.take(name)
+        writer = await self._writer(entry) if entry.skipped is None else None
+        return entry, _Extracted(self, entry, writer)
+
+    def note(self, entry: Entry, note: Note) -> None:
+        fields: dict[str, Any] = {"mailbox": self.folder.mailbox, "message_key": self.key, "file": entry.file}
+        if isinstance(note, Signature):
+            if entry.signature is None or (entry.signature["status"] == "valid" and note.status != "valid"):
+                entry.signature = note.to_json()
+            level = logging.INFO if note.status == "valid" else logging.WARNING
+            log_event(
+                logger, "unpack.signature", level, **fields, status=note.status, signer=note.signer, reason=note.reason
+            )
+        elif isinstance(note, Encrypted):
+            entry.encrypted = note.to_json()
+            if not note.decrypted:
+                reason = note.reason or "not decrypted"
+                log_event(
+                    logger,
+                    "unpack.encrypted",
+                    logging.WARNING,
+                    **fields,
+                    recipients=list(note.recipients),
+                    reason=reason,
+                )
+        else:
+            entry.problem = note.reason
+            log_event(logger, "unpack.problem", logging.WARNING, **fields, reason=note.reason)
+
+    async def discard(self, entry: Entry, reason: str) -> None:
+        """A refused container (a zip bomb): the blobs of what was found in it before are deleted."""
+        below = [e for child in entry.children for e in child.flat()]
+        for found in below:
+            if found.blob:
+                await self.store.delete(found.blob)
+        entry.children.clear()
+        entry.skipped = reason
+        entry.blob = entry.sha256 = None
+        log_event(
+            logger, "unpack.refused", logging.WARNING,
+            mailbox=self.folder.mailbox, message_key=self.key, file=entry.file, reason=reason, discarded=len(below),
+        )  # fmt: skip
 
 
 class _Extracted:
-    """A file inside an attached mail, as the MIME streams past: written to its blob unless a
-    rule skips it (the size rules are judged once its length is known)."""
+    """A file found inside a container, as it streams past: written to its blob unless a rule skips it
+    (the size rules are judged once its length is known)."""
 
     def __init__(self, job: _Job, entry: Entry, writer: BlobWriter | None) -> None:
         self.job = job
         self.entry = entry
         self.writer = writer
         self.size = 0
-
-    async def open_child(self, part: MimePart[_Extracted]) -> _Extracted | None:
-        job, rules = self.job, self.job.rules
-        parent = part.parent.entry if part.parent is not None else self.entry
-        name = sanitize_name(part.name, "attached message" if part.is_message else "attachment")
-        if part.is_message:
-            name = _with_extension(name, ".eml")
-        entry = Entry(part.name, "file", part.content_type, None, parent=parent.file)
-        parent.children.append(entry)
-        entry.skipped = rules.skip_reason(name, part.content_type, part.inline, None)
-        if entry.skipped is not None and not part.is_message:
-            return None  # read past, not kept
-        entry.file = job.names.take(name)
-        writer = await job._writer(entry, parent.file) if entry.skipped is None else None
-        return _Extracted(job, entry, writer)
 
     async def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -389,6 +509,7 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
         entries = [entry for entry, _ in planned]
         await _store(job, planned, expanded)
         await _reference_urls(rt, folder, path, planned)
+        entries += await job.save_mail(message, entries)
         final = _manifest(folder, change, message, received, key, entries, decision)
         try:
             await store.write_json(
@@ -438,20 +559,26 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
 
 
 async def _store(job: _Job, planned: list[tuple[Entry, dict[str, Any]]], expanded: ExpandedMessage) -> None:
-    """Files in parallel (the Graph client bounds requests per mailbox); attached mails one after
-    another, so the names of the files found inside them are the same on every attempt."""
+    """Files in parallel (the Graph client bounds requests per mailbox); containers (attached mails,
+    S/MIME, winmail.dat, zips) one after another, so the names of the files found inside them are the
+    same on every attempt."""
 
-    async def items() -> None:
+    async def containers() -> None:
         for entry, attachment in planned:
-            if entry.kind == "item" and (entry.skipped is None or job.extracts(entry)):
-                await _attempt(entry, job.store_item(entry, attachment))
+            if job.unpacks(entry):
+                await _attempt(entry, job.store_container(entry, attachment, expanded.content_of(attachment)))
 
     files = [
         _attempt(entry, job.store_file(entry, attachment, expanded.content_of(attachment)))
         for entry, attachment in planned
-        if entry.kind == "file" and entry.skipped is None
+        if entry.kind in ("file", "item") and entry.skipped is None and not job.unpacks(entry)
     ]
-    await asyncio.gather(items(), *files)
+    await asyncio.gather(containers(), *files)
+    for entry, _ in planned:
+        for found in entry.flat()[1:]:
+            if found.file and not (found.blob or found.skipped or found.failed):
+                # Its container broke off before the file was whole (the container records why).
+                found.skipped = "incomplete: its container ends early or is damaged"
 
 
 async def _reference_urls(
@@ -483,7 +610,7 @@ def _facts(job: _Job, message: dict[str, Any], received: datetime, planned: list
         recipients=tuple(a for a in map(_address, recipients) if a),
         subject=str(message.get("subject") or ""),
         attachments=tuple(Attachment(e.name, e.content_type) for e in documents),
-        has_kept_file=any(e.skipped is None or job.extracts(e) for e in documents),
+        has_kept_file=any(e.skipped is None or job.unpacks(e) for e in documents),
     )
 
 

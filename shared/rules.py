@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from typing import Literal
 
 # Exchange's largest configurable message size (graph_facts §8): no attachment can be larger.
 MAX_ATTACHMENT_BYTES = 150 * 1024 * 1024
+# What a mail client places in the text as a picture (logos, signatures, screenshots).
+IMAGE_EXTENSIONS = frozenset(
+    {"png", "jpg", "jpeg", "jpe", "gif", "bmp", "dib", "tif", "tiff", "webp", "svg", "ico", "emf", "wmf", "heic"}
+)
+
+
+def is_image(name: str, content_type: str | None) -> bool:
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    ext = name.rsplit(".", 1)[1].lower() if "." in name else ""
+    return ctype.startswith("image/") or ext in IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -19,8 +30,6 @@ class AttachmentRules:
     min_bytes: int = 0
     max_bytes: int = MAX_ATTACHMENT_BYTES
     include_inline: bool = False
-    extract_attached_mail: bool = True
-    attached_mail_depth: int = 3
 
     def type_skip(self, name: str, content_type: str | None) -> str | None:
         """Allowed if the extension or the content type is on a list (a list not set allows all)."""
@@ -42,13 +51,31 @@ class AttachmentRules:
         return None
 
     def skip_reason(self, name: str, content_type: str | None, inline: bool, size: int | None) -> str | None:
-        """The reason to skip, judged before download (`size` None: not known yet)."""
-        if inline and not self.include_inline:
-            return "inline (INCLUDE_INLINE_ATTACHMENTS is off)"
+        """The reason to skip, judged before download (`size` None: not known yet). Only inline images
+        are skipped as inline: `isInline` is the sender's flag, and Apple Mail marks PDFs inline."""
+        if inline and not self.include_inline and is_image(name, content_type):
+            return "inline image (INCLUDE_INLINE_ATTACHMENTS is off)"
         reason = self.type_skip(name, content_type)
         if reason is None and size is not None:
             reason = self.size_skip(size)
         return reason
+
+
+SaveMode = Literal["never", "always", "no-files"]
+SAVE_MODES: tuple[SaveMode, ...] = ("never", "always", "no-files")
+
+
+@dataclass(frozen=True)
+class SaveMail:
+    """SAVE_MESSAGE and SAVE_BODY: the mail itself (its MIME, as message.eml) and its body (body.html or
+    body.txt) stored beside its files; `no-files`: only when no file of the mail was kept."""
+
+    message: SaveMode = "never"
+    body: SaveMode = "never"
+
+    @staticmethod
+    def wanted(mode: SaveMode, files_kept: bool) -> bool:
+        return mode == "always" or (mode == "no-files" and not files_kept)
 
 
 @dataclass(frozen=True)

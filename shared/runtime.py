@@ -14,6 +14,7 @@ from .graph import GraphClient
 from .known_subscriptions import KnownSubscriptions
 from .retry import RetryPolicy
 from .settings import Settings, get_settings
+from .smimekeys import SmimeKeys
 from .state import StateStore
 from .storage import BlobStore, blob_service, queue_service
 from .vault import CLIENT_STATE_SECRET, Vault
@@ -35,6 +36,7 @@ class Runtime:
     state: BlobStore
     queues: QueueServiceClient
     tokens: Tokens  # AppTokens, or DelegatedTokens in delegated mode
+    smime_keys: SmimeKeys
     subscriptions: KnownSubscriptions  # the webhook's view of which subscription each folder has
     folder_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # (mailbox, path) → id, for moves
     _containers: dict[str, BlobStore] = field(default_factory=dict)
@@ -122,6 +124,7 @@ def build_runtime(settings: Settings) -> Runtime:
         state=state,
         queues=queue_service(settings.storage, credential),
         tokens=tokens,
+        smime_keys=SmimeKeys(settings, vault),
         subscriptions=KnownSubscriptions(subscription_of),
     )
 

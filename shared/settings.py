@@ -19,7 +19,16 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from .errors import SettingsError
 from .layout import CONTAINER_NAME
 from .pipeline.routes import Route, RouteError, parse_routes
-from .rules import MAX_ATTACHMENT_BYTES, AfterIngest, AttachmentRules, parse_after_ingest
+from .rules import (
+    MAX_ATTACHMENT_BYTES,
+    SAVE_MODES,
+    AfterIngest,
+    AttachmentRules,
+    SaveMail,
+    SaveMode,
+    parse_after_ingest,
+)
+from .unpack.options import ArchiveLimits, UnpackOptions
 
 AuthMode = Literal["application", "delegated"]
 
@@ -162,6 +171,9 @@ class Settings:
     full_resync_hours: int = 72
     token_refresh_hours: int = 24
     rules: AttachmentRules = field(default_factory=AttachmentRules)
+    unpack: UnpackOptions = field(default_factory=UnpackOptions)
+    smime_certificates: tuple[str, ...] = ()  # Key Vault certificates whose keys open encrypted mail
+    save: SaveMail = field(default_factory=SaveMail)
     after_ingest: AfterIngest = field(default_factory=AfterIngest)
     after_ingest_by_folder: Mapping[str, AfterIngest] = field(default_factory=dict)  # by MailboxFolder.key
     routes: tuple[Route, ...] = ()  # ROUTES or ROUTES_FILE, in order
@@ -454,12 +466,45 @@ def _rules(env: Mapping[str, str]) -> AttachmentRules:
         min_bytes=_int(env, "ATTACHMENT_MIN_BYTES", 0, 0, MAX_ATTACHMENT_BYTES),
         max_bytes=_int(env, "ATTACHMENT_MAX_BYTES", MAX_ATTACHMENT_BYTES, 1, MAX_ATTACHMENT_BYTES),
         include_inline=_bool(env, "INCLUDE_INLINE_ATTACHMENTS", False),
-        extract_attached_mail=_bool(env, "EXTRACT_ATTACHED_MAIL", True),
-        attached_mail_depth=_int(env, "ATTACHED_MAIL_MAX_DEPTH", 3, 1, 10),
     )
     if rules.min_bytes > rules.max_bytes:
         raise SettingsError("ATTACHMENT_MIN_BYTES", f"is above ATTACHMENT_MAX_BYTES ({rules.max_bytes})")
     return rules
+
+
+def _unpack(env: Mapping[str, str]) -> UnpackOptions:
+    """UNPACK_MAX_DEPTH is the one depth for every container; ATTACHED_MAIL_MAX_DEPTH, its old name (attached
+    mails only), is still read when the new one is not set."""
+    old = env.get("ATTACHED_MAIL_MAX_DEPTH", "").strip()
+    depth_name = (
+        "ATTACHED_MAIL_MAX_DEPTH" if old and not env.get("UNPACK_MAX_DEPTH", "").strip() else "UNPACK_MAX_DEPTH"
+    )
+    return UnpackOptions(
+        max_depth=_int(env, depth_name, 5, 1, 10),
+        attached_mail=_bool(env, "EXTRACT_ATTACHED_MAIL", True),
+        archives=_bool(env, "EXTRACT_ARCHIVES", True),
+        archive=ArchiveLimits(
+            max_files=_int(env, "ARCHIVE_MAX_FILES", 1000, 1, 100_000),
+            max_bytes=_int(env, "ARCHIVE_MAX_BYTES", 1024**3, 1024 * 1024, 64 * 1024**3),
+            max_ratio=_int(env, "ARCHIVE_MAX_RATIO", 100, 2, 10_000),
+        ),
+    )
+
+
+def _save_mode(env: Mapping[str, str], name: str) -> SaveMode:
+    raw = env.get(name, "").strip().lower() or "never"
+    for mode in SAVE_MODES:
+        if raw == mode:
+            return mode
+    raise SettingsError(name, f"must be one of {', '.join(SAVE_MODES)}, got {raw!r}")
+
+
+def _vault_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in env.get(name, "").split(",") if n.strip()))
+    for value in names:
+        if not _VAULT_NAME.match(value):
+            raise SettingsError(name, f"{value!r} is not a Key Vault certificate name")
+    return names
 
 
 def _after_ingest(name: str, text: str) -> AfterIngest:
@@ -629,6 +674,9 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         full_resync_hours=_int(env, "FULL_RESYNC_HOURS", 72, 1, 24 * 90),
         token_refresh_hours=_int(env, "TOKEN_REFRESH_HOURS", 24, 1, MAX_TOKEN_REFRESH_HOURS),
         rules=_rules(env),
+        unpack=_unpack(env),
+        smime_certificates=_vault_names(env, "SMIME_CERTIFICATES"),
+        save=SaveMail(_save_mode(env, "SAVE_MESSAGE"), _save_mode(env, "SAVE_BODY")),
         after_ingest=_after_ingest("AFTER_INGEST", env.get("AFTER_INGEST", "")),
         after_ingest_by_folder=_after_ingest_by_folder(env.get("AFTER_INGEST_BY_MAILBOX", ""), mailboxes),
         routes=_routes(env, state_container),

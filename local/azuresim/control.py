@@ -12,11 +12,13 @@ import re
 import secrets
 import uuid
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 
 from .clock import Clock, graph_datetime, graph_datetime_7
 from .content import BytesContent, Content, GeneratedContent, sha256_hex
@@ -25,10 +27,12 @@ from .errors import ControlError
 from .faults import Faults
 from .graph_mail import Mail
 from .graph_subscriptions import Subscriptions
-from .mime import MimeContent, mime_parts
+from .mime import MimeContent, envelope_headers, mime_parts
 from .notifications import LIFECYCLE_EVENTS, Notifier
 from .requestlog import RequestLog
+from .smime import SMIME_KINDS, Signers, sealed
 from .store import Attachment, EmailAddress, Mailbox, Message, Store, change_key, exchange_id
+from .zips import ZipContent, ZipEntry
 
 MAX_GENERATED_SIZE = 2**31 - 1  # Graph's attachment size is an Int32
 MAX_ITEM_DEPTH = 30  # attachment-get: item attachments nest "up to 30 levels"
@@ -74,8 +78,9 @@ def _content_bytes_options(body: dict[str, Any]) -> tuple[int | None, str | None
 def _digest(attachments: list[Attachment]) -> None:
     """sha256 of every attachment, innermost first (runs in a thread: large content takes a while)."""
     for attachment in attachments:
-        if attachment.item is not None:
-            _digest(attachment.item.attachments)
+        for inner in (attachment.item, attachment.sealed):
+            if inner is not None:
+                _digest(inner.attachments)
         if attachment.content is not None:
             attachment.sha256 = sha256_hex(attachment.content)
 
@@ -91,8 +96,9 @@ def _described(attachment: Attachment) -> dict[str, Any]:
         "sha256": attachment.sha256,
         "contentId": attachment.content_id,
     }
-    if attachment.item is not None:
-        body["parts"] = [{**_described(a), "inline": a.is_inline} for a in mime_parts(attachment.item)]
+    inner = attachment.item or attachment.sealed
+    if inner is not None:
+        body["parts"] = [{**_described(a), "inline": a.is_inline} for a in mime_parts(inner)]
     return body
 
 
@@ -119,6 +125,7 @@ class Control:
     ) -> None:
         self.mail = mail
         self.store = store
+        self.signers = Signers()
         self.clock = clock
         self.delivery = delivery
         self.notifier = notifier
@@ -169,7 +176,24 @@ class Control:
             mailbox.folder_by_path(path, create=True)
         return web.json_response({"id": mailbox.id, "address": mailbox.address}, status=201 if created else 200)
 
+    def _zip(self, spec: Any, name: str) -> ZipContent:
+        entries = spec.get("entries") if isinstance(spec, dict) else None
+        if not isinstance(entries, list) or not entries:
+            raise _bad(f'attachment \'{name}\': \'zip\' must be {{"entries": [{{"path", content or "bomb"}}]}}')
+        made = []
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                raise _bad(f"attachment '{name}': each zip entry needs a 'path'")
+            bomb = entry.get("bomb", 0)
+            if not isinstance(bomb, int) or isinstance(bomb, bool) or not 0 <= bomb <= MAX_GENERATED_SIZE:
+                raise _bad(f"attachment '{name}': a zip entry's 'bomb' is a size in bytes")
+            content = None if bomb else self._content(entry, entry["path"])
+            made.append(ZipEntry(entry["path"], content, bool(entry.get("encrypted", False)), bomb))
+        return ZipContent(made)
+
     def _content(self, spec: dict[str, Any], name: str) -> Content:
+        if spec.get("zip") is not None:
+            return self._zip(spec["zip"], name)
         if spec.get("contentBase64") is not None:
             try:
                 return BytesContent(base64.b64decode(str(spec["contentBase64"]), validate=True))
@@ -202,7 +226,9 @@ class Control:
             content_id = content_id or (f"{uuid.uuid4().hex}@sim" if inline else None)
             return Attachment(
                 **common,
-                content_type=str(spec.get("contentType") or "application/octet-stream"),
+                content_type=str(
+                    spec.get("contentType") or ("application/zip" if "zip" in spec else "application/octet-stream")
+                ),
                 content=self._content(spec, name),
                 content_id=content_id,
             )
@@ -265,6 +291,36 @@ class Control:
             cc=copies,
         )
 
+    def _seal(self, message: Message, spec: Any) -> None:
+        """As a signing or encrypting client sends it, and Graph lists it: the body and attachments are
+        inside one file attachment, smime.p7m (graph_facts §8)."""
+        if not isinstance(spec, dict) or spec.get("type") not in SMIME_KINDS:
+            raise _bad(f'\'smime\' must be {{"type": one of {list(SMIME_KINDS)}, "recipientCertificate": PEM}}')
+        recipient = None
+        if "encrypted" in spec["type"]:
+            try:
+                recipient = x509.load_pem_x509_certificate(str(spec.get("recipientCertificate", "")).encode())
+            except ValueError as exc:
+                raise _bad("'smime.recipientCertificate' must be the recipient's certificate, PEM") from exc
+        inner = replace(message)
+        signer = self.signers.signer(message.sender.address)
+        entity = MimeContent(inner, envelope=False)
+        content_type, content = sealed(
+            spec["type"], envelope_headers(inner), entity, signer, self.signers.ca, recipient
+        )
+        p7m = Attachment(
+            immutable_id=exchange_id("AAkALg"),
+            rest_id=exchange_id(),
+            kind="file",
+            name="smime.p7m",
+            content_type=content_type,
+            is_inline=False,
+            last_modified=message.received,
+            content=content,
+            sealed=inner,
+        )
+        message.attachments = [p7m]
+
     async def add_mail(self, request: web.Request) -> web.Response:
         body = await _json(request)
         mailbox = self.store.find_mailbox(str(body.get("mailbox", "")))
@@ -276,6 +332,9 @@ class Control:
         limit, mode = _content_bytes_options(body)
         message = self._message(body, mailbox, folder.id, self.clock.now())
         message.content_bytes_limit, message.content_bytes_over_limit = limit, mode
+        if body.get("smime") is not None:
+            # Signing hashes the whole mail: keep the event loop serving.
+            await asyncio.to_thread(self._seal, message, body["smime"])
         # Hashing large generated content takes a while: keep the event loop serving.
         await asyncio.to_thread(_digest, message.attachments)
         mailbox.add_message(message)

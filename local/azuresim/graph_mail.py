@@ -28,6 +28,7 @@ from .graph import (
     send_content,
     send_json,
 )
+from .mime import message_mime
 from .notifications import Notifier
 from .store import ROOT_FOLDER, Attachment, EmailAddress, Folder, Mailbox, Message, Store, change_key
 
@@ -95,6 +96,7 @@ class Mail:
             "users/{user}/mailFolders/{folder}/messages/{message}",
         ):
             router.add("GET", prefix, self.get_message)
+            router.add("GET", f"{prefix}/$value", self.message_value)
             router.add("PATCH", prefix, self.update_message)
             router.add("DELETE", prefix, self.delete_message)
             router.add("POST", f"{prefix}/move", self.move_message)
@@ -424,6 +426,12 @@ class Mail:
         _, message = self._message(g)
         body = {"@odata.context": self._message_context(g), **self.render_message(g, message)}
         return await send_json(g.request, body, headers=g.headers())
+
+    async def message_value(self, g: GraphRequest) -> web.StreamResponse:
+        """The message's MIME (get-message, "Get MIME content"); Graph answers it as text/plain."""
+        g.require_role(*READ_ROLES)
+        _, message = self._message(g)
+        return await send_content(g.request, message_mime(message), "text/plain", headers=g.headers())
 
     async def update_message(self, g: GraphRequest) -> web.StreamResponse:
         g.require_role(*WRITE_ROLES)

@@ -66,11 +66,11 @@ class Base64Lines:
 Segment = bytes | Content
 
 
-class MimeContent:
-    """An attached mail's MIME: size known up front, bytes produced piecewise (a ``Content``)."""
+class Joined:
+    """Segments (bytes and ``Content``) as one ``Content``: size known up front, bytes produced piecewise."""
 
-    def __init__(self, message: Message) -> None:
-        self.segments: list[Segment] = _message_segments(message)
+    def __init__(self, segments: list[Segment]) -> None:
+        self.segments = segments
         self._size = sum(len(s) if isinstance(s, bytes) else s.size for s in self.segments)
 
     @property
@@ -235,6 +235,42 @@ def mime_parts(message: Message) -> list[Attachment]:
         for a in message.attachments
         if a.content is not None and (a.kind == "file" or (a.kind == "item" and a.item is not None))
     ]
+
+
+class MimeContent(Joined):
+    """A mail's MIME (an attached mail's ``/$value``); with ``envelope=False`` only its body entity, the
+    part S/MIME signs or encrypts."""
+
+    def __init__(self, message: Message, envelope: bool = True) -> None:
+        segments = _message_segments(message)
+        super().__init__(segments if envelope else segments[1:])
+
+
+def message_mime(message: Message) -> Content:
+    """A message's own ``/$value``: its MIME; for a signed or encrypted mail the MIME it arrived as (the
+    mail's headers and the multipart/signed, or an application/pkcs7-mime entity of the CMS)."""
+    sealed = next((a for a in message.attachments if a.sealed is not None and a.content is not None), None)
+    if sealed is None or sealed.content is None or sealed.sealed is None:
+        return MimeContent(message)
+    if sealed.content_type == "multipart/signed":
+        return sealed.content  # the whole signed MIME already
+    smime_type = "enveloped-data" if _is_enveloped(sealed.content) else "signed-data"
+    head = _envelope(sealed.sealed) + _header(
+        "Content-Type", "application/pkcs7-mime", [f"smime-type={smime_type}", 'name="smime.p7m"']
+    )
+    head += _header("Content-Disposition", "attachment", ['filename="smime.p7m"'])
+    head += _header("Content-Transfer-Encoding", "base64") + CRLF
+    return Joined([head, Base64Lines(sealed.content)])
+
+
+def _is_enveloped(content: Content) -> bool:
+    first = next(iter(content.chunks()), b"")
+    return b"\x2a\x86\x48\x86\xf7\x0d\x01\x07\x03" in first[:32]  # id-envelopedData's OID
+
+
+def envelope_headers(message: Message) -> bytes:
+    """From, To, Subject, Date, Message-ID and MIME-Version of the mail."""
+    return _envelope(message)
 
 
 def _message_segments(message: Message) -> list[Segment]:

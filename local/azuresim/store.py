@@ -75,6 +75,7 @@ class Attachment:
     sha256: str | None = None
     content_id: str | None = None
     item: Message | None = None
+    sealed: Message | None = None  # smime.p7m: the mail whose body and attachments it signs or encrypts
     source_url: str | None = None
     provider_type: str = "other"
     permission: str = "other"

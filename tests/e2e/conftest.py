@@ -56,6 +56,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "GRAPH_MAX_RETRY_AFTER_SECONDS": "5",
             "ATTACHMENT_MAX_BYTES": str(MAX_BYTES),
             "AFTER_INGEST_BY_MAILBOX": "ap@contoso.com=mark-read,category:Captured,move:Inbox/Captured",
+            # Read only when an encrypted mail arrives; tests/e2e/test_unpack.py imports it into Key Vault.
+            "SMIME_CERTIFICATES": "invoices-smime",
             "ROUTES": json.dumps(ROUTES),
         },
     )

@@ -65,13 +65,15 @@ def test_every_kind_of_attachment(stack: Stack, reader: BlobReader):
     mail = deliver(stack, "invoices@contoso.com", "Inbox", "kinds", [
         file_attachment("scan.pdf", b"%PDF scan", PDF),
         file_attachment("logo.png", b"\x89PNG signature", "image/png", isInline=True),
+        file_attachment("Apple Mail.pdf", b"%PDF marked inline", PDF, isInline=True),
         {"name": "Shared folder", "kind": "reference", "url": "https://contoso.sharepoint.com/sites/ap/doc.pdf"},
         forwarded_invoice(invoice),
     ])  # fmt: skip
     manifest, _ = wait_for_manifests(reader, [mail])[mail.message_id]
     by_name = entries(manifest)
     assert manifest["status"] == "complete"
-    assert by_name["logo.png"]["skipped"].startswith("inline") and "blob" not in by_name["logo.png"]
+    assert by_name["logo.png"]["skipped"].startswith("inline image") and "blob" not in by_name["logo.png"]
+    assert reader.sha256(by_name["Apple Mail.pdf"]["blob"])[1] == hashlib.sha256(b"%PDF marked inline").hexdigest()
     assert by_name["Shared folder"]["url"] == "https://contoso.sharepoint.com/sites/ap/doc.pdf"
     eml = by_name["Invoice 4711"]
     assert eml["kind"] == "item" and eml["file"] == "Invoice 4711.eml"
@@ -84,7 +86,7 @@ def test_every_kind_of_attachment(stack: Stack, reader: BlobReader):
     assert note["parent"] == "Delivery note.eml" and reader.sha256(note["blob"])[0] == len(b"%PDF delivery note")
     # The inline logo inside the forwarded mail is skipped too, and every stored file is listed.
     inner_logo = [e for e in manifest["attachments"] if e["name"] == "logo.png" and e.get("parent")]
-    assert inner_logo and inner_logo[0]["skipped"].startswith("inline")
+    assert inner_logo and inner_logo[0]["skipped"].startswith("inline image")
     stored = {e["blob"] for e in manifest["attachments"] if "blob" in e}
     assert set(reader.names(mail.prefix)) == stored | {f"{mail.prefix}/manifest.json"}
     blob = BlobServiceClient.from_connection_string(stack.storage_connection_string).get_blob_client(

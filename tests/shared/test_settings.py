@@ -128,8 +128,9 @@ def test_folder_by_key(settings):
 def test_attachment_rules_defaults_suit_document_capture(settings):
     rules = settings.rules
     assert rules.skip_reason("scan.pdf", "application/pdf", False, 10) is None
-    assert rules.skip_reason("logo.png", "image/png", True, 10) == "inline (INCLUDE_INLINE_ATTACHMENTS is off)"
-    assert rules.extract_attached_mail and rules.attached_mail_depth == 3
+    assert rules.skip_reason("logo.png", "image/png", True, 10) == "inline image (INCLUDE_INLINE_ATTACHMENTS is off)"
+    assert settings.unpack.attached_mail and settings.unpack.archives and settings.unpack.max_depth == 5
+    assert settings.unpack.archive.max_files == 1000 and settings.smime_certificates == ()
     assert "ATTACHMENT_MAX_BYTES" in (rules.skip_reason("x.tif", None, False, 150 * 1024 * 1024 + 1) or "")
 
 
@@ -175,3 +176,39 @@ def test_webhook_urls_carry_the_function_key(env):
     assert "k+y" not in repr(s)
     env["WEBHOOK_FUNCTION_KEY"] = " "
     assert "?" not in parse_settings(env).notification_url
+
+
+def test_unpack_depth_takes_the_old_name_when_the_new_one_is_not_set(env):
+    env["ATTACHED_MAIL_MAX_DEPTH"] = "2"
+    assert parse_settings(env).unpack.max_depth == 2
+    env["UNPACK_MAX_DEPTH"] = "7"
+    assert parse_settings(env).unpack.max_depth == 7
+    env["UNPACK_MAX_DEPTH"] = "11"
+    with pytest.raises(SettingsError, match="UNPACK_MAX_DEPTH"):
+        parse_settings(env)
+    del env["UNPACK_MAX_DEPTH"]
+    env["ATTACHED_MAIL_MAX_DEPTH"] = "0"
+    with pytest.raises(SettingsError, match="ATTACHED_MAIL_MAX_DEPTH"):
+        parse_settings(env)
+
+
+def test_archive_and_smime_settings(env):
+    env.update({"EXTRACT_ARCHIVES": "false", "ARCHIVE_MAX_FILES": "10", "ARCHIVE_MAX_RATIO": "50"})
+    env["SMIME_CERTIFICATES"] = " invoices-smime, ap-smime ,invoices-smime"
+    settings = parse_settings(env)
+    assert not settings.unpack.archives and settings.unpack.archive.max_files == 10
+    assert settings.unpack.archive.max_ratio == 50 and settings.unpack.archive.max_bytes == 1024**3
+    assert settings.smime_certificates == ("invoices-smime", "ap-smime")
+    for name, value in [("ARCHIVE_MAX_FILES", "0"), ("ARCHIVE_MAX_BYTES", "12"), ("SMIME_CERTIFICATES", "a b")]:
+        with pytest.raises(SettingsError, match=name):
+            parse_settings({**env, name: value})
+
+
+def test_save_message_and_body(env):
+    assert parse_settings(env).save.message == "never" and parse_settings(env).save.body == "never"
+    env.update({"SAVE_MESSAGE": "No-Files", "SAVE_BODY": "always"})
+    save = parse_settings(env).save
+    assert (save.message, save.body) == ("no-files", "always")
+    assert save.wanted("no-files", files_kept=False) and not save.wanted("no-files", files_kept=True)
+    with pytest.raises(SettingsError, match="SAVE_BODY"):
+        parse_settings({**env, "SAVE_BODY": "sometimes"})
