@@ -260,6 +260,7 @@ def render_status(report: dict[str, Any]) -> str:
             lines.append(f"    problem       {problem}")
         if f.get("note"):
             lines.append(f"    note          {f['note']}")
+    lines += _render_accounts(report.get("accounts", []))
     last = report.get("maintain")
     if last:
         lines.append(f"maintain: last pass {last.get('at')}, {last.get('failed', 0)} folder(s) failed")
@@ -268,6 +269,31 @@ def render_status(report: dict[str, Any]) -> str:
     lines.append(f"clientState: {report['client_state']}")
     lines.append("healthy" if report["healthy"] else f"unhealthy: {', '.join(report['unhealthy'])}")
     return "\n".join(lines)
+
+
+def _render_accounts(accounts: list[dict[str, Any]]) -> list[str]:
+    """IMAP and POP3 accounts: the cursor, the last poll, what was queued and ingested, the problems."""
+    lines = []
+    for a in accounts:
+        lines.append(f"{_mark(a['healthy'])} {a['account']}  {'healthy' if a['healthy'] else 'UNHEALTHY'}")
+        cursor = a.get("cursor")
+        if cursor is None:
+            lines.append(f"    poll          {a.get('note', 'not polled yet')}")
+        else:
+            where = ", ".join(f"{k} {v}" for k, v in cursor.items())
+            lines.append(f"    poll          last {a['last_poll_at'] or '-'}, {where}, {a['queued']} queued in all")
+        ingest = a.get("ingest") or {}
+        if ingest.get("last_at"):
+            lines.append(
+                f"    ingest        last {ingest['last_at']}: message {ingest['last_message_key']},"
+                f" {ingest['last_files']} file(s), route {ingest['last_route']}"
+            )
+        else:
+            lines.append("    ingest        none recorded")
+        if ingest.get("last_error"):
+            lines.append(f"    ingest error  {ingest['last_error_at']}: {ingest['last_error']}")
+        lines += [f"    problem       {problem}" for problem in a["problems"]]
+    return lines
 
 
 async def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:

@@ -201,6 +201,17 @@ def test_a_new_mail_in_an_imap_account_is_stored_once_as_files(imap_stack: Accou
     assert account["healthy"] and account["cursor"]["last_uid"] == 1 and account["queued"] == 1
     handoffs = [h for h in take_handoffs(stack) if h["mailbox"] == USER]
     assert [h["messageKey"] for h in handoffs] == [manifest["messageKey"]]
+    # The activity record is written right after the mail: `status` shows it under the account.
+    shown = wait_until(
+        lambda: (
+            (text := cli(stack, "status").stdout.split(str(parse_account(url)))[1].split("\n    problem")[0])
+            and f"message {manifest['messageKey']}, 3 file(s), route default" in text
+            and text
+        ),
+        30,
+        "the account's ingest in status",
+    )
+    assert "queued in all" in shown
 
 
 def flags_of(user: str, accounts: Accounts, folder: str = "INBOX") -> dict[int, set[bytes]]:
@@ -319,8 +330,9 @@ def test_a_60_mb_mail_survives_a_crash_and_is_stored_once_in_bounded_memory(imap
         os.killpg(stack.devhost.pid, signal.SIGKILL)
         stack.devhost.stop()
         stack.devhost.start()
-        # A small mail first: the new worker process loads what every ingest needs, then its peak so far.
-        server.deliver(USER, mail_with_attached_mail("warm-up"))
+        # A 2 MB mail first: the new worker process loads and allocates what every ingest of a mail of more
+        # than one chunk needs (the 1 MB case of `make bench`), then its peak so far is the baseline.
+        server.deliver(USER, mail_with_attached_mail("warm-up", b"%PDF warm-up" + os.urandom(2 * 1024 * 1024)))
         wait_until(lambda: [m for m in manifests(reader, f"{USER}/") if m["subject"] == "warm-up"], 60, "warm-up")
         _, baseline = peak_rss(stack.devhost.pid)
         # The killed worker's message stays invisible for the host's 10 minutes; its redelivery, sooner:
