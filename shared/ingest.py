@@ -24,7 +24,7 @@ import httpx
 from .afteringest import apply_after_ingest
 from .contentbytes import ContentBytesReader, ExpandedMessage
 from .errors import GraphAuthError, GraphError, GraphNotFound, GraphThrottled, one_line
-from .layout import MANIFEST, graph_time, message_key, message_prefix, parse_graph_time, sanitize_name
+from .layout import graph_time, message_key, message_prefix, parse_graph_time, sanitize_name
 from .logs import log_event
 from .messages import ChangeMessage
 from .pipeline.job import (
@@ -295,14 +295,8 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
             markers, decision, record, received, where,
             lambda: apply_after_ingest(rt, folder, path, message, markers.key, action),
         )  # fmt: skip
-    store = rt.container(decision.container)
-    job.route_to(decision, store)
-    manifest_path = f"{decision.prefix}/{MANIFEST}"
-
-    existing = await store.read_json(manifest_path)
-    written = existing is None or existing[0].get("status", "complete") != "complete"
-    entries: list[Entry] = []
-    final = existing[0] if existing else {}
+    at = await job.routed(decision)
+    written, final, entries = at.to_write, at.manifest, []
     if written:
         entries = [entry for entry, _ in planned]
         await _store(job, planned, expanded)
@@ -313,10 +307,8 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
             entries, mailbox=folder.mailbox, folder=folder.folder, key=key, received=received, decision=decision,
             mail=mail,
         )  # fmt: skip
-        written, final = await write_manifest(
-            store, manifest_path, final, existing[1] if existing else None, decision, entries
-        )
-    await hand_off(rt, final, store, manifest_path, written=written)
+        written, final = await write_manifest(at.store, at.manifest_path, final, at.etag, decision, entries)
+    await hand_off(rt, final, at.store, at.manifest_path, written=written)
     await apply_after_ingest(rt, folder, path, message, key, decision.after_ingest)
     where["subscription"] = change.subscription_id
     return await finish(

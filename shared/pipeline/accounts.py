@@ -35,7 +35,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import MailMessageGone, one_line
-from ..layout import MANIFEST, graph_time, message_key, message_prefix, parse_graph_time, sanitize_name
+from ..layout import graph_time, message_key, message_prefix, parse_graph_time, sanitize_name
 from ..logs import log_event
 from ..rules import AfterIngest, SaveMail
 from ..settings import MailAccount
@@ -312,26 +312,19 @@ async def _ingest(
             record = {**where, **mail, "receivedDateTime": graph_time(received)}
             action = decision.after_ingest or AfterIngest()
             return await skip(markers, decision, record, received, where, lambda: _after(fetched, action, where, key))
-        store = rt.container(decision.container)
-        job.route_to(decision, store)
-        manifest_path = f"{decision.prefix}/{MANIFEST}"
-        existing = await store.read_json(manifest_path)
-        written = existing is None or existing[0].get("status", "complete") != "complete"
-        entries: list[Entry] = []
-        final = existing[0] if existing else {}
+        at = await job.routed(decision)
+        written, final, entries = at.to_write, at.manifest, []
         if written:
             entries = await job.store_mail(chunks)
             final = manifest(
                 entries, mailbox=account.address, folder=account.folder, key=key, received=received,
                 decision=decision, mail={**mail, **({"problem": job.root.problem} if job.root.problem else {})},
             )  # fmt: skip
-            written, final = await write_manifest(
-                store, manifest_path, final, existing[1] if existing else None, decision, entries
-            )
+            written, final = await write_manifest(at.store, at.manifest_path, final, at.etag, decision, entries)
     finally:
         if spool is not None:
             spool.close()
-    await hand_off(rt, final, store, manifest_path, written=written)
+    await hand_off(rt, final, at.store, at.manifest_path, written=written)
     action = rt.settings.after_ingest_for(account, decision.after_ingest)
     await _after(fetched, action, where, key)
     return await finish(

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import IngestError, StateConflict, one_line
-from ..layout import UniqueNames, graph_time, metadata_value, sanitize_name
+from ..layout import MANIFEST, UniqueNames, graph_time, metadata_value, sanitize_name
 from ..logs import log_event
 from ..storage import BlobStore, BlobWriter, StoredBlob
 from ..unpack.base import Encrypted, Found, Note, Signature, Sink
@@ -107,6 +107,28 @@ class IngestOutcome:
     route: str | None = None  # the route that decided
 
 
+@dataclass(frozen=True)
+class Stored:
+    """Where a mail's files go, and the manifest an earlier attempt wrote there, if any."""
+
+    store: BlobStore
+    manifest_path: str
+    existing: tuple[dict[str, Any], str] | None  # the manifest and its ETag
+
+    @property
+    def to_write(self) -> bool:
+        """Whether the mail still needs its files and manifest (none yet, or a `partial` one)."""
+        return self.existing is None or self.existing[0].get("status", "complete") != "complete"
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.existing[0] if self.existing else {}
+
+    @property
+    def etag(self) -> str | None:
+        return self.existing[1] if self.existing else None
+
+
 def with_extension(name: str, ext: str) -> str:
     return name if name.lower().endswith(ext) else f"{name}{ext}"
 
@@ -128,6 +150,13 @@ class Job:
 
     def route_to(self, decision: Decision, store: BlobStore) -> None:
         self.prefix, self.store, self.tags = decision.prefix, store, dict(decision.tags)
+
+    async def routed(self, decision: Decision) -> Stored:
+        """Store under the deciding route (its container, prefix and tags); what an earlier attempt left."""
+        store = self.rt.container(decision.container)
+        self.route_to(decision, store)
+        path = f"{decision.prefix}/{MANIFEST}"
+        return Stored(store, path, await store.read_json(path))
 
     async def _keys(self) -> Sequence[DecryptionKey]:
         return await self.rt.smime_keys.get()
