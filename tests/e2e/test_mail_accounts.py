@@ -212,6 +212,11 @@ def test_a_new_mail_in_an_imap_account_is_stored_once_as_files(imap_stack: Accou
         "the account's ingest in status",
     )
     assert "queued in all" in shown
+    # resync: the next poll lists the folder again by fingerprint, and finds nothing it had not queued.
+    resynced = cli(stack, "resync", f"{USER}/INBOX")
+    assert resynced.returncode == 0 and "the next poll lists its mail since" in resynced.stdout
+    wait_until(lambda: (cursor_of(stack, url) or {}).get("uidvalidity"), 60, "a poll after the resync")
+    assert (cursor_of(stack, url) or {})["queued"] == 1
 
 
 def flags_of(user: str, accounts: Accounts, folder: str = "INBOX") -> dict[int, set[bytes]]:
