@@ -106,10 +106,12 @@ async def open_fetched(account: MailAccount, login: Login, request: FetchRequest
             name = uidl
 
             async def pop3_actions(actions: AfterIngest) -> list[str]:
-                # POP3 has no flags or folders: only an explicit delete does anything (at QUIT).
+                # POP3 has no flags or folders: only an explicit delete does anything. QUIT at once, so that a
+                # mail is marked done only once its deletion took effect.
                 if not actions.delete:
                     return []
                 await pop3.delete(name)
+                await pop3.quit()
                 return ["delete"]
 
             yield Fetched(pop3.stream(name), pop3_actions)
