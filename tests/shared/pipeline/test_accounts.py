@@ -308,3 +308,22 @@ def test_delete_for_a_pop3_account_by_mailbox_or_route(env: dict[str, str]):
     settings = parse_settings(env)
     (account,) = settings.accounts
     assert settings.after_ingest_for(account).delete and settings.after_ingest_for(settings.mailboxes[0]).mark_read
+
+
+async def test_save_message_stores_the_raw_mime_as_read_from_the_server(
+    env: dict[str, str], service: Any, mail_user: MailUser
+):
+    rt = runtime(env, service, mail_user, "pop3s", SAVE_MESSAGE="always")
+    (account,) = rt.settings.accounts
+    raw = with_attached_mail("kept whole")
+    mail_user.deliver(raw)
+    (request,) = await queued(rt, account)
+    outcome = await ingest_fetched(request, rt)
+    found = await rt.attachments.read_json(f"{outcome.prefix}/manifest.json")
+    assert found is not None
+    (message,) = [a for a in found[0]["attachments"] if a["kind"] == "message"]
+    assert (message["file"], message["sha256"], message["size"]) == ("message.eml", sha(raw), len(raw))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
