@@ -17,7 +17,7 @@ from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .errors import SettingsError
-from .layout import CONTAINER_NAME
+from .layout import CONTAINER_NAME, message_key
 from .pipeline.routes import Route, RouteError, parse_routes
 from .rules import (
     MAX_ATTACHMENT_BYTES,
@@ -131,6 +131,11 @@ class MailAccount:
     def mailbox(self) -> str:
         """What `{mailbox}` means for an account, as for a Microsoft 365 mailbox (blob layout, records)."""
         return self.address
+
+    def message_key(self, fingerprint: str) -> str:
+        """A message's key (blob layout, markers): the account and the message's fingerprint, so it stays the
+        same across UIDVALIDITY changes and renumbered UIDLs."""
+        return message_key(f"{self.key}/{fingerprint}")
 
     @property
     def segments(self) -> tuple[str, ...]:

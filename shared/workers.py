@@ -64,6 +64,8 @@ def _about(body: bytes) -> dict[str, str]:
         fields.update(mailbox=folder.mailbox, folder=folder.folder)
     elif account is not None:
         fields.update(mailbox=account.address, folder=account.folder, account=str(account))
+        if isinstance(data.get("fingerprint"), str):
+            fields["message_key"] = account.message_key(data["fingerprint"])
     if isinstance(data.get("subscription_id"), str):
         fields["subscription"] = data["subscription_id"]
     if isinstance(data.get("message_id"), str):

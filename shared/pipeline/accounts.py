@@ -35,7 +35,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import MailMessageGone, one_line
-from ..layout import graph_time, message_key, message_prefix, parse_graph_time, sanitize_name
+from ..layout import graph_time, message_prefix, parse_graph_time, sanitize_name
 from ..logs import log_event
 from ..rules import AfterIngest, SaveMail
 from ..settings import MailAccount
@@ -65,11 +65,6 @@ if TYPE_CHECKING:
     from ..runtime import Runtime
 
 logger = logging.getLogger(__name__)
-
-
-def account_message_key(account: MailAccount, fingerprint: str) -> str:
-    """Stable across UIDVALIDITY changes and renumbered UIDLs: the account and the message's fingerprint."""
-    return message_key(f"{account.key}/{fingerprint}")
 
 
 class _Header:
@@ -265,7 +260,7 @@ async def ingest_fetched(request: FetchRequest, rt: Runtime) -> IngestOutcome:
             logger, "ingest.ignored", logging.WARNING, reason="account no longer configured", account=request.account
         )
         return IngestOutcome("ignored")
-    key = account_message_key(account, request.fingerprint)
+    key = account.message_key(request.fingerprint)
     markers = Markers(rt, account.address, key)
     where: dict[str, Any] = {"mailbox": account.address, "folder": account.folder, "account": str(account)}
     if await markers.is_done():

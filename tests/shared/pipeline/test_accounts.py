@@ -18,7 +18,7 @@ import pytest
 
 from shared.errors import SettingsError
 from shared.pipeline import accounts
-from shared.pipeline.accounts import account_message_key, ingest_fetched, received_time
+from shared.pipeline.accounts import ingest_fetched, received_time
 from shared.settings import MailAccount, Settings, StorageSettings, parse_settings
 from shared.sources.cursor import CursorStore
 from shared.sources.fetch import FetchRequest
@@ -134,7 +134,7 @@ async def test_an_imap_mail_is_stored_as_graph_mail_is_and_its_flags_stay(
     (request,) = await queued(rt, account)
     outcome = await ingest_fetched(request, rt)
     assert outcome.status == "ingested" and outcome.files == 3
-    key = account_message_key(account, request.fingerprint)
+    key = account.message_key(request.fingerprint)
     assert outcome.prefix == f"{mail_user.name}/2026/11/20/{key}"  # the Date, as no Received field says better
     found = await rt.attachments.read_json(f"{outcome.prefix}/manifest.json")
     assert found is not None
