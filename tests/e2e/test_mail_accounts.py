@@ -22,6 +22,7 @@ from urllib.parse import quote
 import pytest
 import trustme
 from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from local.azuresim.runner import secret_client
@@ -309,6 +310,18 @@ def big_mail(size: int) -> tuple[Iterator[bytes], str]:
     return parts(), digest.hexdigest()
 
 
+def staging(stack: Stack, name: str) -> bool:
+    """Whether a blob of that name has blocks staged but is not committed yet."""
+    service = BlobServiceClient.from_connection_string(stack.storage_connection_string)
+    try:
+        found = service.get_container_client("mail-attachments").list_blobs(
+            name_starts_with=f"{USER}/", include=["uncommittedblobs"]
+        )
+        return any(b.name.endswith(f"/{name}") and not b.size for b in found)
+    finally:
+        service.close()
+
+
 def peak_rss(pid: int) -> tuple[int, int]:
     """The process's resident set now and at its highest (VmRSS, VmHWM), in bytes."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
@@ -328,11 +341,10 @@ def test_a_60_mb_mail_survives_a_crash_and_is_stored_once_in_bounded_memory(imap
         marks = wait_until(lambda: [n for n in state.names(seen) if (state.json(n) or {}).get("size", 0) > 2**25], 60)
         request = state.json(marks[0])
         assert request is not None
-        # The worker has taken it off the queue and is reading it: the dev host dies mid-message.
-        wait_until(lambda: not fetch_requests(stack), 30, "the worker to take the request")
-        time.sleep(1.0)
-        assert not [m for m in manifests(reader, f"{USER}/") if m["subject"] == "big scan"], "finished too soon"
+        # The worker is writing the PDF's blocks (staged, not committed): the dev host dies mid-message.
+        wait_until(lambda: staging(stack, "scan.pdf"), 60, "the PDF's first blocks")
         os.killpg(stack.devhost.pid, signal.SIGKILL)
+        assert not [m for m in manifests(reader, f"{USER}/") if m["subject"] == "big scan"], "finished too soon"
         stack.devhost.stop()
         stack.devhost.start()
         # A 2 MB mail first: the new worker process loads and allocates what every ingest of a mail of more
@@ -355,7 +367,8 @@ def test_a_60_mb_mail_survives_a_crash_and_is_stored_once_in_bounded_memory(imap
         files = reader.names(manifest["attachments"][0]["blob"].rsplit("/", 1)[0])
         assert [f.rsplit("/", 1)[1] for f in files] == ["manifest.json", "scan.pdf"]  # nothing twice
         # The worker held a few chunks of the 60 MB mail at a time, not the mail.
-        assert peak - baseline < 40 * 1024 * 1024, f"peak grew by {(peak - baseline) / 2**20:.1f} MiB"
+        # (Holding it would take 60 MiB more for the MIME alone; `make bench` measures about 25 MiB for 100 MB.)
+        assert peak - baseline < 48 * 1024 * 1024, f"peak grew by {(peak - baseline) / 2**20:.1f} MiB"
         handoffs = [h for h in take_handoffs(stack) if h["messageKey"] == manifest["messageKey"]]
         assert len(handoffs) == 1
     finally:
