@@ -8,7 +8,7 @@ import os
 import azure.functions as func
 
 from shared import workers
-from shared.poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, POLL_QUEUE
+from shared.poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE, POLL_QUEUE
 from shared.settings import DEFAULT_MAIL_POLL_SCHEDULE, get_settings
 
 # A broken setting stops start-up here, with one line naming it.
@@ -67,6 +67,12 @@ async def poll_accounts(timer: func.TimerRequest, polls: func.Out[list[str]]) ->
 @app.queue_trigger(arg_name="msg", queue_name=POLL_QUEUE, connection=STORAGE)
 async def poll(msg: func.QueueMessage) -> None:
     await workers.poll(msg)
+
+
+# Each new IMAP or POP3 mail a poll found: fetched and ingested as Graph mail is.
+@app.queue_trigger(arg_name="msg", queue_name=FETCH_QUEUE, connection=STORAGE)
+async def fetch(msg: func.QueueMessage) -> None:
+    await workers.fetch(msg)
 
 
 # Delegated mode's consent pages. Anonymous: the identity platform redirects the browser to the callback with

@@ -8,8 +8,8 @@
    a mail with one 1 MB file and one with a 100 MB file, a 100 MB zip and a signed mail carrying a
    100 MB file (both unpacked from the stream), and the Graph requests each mail cost, with a typical
    mail (two small PDFs) beside them.
-4. IMAP (local/bench_sources.py): the peak memory of fetching a 1 MB and a 100 MB message, and the
-   seconds to drain 1,000 small messages from one folder.
+4. IMAP (local/bench_sources.py): the peak memory of fetching a 1 MB and a 100 MB message, and of
+   ingesting each end to end, and the seconds to drain 1,000 small messages from one folder.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
-"""`make bench`, IMAP part: the peak memory of fetching one IMAP message of 1 MB and of 100 MB, and the
-seconds to drain 1,000 small messages from one IMAP folder (poll them into `mail-fetch`, then read each
-one as the fetch worker does, one connection per message), against Debian's Dovecot and Azurite."""
+"""`make bench`, IMAP part: the peak memory of fetching one IMAP message of 1 MB and of 100 MB, and of
+ingesting one end to end (fetched, unpacked, its file and manifest written to Azurite by the fetch
+worker's code, `pipeline/accounts.py`), and the seconds to drain 1,000 small messages from one IMAP
+folder (poll them into `mail-fetch`, then read each one as the fetch worker does, one connection per
+message), against Debian's Dovecot and Azurite."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -46,6 +49,63 @@ asyncio.run(main())
 """
 
 
+# One message ingested end to end in a fresh interpreter (Key Vault stood in by the password given, the
+# hand-off off), which then reports its own RSS high-water mark.
+INGEST_PROBE = """
+import asyncio, resource, sys
+from types import SimpleNamespace
+from shared.pipeline.accounts import ingest_fetched
+from shared.settings import parse_settings
+from shared.sources.common import Login
+from shared.sources.fetch import FetchRequest
+from shared.sources.imap.session import ImapSession
+from shared.storage import BlobStore, blob_service
+
+async def main():
+    url, password, storage, uid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    settings = parse_settings({
+        "GRAPH_TENANT_ID": "bench", "GRAPH_CLIENT_ID": "bench", "GRAPH_CLIENT_SECRET": "bench", "MAILBOXES": url,
+        "AzureWebJobsStorage": storage, "KEY_VAULT_URL": "https://bench.vault.azure.net", "INGESTED_QUEUE": "",
+    })
+    (account,) = settings.accounts
+    async with await ImapSession.open(account, Login(account.user, password=password)) as session:
+        status = await session.examine()
+        (info,) = await session.describe([uid])
+    request = FetchRequest(account.key, "imap", account.folder, info.fingerprint, info.size, status.uidvalidity, uid)
+    service = blob_service(settings.storage, None)
+    files = BlobStore(service, "bench-ingest")
+
+    async def secret(name):
+        return password
+
+    async def no_keys():
+        return ()
+
+    rt = SimpleNamespace(
+        settings=settings, attachments=files, state=BlobStore(service, "bench-ingest-state"),
+        container=lambda name: files, vault=SimpleNamespace(get=secret), smime_keys=SimpleNamespace(get=no_keys),
+    )
+    outcome = await ingest_fetched(request, rt)
+    await service.close()
+    assert outcome.status == "ingested", outcome
+    print(outcome.bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+asyncio.run(main())
+"""
+
+
+def _attachment_message(size: int, n: int) -> Iterator[bytes]:
+    """A mail of about `size` bytes with one PDF, base64 as mail clients send it."""
+    yield f"From: scanner@example.org\r\nSubject: scan {n}\r\nMessage-ID: <bench-mime-{n}@example.org>\r\n".encode()
+    yield b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+    yield b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+    yield b'Content-Disposition: attachment; filename="scan.pdf"\r\n\r\n'
+    lines = b"".join(base64.b64encode(os.urandom(57)) + b"\r\n" for _ in range(1000))
+    for _ in range(size // len(lines)):
+        yield lines
+    yield b"--b--\r\n"
+
+
 def _message(size: int, n: int) -> Iterator[bytes]:
     yield f"From: scanner@example.org\r\nSubject: scan {n}\r\nMessage-ID: <bench-{n}@example.org>\r\n".encode()
     yield b"Content-Type: application/octet-stream\r\n\r\n"
@@ -58,18 +118,22 @@ def _url(server: Dovecot) -> str:
     return f"imaps://{quote(USER, safe='')}@127.0.0.1:{server.ports['imaps']}?secret=bench"
 
 
-def _peaks(server: Dovecot, env: dict[str, str]) -> list[dict[str, Any]]:
+def _probe(env: dict[str, str], script: str, *args: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.split()
+
+
+def _peaks(server: Dovecot, env: dict[str, str], storage: str) -> list[dict[str, Any]]:
     rows = []
     for uid, (label, size) in enumerate((("one 1 MB message", MB), ("one 100 MB message", 100 * MB)), start=1):
         server.deliver_file(USER, _message(size, uid))
-        out = subprocess.run(
-            [sys.executable, "-c", STREAM_PROBE, _url(server), PASSWORD, str(uid)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        out = _probe(env, STREAM_PROBE, _url(server), PASSWORD, str(uid))
+        rows.append({"label": label, "bytes": int(out[0]), "peak_mib": int(out[1]) / 1024})
+    for uid, (label, size) in enumerate((("ingest 1 MB message", MB), ("ingest 100 MB message", 100 * MB)), start=3):
+        server.deliver_file(USER, _attachment_message(size, uid))
+        out = _probe(env, INGEST_PROBE, _url(server), PASSWORD, storage, str(uid))
         rows.append({"label": label, "bytes": int(out[0]), "peak_mib": int(out[1]) / 1024})
     return rows
 
@@ -138,7 +202,7 @@ def bench_imap(count: int = 1000) -> dict[str, Any]:
         try:
             with Dovecot(directory / "dovecot", ca) as server, Azurite(directory / "azurite") as azurite:
                 server.add_user(USER, PASSWORD)
-                peaks = _peaks(server, {**os.environ, "PYTHONPATH": str(ROOT)})
+                peaks = _peaks(server, {**os.environ, "PYTHONPATH": str(ROOT)}, azurite.connection_string)
                 drain = asyncio.run(_drain(server, azurite.connection_string, count))
         finally:
             if previous is None:
@@ -149,12 +213,15 @@ def bench_imap(count: int = 1000) -> dict[str, Any]:
 
 
 def print_imap(figures: dict[str, Any]) -> None:
-    print("IMAP (Dovecot): peak RSS of a fresh process fetching one message in chunks")
+    print("IMAP (Dovecot): peak RSS of a fresh process fetching one message in chunks, and ingesting one")
+    print("(fetched, unpacked, its PDF and manifest written to Azurite; bytes: the file stored)")
     for row in figures["peaks"]:
         print(f"  {row['label']:26} {row['peak_mib']:>6.0f}MiB  ({row['bytes']} bytes)")
     by = {row["label"]: row for row in figures["peaks"]}
-    extra = by["one 100 MB message"]["peak_mib"] - by["one 1 MB message"]["peak_mib"]
-    print(f"  100 MB message peak minus 1 MB message peak: {extra:.0f} MiB (target: within 64 MiB)")
+    for what in ("", "ingest "):
+        small, large = by[f"{what or 'one '}1 MB message"], by[f"{what or 'one '}100 MB message"]
+        extra = large["peak_mib"] - small["peak_mib"]
+        print(f"  {what or 'fetch '}100 MB peak minus 1 MB peak: {extra:.0f} MiB (target: within 64 MiB)")
     drain = figures["drain"]
     print(f"Draining {figures['count']} small messages from one IMAP folder")
     print(f"  poll (find, queue to mail-fetch):     {drain['poll_seconds']:>7.1f} s, {drain['queued']} queued")

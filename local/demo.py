@@ -13,6 +13,11 @@ Then routes: a supplier's invoice goes to its own container in a layout by sende
 is skipped (recorded, nothing stored), and the hand-off messages the queue received are printed: one per
 completed mail, never one for the skipped mail.
 
+Then an IMAP account: a Dovecot server (started here, TLS from a test CA the app trusts through
+SSL_CERT_FILE, the password in Key Vault) receives an invoice with the order attached as a mail; the
+poll timer queues it, the fetch worker takes it through the same pipeline, and its files are checked by
+sha256 as Graph mail's are.
+
 Then a missed-mail recovery: the app (webhook and timer) is stopped, mail arrives, Graph gives up on
 its notifications after 4 hours (the simulator's clock is moved), the app comes back, its timer runs
 past due and resyncs every folder, and those files are checked too. Exits 0 only if every check passes.
@@ -20,16 +25,26 @@ past due and resyncs every folder, and those files are checked too. Exits 0 only
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
+import os
 import sys
+import tempfile
 import time
 import zipfile
 import zlib
+from contextlib import ExitStack
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from local.azuresim.runner import secret_client
 from local.azuresim.tnef import TnefFile, encode_tnef
+from local.dovecot import Dovecot
 from local.mailcheck import (
     BlobReader,
     Delivered,
@@ -42,7 +57,7 @@ from local.mailcheck import (
     take_handoffs,
     wait_for_manifests,
 )
-from local.stack import Stack, StackConfig
+from local.stack import Stack, StackConfig, write_ca_bundle
 from shared.layout import message_key
 
 INVOICES = "invoices@contoso.com"
@@ -61,6 +76,8 @@ ROUTES = [
     },
     {"name": "junk", "match": {"from": "*@lottery.example"}, "skip": True},
 ]
+# The IMAP account on the demo's own Dovecot.
+IMAP_USER, IMAP_PASSWORD, IMAP_SECRET = "ap@example.org", "demo-Passw0rd", "demo-imap-password"
 
 
 def tiny_pdf(text: str) -> bytes:
@@ -287,20 +304,95 @@ def show_routes(stack: Stack) -> bool:
     )
 
 
+def start_dovecot(stack_exit: ExitStack) -> tuple[Dovecot, str]:
+    """Dovecot with one user, its TLS certificate from a CA the app then trusts (SSL_CERT_FILE, which the
+    stack's CA bundle takes in); the account URL for MAILBOXES."""
+    import trustme
+
+    directory = Path(stack_exit.enter_context(tempfile.TemporaryDirectory(prefix="demo-dovecot-")))
+    ca = trustme.CA()
+    server = stack_exit.enter_context(Dovecot(directory / "dovecot", ca))
+    server.add_user(IMAP_USER, IMAP_PASSWORD)
+    own = directory / "mail-ca.pem"
+    ca.cert_pem.write_to_path(str(own))
+    os.environ["SSL_CERT_FILE"] = str(write_ca_bundle(directory / "bundle.pem", own, os.environ))
+    return server, f"imaps://{quote(IMAP_USER, safe='')}@127.0.0.1:{server.ports['imaps']}?secret={IMAP_SECRET}"
+
+
+def import_from_imap(stack: Stack, server: Dovecot) -> bool:
+    """A mail in the Dovecot account comes out as files in Blob Storage, checked by sha256."""
+    print()
+    print(f"IMAP: a mail to {IMAP_USER} on Dovecot (invoice PDF, the order attached as a mail) ...")
+
+    async def store_password() -> None:
+        assert stack.sim is not None
+        async with secret_client(stack.sim) as client:
+            await client.set_secret(IMAP_SECRET, IMAP_PASSWORD)
+
+    asyncio.run(store_password())
+    time.sleep(3)  # a poll has run (refused until now): mail after its window opened is the app's
+    invoice, order = tiny_pdf("Invoice DC-1001"), tiny_pdf("Order 4711")
+    inner = EmailMessage()
+    inner["From"], inner["To"], inner["Subject"] = "buyer@contoso.com", "billing@supplier.example", "Order 4711"
+    inner.set_content("Our order.")
+    inner.add_attachment(order, maintype="application", subtype="pdf", filename="Order 4711.pdf")
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "billing@supplier.example", IMAP_USER, "Invoice DC-1001"
+    mail["Message-ID"] = make_msgid(domain="supplier.example")
+    mail.set_content("Invoice attached, with your order.")
+    mail.add_attachment(invoice, maintype="application", subtype="pdf", filename="Invoice DC-1001.pdf")
+    mail.add_attachment(inner)
+    server.deliver(IMAP_USER, bytes(mail).replace(b"\n", b"\r\n"))
+    sent = {"Invoice DC-1001.pdf": invoice, "Order 4711.pdf": order}
+    reader = BlobReader(stack)
+    try:
+        manifest: dict[str, Any] | None = None
+        deadline = time.monotonic() + 90
+        while manifest is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                names = [n for n in reader.names(f"{IMAP_USER}/") if n.endswith("/manifest.json")]
+            except Exception:  # the container is made with its first file
+                names = []
+            manifest = reader.json(names[0]) if names else None
+        if manifest is None:
+            print("FAILED: the IMAP mail was not stored; see .stack/devhost.log")
+            return False
+        ok = manifest["status"] == "complete" and manifest["source"] == "imap"
+        for entry in manifest["attachments"]:
+            name, blob = entry["name"], entry.get("blob")
+            size, digest = reader.sha256(blob) if blob else (0, "")
+            expected = hashlib.sha256(sent[name]).hexdigest() if name in sent else entry.get("sha256")
+            good = bool(blob) and digest == entry.get("sha256") == expected
+            ok = ok and good
+            print(f"  {'ok ' if good else 'BAD'} {name:28} {size:>8} bytes  {blob}")
+        ok = ok and all(any(e["name"] == n for e in manifest["attachments"]) for n in sent)
+    finally:
+        reader.close()
+    print(f"  manifest: source {manifest['source']}, account {manifest['account']}, route {manifest['route']}")
+    return ok
+
+
 def main() -> int:
-    print("Starting Azurite, the Azure simulator and the dev host ...", flush=True)
-    config = StackConfig(
-        mailboxes=(INVOICES, f"{SCANS}/{SCANS_FOLDER}"),
-        app_settings={"MAINTAIN_SCHEDULE": f"*/{TICK} * * * * *", "ROUTES": json.dumps(ROUTES)},
-    )
-    with Stack(config) as stack:
+    print("Starting Dovecot, Azurite, the Azure simulator and the dev host ...", flush=True)
+    with ExitStack() as running:
+        server, account = start_dovecot(running)
+        config = StackConfig(
+            mailboxes=(INVOICES, f"{SCANS}/{SCANS_FOLDER}", account),
+            app_settings={
+                "MAINTAIN_SCHEDULE": f"*/{TICK} * * * * *",
+                "ROUTES": json.dumps(ROUTES),
+                "MAIL_POLL_SCHEDULE": "*/2 * * * * *",
+            },
+        )
+        stack = running.enter_context(Stack(config))
         print(f"  dev host {stack.app_url}, simulator {stack.sim_url}")
         started = time.monotonic()
         result = stack.run_function("maintain")
         subscriptions = stack.control("GET", "/_sim/subscriptions")
         count = len(subscriptions.get("value", subscriptions) if isinstance(subscriptions, dict) else subscriptions)
         print(f"Timer 'maintain': {result.status_code}, {count} subscriptions ({time.monotonic() - started:.1f}s)")
-        if result.status_code != 200 or count != len(config.mailboxes):
+        if result.status_code != 200 or count != len(config.mailboxes) - 1:  # the IMAP account is polled
             print("FAILED: subscriptions were not created; see .stack/devhost.log")
             return 1
         mails = send_mails(stack)
@@ -318,8 +410,9 @@ def main() -> int:
               f"{recorded} of {len(skipped)} inline images and links recorded, not stored.")  # fmt: skip
         delivered = complete and all(c.ok for c in checks)
         routed = show_routes(stack)
+        imported = import_from_imap(stack, server)
         recovered = recover_missed_mail(stack)
-        return 0 if delivered and routed and recovered else 1
+        return 0 if delivered and routed and imported and recovered else 1
 
 
 if __name__ == "__main__":

@@ -32,7 +32,10 @@ from .settings import MailboxFolder
 from .storage import BlobStore
 
 if TYPE_CHECKING:
-    from .ingest import IngestOutcome
+    from .pipeline.job import IngestOutcome
+    from .settings import MailAccount
+
+    Place = MailboxFolder | MailAccount  # a Microsoft 365 mailbox folder, or an IMAP or POP3 account
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ class Activity:
     last_skipped_route: str | None = None
 
     @classmethod
-    def of(cls, folder: MailboxFolder) -> Activity:
+    def of(cls, folder: Place) -> Activity:
         return cls(folder.key, folder.mailbox, folder.folder)
 
     @classmethod
@@ -151,16 +154,17 @@ class ActivityStore:
         raise StateConflict(f"{path}: still conflicting after {MERGE_ATTEMPTS} attempts")
 
 
-def notified(folder: MailboxFolder, change: ChangeMessage) -> Activity:
-    """What the change says about notifications: when the webhook took it, if it came from Graph."""
+def notified(folder: Place, change: ChangeMessage | None) -> Activity:
+    """What the change says about notifications: when the webhook took it, if it came from Graph (an IMAP or
+    POP3 account's mail comes from a poll: no change)."""
     activity = Activity.of(folder)
-    if change.origin == NOTIFICATION:
+    if change is not None and change.origin == NOTIFICATION:
         with contextlib.suppress(ValueError):  # a stamp this app did not write: nothing to learn from it
             activity.last_notification_at = stamp(parse_graph_time(change.notified_at))
     return activity
 
 
-def ingested(folder: MailboxFolder, change: ChangeMessage, outcome: IngestOutcome, now: datetime) -> Activity:
+def ingested(folder: Place, change: ChangeMessage | None, outcome: IngestOutcome, now: datetime) -> Activity:
     activity = notified(folder, change)
     if outcome.status == "ingested" and outcome.received is not None:
         received = parse_graph_time(outcome.received)
@@ -178,7 +182,7 @@ def ingested(folder: MailboxFolder, change: ChangeMessage, outcome: IngestOutcom
     return activity
 
 
-def failed(folder: MailboxFolder, change: ChangeMessage, reason: str, now: datetime) -> Activity:
+def failed(folder: Place, change: ChangeMessage | None, reason: str, now: datetime) -> Activity:
     activity = notified(folder, change)
     activity.last_error, activity.last_error_at = reason, stamp(now)
     return activity

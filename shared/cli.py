@@ -29,16 +29,17 @@ from .errors import IngestError, SettingsError, StateConflict, one_line
 from .health import collect_status, to_json
 from .layout import graph_time, message_key
 from .maintain import failed_folders, run_pass
-from .poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, Parked, peek_parked, poison_queue, replay_parked
+from .poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE, Parked, peek_parked, poison_queue, replay_parked
 from .resync import resync_folder
 from .runtime import Runtime, build_runtime
 from .settings import MailboxFolder, Settings, parse_settings
+from .sources.cursor import CursorStore
 from .state import FolderState, StateStore
 from .subscriptions import delete_subscription
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOCAL_SETTINGS = "local.settings.json"
-QUEUES = {"changes": CHANGES_QUEUE, "lifecycle": LIFECYCLE_QUEUE}
+QUEUES = {"changes": CHANGES_QUEUE, "lifecycle": LIFECYCLE_QUEUE, "fetch": FETCH_QUEUE}
 TIMER_NOTE = (
     "note: the maintain timer creates subscriptions again for folders still in MAILBOXES; "
     "take a folder out of MAILBOXES to stop ingesting it for good"
@@ -86,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="per mailbox folder: subscription, notifications, ingest, errors")
     status.add_argument("--json", action="store_true", help="the report as JSON (as GET /api/health returns it)")
     resync = commands.add_parser(
-        "resync", help="enqueue a folder's mail again (delta since the saved link, or --since)"
+        "resync",
+        help="enqueue a folder's mail again (delta since the saved link, or --since); an IMAP or POP3 account's "
+        "next poll lists its mail again (since --since), queueing what was missed",
     )
     resync.add_argument("target", type=parse_target, metavar="MAILBOX[/FOLDER]")
     resync.add_argument("--since", type=parse_since, metavar="DATE", help="ISO date or date-time, UTC unless zoned")
@@ -260,6 +263,7 @@ def render_status(report: dict[str, Any]) -> str:
             lines.append(f"    problem       {problem}")
         if f.get("note"):
             lines.append(f"    note          {f['note']}")
+    lines += _render_accounts(report.get("accounts", []))
     last = report.get("maintain")
     if last:
         lines.append(f"maintain: last pass {last.get('at')}, {last.get('failed', 0)} folder(s) failed")
@@ -270,6 +274,31 @@ def render_status(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _render_accounts(accounts: list[dict[str, Any]]) -> list[str]:
+    """IMAP and POP3 accounts: the cursor, the last poll, what was queued and ingested, the problems."""
+    lines = []
+    for a in accounts:
+        lines.append(f"{_mark(a['healthy'])} {a['account']}  {'healthy' if a['healthy'] else 'UNHEALTHY'}")
+        cursor = a.get("cursor")
+        if cursor is None:
+            lines.append(f"    poll          {a.get('note', 'not polled yet')}")
+        else:
+            where = ", ".join(f"{k} {v}" for k, v in cursor.items())
+            lines.append(f"    poll          last {a['last_poll_at'] or '-'}, {where}, {a['queued']} queued in all")
+        ingest = a.get("ingest") or {}
+        if ingest.get("last_at"):
+            lines.append(
+                f"    ingest        last {ingest['last_at']}: message {ingest['last_message_key']},"
+                f" {ingest['last_files']} file(s), route {ingest['last_route']}"
+            )
+        else:
+            lines.append("    ingest        none recorded")
+        if ingest.get("last_error"):
+            lines.append(f"    ingest error  {ingest['last_error_at']}: {ingest['last_error']}")
+        lines += [f"    problem       {problem}" for problem in a["problems"]]
+    return lines
+
+
 async def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
     report = await collect_status(rt)
     print(to_json(report) if args.json else render_status(report))
@@ -278,6 +307,18 @@ async def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
 
 async def cmd_resync(rt: Runtime, args: argparse.Namespace) -> int:
     since: datetime | None = args.since
+    mailbox, path = args.target
+    accounts = [
+        a for a in rt.settings.accounts if a.address == mailbox and (path is None or a.folder.lower() == path.lower())
+    ]
+    for account in accounts:
+        cursor = await CursorStore(rt.state).rewind(account.key, graph_time(since) if since else None)
+        if cursor is None:
+            print(f"{account}: not polled yet; its first poll takes mail from then (or BACKFILL_HOURS back)")
+        else:
+            print(f"{account}: the next poll lists its mail since {cursor.window_start} again, by fingerprint")
+    if accounts and not any(f.mailbox == mailbox for f in rt.settings.mailboxes):
+        return EXIT_OK
     for folder in configured_folders(rt.settings, args.target):
         outcome = await resync_folder(rt, folder, "operator resync", since=since)
         if since is not None:
@@ -298,7 +339,11 @@ def describe(settings: Settings, parked: Parked) -> str:
     if isinstance(data, dict):
         folder = settings.folder_by_key(str(data.get("folder_key", "")))
         where = str(folder) if folder else f"folder {data.get('folder_key')}"
-        if data.get("message_id"):
+        account = settings.account_by_key(str(data.get("account", "")))
+        if data.get("type") == "fetch":
+            where = str(account) if account else f"account {data.get('account')}"
+            about = f"{where} message {data.get('fingerprint')}"
+        elif data.get("message_id"):
             about = f"{where} message {message_key(str(data['message_id']))}"
         elif data.get("event"):
             about = f"{where} lifecycle {data['event']}"

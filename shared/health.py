@@ -89,6 +89,24 @@ def problems(records: FolderRecords, now: datetime) -> list[str]:
     return found
 
 
+def ingest_json(activity: Activity) -> dict[str, Any]:
+    """What the ingest worker recorded of a mailbox folder or an IMAP or POP3 account."""
+    return {
+        "last_at": activity.last_ingest_at,
+        "last_message_key": activity.last_message_key,
+        "last_received_at": activity.last_received_at,
+        "last_files": activity.last_files,
+        "last_bytes": activity.last_bytes,
+        "lag_seconds": activity.last_lag_seconds,
+        "last_route": activity.last_route,
+        "last_skipped_at": activity.last_skipped_at,
+        "last_skipped_message_key": activity.last_skipped_message_key,
+        "last_skipped_route": activity.last_skipped_route,
+        "last_error": activity.last_error,
+        "last_error_at": activity.last_error_at,
+    }
+
+
 def folder_status(records: FolderRecords, now: datetime) -> dict[str, Any]:
     """One folder's status as JSON: what is known, the derived ages, and its problems."""
     state, activity = records.state, records.activity
@@ -127,20 +145,7 @@ def folder_status(records: FolderRecords, now: datetime) -> dict[str, Any]:
         "last_at": last_notification,
         "seconds_since": _seconds(now, parse_graph_time(last_notification)) if last_notification else None,
     }
-    report["ingest"] = {
-        "last_at": activity.last_ingest_at,
-        "last_message_key": activity.last_message_key,
-        "last_received_at": activity.last_received_at,
-        "last_files": activity.last_files,
-        "last_bytes": activity.last_bytes,
-        "lag_seconds": activity.last_lag_seconds,
-        "last_route": activity.last_route,
-        "last_skipped_at": activity.last_skipped_at,
-        "last_skipped_message_key": activity.last_skipped_message_key,
-        "last_skipped_route": activity.last_skipped_route,
-        "last_error": activity.last_error,
-        "last_error_at": activity.last_error_at,
-    }
+    report["ingest"] = ingest_json(activity)
     report["auth"] = records.auth
     return report
 
@@ -210,7 +215,12 @@ async def collect_status(rt: Runtime, now: datetime | None = None) -> dict[str, 
     records, queues, last = await asyncio.gather(asyncio.gather(*jobs), queue_counts(rt), last_pass(rt))
     report = summary([folder_status(r, now) for r in records], queues, now)
     report["maintain"] = last  # what the last maintain pass did, per folder (None: no pass yet)
-    return add_accounts(report, await accounts_status(rt.state, rt.settings.accounts, now))
+    accounts = await accounts_status(rt.state, rt.settings.accounts, now)
+    activities = ActivityStore(rt.state)
+    found = await asyncio.gather(*(activities.load(a.key) for a in rt.settings.accounts))
+    for account, (report_of, activity) in zip(rt.settings.accounts, zip(accounts, found, strict=True), strict=True):
+        report_of["ingest"] = ingest_json(activity or Activity.of(account))
+    return add_accounts(report, accounts)
 
 
 def to_json(report: dict[str, Any]) -> str:

@@ -4,10 +4,8 @@ Graph cost: one GET returns the message with its attachments, small files' bytes
 `contentBytes` (read in bounded memory, `contentbytes.py`); each large file and each attached mail
 adds one `/$value` stream. A repeated notification of a finished mail costs no Graph request at all.
 
-Exactly once: file paths are fixed by the message (`layout.py`), every file is written once with
-If-None-Match (a second writer adopts the first copy), and `manifest.json` is created once or
-replaced only by ETag. A mail with a failed attachment gets a `partial` manifest listing what failed
-and is retried; the retry completes it, reusing what is already stored.
+What is not Graph's (entries, blobs, manifest, hand-off, markers) is `pipeline/job.py`, shared with the
+IMAP and POP3 sources.
 """
 
 from __future__ import annotations
@@ -16,8 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -26,28 +23,31 @@ import httpx
 
 from .afteringest import apply_after_ingest
 from .contentbytes import ContentBytesReader, ExpandedMessage
-from .errors import GraphAuthError, GraphError, GraphNotFound, GraphThrottled, IngestError, StateConflict, one_line
-from .layout import (
-    MANIFEST,
-    UniqueNames,
-    graph_time,
-    message_key,
-    message_prefix,
-    metadata_value,
-    parse_graph_time,
-    sanitize_name,
-)
+from .errors import GraphAuthError, GraphError, GraphNotFound, GraphThrottled, one_line
+from .layout import graph_time, message_key, message_prefix, parse_graph_time, sanitize_name
 from .logs import log_event
 from .messages import ChangeMessage
-from .pipeline.handoff import HandOff
-from .pipeline.routes import Attachment, Decision, MailFacts, decide
+from .pipeline.job import (
+    MESSAGE_FILE,
+    Entry,
+    Extracted,
+    IngestOutcome,
+    Job,
+    Markers,
+    attempt,
+    finish,
+    hand_off,
+    manifest,
+    mark_incomplete,
+    skip,
+    with_extension,
+    write_manifest,
+)
+from .pipeline.routes import Attachment, MailFacts, decide
 from .rules import AfterIngest, SaveMail
 from .runtime import Runtime
 from .settings import MailboxFolder
-from .storage import BlobStore, BlobWriter, StoredBlob
-from .unpack.base import Encrypted, Found, Note, Signature, Sink
-from .unpack.smime import DecryptionKey
-from .unpack.tree import Unpacker, kind_of
+from .unpack.base import Found
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ MESSAGE_SELECT = (
     "id,subject,from,toRecipients,ccRecipients,receivedDateTime,internetMessageId,hasAttachments,parentFolderId,"
     "isRead,categories"
 )
-MESSAGE_FILE = "message.eml"  # SAVE_MESSAGE: the mail's MIME
 ATTACHMENT_SELECT = "id,name,contentType,size,isInline"
 # contentBytes kept in memory per file and per message; anything beyond streams from /$value.
 INLINE_PER_FILE = 4 * 1024 * 1024
@@ -70,70 +69,6 @@ KINDS = {
 ITEM_EXTENSIONS = {"text/calendar": ".ics", "text/vcard": ".vcf", "text/x-vcard": ".vcf"}
 
 
-class AttachmentsFailed(IngestError):
-    """Some attachments could not be stored; the manifest lists them and the message is retried."""
-
-
-@dataclass
-class Entry:
-    """One line of the manifest: an attachment, or a file found inside a container (an attached mail,
-    S/MIME, winmail.dat, a zip)."""
-
-    name: str
-    kind: str  # file | item | reference | message (the mail's MIME) | body
-    content_type: str | None
-    size: int | None
-    file: str | None = None  # its name in the message's folder
-    blob: str | None = None
-    sha256: str | None = None
-    parent: str | None = None  # `file` of the container it came from
-    url: str | None = None
-    skipped: str | None = None
-    failed: str | None = None
-    path: str | None = None  # its path inside a zip archive, as recorded there
-    signature: dict[str, Any] | None = None  # S/MIME: the signature's verdict
-    encrypted: dict[str, Any] | None = None  # S/MIME: the envelope's recipients, whether it was opened
-    problem: str | None = None  # a container that could not be read to the end, or only in part
-    children: list[Entry] = field(default_factory=list)
-
-    def record(self, stored: StoredBlob) -> None:
-        self.blob, self.size, self.sha256 = stored.path, stored.size, stored.sha256
-
-    def to_json(self) -> dict[str, Any]:
-        fields = {
-            "name": self.name,
-            "kind": self.kind,
-            "contentType": self.content_type,
-            "size": self.size,
-            "file": self.file if self.blob else None,
-            "blob": self.blob,
-            "sha256": self.sha256,
-            "parent": self.parent,
-            "url": self.url,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "path": self.path,
-            "signature": self.signature,
-            "encrypted": self.encrypted,
-            "problem": self.problem,
-        }
-        return {k: v for k, v in fields.items() if v is not None}
-
-    def flat(self) -> list[Entry]:
-        return [self, *(e for child in self.children for e in child.flat())]
-
-
-@dataclass(frozen=True)
-class IngestOutcome:
-    status: str  # "ingested", "duplicate", "gone", "ignored"
-    files: int = 0
-    bytes: int = 0
-    prefix: str | None = None
-    key: str | None = None  # the message key, once the mail was fetched
-    received: str | None = None  # its receivedDateTime (Graph's form), for the folder's activity record
-    route: str | None = None  # the route that decided
-
-
 def _kind(attachment: dict[str, Any]) -> str:
     return KINDS.get(str(attachment.get("@odata.type", "")).lower(), "file")
 
@@ -145,10 +80,6 @@ def _message_path(mailbox: str, message_id: str) -> str:
 def _body_file(message: dict[str, Any]) -> str:
     html = str((message.get("body") or {}).get("contentType") or "").lower() == "html"
     return "body.html" if html else "body.txt"
-
-
-def _with_extension(name: str, ext: str) -> str:
-    return name if name.lower().endswith(ext) else f"{name}{ext}"
 
 
 def _select(rt: Runtime) -> str:
@@ -174,46 +105,14 @@ async def _fetch(rt: Runtime, folder: MailboxFolder, path: str) -> ExpandedMessa
     return ExpandedMessage(await rt.graph.request("GET", path, mailbox=folder.mailbox, params=params), [])
 
 
-class _Job:
-    """Stores one message's attachments under `prefix`, and is the unpacker's handler: every file found
-    inside a container becomes an `Entry` under the container's."""
+class _Job(Job):
+    """A Graph message's attachments: planned from the expanded message, each file's bytes from its
+    `contentBytes` or `/$value`."""
 
     def __init__(self, rt: Runtime, folder: MailboxFolder, path: str, prefix: str, key: str) -> None:
-        self.rt = rt
-        self.rules = rt.settings.rules
+        super().__init__(rt, folder.mailbox, prefix, key)
         self.folder = folder
         self.path = path
-        self.prefix = prefix
-        self.key = key
-        self.names = UniqueNames()
-        self.store = rt.attachments  # the container this mail's files go to
-        self.unpacker: Unpacker[Entry] = Unpacker(self, rt.settings.unpack, self._keys)
-        self.tags: dict[str, str] = {}  # the deciding route's blob index tags, all but `kind`
-
-    def route_to(self, decision: Decision, store: BlobStore) -> None:
-        self.prefix, self.store, self.tags = decision.prefix, store, dict(decision.tags)
-
-    async def _keys(self) -> Sequence[DecryptionKey]:
-        return await self.rt.smime_keys.get()
-
-    def _metadata(self, entry: Entry) -> dict[str, str]:
-        metadata = {
-            "mailbox": metadata_value(self.folder.mailbox),
-            "messagekey": self.key,
-            "originalname": metadata_value(entry.name),
-        }
-        if entry.parent:
-            metadata["parent"] = metadata_value(entry.parent)
-        if entry.path:
-            metadata["archivepath"] = metadata_value(entry.path)
-        return metadata
-
-    async def _writer(self, entry: Entry) -> BlobWriter:
-        assert entry.file is not None
-        content_type = entry.content_type or "application/octet-stream"
-        return await self.store.writer(
-            f"{self.prefix}/{entry.file}", content_type, self._metadata(entry), {**self.tags, "kind": entry.kind}
-        )
 
     def _value(self, attachment_id: str) -> AsyncIterator[bytes]:
         return self._download(f"{self.path}/attachments/{quote(attachment_id, safe='')}/$value")
@@ -258,7 +157,7 @@ class _Job:
                 if kind == "item":
                     ext = ITEM_EXTENSIONS.get((content_type or "").lower(), ".eml")
                     entry.content_type = content_type or "message/rfc822"
-                    safe = _with_extension(sanitize_name(raw_name, "attached message"), ext)
+                    safe = with_extension(sanitize_name(raw_name, "attached message"), ext)
                 else:
                     safe = sanitize_name(raw_name)
                 entry.skipped = self.rules.skip_reason(safe, entry.content_type, inline, entry.size)
@@ -269,7 +168,7 @@ class _Job:
         return planned
 
     async def store_file(self, entry: Entry, attachment: dict[str, Any], content: bytes | None) -> None:
-        writer = await self._writer(entry)
+        writer = await self.writer(entry)
         if content:  # an empty or missing contentBytes is never trusted: the bytes come from /$value
             await writer.write(content)
         else:
@@ -286,9 +185,9 @@ class _Job:
         its blob and its unpacker from one stream, `/$value` or the `contentBytes` already read."""
         assert entry.file is not None
         entry.children.clear()  # a retry extracts afresh
-        writer = await self._writer(entry) if entry.skipped is None else None
+        writer = await self.writer(entry) if entry.skipped is None else None
         sink = self.unpacker.attachment(
-            entry, Found(entry.file, entry.content_type or ""), _Extracted(self, entry, writer)
+            entry, Found(entry.file, entry.content_type or ""), Extracted(self, entry, writer)
         )
         assert sink is not None
         try:
@@ -309,20 +208,20 @@ class _Job:
         saved = []
         if SaveMail.wanted(save.message, kept):
             entry = Entry(MESSAGE_FILE, "message", "message/rfc822", None, file=MESSAGE_FILE)
-            await _attempt(entry, self.store_message(entry))
+            await attempt(entry, self.store_message(entry))
             saved.append(entry)
         if SaveMail.wanted(save.body, kept):
             name = _body_file(message)
             content_type = f"text/{'html' if name.endswith('.html') else 'plain'}; charset=utf-8"
             entry = Entry(name, "body", content_type, None, file=name)
-            await _attempt(entry, self.store_body(entry, message))
+            await attempt(entry, self.store_body(entry, message))
             saved.append(entry)
         return saved
 
     async def store_message(self, entry: Entry) -> None:
         """The mail's MIME from `GET /messages/{id}/$value`, streamed. Graph may refuse it (very large mails,
         graph_facts §8): that is recorded as the reason, not retried."""
-        writer = await self._writer(entry)
+        writer = await self.writer(entry)
         existing = await self.store.stored(writer.path)
         if existing is not None:
             entry.record(existing)
@@ -336,122 +235,15 @@ class _Job:
             entry.skipped = f"Graph refused the MIME export: {one_line(exc)}"
             log_event(
                 logger, "ingest.mime_refused", logging.WARNING,
-                mailbox=self.folder.mailbox, message_key=self.key, reason=entry.skipped,
+                mailbox=self.mailbox, message_key=self.key, reason=entry.skipped,
             )  # fmt: skip
             return
         entry.record(await writer.commit())
 
     async def store_body(self, entry: Entry, message: dict[str, Any]) -> None:
-        writer = await self._writer(entry)
+        writer = await self.writer(entry)
         await writer.write(str((message.get("body") or {}).get("content") or "").encode())
         entry.record(await writer.commit())
-
-    # -- the unpacker's handler --------------------------------------------------------------------
-    async def open(self, parent: Entry, found: Found, container: bool) -> tuple[Entry, Sink | None] | None:
-        is_message = kind_of(found.name, found.content_type) == "message"
-        name = sanitize_name(found.name, "attached message" if is_message else "attachment")
-        if is_message:
-            name = _with_extension(name, ".eml")
-        # A zip entry is named by its path as recorded (its file name is that path folded).
-        entry = Entry(found.path or found.name, "file", found.content_type, None, parent=parent.file, path=found.path)
-        parent.children.append(entry)
-        entry.skipped = found.skipped or self.rules.skip_reason(name, found.content_type, found.inline, None)
-        if entry.skipped is not None and not container:
-            return entry, None  # recorded, read past
-        entry.file = self.names.take(name)
-        writer = await self._writer(entry) if entry.skipped is None else None
-        return entry, _Extracted(self, entry, writer)
-
-    def note(self, entry: Entry, note: Note) -> None:
-        fields: dict[str, Any] = {"mailbox": self.folder.mailbox, "message_key": self.key, "file": entry.file}
-        if isinstance(note, Signature):
-            if entry.signature is None or (entry.signature["status"] == "valid" and note.status != "valid"):
-                entry.signature = note.to_json()
-            level = logging.INFO if note.status == "valid" else logging.WARNING
-            log_event(
-                logger, "unpack.signature", level, **fields, status=note.status, signer=note.signer, reason=note.reason
-            )
-        elif isinstance(note, Encrypted):
-            entry.encrypted = note.to_json()
-            if not note.decrypted:
-                reason = note.reason or "not decrypted"
-                log_event(
-                    logger,
-                    "unpack.encrypted",
-                    logging.WARNING,
-                    **fields,
-                    recipients=list(note.recipients),
-                    reason=reason,
-                )
-        else:
-            entry.problem = note.reason
-            log_event(logger, "unpack.problem", logging.WARNING, **fields, reason=note.reason)
-
-    async def discard(self, entry: Entry, reason: str) -> None:
-        """A refused container (a zip bomb): the blobs of what was found in it before are deleted."""
-        below = [e for child in entry.children for e in child.flat()]
-        for found in below:
-            if found.blob:
-                await self.store.delete(found.blob)
-        entry.children.clear()
-        entry.skipped = reason
-        entry.blob = entry.sha256 = None
-        log_event(
-            logger, "unpack.refused", logging.WARNING,
-            mailbox=self.folder.mailbox, message_key=self.key, file=entry.file, reason=reason, discarded=len(below),
-        )  # fmt: skip
-
-
-class _Extracted:
-    """A file found inside a container, as it streams past: written to its blob unless a rule skips it
-    (the size rules are judged once its length is known)."""
-
-    def __init__(self, job: _Job, entry: Entry, writer: BlobWriter | None) -> None:
-        self.job = job
-        self.entry = entry
-        self.writer = writer
-        self.size = 0
-
-    async def write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.writer is not None and self.size > self.job.rules.max_bytes:
-            self.writer = None  # over the limit: the rest is read past
-        if self.writer is not None:
-            await self.writer.write(data)
-
-    async def close(self) -> None:
-        self.entry.size = self.size
-        if self.entry.skipped is not None:
-            return
-        self.entry.skipped = self.job.rules.size_skip(self.size)
-        if self.entry.skipped is None and self.writer is not None:
-            self.entry.record(await self.writer.commit())
-
-
-async def _attempt(entry: Entry, work: Awaitable[None]) -> None:
-    """One attachment's work; a failure is recorded on it and does not stop the others."""
-    try:
-        await work
-    except Exception as exc:
-        entry.failed = one_line(exc)
-
-
-class _Markers:
-    """Records beside the app's state: a mail finished (manifest and after-ingest actions done), or
-    gone before it could be fetched. Keyed by the notified id, so a repeat is caught before Graph."""
-
-    def __init__(self, rt: Runtime, folder: MailboxFolder, change: ChangeMessage) -> None:
-        self.rt = rt
-        self.key = message_key(change.message_id)
-        self.done = f"done/{folder.mailbox}/{self.key}.json"
-        self.gone = f"gone/{folder.mailbox}/{self.key}.json"
-
-    async def is_done(self) -> bool:
-        return await self.rt.state.read_json(self.done) is not None
-
-    async def mark(self, path: str, record: dict[str, Any]) -> None:
-        with contextlib.suppress(StateConflict):  # already marked by a concurrent worker
-            await self.rt.state.write_json(path, record, None)
 
 
 async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
@@ -468,7 +260,7 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
     if change.change_type.lower() != "created":
         log_event(logger, "ingest.ignored", reason=f"changeType {change.change_type}", mailbox=folder.mailbox)
         return IngestOutcome("ignored")
-    markers = _Markers(rt, folder, change)
+    markers = Markers(rt, folder.mailbox, message_key(change.message_id))
     if await markers.is_done():
         log_event(logger, "ingest.duplicate", mailbox=folder.mailbox, message_key=markers.key)
         return IngestOutcome("duplicate")
@@ -494,68 +286,34 @@ async def ingest_change(change: ChangeMessage, rt: Runtime) -> IngestOutcome:
     job = _Job(rt, folder, path, message_prefix(folder.mailbox, received, key), key)
     planned = job.plan(expanded)
     decision = decide(rt.settings.routes, _facts(job, message, received, planned))
+    where = {"mailbox": folder.mailbox, "folder": folder.folder}
     if decision.skip:
-        return await _skip(rt, folder, change, markers, path, message, received, decision)
-    store = rt.container(decision.container)
-    job.route_to(decision, store)
-    prefix = decision.prefix
-    manifest_path = f"{prefix}/{MANIFEST}"
-
-    existing = await store.read_json(manifest_path)
-    written = existing is None or existing[0].get("status", "complete") != "complete"
-    entries: list[Entry] = []
-    final = existing[0] if existing else {}
+        record = {**where, **_mail(message), "receivedDateTime": graph_time(received)}
+        # Only the route's own after-ingest action applies, not AFTER_INGEST.
+        action = decision.after_ingest or AfterIngest()
+        return await skip(
+            markers, decision, record, received, where,
+            lambda: apply_after_ingest(rt, folder, path, message, markers.key, action),
+        )  # fmt: skip
+    at = await job.routed(decision)
+    written, final, entries = at.to_write, at.manifest, []
     if written:
         entries = [entry for entry, _ in planned]
         await _store(job, planned, expanded)
         await _reference_urls(rt, folder, path, planned)
         entries += await job.save_mail(message, entries)
-        final = _manifest(folder, change, message, received, key, entries, decision)
-        try:
-            await store.write_json(
-                manifest_path, final, existing[1] if existing else None, {**decision.tags, "kind": "manifest"}
-            )
-        except StateConflict:
-            # Another worker wrote it first: fine if it finished the mail, else the queue retries.
-            again = await store.read_json(manifest_path)
-            if again is None or again[0].get("status") != "complete":
-                raise
-            written, final = False, again[0]
-        failed = [e for top in entries for e in top.flat() if e.failed]
-        if written and failed:
-            names = "; ".join(f"{e.name or '(no name)'}: {e.failed}" for e in failed[:3])
-            raise AttachmentsFailed(f"{len(failed)} attachment(s) failed, recorded in the manifest: {names}")
-
-    if rt.settings.ingested_queue:
-        queue = rt.settings.ingested_queue
-        send = HandOff(rt.state, lambda text: rt.send_queue_message(queue, text), queue)
-        await send(final, store, manifest_path, wrote_manifest=written)
+        mail = {**_mail(message), "source": "graph", "subscriptionId": change.subscription_id}
+        final = manifest(
+            entries, mailbox=folder.mailbox, folder=folder.folder, key=key, received=received, decision=decision,
+            mail=mail,
+        )  # fmt: skip
+        written, final = await write_manifest(at.store, at.manifest_path, final, at.etag, decision, entries)
+    await hand_off(rt, final, at.store, at.manifest_path, written=written)
     await apply_after_ingest(rt, folder, path, message, key, decision.after_ingest)
-    await markers.mark(markers.done, {"prefix": prefix, "route": decision.route, "at": graph_time(datetime.now(UTC))})
-    stored = [e for top in entries for e in top.flat() if e.sha256]
-    outcome = IngestOutcome(
-        "ingested" if written else "duplicate",
-        len(stored),
-        sum(e.size or 0 for e in stored),
-        prefix,
-        key,
-        graph_time(received),
-        decision.route,
+    where["subscription"] = change.subscription_id
+    return await finish(
+        markers, decision, entries, key=key, written=written, received=received, started=started, where=where
     )
-    log_event(
-        logger,
-        "ingest.done" if written else "ingest.duplicate",
-        mailbox=folder.mailbox,
-        folder=folder.folder,
-        message_key=key,
-        route=decision.route,
-        files=outcome.files,
-        bytes=outcome.bytes,
-        skipped=sum(1 for top in entries for e in top.flat() if e.skipped),
-        duration_ms=round((time.monotonic() - started) * 1000),
-        subscription=change.subscription_id,
-    )
-    return outcome
 
 
 async def _store(job: _Job, planned: list[tuple[Entry, dict[str, Any]]], expanded: ExpandedMessage) -> None:
@@ -566,19 +324,15 @@ async def _store(job: _Job, planned: list[tuple[Entry, dict[str, Any]]], expande
     async def containers() -> None:
         for entry, attachment in planned:
             if job.unpacks(entry):
-                await _attempt(entry, job.store_container(entry, attachment, expanded.content_of(attachment)))
+                await attempt(entry, job.store_container(entry, attachment, expanded.content_of(attachment)))
 
     files = [
-        _attempt(entry, job.store_file(entry, attachment, expanded.content_of(attachment)))
+        attempt(entry, job.store_file(entry, attachment, expanded.content_of(attachment)))
         for entry, attachment in planned
         if entry.kind in ("file", "item") and entry.skipped is None and not job.unpacks(entry)
     ]
     await asyncio.gather(containers(), *files)
-    for entry, _ in planned:
-        for found in entry.flat()[1:]:
-            if found.file and not (found.blob or found.skipped or found.failed):
-                # Its container broke off before the file was whole (the container records why).
-                found.skipped = "incomplete: its container ends early or is damaged"
+    mark_incomplete([entry for entry, _ in planned])
 
 
 async def _reference_urls(
@@ -614,67 +368,11 @@ def _facts(job: _Job, message: dict[str, Any], received: datetime, planned: list
     )
 
 
-async def _skip(
-    rt: Runtime,
-    folder: MailboxFolder,
-    change: ChangeMessage,
-    markers: _Markers,
-    path: str,
-    message: dict[str, Any],
-    received: datetime,
-    decision: Decision,
-) -> IngestOutcome:
-    """A skip route: nothing stored. The mail is recorded with the route's name (`skipped/` beside `done/`
-    in the state container); only the route's own after-ingest action applies, not AFTER_INGEST."""
-    record = {
-        "route": decision.route,
-        "mailbox": folder.mailbox,
-        "folder": folder.folder,
-        "messageId": message["id"],
-        "internetMessageId": message.get("internetMessageId"),
-        "from": _address(message.get("from")) or None,
-        "subject": message.get("subject"),
-        "receivedDateTime": graph_time(received),
-        "at": graph_time(datetime.now(UTC)),
-    }
-    await markers.mark(f"skipped/{folder.mailbox}/{markers.key}.json", record)
-    await apply_after_ingest(rt, folder, path, message, markers.key, decision.after_ingest or AfterIngest())
-    await markers.mark(markers.done, {"route": decision.route, "skipped": True, "at": record["at"]})
-    log_event(
-        logger,
-        "ingest.skipped",
-        mailbox=folder.mailbox,
-        folder=folder.folder,
-        message_key=markers.key,
-        route=decision.route,
-        sender_domain=decision.tags.get("senderDomain"),
-    )
-    return IngestOutcome("skipped", key=markers.key, received=graph_time(received), route=decision.route)
-
-
-def _manifest(
-    folder: MailboxFolder,
-    change: ChangeMessage,
-    message: dict[str, Any],
-    received: datetime,
-    key: str,
-    entries: list[Entry],
-    decision: Decision,
-) -> dict[str, Any]:
-    flat = [e for top in entries for e in top.flat()]
+def _mail(message: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest and a skip record say of a Graph message."""
     return {
-        "status": "partial" if any(e.failed for e in flat) else "complete",
-        "mailbox": folder.mailbox,
-        "folder": folder.folder,
-        "messageKey": key,
         "messageId": message["id"],
         "internetMessageId": message.get("internetMessageId"),
         "subject": message.get("subject"),
-        "from": ((message.get("from") or {}).get("emailAddress") or {}).get("address"),
-        "receivedDateTime": received.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "ingestedAt": graph_time(datetime.now(UTC)),
-        "subscriptionId": change.subscription_id,
-        "route": decision.route,
-        "tags": dict(decision.tags),
-        "attachments": [e.to_json() for e in flat],
+        "from": _address(message.get("from")) or None,
     }

@@ -80,26 +80,35 @@ class SaveMail:
 
 @dataclass(frozen=True)
 class AfterIngest:
-    """Done to the mail once its manifest is written; each needs Mail.ReadWrite."""
+    """Done to the mail once its manifest is written; each needs Mail.ReadWrite (Graph). IMAP: mark-read
+    sets \\Seen, a category becomes a keyword, move uses MOVE. `delete` is POP3's only action (POP3 has no
+    flags or folders), and only POP3's: settings refuse any other combination."""
 
     mark_read: bool = False
     category: str | None = None
     move_to: str | None = None  # a folder path like `MAILBOXES` takes: `Archive/Invoices`
+    delete: bool = False  # POP3: DELE, applied at the session's QUIT
 
     @property
     def anything(self) -> bool:
+        return self.mark_read or self.category is not None or self.move_to is not None or self.delete
+
+    @property
+    def flags_or_folders(self) -> bool:
+        """Whether it asks for what only Graph and IMAP have: read state, categories, folders."""
         return self.mark_read or self.category is not None or self.move_to is not None
 
     def __str__(self) -> str:
         parts = ["mark-read"] if self.mark_read else []
         parts += [f"category:{self.category}"] if self.category else []
         parts += [f"move:{self.move_to}"] if self.move_to else []
+        parts += ["delete"] if self.delete else []
         return ",".join(parts) or "none"
 
 
 def parse_after_ingest(text: str) -> AfterIngest:
-    """`none`, or a comma list of `mark-read`, `category:<name>`, `move:<folder path>`."""
-    mark_read, category, move_to = False, None, None
+    """`none`, or a comma list of `mark-read`, `category:<name>`, `move:<folder path>`, `delete` (POP3)."""
+    mark_read, category, move_to, delete = False, None, None, False
     for raw in text.split(","):
         item = raw.strip()
         kind, _, value = item.partition(":")
@@ -108,6 +117,8 @@ def parse_after_ingest(text: str) -> AfterIngest:
             continue
         if kind == "mark-read" and not value:
             mark_read = True
+        elif kind == "delete" and not value:
+            delete = True
         elif kind == "category" and value and category is None:
             category = value
         elif kind == "move" and value and move_to is None:
@@ -116,5 +127,7 @@ def parse_after_ingest(text: str) -> AfterIngest:
                 raise ValueError(f"move:{value} has an empty folder name")
             move_to = "/".join(segments)
         else:
-            raise ValueError(f"{item!r} is not one of none, mark-read, category:<name>, move:<folder>")
-    return AfterIngest(mark_read, category, move_to)
+            raise ValueError(f"{item!r} is not one of none, mark-read, category:<name>, move:<folder>, delete")
+    if delete and (mark_read or category or move_to):
+        raise ValueError("delete is POP3's only action and goes alone (POP3 has no flags or folders)")
+    return AfterIngest(mark_read, category, move_to, delete)

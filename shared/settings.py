@@ -17,7 +17,7 @@ from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .errors import SettingsError
-from .layout import CONTAINER_NAME
+from .layout import CONTAINER_NAME, message_key
 from .pipeline.routes import Route, RouteError, parse_routes
 from .rules import (
     MAX_ATTACHMENT_BYTES,
@@ -128,6 +128,16 @@ class MailAccount:
         return self.user.lower() if "@" in self.user else f"{self.user.lower()}@{self.host.lower()}"
 
     @property
+    def mailbox(self) -> str:
+        """What `{mailbox}` means for an account, as for a Microsoft 365 mailbox (blob layout, records)."""
+        return self.address
+
+    def message_key(self, fingerprint: str) -> str:
+        """A message's key (blob layout, markers): the account and the message's fingerprint, so it stays the
+        same across UIDVALIDITY changes and renumbered UIDLs."""
+        return message_key(f"{self.key}/{fingerprint}")
+
+    @property
     def segments(self) -> tuple[str, ...]:
         return tuple(self.folder.split("/"))
 
@@ -186,9 +196,9 @@ class Settings:
     def account_by_key(self, key: str) -> MailAccount | None:
         return next((a for a in self.accounts if a.key == key), None)
 
-    def after_ingest_for(self, folder: MailboxFolder, route: AfterIngest | None = None) -> AfterIngest:
-        """The deciding route's action if it sets one, else the folder's (AFTER_INGEST_BY_MAILBOX), else
-        AFTER_INGEST."""
+    def after_ingest_for(self, folder: MailboxFolder | MailAccount, route: AfterIngest | None = None) -> AfterIngest:
+        """The deciding route's action if it sets one, else the folder's or account's (AFTER_INGEST_BY_MAILBOX),
+        else AFTER_INGEST."""
         return route if route is not None else self.after_ingest_by_folder.get(folder.key, self.after_ingest)
 
     @cached_property
@@ -514,9 +524,12 @@ def _after_ingest(name: str, text: str) -> AfterIngest:
         raise SettingsError(name, str(exc)) from None
 
 
-def _after_ingest_by_folder(raw: str, mailboxes: tuple[MailboxFolder, ...]) -> dict[str, AfterIngest]:
+def _after_ingest_by_folder(
+    raw: str, mailboxes: tuple[MailboxFolder, ...], accounts: tuple[MailAccount, ...] = ()
+) -> dict[str, AfterIngest]:
     """AFTER_INGEST_BY_MAILBOX, `mailbox=actions; mailbox/Folder=actions`: a mailbox applies to all its
-    folders, a folder entry wins."""
+    folders, a folder entry wins. An IMAP or POP3 account is named by its address (`MailAccount.address`),
+    and its folder (POP3: INBOX). Keyed by `MailboxFolder.key` and `MailAccount.key`."""
     name = "AFTER_INGEST_BY_MAILBOX"
     by_mailbox: dict[str, AfterIngest] = {}
     by_folder: dict[str, AfterIngest] = {}
@@ -527,13 +540,53 @@ def _after_ingest_by_folder(raw: str, mailboxes: tuple[MailboxFolder, ...]) -> d
         if not sep:
             raise SettingsError(name, f"entry {entry.strip()!r} is not mailbox=actions")
         mailbox, _, folder = target.strip().lower().partition("/")
-        matches = [m for m in mailboxes if m.mailbox == mailbox and (not folder or m.folder.lower() == folder)]
+        places: list[MailboxFolder | MailAccount] = [*mailboxes, *accounts]
+        matches = [m for m in places if m.mailbox == mailbox and (not folder or m.folder.lower() == folder)]
         if not matches:
             raise SettingsError(name, f"{target.strip()!r} is not in MAILBOXES")
         parsed = _after_ingest(name, actions)
         for match in matches:
             (by_folder if folder else by_mailbox)[match.key] = parsed
     return {**by_mailbox, **by_folder}
+
+
+def _check_actions(
+    after_ingest: AfterIngest,
+    by_folder: Mapping[str, AfterIngest],
+    routes: tuple[Route, ...],
+    mailboxes: tuple[MailboxFolder, ...],
+    accounts: tuple[MailAccount, ...],
+) -> None:
+    """`delete` is for POP3 accounts only, and POP3 accounts take nothing else (no flags, no folders): the
+    action each mailbox folder and account gets (AFTER_INGEST_BY_MAILBOX, else AFTER_INGEST), and each route
+    with an afterIngest, for the mailboxes it can match."""
+    places: list[MailboxFolder | MailAccount] = [*mailboxes, *accounts]
+    for place in places:
+        action = by_folder.get(place.key, after_ingest)
+        name = "AFTER_INGEST_BY_MAILBOX" if place.key in by_folder else "AFTER_INGEST"
+        problem = _action_problem(place, action)
+        if problem:
+            raise SettingsError(name, problem)
+    for route in routes:
+        if route.after_ingest is None or not route.after_ingest.anything:
+            continue
+        wanted = {m.casefold() for m in route.mailboxes} if route.mailboxes is not None else None
+        for place in places:
+            if wanted is not None and place.mailbox.casefold() not in wanted:
+                continue
+            problem = _action_problem(place, route.after_ingest)
+            if problem:
+                hint = "" if wanted is not None else " (limit the route with match.mailbox)"
+                raise SettingsError("ROUTES", f"route {route.name!r}: {problem}{hint}")
+
+
+def _action_problem(place: MailboxFolder | MailAccount, action: AfterIngest) -> str | None:
+    pop3 = isinstance(place, MailAccount) and place.protocol == "pop3"
+    if action.delete and not pop3:
+        return f"delete applies to POP3 accounts only, not to {place}"
+    if pop3 and action.flags_or_folders:
+        return f"{action} does not apply to POP3 account {place} (POP3 has no flags or folders: only delete)"
+    return None
 
 
 # The app's root (beside function_app.py): a relative ROUTES_FILE is found there, wherever the host starts.
@@ -641,6 +694,10 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     mailboxes, accounts = parse_mailbox_entries(_required(env, "MAILBOXES"))
     graph_api_url = _url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0")
     state_container = _container(env, "STATE_CONTAINER", "mail-ingest-state")
+    after_ingest = _after_ingest("AFTER_INGEST", env.get("AFTER_INGEST", ""))
+    by_folder = _after_ingest_by_folder(env.get("AFTER_INGEST_BY_MAILBOX", ""), mailboxes, accounts)
+    routes = _routes(env, state_container)
+    _check_actions(after_ingest, by_folder, routes, mailboxes, accounts)
     return Settings(
         tenant_id=tenant_id,
         client_id=client_id,
@@ -677,9 +734,9 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         unpack=_unpack(env),
         smime_certificates=_vault_names(env, "SMIME_CERTIFICATES"),
         save=SaveMail(_save_mode(env, "SAVE_MESSAGE"), _save_mode(env, "SAVE_BODY")),
-        after_ingest=_after_ingest("AFTER_INGEST", env.get("AFTER_INGEST", "")),
-        after_ingest_by_folder=_after_ingest_by_folder(env.get("AFTER_INGEST_BY_MAILBOX", ""), mailboxes),
-        routes=_routes(env, state_container),
+        after_ingest=after_ingest,
+        after_ingest_by_folder=by_folder,
+        routes=routes,
         ingested_queue=_queue_name(env, "INGESTED_QUEUE", "mail-ingested"),
     )
 

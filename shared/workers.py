@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from .errors import one_line
 from .known_subscriptions import Holding
 from .logs import log_event
-from .poison import CHANGES_QUEUE, LIFECYCLE_QUEUE
+from .poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE
 from .settings import get_settings
 from .webhook import receive, verify_changes, verify_lifecycle
+
+if TYPE_CHECKING:
+    from .activity import Place
+    from .messages import ChangeMessage
+    from .pipeline.job import IngestOutcome
+    from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +59,13 @@ def _about(body: bytes) -> dict[str, str]:
         return {}
     fields: dict[str, str] = {}
     folder = get_settings().folder_by_key(str(data.get("folder_key")))
+    account = get_settings().account_by_key(str(data.get("account")))
     if folder is not None:
         fields.update(mailbox=folder.mailbox, folder=folder.folder)
+    elif account is not None:
+        fields.update(mailbox=account.address, folder=account.folder, account=str(account))
+        if isinstance(data.get("fingerprint"), str):
+            fields["message_key"] = account.message_key(data["fingerprint"])
     if isinstance(data.get("subscription_id"), str):
         fields["subscription"] = data["subscription_id"]
     if isinstance(data.get("message_id"), str):
@@ -82,30 +94,57 @@ async def _queued(msg: func.QueueMessage, queue: str, events: tuple[str, str], w
         log_event(logger, poisoned, logging.ERROR, queue_message=msg.id, reason=reason, **about)
 
 
-async def ingest(msg: func.QueueMessage) -> None:
+# What an ingest worker reads from its queue message: the mailbox folder or account (None: no longer
+# configured), the Graph change if it is one, and the ingest to run.
+Reading = tuple["Place | None", "ChangeMessage | None", Callable[[], Awaitable["IngestOutcome"]]]
+
+
+async def _ingesting(msg: func.QueueMessage, queue: str, read: Callable[[Runtime], Reading]) -> None:
+    """One mail's ingest, its outcome or failure in its folder's (or account's) activity record."""
     from . import activity
-    from .ingest import ingest_change
-    from .messages import parse_change
     from .poison import max_dequeue_count
     from .runtime import get_runtime
 
     async def work() -> None:
         rt = get_runtime()
-        change = parse_change(msg.get_body())
-        folder = rt.settings.folder_by_key(change.folder_key)
+        where, change, run = read(rt)
         try:
-            outcome = await ingest_change(change, rt)
+            outcome = await run()
         except Exception as exc:
-            if folder is not None:
+            if where is not None:
                 reason = one_line(exc)
                 if (msg.dequeue_count or 0) >= max_dequeue_count():
                     reason = f"poisoned after {msg.dequeue_count} deliveries: {reason}"
-                await activity.record(rt.state, activity.failed(folder, change, reason, datetime.now(UTC)))
+                await activity.record(rt.state, activity.failed(where, change, reason, datetime.now(UTC)))
             raise
-        if folder is not None:
-            await activity.record(rt.state, activity.ingested(folder, change, outcome, datetime.now(UTC)))
+        if where is not None:
+            await activity.record(rt.state, activity.ingested(where, change, outcome, datetime.now(UTC)))
 
-    await _queued(msg, CHANGES_QUEUE, ("ingest.failed", "ingest.poisoned"), work())
+    await _queued(msg, queue, ("ingest.failed", "ingest.poisoned"), work())
+
+
+async def ingest(msg: func.QueueMessage) -> None:
+    """A Graph change: the mail's attachments into Blob Storage."""
+    from .ingest import ingest_change
+    from .messages import parse_change
+
+    def read(rt: Runtime) -> Reading:
+        change = parse_change(msg.get_body())
+        return rt.settings.folder_by_key(change.folder_key), change, lambda: ingest_change(change, rt)
+
+    await _ingesting(msg, CHANGES_QUEUE, read)
+
+
+async def fetch(msg: func.QueueMessage) -> None:
+    """A `mail-fetch` request: an IMAP or POP3 message into Blob Storage, as Graph mail."""
+    from .pipeline.accounts import ingest_fetched
+    from .sources.fetch import FetchRequest
+
+    def read(rt: Runtime) -> Reading:
+        request = FetchRequest.parse(msg.get_body())
+        return rt.settings.account_by_key(request.account), None, lambda: ingest_fetched(request, rt)
+
+    await _ingesting(msg, FETCH_QUEUE, read)
 
 
 async def lifecycle_event(msg: func.QueueMessage) -> None:

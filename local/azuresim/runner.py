@@ -12,11 +12,16 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from local.processes import terminate
+
+if TYPE_CHECKING:
+    from azure.keyvault.secrets.aio import SecretClient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,3 +108,25 @@ def start_simulator(
     process.kill()
     process.wait()
     raise TimeoutError(f"azuresim was not ready within {timeout} s; see {log_path}")
+
+
+@asynccontextmanager
+async def secret_client(sim: SimulatorProcess) -> AsyncIterator[SecretClient]:
+    """azure-keyvault-secrets on the simulator's vault, as the app's own credential."""
+    from azure.identity.aio import ClientSecretCredential
+    from azure.keyvault.secrets.aio import SecretClient
+
+    info = sim.info
+    async with (
+        ClientSecretCredential(
+            info["tenant_id"],
+            info["client_id"],
+            info["client_secret"],
+            authority=sim.url,
+            connection_verify=sim.ca_file,
+        ) as credential,
+        SecretClient(
+            sim.key_vault_url, credential, verify_challenge_resource=False, connection_verify=sim.ca_file
+        ) as client,
+    ):
+        yield client

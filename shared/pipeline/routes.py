@@ -47,6 +47,7 @@ MAX_VALUE_BYTES = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOKEN = re.compile(r"\{([^{}]*)\}")
 _MATCH_KEYS = ("mailbox", "folder", "from", "to", "subject", "attachment", "contentType", "noKeptFile")
+_FILE_KEYS = ("attachment", "contentType", "noKeptFile")  # known only once the files are listed
 _ROUTE_KEYS = ("name", "match", "container", "path", "skip", "tags", "afterIngest")
 
 
@@ -174,6 +175,8 @@ class Route:
     skip: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
     after_ingest: AfterIngest | None = None  # None: AFTER_INGEST_BY_MAILBOX, then AFTER_INGEST
+    on_files: bool = False  # a condition looks at the mail's files (names, types, whether one is kept)
+    mailboxes: tuple[str, ...] | None = None  # match.mailbox as given; None: any mailbox
 
     def matches(self, mail: MailFacts) -> bool:
         return all(condition(mail) for condition in self.conditions)
@@ -338,6 +341,8 @@ def _route(raw: Any) -> Route:
         skip=skip,
         tags=_tags(raw.get("tags", {})),
         after_ingest=parse_after_ingest(after) if after is not None else None,
+        on_files=any(k in raw.get("match", {}) for k in _FILE_KEYS),
+        mailboxes=_strings(raw["match"]["mailbox"], "match.mailbox") if "mailbox" in raw.get("match", {}) else None,
     )
 
 

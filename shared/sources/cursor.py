@@ -60,6 +60,20 @@ class CursorStore:
         """Write if nobody else has since `etag` (create if None); StateConflict otherwise."""
         return await self._blobs.write_json(self.path(cursor.account_key), asdict(cursor), etag)
 
+    async def rewind(self, account_key: str, since: str | None) -> SourceCursor | None:
+        """`resync`: the next poll lists the folder's mail again, by fingerprint, from `since` (default: the
+        window the account started from); what was queued before is recognised by its mark and not queued
+        twice, so only mail a poll missed comes in. None when the account was never polled. StateConflict
+        when a poll saved meanwhile (run it again)."""
+        cursor, etag = await self.load(account_key)
+        if cursor is None:
+            return None
+        if since is not None:
+            cursor.window_start = since
+        cursor.uidvalidity, cursor.last_uid, cursor.uidls = None, None, []
+        await self.save(cursor, etag)
+        return cursor
+
     def _mark(self, account_key: str, fingerprint: str) -> str:
         return f"{self.PREFIX}{account_key}/seen/{fingerprint}.json"
 

@@ -1,14 +1,17 @@
-"""A queued fetch request (`mail-fetch`) back to the message's bytes: `open_message` yields the MIME as an
-async iterator of chunks, from the same account folder, after checking the request still names it."""
+"""A queued fetch request (`mail-fetch`) back to the message's bytes: `open_fetched` yields the MIME as an
+async iterator of chunks, from the same account folder, after checking the request still names it, and
+the after-ingest actions on the same connection, mapped to the protocol (IMAP: `\\Seen`, a keyword, MOVE;
+POP3: DELE, applied at QUIT when the session closes)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from ..errors import MailMessageGone, QueueMessageError
+from ..rules import AfterIngest
 from ..settings import MailAccount, Settings
 from .common import Login
 from .imap.session import ImapSession
@@ -26,6 +29,7 @@ class FetchRequest:
     uid: int | None = None  # IMAP
     uidl: str | None = None  # POP3
     message_id: str = ""
+    queued_at: str | None = None  # when the poll queued it (Graph's time form)
 
     @classmethod
     def parse(cls, body: str | bytes) -> FetchRequest:
@@ -43,6 +47,7 @@ class FetchRequest:
                 uid=int(data["uid"]) if data.get("uid") is not None else None,
                 uidl=str(data["uidl"]) if data.get("uidl") is not None else None,
                 message_id=str(data.get("messageId") or ""),
+                queued_at=str(data["queuedAt"]) if data.get("queuedAt") else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise QueueMessageError(f"unreadable fetch request: {exc}") from None
@@ -59,12 +64,22 @@ class FetchRequest:
         return account
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """A message being read: its MIME as chunks (read once), and its after-ingest actions."""
+
+    chunks: AsyncIterator[bytes]
+    apply: Callable[[AfterIngest], Awaitable[list[str]]]
+
+    async def after_ingest(self, actions: AfterIngest) -> list[str]:
+        """Bring the message to the wanted state; what was done (nothing already so is done again)."""
+        return await self.apply(actions) if actions.anything else []
+
+
 @asynccontextmanager
-async def open_message(
-    account: MailAccount, login: Login, request: FetchRequest
-) -> AsyncIterator[AsyncIterator[bytes]]:
-    """The requested message's MIME as chunks. When the folder's UIDVALIDITY (or the server's UIDLs) changed
-    since the request was queued, the message is found again by fingerprint; MailMessageGone if it is gone."""
+async def open_fetched(account: MailAccount, login: Login, request: FetchRequest) -> AsyncIterator[Fetched]:
+    """The requested message. When the folder's UIDVALIDITY (or the server's UIDLs) changed since the request
+    was queued, the message is found again by fingerprint; MailMessageGone if it is gone."""
     if account.protocol == "imap":
         assert request.uid is not None and request.uidvalidity is not None
         async with await ImapSession.open(account, login) as imap:
@@ -74,7 +89,12 @@ async def open_message(
                 uid = await imap.find(request.fingerprint, request.message_id)
             if uid is None:
                 raise MailMessageGone(str(account), f"no message with fingerprint {request.fingerprint} any more")
-            yield imap.stream(uid)
+            found = uid
+
+            async def imap_actions(actions: AfterIngest) -> list[str]:
+                return await imap.after_ingest(status.uidvalidity, found, actions)
+
+            yield Fetched(imap.stream(found), imap_actions)
     else:
         assert request.uidl is not None
         async with await Pop3Session.open(account, login) as pop3:
@@ -83,4 +103,24 @@ async def open_message(
                 uidl = await pop3.find(request.fingerprint)
             if uidl is None:
                 raise MailMessageGone(str(account), f"no message with fingerprint {request.fingerprint} any more")
-            yield pop3.stream(uidl)
+            name = uidl
+
+            async def pop3_actions(actions: AfterIngest) -> list[str]:
+                # POP3 has no flags or folders: only an explicit delete does anything. QUIT at once, so that a
+                # mail is marked done only once its deletion took effect.
+                if not actions.delete:
+                    return []
+                await pop3.delete(name)
+                await pop3.quit()
+                return ["delete"]
+
+            yield Fetched(pop3.stream(name), pop3_actions)
+
+
+@asynccontextmanager
+async def open_message(
+    account: MailAccount, login: Login, request: FetchRequest
+) -> AsyncIterator[AsyncIterator[bytes]]:
+    """The requested message's MIME as chunks (`open_fetched` without the actions)."""
+    async with open_fetched(account, login, request) as fetched:
+        yield fetched.chunks

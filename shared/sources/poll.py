@@ -167,7 +167,8 @@ def _from_now(window: datetime, now: datetime) -> bool:
     return window > now - timedelta(seconds=1)
 
 
-def _request(account: MailAccount, fingerprint: str, size: int, **ref: Any) -> dict[str, Any]:
+def _request(poll: _Poll, fingerprint: str, size: int, **ref: Any) -> dict[str, Any]:
+    account = poll.account
     return {
         "type": "fetch",
         "account": account.key,
@@ -176,6 +177,7 @@ def _request(account: MailAccount, fingerprint: str, size: int, **ref: Any) -> d
         **ref,
         "fingerprint": fingerprint,
         "size": size,
+        "queuedAt": graph_time(poll.started_at),  # the date folder of a mail that has no date of its own
     }
 
 
@@ -225,7 +227,7 @@ async def _queue_imap(poll: _Poll, infos: Sequence[MessageInfo], uidvalidity: in
         if not poll.time_left():
             return False
         ref = _request(
-            poll.account, info.fingerprint, info.size, uidvalidity=uidvalidity, uid=info.uid, messageId=info.message_id
+            poll, info.fingerprint, info.size, uidvalidity=uidvalidity, uid=info.uid, messageId=info.message_id
         )
         await poll.hand_on(ref, info.fingerprint)
         poll.cursor.last_uid = info.uid
@@ -259,7 +261,7 @@ async def _poll_pop3(poll: _Poll, login: Login, now: datetime) -> bool:
                 break
             for info in await session.describe(new[start : start + SAVE_EVERY]):
                 if not (first and not _in_window(info, window)):
-                    ref = _request(poll.account, info.fingerprint, info.size, uidl=info.uidl)
+                    ref = _request(poll, info.fingerprint, info.size, uidl=info.uidl)
                     await poll.hand_on(ref, info.fingerprint)
                 known.add(uidl_digest(info.uidl))
             # Only UIDLs still in the maildrop are kept: the list stays as long as the maildrop.

@@ -9,16 +9,13 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from aiohttp import web
-from azure.identity.aio import ClientSecretCredential
-from azure.keyvault.secrets.aio import SecretClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -91,25 +88,6 @@ async def subscribe(
         **extra,
     }
     return await http.post("/v1.0/subscriptions", json=body, headers={**graph, **(headers or {})})
-
-
-@asynccontextmanager
-async def secret_client(sim: SimulatorProcess) -> AsyncIterator[SecretClient]:
-    """azure-keyvault-secrets on the simulator's vault, as the app's own credential."""
-    info = sim.info
-    async with (
-        ClientSecretCredential(
-            info["tenant_id"],
-            info["client_id"],
-            info["client_secret"],
-            authority=sim.url,
-            connection_verify=sim.ca_file,
-        ) as credential,
-        SecretClient(
-            sim.key_vault_url, credential, verify_challenge_resource=False, connection_verify=sim.ca_file
-        ) as client,
-    ):
-        yield client
 
 
 def claims_of(token: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from local.azuresim.content import GeneratedContent, sha256_hex
-from local.azuresim.runner import SimulatorProcess, start_simulator
+from local.azuresim.runner import SimulatorProcess, secret_client, start_simulator
 from tests.local.simclient import (
     GRAPH_SCOPE,
     IMMUTABLE,
@@ -34,7 +34,6 @@ from tests.local.simclient import (
     expiry,
     get_token,
     new_mailbox,
-    secret_client,
     sim_now,
     subscribe,
 )

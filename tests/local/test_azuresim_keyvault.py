@@ -20,14 +20,13 @@ from azure.keyvault.secrets.aio import SecretClient
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from local.azuresim.runner import SimulatorProcess
+from local.azuresim.runner import SimulatorProcess, secret_client
 from tests.local.simclient import (
     VAULT_SCOPE,
     cert_pem,
     get_token,
     key_pem,
     make_certificate,
-    secret_client,
     sha1_thumbprint,
 )
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.activity import Activity, ActivityStore, failed, ingested, merge, notified, stamp
-from shared.ingest import IngestOutcome
 from shared.messages import RESYNC, ChangeMessage
+from shared.pipeline.job import IngestOutcome
 from shared.settings import MailboxFolder
 from shared.storage import BlobStore
 

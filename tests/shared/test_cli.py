@@ -129,3 +129,20 @@ def test_status_names_the_route_the_last_skip_and_the_last_maintain_pass():
         "x@contoso.com/Inbox: failed: 403 Forbidden",
     ]
     assert lines[0][0] != lines[1][0]  # a mark for done, another for failed
+
+
+def test_a_parked_fetch_request_names_its_account_and_message(env: dict[str, str]):
+    from shared.cli import describe
+    from shared.poison import Parked
+    from shared.settings import parse_settings
+
+    env["MAILBOXES"] = "invoices@contoso.com, imaps://ap%40example.org@imap.example?secret=pw"
+    settings = parse_settings(env)
+    (account,) = settings.accounts
+    request = {"type": "fetch", "account": account.key, "protocol": "imap", "fingerprint": "abc123", "size": 5}
+    parked = Parked("1", None, json.dumps(request), "MailAuthFailed: refused", "2026-11-29T10:00:00Z", None)
+    assert describe(settings, parked) == (
+        "imaps://ap%40example.org@imap.example:993/INBOX message abc123 (parked 2026-11-29T10:00:00Z): "
+        "MailAuthFailed: refused"
+    )
+    assert build_parser().parse_args(["replay-poison", "--queue", "fetch"]).queue == "fetch"

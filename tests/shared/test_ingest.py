@@ -10,7 +10,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from shared.contentbytes import ExpandedMessage
-from shared.ingest import Entry, _facts, _Job
+from shared.ingest import _facts, _Job
+from shared.pipeline.job import Entry
 from shared.settings import Settings, parse_settings
 from shared.storage import BlobStore
 

@@ -59,6 +59,7 @@ class Pop3Session:
         self._client = client
         self._lock = asyncio.Lock()
         self._numbers: dict[str, Pop3Entry] = {}
+        self._quit = False
 
     @classmethod
     async def open(
@@ -66,8 +67,15 @@ class Pop3Session:
     ) -> Pop3Session:
         return cls(account, await asyncio.to_thread(_connect, account, login, read_timeout))
 
+    async def quit(self) -> None:
+        """QUIT now, so that the deletions take effect (UPDATE state); a server that does not confirm raises."""
+        await self._call("QUIT", self._client.quit)
+        self._quit = True
+
     async def close(self) -> None:
         """QUIT: the server applies deletions (UPDATE state) and closes."""
+        if self._quit:
+            return
         try:
             await self._call("QUIT", self._client.quit)
         except MailServerError:

@@ -79,7 +79,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
         {"name": "many", "tags": {f"t{i}": "x" for i in range(6)}},
         "route 'many': tags has 6 tags; a route may add at most 5",
     ),
-    ({"name": "after", "afterIngest": "delete"}, "route 'after': 'delete' is not one of"),
+    ({"name": "after", "afterIngest": "archive"}, "route 'after': 'archive' is not one of"),
     ({"name": "default"}, "route 'default': the name is reserved"),
     ({"match": {}}, "route 2: name is required"),
     ({"name": "with space"}, "route 'with space': name is required"),

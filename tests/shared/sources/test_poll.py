@@ -12,6 +12,7 @@ import pytest
 
 from local.dovecot import Dovecot
 from shared.errors import MailMessageGone
+from shared.layout import graph_time
 from shared.poison import FETCH_QUEUE
 from shared.settings import MailAccount
 from shared.sources.common import Login
@@ -228,3 +229,18 @@ async def test_a_queue_failure_fails_the_poll_and_releases_its_claim(store: Blob
     cursor, _ = await CursorStore(store).load(account.key)
     assert cursor is not None and cursor.polling_at is None
     assert (await poll(store, queue, account, mail_user)).queued == 2  # at once, not after the claim lapses
+
+
+async def test_a_rewound_cursor_queues_only_what_was_missed(store: BlobStore, mail_user: MailUser):
+    account, queue = await started(store, mail_user, "imaps", 3)
+    await poll(store, queue, account, mail_user)
+    assert len(queue.sent) == 3
+    missed = queue.sent[1]["fingerprint"]
+    await store.delete(f"sources/{account.key}/seen/{missed}.json")  # as if its request had been lost
+    # From a minute back: the account's own start is less than a second ago here, which a poll takes for "from now".
+    assert await CursorStore(store).rewind(account.key, graph_time(now() - timedelta(minutes=1))) is not None
+    await poll(store, queue, account, mail_user)
+    assert [r["fingerprint"] for r in queue.sent[3:]] == [missed]
+    cursor, _ = await CursorStore(store).load(account.key)
+    assert cursor is not None and cursor.last_uid == 3
+    assert await CursorStore(store).rewind("never-polled", None) is None
