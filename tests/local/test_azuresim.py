@@ -609,6 +609,25 @@ async def test_faults_and_request_counts(http: httpx.AsyncClient, graph: dict[st
     await http.delete("/_sim/faults")
 
 
+async def test_a_rate_fault_hits_that_share_of_requests_until_deleted(
+    http: httpx.AsyncClient, graph: dict[str, str]
+) -> None:
+    box = await new_mailbox(http)
+    body = {"path": r"^/v1\.0/users/[^/]+/mailFolders$", "status": 503, "retryAfter": 1, "rate": 0.25, "seed": 7}
+    fault = (await http.post("/_sim/faults", json=body)).json()["id"]
+    statuses = [(await http.get(f"/v1.0/users/{box['id']}/mailFolders", headers=graph)).status_code for _ in range(200)]
+    hit = statuses.count(503)
+    assert 25 <= hit <= 75 and statuses.count(200) == 200 - hit  # 50 expected; the seed makes it repeatable
+    [listed] = (await http.get("/_sim/faults")).json()["faults"]
+    assert (listed["rate"], listed["hits"], listed["remaining"]) == (0.25, hit, None)
+    removed = await http.delete(f"/_sim/faults/{fault}")
+    assert removed.json()["hits"] == hit
+    assert (await http.delete(f"/_sim/faults/{fault}")).status_code == 404
+    assert (await http.get(f"/v1.0/users/{box['id']}/mailFolders", headers=graph)).status_code == 200
+    for bad in ({"status": 503, "rate": 0}, {"status": 503, "rate": 1.5}, {"status": 503, "rate": True}):
+        assert (await http.post("/_sim/faults", json=bad)).status_code == 400
+
+
 # -- Key Vault ------------------------------------------------------------------------------------
 async def test_key_vault_through_the_sdk(http: httpx.AsyncClient, sim: SimulatorProcess, ca_env: None) -> None:
     challenge = await http.get("/secrets/anything", params={"api-version": "7.5"})
