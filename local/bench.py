@@ -211,13 +211,132 @@ def bench_ingest() -> list[dict[str, Any]]:
     return rows
 
 
+# -- the maintain timer at scale ---------------------------------------------------------------------
+TIMER_PASS = 15 * 60  # seconds between the timer's passes (MAINTAIN_SCHEDULE's default)
+
+
+def scale_mailboxes(folders: int) -> tuple[str, ...]:
+    """`folders` mailbox folders: one Inbox per mailbox up to 100 mailboxes, then ten folders in each."""
+    per_mailbox = 1 if folders <= 100 else 10
+    entries = []
+    for index in range(folders):
+        mailbox = f"m{index // per_mailbox:03d}@contoso.com"
+        entries.append(mailbox if index % per_mailbox == 0 else f"{mailbox}/Inbox/Folder {index % per_mailbox}")
+    return tuple(entries)
+
+
+def _graph_counts(stack: Stack) -> dict[str, int]:
+    records = [r for r in stack.control("GET", "/_sim/requests")["requests"] if r["path"].startswith("/v1.0/")]
+    writes = [r for r in records if r["method"] in ("POST", "PATCH", "DELETE") and "/subscriptions" in r["route"]]
+    return {
+        "graph_requests": len(records),
+        "subscription_writes": len(writes),
+        "throttled": sum(1 for r in records if r["status"] == 429),
+    }
+
+
+def _timed_pass(stack: Stack, run: Any) -> dict[str, Any]:
+    stack.control("DELETE", "/_sim/requests")
+    started = time.perf_counter()
+    report = run()
+    seconds = time.perf_counter() - started
+    actions: dict[str, int] = {}
+    for result in report.values():
+        key = str(result).split(":")[0].split(",")[0]
+        actions[key] = actions.get(key, 0) + 1
+    return {"seconds": seconds, "actions": actions, **_graph_counts(stack)}
+
+
+def bench_maintain(folders: int) -> dict[str, Any]:
+    """The first pass (every subscription created), a steady pass (nothing due), how the renewals of the
+    folders created together fall over the timer's passes, and the busiest of those passes, run for real."""
+    from azure.storage.blob import BlobServiceClient
+
+    from local.stack import maintain_at
+    from shared.layout import parse_graph_time
+    from shared.state import FolderState
+    from shared.subscriptions import renewal_due
+
+    mailboxes = scale_mailboxes(folders)
+    settings = {"RECONCILE_MINUTES": "0", "GRAPH_MAX_RETRY_AFTER_SECONDS": "30"}
+    with Stack(StackConfig(mailboxes=mailboxes, app_settings=settings)) as stack:
+
+        def through_host() -> dict[str, str]:
+            answer = stack.run_function("maintain", timeout=1800)
+            if answer.status_code != 200:
+                raise SystemExit(f"maintain failed at {folders} folders; see .stack/devhost.log")
+            found = BlobServiceClient.from_connection_string(stack.storage_connection_string)
+            with found:
+                blob = found.get_blob_client("mail-ingest-state", "maintain/last.json")
+                return dict(json.loads(blob.download_blob().readall())["folders"])
+
+        first = _timed_pass(stack, through_host)
+        steady = _timed_pass(stack, through_host)
+        service = BlobServiceClient.from_connection_string(stack.storage_connection_string)
+        with service:
+            container = service.get_container_client("mail-ingest-state")
+            states = [
+                FolderState.from_dict(json.loads(container.get_blob_client(b.name).download_blob().readall()))
+                for b in container.list_blobs(name_starts_with="folders/")
+            ]
+        minutes = int(stack.env.get("SUBSCRIPTION_LIFETIME_MINUTES", "10080"))
+        now = parse_graph_time(stack.control("GET", "/_sim/clock")["now"])
+        dues = [
+            (renewal_due(parse_graph_time(str(s.expiration)), minutes, s.folder_key) - now).total_seconds()
+            for s in states
+        ]
+        per_pass: dict[int, int] = {}
+        for due in dues:
+            per_pass[int(due // TIMER_PASS) + 1] = per_pass.get(int(due // TIMER_PASS) + 1, 0) + 1
+        busiest = max(per_pass, key=lambda slot: per_pass[slot])
+        # The busiest pass for real: the simulator's clock and the app's moved to the pass before it, where
+        # every earlier renewal is made (as the passes before would have), then one pass on.
+        before = (busiest - 1) * TIMER_PASS
+        stack.control("POST", "/_sim/clock", {"advanceSeconds": before})
+        maintain_at(stack.env, before, timeout=1800)
+        stack.control("POST", "/_sim/clock", {"advanceSeconds": TIMER_PASS})
+        renewal = _timed_pass(stack, lambda: maintain_at(stack.env, before + TIMER_PASS, timeout=1800))
+    return {
+        "folders": folders,
+        "mailboxes": len({m.split("/")[0] for m in mailboxes}),
+        "first": first,
+        "steady": steady,
+        "renewal": renewal,
+        "due_passes": len(per_pass),
+        "due_max": per_pass[busiest],
+        "due_first_hours": min(dues) / 3600,
+        "due_last_hours": max(dues) / 3600,
+    }
+
+
+def print_maintain(rows: list[dict[str, Any]]) -> None:
+    print("The maintain timer at scale (dev host and simulator; Graph allows 500 subscription writes per 20 s)")
+    header = f"{'folders':>7} {'pass':<18} {'seconds':>8} {'Graph requests':>15} {'sub. writes':>12} {'429':>5}"
+    print(f"  {header}  actions")
+    for row in rows:
+        for name in ("first", "steady", "renewal"):
+            p = row[name]
+            label = {"first": "first (create)", "steady": "steady (none due)", "renewal": "busiest renewal"}[name]
+            print(f"  {row['folders']:>7} {label:<18} {p['seconds']:>8.1f} {p['graph_requests']:>15} "
+                  f"{p['subscription_writes']:>12} {p['throttled']:>5}  {p['actions']}")  # fmt: skip
+        print(f"  {'':>7} renewals of the folders created together fall due over {row['due_passes']} passes of 15 min "
+              f"({row['due_first_hours']:.0f} to {row['due_last_hours']:.0f} h from now), at most {row['due_max']} "
+              f"in one")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--import-runs", type=int, default=7)
-    parser.add_argument("--only", choices=("import", "webhook", "ingest"), help="run one part")
+    parser.add_argument("--only", choices=("import", "webhook", "ingest", "maintain"), help="run one part")
+    parser.add_argument("--folders", type=int, nargs="*", default=[1, 100, 1000], help="maintain: folder counts")
     args = parser.parse_args(argv)
+    if args.only in (None, "maintain"):
+        print_maintain([bench_maintain(n) for n in args.folders])
+        print()
+        if args.only:
+            return 0
     if args.only in (None, "ingest"):
         rows = bench_ingest()
         print("Ingest through the dev host: peak RSS of the dev host process during each mail, Graph requests")

@@ -33,6 +33,35 @@ ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_KEY_NAME = "graphwebhook"
 
 
+# One timer pass in its own process, its clock moved by argv[1] seconds (the simulator's clock offset).
+_MAINTAIN_AT = """
+import asyncio, json, sys
+from datetime import timedelta
+from shared import subscriptions
+from shared.workers import maintain
+offset = timedelta(seconds=float(sys.argv[1]))
+real = subscriptions._now
+subscriptions._now = lambda: real() + offset
+print(json.dumps(asyncio.run(maintain())))
+"""
+
+
+def maintain_at(env: Mapping[str, str], offset_seconds: float, timeout: float = 120) -> dict[str, str]:
+    """Run one `maintain` pass as a second instance of the app would, with its clock `offset_seconds` ahead
+    (moved as far as the simulator's): the pass's report, or RuntimeError with the end of its stderr."""
+    run = subprocess.run(
+        [sys.executable, "-c", _MAINTAIN_AT, str(offset_seconds)],
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(run.stderr[-3000:])
+    return dict(json.loads(run.stdout.splitlines()[-1]))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -343,6 +343,7 @@ class Control:
             "contentBytesOverLimit": options.content_bytes_over_limit,
             "folderExistsStatus": options.folder_exists_status,
             "subscriptionMaxMinutes": options.subscription_max_minutes,
+            "subscriptionWritesPer20Seconds": options.subscription_writes_per_20s,
         }
 
     async def get_options(self, request: web.Request) -> web.Response:
@@ -350,7 +351,13 @@ class Control:
 
     async def set_options(self, request: web.Request) -> web.Response:
         body = await _json(request)
-        known = {"contentBytesLimit", "contentBytesOverLimit", "folderExistsStatus", "subscriptionMaxMinutes"}
+        known = {
+            "contentBytesLimit",
+            "contentBytesOverLimit",
+            "folderExistsStatus",
+            "subscriptionMaxMinutes",
+            "subscriptionWritesPer20Seconds",
+        }
         unknown = sorted(set(body) - known)
         if unknown:
             raise _bad(f"unknown options {unknown}")
@@ -361,7 +368,13 @@ class Control:
         cap = body.get("subscriptionMaxMinutes")
         if cap is not None and not (isinstance(cap, int) and 45 <= cap <= 10080):
             raise _bad("'subscriptionMaxMinutes' must be a whole number from 45 to 10080, or null")
+        writes = body.get("subscriptionWritesPer20Seconds")
+        if writes is not None and not (isinstance(writes, int) and not isinstance(writes, bool) and writes >= 1):
+            raise _bad("'subscriptionWritesPer20Seconds' must be a whole number of at least 1")
         options = self.store.options
+        if writes is not None:
+            options.subscription_writes_per_20s = writes
+            self.subscriptions.reset_write_windows()
         if "subscriptionMaxMinutes" in body:
             options.subscription_max_minutes = cap
         if "contentBytesLimit" in body:

@@ -390,6 +390,21 @@ async def test_subscription_lifecycle(http: httpx.AsyncClient, graph: dict[str, 
     assert (await http.get(path, headers=graph)).status_code == 404
 
 
+async def test_subscription_writes_are_throttled_per_app(http: httpx.AsyncClient, graph: dict[str, str]) -> None:
+    """500 POST/PATCH/DELETE per 20 s per app and tenant (graph_facts §6); lowered here to 3 to see the 4th."""
+    assert (await http.post("/_sim/options", json={"subscriptionWritesPer20Seconds": 3})).status_code == 200
+    try:
+        gone = "00000000-0000-4000-8000-00000000dead"
+        answers = [await http.delete(f"/v1.0/subscriptions/{gone}", headers=graph) for _ in range(4)]
+        assert [a.status_code for a in answers] == [404, 404, 404, 429]
+        assert answers[3].json()["error"]["code"] == "TooManyRequests"
+        assert 1 <= int(answers[3].headers["Retry-After"]) <= 20
+        assert (await http.get("/v1.0/subscriptions", headers=graph)).status_code == 200  # reads do not count
+    finally:
+        await http.post("/_sim/options", json={"subscriptionWritesPer20Seconds": 500})
+    assert (await http.get("/_sim/options")).json()["subscriptionWritesPer20Seconds"] == 500
+
+
 async def test_subscription_validation_and_limits(
     http: httpx.AsyncClient, graph: dict[str, str], receiver: Receiver
 ) -> None:
