@@ -47,7 +47,7 @@ from azure.storage.queue import QueueServiceClient
 
 from local.azurite import ACCOUNT_KEY
 from local.mailcheck import BlobReader, Delivered, deliver, expected_files, generated_attachment
-from local.stack import ROOT, DevHost, Stack, StackConfig, free_port
+from local.stack import ROOT, DevHost, Stack, StackConfig
 from shared.layout import MANIFEST
 from shared.poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, poison_queue, unwrap
 from shared.vault import CLIENT_STATE_SECRET
@@ -139,18 +139,11 @@ class Soak:
         )
         stack = self.stack = Stack(config).start()
         assert stack.devhost is not None
-        second = DevHost(stack.env, free_port(), self._host_dir("b"), self.config.quiet, stack.devhost.keys_file)
-        second.start()
-        self.hosts = [stack.devhost, second]
+        self.hosts = [stack.devhost, stack.another_host("b")]
         if stack.run_function("maintain").status_code != 200:
             raise RuntimeError(f"the first maintain pass failed; see {stack.devhost.log_file}")
         stack.control("POST", "/_sim/delivery", {"duplicates": 2, "retryBaseSeconds": 1})
         return stack
-
-    def _host_dir(self, name: str) -> Path:
-        path = self.config.data_dir / f"host-{name}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
 
     def stop(self) -> None:
         for host in self.hosts[1:]:
@@ -441,16 +434,9 @@ class Soak:
 
     def _vault_secret(self, name: str) -> str:
         env = self._stack.env
+        with self._lock:
+            token = self._stack.graph_token("https://vault.azure.net/.default")
         with httpx.Client(verify=env["SSL_CERT_FILE"], timeout=30) as client:
-            token = client.post(
-                f"{env['GRAPH_AUTHORITY_HOST']}/{env['GRAPH_TENANT_ID']}/oauth2/v2.0/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": env["GRAPH_CLIENT_ID"],
-                    "client_secret": env["GRAPH_CLIENT_SECRET"],
-                    "scope": "https://vault.azure.net/.default",
-                },
-            ).json()["access_token"]
             answer = client.get(
                 f"{env['KEY_VAULT_URL'].rstrip('/')}/secrets/{name}",
                 params={"api-version": "7.5"},
