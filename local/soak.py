@@ -27,11 +27,13 @@ every secret the run used. A table is printed; the exit status is 1 on any loss,
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -79,6 +81,9 @@ class SoakConfig:
     webhook_down: float = 60.0
     vault_down: float = 30.0
     storage_down: float = 5.0
+    # The dev host's lease on a received message (the Functions host's is a fixed 10 minutes): how long the
+    # killed host's messages stay invisible before another host takes them.
+    lease_seconds: int = 60
     late_duplicates: float = 0.05
     drain_timeout: float = 900.0
     seed: int = 20261129
@@ -133,6 +138,7 @@ class Soak:
             "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.500",
             "GRAPH_MAX_RETRY_AFTER_SECONDS": "5",
             "MAINTAIN_SCHEDULE": "*/20 * * * * *",
+            "DEVHOST_QUEUE_LEASE_SECONDS": str(self.config.lease_seconds),
         }
         config = StackConfig(
             mailboxes=MAILBOXES, data_dir=self.config.data_dir, app_settings=settings, quiet=self.config.quiet
@@ -209,7 +215,8 @@ class Soak:
         self._fault("Graph 429", {"path": GRAPH_PATHS, "status": 429, "retryAfter": 1, "rate": half, "seed": seed})
         # The second fault sees only requests the first let pass: its rate is raised so that each is `half`.
         rate = half / (1 - half)
-        self._fault("Graph 503", {"path": GRAPH_PATHS, "status": 503, "rate": rate, "seed": seed + 1})
+        # (seed + 3: its first hits come early, so a short run sees both kinds)
+        self._fault("Graph 503", {"path": GRAPH_PATHS, "status": 503, "rate": rate, "seed": seed + 3})
 
     def webhook_outage(self) -> None:
         host = self.hosts[0]
@@ -231,14 +238,17 @@ class Soak:
     def kill_mid_file(self, index: int) -> None:
         """Send a large file, SIGKILL the host that is reading it once it has read a fifth of it, fail Key
         Vault for a while, and restart the host meanwhile."""
-        before = {host.pid: _read_bytes(host.pid) for host in self.hosts}
+        port = int(self._stack.sim_url.rsplit(":", 1)[1])
+        before = _received(port)
         self.send_large(index)
         deadline = time.monotonic() + 120
         victim = None
         while victim is None and time.monotonic() < deadline:
             time.sleep(0.05)
+            now = _received(port)
             for host in self.hosts:
-                if host.running and _read_bytes(host.pid) - before.get(host.pid, 0) > self.config.large_bytes / 5:
+                grown = sum(n - before.get(sock, 0) for sock, n in now.items() if sock[0] == host.pid)
+                if host.running and grown > self.config.large_bytes / 5:
                     victim = host
         if victim is None:
             raise RuntimeError("no host started reading the large file within 120 s")
@@ -259,6 +269,19 @@ class Soak:
         azurite.restart(down_seconds=self.config.storage_down)
         self.report.faults["Azurite restarted"] = 1
 
+    def _in_thread(self, fault: Callable[[], None]) -> threading.Thread:
+        """A fault alongside the traffic; one that could not be injected fails the run."""
+
+        def run() -> None:
+            try:
+                fault()
+            except Exception as exc:
+                self.report.problems.append(f"a fault was not injected: {type(exc).__name__}: {exc}")
+
+        thread = threading.Thread(target=run, name="fault")
+        thread.start()
+        return thread
+
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> Report:
         config = self.config
@@ -277,13 +300,9 @@ class Soak:
         started = time.monotonic()
         for index in range(config.mails):
             if index in events:
-                thread = threading.Thread(target=events[index], name=f"fault-{index}")
-                thread.start()
-                threads.append(thread)
+                threads.append(self._in_thread(events[index]))
             if index == kill_at:
-                thread = threading.Thread(target=self.kill_mid_file, args=(index,), name="kill")
-                thread.start()
-                threads.append(thread)
+                threads.append(self._in_thread(functools.partial(self.kill_mid_file, index)))
             elif index in broken_at:
                 self.send_unprocessable(index)
             elif index in large_at and index != kill_at:
@@ -476,15 +495,22 @@ class Soak:
         self.report.recoveries["secrets scanned for"] = len(secrets) + 2
 
 
-def _read_bytes(pid: int) -> int:
-    """Bytes the process has read (sockets included): /proc/{pid}/io rchar."""
-    try:
-        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+_SOCKET = re.compile(r"^ESTAB\s+\d+\s+\d+\s+(\S+)\s+\S+\s+users:\(\(.*?pid=(\d+),")
+_RECEIVED = re.compile(r"bytes_received:(\d+)")
+
+
+def _received(port: int) -> dict[tuple[int, str], int]:
+    """(pid, local address) → bytes received, of every TCP connection to the simulator's port (`ss`): which
+    process is streaming a large response from it right now."""
+    out = subprocess.run(
+        ["ss", "-tinpH", "dst", f"127.0.0.1:{port}"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    found: dict[tuple[int, str], int] = {}
+    for line, detail in zip(out, [*out[1:], ""], strict=True):
+        socket, received = _SOCKET.match(line), _RECEIVED.search(detail)
+        if socket and received:
+            found[(int(socket.group(2)), socket.group(1))] = int(received.group(1))
+    return found
 
 
 def _text(path: Path) -> str:
@@ -496,7 +522,8 @@ def _complete(manifest: dict[str, Any] | None) -> bool:
 
 
 def print_report(report: Report, config: SoakConfig) -> None:
-    print(f"Soak: {config.mails} mails over {config.minutes:g} minutes, two dev hosts, one Azurite, one simulator")
+    print(f"Soak: {config.mails} mails over {config.minutes:g} minutes, two dev hosts, one Azurite, one simulator; "
+          f"message lease {config.lease_seconds} s (the Functions host's: 10 minutes)")  # fmt: skip
     rows = [
         ("mails", f"{report.mails} ({config.unprocessable} made unprocessable)"),
         ("files stored and checked (sha256)", str(report.files)),

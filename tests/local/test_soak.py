@@ -18,6 +18,7 @@ def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path
         webhook_down=8,
         vault_down=5,
         storage_down=2,
+        lease_seconds=10,
         drain_timeout=240,
         data_dir=tmp_path / "soak",
     )
