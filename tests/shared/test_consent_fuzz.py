@@ -32,12 +32,12 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from shared import clock, consent
-from shared import runtime as runtime_module
 from shared.delegated import DelegatedTokens
 from shared.errors import StateConflict
 from shared.layout import graph_time
 from shared.settings import Settings, parse_settings
 from tests.shared.conftest import BASE_ENV
+from tests.shared.inprocess import Events, loop_with_events, place
 
 SETTINGS = parse_settings({**BASE_ENV, "GRAPH_AUTH_MODE": "delegated"})
 MAILBOXES = list(SETTINGS.delegated_mailboxes)
@@ -106,15 +106,6 @@ class FakeRuntime:
     state: MemoryStore = field(default_factory=MemoryStore)
 
 
-class Events(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @dataclass
 class Harness:
     loop: asyncio.AbstractEventLoop
@@ -122,26 +113,15 @@ class Harness:
 
     def call(self, rt: FakeRuntime, req: func.HttpRequest) -> tuple[func.HttpResponse, list[logging.LogRecord]]:
         self.events.records.clear()
-        runtime_module._runtimes[self.loop] = rt  # type: ignore[assignment]
+        place(self.loop, rt)
         response = self.loop.run_until_complete(consent.callback(req))
         return response, list(self.events.records)
 
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[Harness]:
-    loop = asyncio.new_event_loop()
-    events = Events()
-    logger = logging.getLogger("shared")
-    logger.addHandler(events)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
+    with loop_with_events() as (loop, events):
         yield Harness(loop, events)
-    finally:
-        logger.removeHandler(events)
-        logger.setLevel(level)
-        runtime_module._runtimes.pop(loop, None)
-        loop.close()
 
 
 # -- strategies -----------------------------------------------------------------------------------

@@ -29,13 +29,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import runtime as runtime_module
 from shared import workers
 from shared.clientstate import make_client_state
 from shared.known_subscriptions import KnownSubscriptions
 from shared.messages import LIFECYCLE_EVENTS, parse_change, parse_lifecycle
 from shared.settings import Settings, get_settings, parse_settings
 from tests.shared.conftest import BASE_ENV
+from tests.shared.inprocess import Events, loop_with_events, place
 
 SECRET = b"fuzz-client-state-key-0123456789abcdef"
 OTHER_SECRET = b"someone-elses-key"
@@ -83,15 +83,6 @@ class FakeRuntime:
         return SECRET
 
 
-class Events(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @dataclass
 class Harness:
     loop: asyncio.AbstractEventLoop
@@ -110,25 +101,15 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[Harness]:
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, loop_with_events() as (loop, events):
         for name in list(BASE_ENV):
             mp.setenv(name, BASE_ENV[name])
         get_settings.cache_clear()
-        loop = asyncio.new_event_loop()
         rt = FakeRuntime()
-        runtime_module._runtimes[loop] = rt  # type: ignore[assignment]
-        events = Events()
-        logger = logging.getLogger("shared")
-        logger.addHandler(events)
-        level = logger.level
-        logger.setLevel(logging.INFO)
+        place(loop, rt)
         try:
             yield Harness(loop, rt, events)
         finally:
-            logger.removeHandler(events)
-            logger.setLevel(level)
-            del runtime_module._runtimes[loop]
-            loop.close()
             get_settings.cache_clear()
 
 
