@@ -22,6 +22,7 @@ class Fault:
     remaining: int | None  # None: no limit (rate faults only)
     rate: float | None = None
     hits: int = 0
+    seen: int = 0  # matching requests it was drawn for (rate faults), hit or not
     _random: random.Random = field(default_factory=random.Random, repr=False)
 
     @property
@@ -44,6 +45,7 @@ class Fault:
             "remaining": self.remaining,
             "rate": self.rate,
             "hits": self.hits,
+            "seen": self.seen,
         }
 
 
@@ -96,6 +98,7 @@ class Faults:
         for fault in self._faults:
             if not fault.active or not fault.matches(method, path):
                 continue
+            fault.seen += 1
             if fault.rate is not None and fault._random.random() >= fault.rate:
                 continue
             if fault.remaining is not None:

@@ -634,7 +634,7 @@ async def test_a_rate_fault_hits_that_share_of_requests_until_deleted(
     hit = statuses.count(503)
     assert 25 <= hit <= 75 and statuses.count(200) == 200 - hit  # 50 expected; the seed makes it repeatable
     [listed] = (await http.get("/_sim/faults")).json()["faults"]
-    assert (listed["rate"], listed["hits"], listed["remaining"]) == (0.25, hit, None)
+    assert (listed["rate"], listed["hits"], listed["seen"], listed["remaining"]) == (0.25, hit, 200, None)
     removed = await http.delete(f"/_sim/faults/{fault}")
     assert removed.json()["hits"] == hit
     assert (await http.delete(f"/_sim/faults/{fault}")).status_code == 404
