@@ -337,8 +337,13 @@ SMALL_MAIL = ("invoice.pdf", 40_000), ("delivery-note.pdf", 20_000)
 
 def _manifests(service: Any) -> set[str]:
     """The message folders that have a manifest in the attachments container."""
+    from azure.core.exceptions import ResourceNotFoundError
+
     container = service.get_container_client("mail-attachments")
-    return {b.name.rsplit("/", 1)[0] for b in container.list_blobs() if b.name.endswith("/manifest.json")}
+    try:
+        return {b.name.rsplit("/", 1)[0] for b in container.list_blobs() if b.name.endswith("/manifest.json")}
+    except ResourceNotFoundError:  # the app makes the container with its first file
+        return set()
 
 
 def _deliver_small(stack: Stack, mailbox: str, index: int) -> Any:
