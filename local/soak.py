@@ -112,6 +112,8 @@ class Report:
     drain_seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
+    # On a failure, what the hosts logged at ERROR (distinct, first ones): where to start looking.
+    errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -326,7 +328,21 @@ class Soak:
         self._verdict()
         self._recoveries()
         self._scan()
+        if not self.report.ok:
+            self._errors()
         return self.report
+
+    def _errors(self) -> None:
+        seen: set[str] = set()
+        for host in self.hosts:
+            for line in _text(host.log_file).splitlines():
+                if " ERROR " not in line:
+                    continue
+                # Without its timestamp and ids, so that one kind of error shows once.
+                key = re.sub(r"[0-9a-f-]{36}|\d+", "#", line.split(" ERROR ", 1)[1])[:200]
+                if key not in seen and len(seen) < 20:
+                    seen.add(key)
+                    self.report.errors.append(f"{host.log_file.parent.name}: {line[:400]}")
 
     def _drain(self, since: float) -> None:
         reader = BlobReader(self._stack)
@@ -394,8 +410,9 @@ class Soak:
             service.close()
         wanted = {s.mail.message_id for s in self.sent if s.unprocessable}
         poisoned = self._poisoned()
+        by_id = {s.mail.message_id: s.mail.subject for s in self.sent}
         for extra in sorted(poisoned - wanted):
-            report.problems.append(f"poison queue holds a mail that was processable: {extra}")
+            report.problems.append(f"poison queue holds a mail that was processable: {by_id.get(extra, extra)}")
         for missing in sorted(wanted - poisoned):
             report.problems.append(f"the unprocessable mail {missing} is not in the poison queue")
         lifecycle_poison = list(self._queue_texts(poison_queue(LIFECYCLE_QUEUE)))
@@ -409,7 +426,12 @@ class Soak:
             return
         manifest = reader.manifest(mail.prefix)
         if not _complete(manifest):
-            report.problems.append(f"{mail.subject}: no complete manifest")
+            if manifest is None:
+                report.problems.append(f"{mail.subject}: no manifest ({mail.message_id})")
+            else:
+                entries = manifest.get("attachments", [])
+                failed = [f"{e.get('name')}: {e.get('failed')}" for e in entries if e.get("failed")]
+                report.problems.append(f"{mail.subject}: manifest {manifest.get('status')}: {failed}")
             return
         assert manifest is not None
         stored = [e for e in manifest.get("attachments", []) if e.get("blob")]
@@ -542,6 +564,8 @@ def print_report(report: Report, config: SoakConfig) -> None:
         print(f"| {name:{width}} | {value} |")
     for line in [*report.problems[:50], *report.leaks[:50]]:
         print(f"  ✗ {line}")
+    for line in report.errors:
+        print(f"  logged: {line}")
 
 
 def run(config: SoakConfig) -> Report:

@@ -23,7 +23,7 @@ def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path
         data_dir=tmp_path / "soak",
     )
     report = run(config)
-    assert report.ok, [*report.problems, *report.leaks]
+    assert report.ok, "\n".join([*report.problems, *report.leaks, *report.errors])
     assert report.mails == 60 and report.files > 60
     for fault in ("webhook stopped (s)", "subscription removed", "host killed mid-file", "Azurite restarted"):
         assert report.faults[fault] >= 1, fault
