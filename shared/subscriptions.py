@@ -264,6 +264,10 @@ class FolderMaintainer:
             except GraphNotFound:
                 state.subscription_id = None
                 force_new = True  # Graph lost it: a recreation, with a resync to follow
+        # The claim names no subscription: should this instance die before it saves the new one, the next
+        # timer pass finds none (rather than the removed one, which it would keep) and creates it once the
+        # claim has lapsed.
+        state.subscription_id = None
         await self._claim(state, now)
         if not state.folder_id:
             state.folder_id = await resolve_folder(self.rt.graph, self.folder.mailbox, self.folder.folder)

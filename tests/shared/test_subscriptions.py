@@ -1,12 +1,20 @@
-"""When subscriptions fall due for renewal: spread over many timer passes, not all in one."""
+"""When subscriptions fall due for renewal (spread over many timer passes, not all in one), and what an
+instance that dies while it recreates one leaves behind."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
-from shared.subscriptions import RENEWAL_SPREAD, renewal_due, renewal_share
+from shared.layout import graph_time
+from shared.messages import LifecycleMessage
+from shared.state import FolderState, StateStore
+from shared.subscriptions import CREATE_CLAIM, RENEWAL_SPREAD, FolderMaintainer, renewal_due, renewal_share
 
 WEEK = 10_080
 PASS = timedelta(minutes=15)  # the timer's default schedule
@@ -34,3 +42,49 @@ def test_a_folder_keeps_its_point_from_one_renewal_to_the_next():
     second = renewal_due(first + timedelta(minutes=WEEK), WEEK, key)  # renewed when it fell due
     assert second - first == first - created
     assert 0 <= renewal_share(key) < 1 and RENEWAL_SPREAD == 0.25
+
+
+class Hanging:
+    """Graph that never answers a create: the instance making it dies meanwhile."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        self.started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_an_instance_dying_while_it_recreates_leaves_no_removed_subscription_behind(settings, store):
+    """Found by the soak: after `subscriptionRemoved`, the instance recreating the subscription saved its
+    claim with the removed subscription's id; killed before it saved the new one, it left a record that the
+    timer kept ("kept": not yet due) while no subscription existed, and the other instance, seeing the claim,
+    had acknowledged the lifecycle event. The folder was deaf until its renewal date."""
+    folder = settings.mailboxes[0]
+    graph = Hanging()
+
+    async def key() -> bytes:
+        return b"k"
+
+    rt: Any = SimpleNamespace(settings=settings, state=store, graph=graph, client_state_key=key)
+    saved = StateStore(store)
+    expiry = graph_time(datetime.now(UTC) + timedelta(days=6))
+    await saved.save(
+        FolderState(
+            folder.key, folder.mailbox, folder.folder, folder_id="f1", subscription_id="removed", expiration=expiry
+        ),
+        None,
+    )
+    dying = asyncio.create_task(FolderMaintainer(rt, folder).on_lifecycle(
+        LifecycleMessage(folder.key, "removed", "subscriptionRemoved", graph_time(datetime.now(UTC)))
+    ))  # fmt: skip
+    await asyncio.wait_for(graph.started.wait(), 10)
+    dying.cancel()  # SIGKILL, as far as this instance is concerned
+    with contextlib.suppress(asyncio.CancelledError):
+        await dying
+    record, _ = await saved.load(folder.key)
+    assert record is not None and record.creating_at is not None  # its claim stands, for CREATE_CLAIM
+    assert record.subscription_id is None
+    # So the timer's pass sees a folder without a subscription (and creates it once the claim has lapsed).
+    assert FolderMaintainer(rt, folder)._needs_renewal(record, datetime.now(UTC) + CREATE_CLAIM)
