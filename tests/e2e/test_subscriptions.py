@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
@@ -17,8 +18,17 @@ from shared.state import FolderState
 
 from .conftest import MAILBOXES
 
-# One run of the timer's work in its own process: a second instance of the app.
-MAINTAIN_ONCE = "import asyncio, json; from shared.workers import maintain; print(json.dumps(asyncio.run(maintain())))"
+# One run of the timer's work in its own process: a second instance of the app. It imports what the pass
+# uses, then waits for the wall-clock time in argv[1] (if given), so that two instances start it together even when
+# one process starts later on a busy machine.
+MAINTAIN_ONCE = """
+import asyncio, json, sys, time
+import azure.identity.aio, azure.storage.blob.aio, azure.storage.queue.aio, httpx, msal
+from shared import maintain as _, runtime as _r, subscriptions as _s
+from shared.workers import maintain
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()) if len(sys.argv) > 1 else 0.0)
+print(json.dumps(asyncio.run(maintain())))
+"""
 
 SCANS = MailboxFolder("scans@contoso.com", "Inbox/Delivery notes")
 
@@ -33,8 +43,9 @@ def test_two_timer_instances_racing_create_one_subscription(stack: Stack):
         if sub["resource"].lower().startswith(f"users/{SCANS.mailbox}/"):
             stack.graph("DELETE", f"subscriptions/{sub['id']}")
     stack.control("DELETE", "/_sim/requests")
+    start = str(time.time() + 8)
     instances = [
-        subprocess.Popen([sys.executable, "-c", MAINTAIN_ONCE], cwd=ROOT, env=stack.env, stdout=subprocess.PIPE)
+        subprocess.Popen([sys.executable, "-c", MAINTAIN_ONCE, start], cwd=ROOT, env=stack.env, stdout=subprocess.PIPE)
         for _ in range(2)
     ]
     reports = [json.loads(p.communicate(timeout=120)[0]) for p in instances]
