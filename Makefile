@@ -8,7 +8,7 @@ AZURITE := node_modules/.bin/azurite
 VENV_INFRA := .venv-infra
 INFRA_STAMP := $(VENV_INFRA)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench soak clean
 
 # Debian's chromium and its driver, for the consent test in a real browser; apt-get as root (CI), else sudo.
 CHROMEDRIVER := /usr/bin/chromedriver
@@ -58,5 +58,11 @@ lint: $(STAMP)
 bench: setup
 	$(PY) -m local.bench
 
+# The fuzzing at full count (10,000 examples a property), then the soak: a few minutes, longer with
+# SOAK_MINUTES (e.g. `make soak SOAK_MINUTES=30`). Stops by itself; exits non-zero on a loss, duplicate or leak.
+soak: setup
+	HYPOTHESIS_PROFILE=soak $(PY) -m pytest -q -p no:cacheprovider tests/shared/test_webhook_fuzz.py tests/shared/test_consent_fuzz.py
+	$(PY) -m local.soak $(if $(SOAK_MINUTES),--minutes $(SOAK_MINUTES))
+
 clean:
-	rm -rf $(VENV) $(VENV_INFRA) node_modules .stack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_INFRA) node_modules .stack .soak .hypothesis .pytest_cache .mypy_cache .ruff_cache

@@ -105,8 +105,9 @@ class Azurite:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def start(self) -> str:
-        """Start Azurite, wait until every service answers, return the connection string."""
+    def start(self, reuse: AzuriteEndpoints | None = None) -> str:
+        """Start Azurite, wait until every service answers, return the connection string. With `reuse`
+        (a previous run's endpoints), on those ports, so clients holding the connection string reconnect."""
         if self._process is not None:
             return self.connection_string
         if not self.executable.exists() and shutil.which(str(self.executable)) is None:
@@ -115,7 +116,9 @@ class Azurite:
         args = [
             str(self.executable),
             "--blobHost", self.host, "--queueHost", self.host, "--tableHost", self.host,
-            "--blobPort", "0", "--queuePort", "0", "--tablePort", "0",
+            "--blobPort", str(reuse.blob_port if reuse else 0),
+            "--queuePort", str(reuse.queue_port if reuse else 0),
+            "--tablePort", str(reuse.table_port if reuse else 0),
             "--skipApiVersionCheck", "--disableTelemetry", "--silent",
             "--location", str(self.data_dir),
         ]  # fmt: skip
@@ -178,6 +181,14 @@ class Azurite:
         if self._reader is not None:
             self._reader.join(timeout)
             self._reader = None
+
+    def restart(self, down_seconds: float = 0.0) -> str:
+        """Stop Azurite and start it again on the same ports with the same data (an outage of the storage
+        account), after `down_seconds`; the connection string is unchanged."""
+        ports = self.endpoints
+        self.stop()
+        time.sleep(down_seconds)
+        return self.start(ports)
 
     def __enter__(self) -> Azurite:
         self.start()

@@ -10,6 +10,11 @@
    mail (two small PDFs) beside them.
 4. IMAP (local/bench_sources.py): the peak memory of fetching a 1 MB and a 100 MB message, and of
    ingesting each end to end, and the seconds to drain 1,000 small messages from one folder.
+5. The maintain timer at 1, 100 and 1,000 mailbox folders: seconds and Graph requests of the first pass,
+   a steady one and the busiest renewal pass, and how the renewals fall over the timer's passes.
+6. Throughput and latency: a backlog of 1,000 small mails drained (one and two dev hosts, one and ten
+   mailboxes) beside Graph's per-mailbox bound; notification-to-blob p50/p99 at a steady 5 mails/s;
+   one 100 MB file beside a bare copy; the webhook's own CPU per notification item, in process.
 """
 
 from __future__ import annotations
@@ -225,17 +230,401 @@ def bench_ingest() -> list[dict[str, Any]]:
     return rows
 
 
+# -- the maintain timer at scale ---------------------------------------------------------------------
+TIMER_PASS = 15 * 60  # seconds between the timer's passes (MAINTAIN_SCHEDULE's default)
+
+
+def scale_mailboxes(folders: int) -> tuple[str, ...]:
+    """`folders` mailbox folders: one Inbox per mailbox up to 100 mailboxes, then ten folders in each."""
+    per_mailbox = 1 if folders <= 100 else 10
+    entries = []
+    for index in range(folders):
+        mailbox = f"m{index // per_mailbox:03d}@contoso.com"
+        entries.append(mailbox if index % per_mailbox == 0 else f"{mailbox}/Inbox/Folder {index % per_mailbox}")
+    return tuple(entries)
+
+
+def _graph_counts(stack: Stack) -> dict[str, int]:
+    records = [r for r in stack.control("GET", "/_sim/requests")["requests"] if r["path"].startswith("/v1.0/")]
+    writes = [r for r in records if r["method"] in ("POST", "PATCH", "DELETE") and "/subscriptions" in r["route"]]
+    return {
+        "graph_requests": len(records),
+        "subscription_writes": len(writes),
+        "throttled": sum(1 for r in records if r["status"] == 429),
+    }
+
+
+def _timed_pass(stack: Stack, run: Any) -> dict[str, Any]:
+    stack.control("DELETE", "/_sim/requests")
+    started = time.perf_counter()
+    report = run()
+    seconds = time.perf_counter() - started
+    actions: dict[str, int] = {}
+    for result in report.values():
+        key = str(result).split(":")[0].split(",")[0]
+        actions[key] = actions.get(key, 0) + 1
+    return {"seconds": seconds, "actions": actions, **_graph_counts(stack)}
+
+
+def bench_maintain(folders: int) -> dict[str, Any]:
+    """The first pass (every subscription created), a steady pass (nothing due), how the renewals of the
+    folders created together fall over the timer's passes, and the busiest of those passes, run for real."""
+    from azure.storage.blob import BlobServiceClient
+
+    from local.stack import maintain_at
+    from shared.layout import parse_graph_time
+    from shared.state import FolderState
+    from shared.subscriptions import renewal_due
+
+    mailboxes = scale_mailboxes(folders)
+    settings = {"RECONCILE_MINUTES": "0", "GRAPH_MAX_RETRY_AFTER_SECONDS": "30"}
+    with Stack(StackConfig(mailboxes=mailboxes, app_settings=settings)) as stack:
+
+        def through_host() -> dict[str, str]:
+            answer = stack.run_function("maintain", timeout=1800)
+            if answer.status_code != 200:
+                raise SystemExit(f"maintain failed at {folders} folders; see .stack/devhost.log")
+            found = BlobServiceClient.from_connection_string(stack.storage_connection_string)
+            with found:
+                blob = found.get_blob_client("mail-ingest-state", "maintain/last.json")
+                return dict(json.loads(blob.download_blob().readall())["folders"])
+
+        first = _timed_pass(stack, through_host)
+        steady = _timed_pass(stack, through_host)
+        service = BlobServiceClient.from_connection_string(stack.storage_connection_string)
+        with service:
+            container = service.get_container_client("mail-ingest-state")
+            states = [
+                FolderState.from_dict(json.loads(container.get_blob_client(b.name).download_blob().readall()))
+                for b in container.list_blobs(name_starts_with="folders/")
+            ]
+        minutes = int(stack.env.get("SUBSCRIPTION_LIFETIME_MINUTES", "10080"))
+        now = parse_graph_time(stack.control("GET", "/_sim/clock")["now"])
+        dues = [
+            (renewal_due(parse_graph_time(str(s.expiration)), minutes, s.folder_key) - now).total_seconds()
+            for s in states
+        ]
+        per_pass: dict[int, int] = {}
+        for due in dues:
+            per_pass[int(due // TIMER_PASS) + 1] = per_pass.get(int(due // TIMER_PASS) + 1, 0) + 1
+        busiest = max(per_pass, key=lambda slot: per_pass[slot])
+        # The busiest pass for real: the simulator's clock and the app's moved to the pass before it, where
+        # every earlier renewal is made (as the passes before would have), then one pass on.
+        before = (busiest - 1) * TIMER_PASS
+        stack.control("POST", "/_sim/clock", {"advanceSeconds": before})
+        maintain_at(stack.env, before, timeout=1800)
+        stack.control("POST", "/_sim/clock", {"advanceSeconds": TIMER_PASS})
+        renewal = _timed_pass(stack, lambda: maintain_at(stack.env, before + TIMER_PASS, timeout=1800))
+    return {
+        "folders": folders,
+        "mailboxes": len({m.split("/")[0] for m in mailboxes}),
+        "first": first,
+        "steady": steady,
+        "renewal": renewal,
+        "due_passes": len(per_pass),
+        "due_max": per_pass[busiest],
+        "due_first_hours": min(dues) / 3600,
+        "due_last_hours": max(dues) / 3600,
+    }
+
+
+def print_maintain(rows: list[dict[str, Any]]) -> None:
+    print("The maintain timer at scale (dev host and simulator; Graph allows 500 subscription writes per 20 s)")
+    header = f"{'folders':>7} {'pass':<18} {'seconds':>8} {'Graph requests':>15} {'sub. writes':>12} {'429':>5}"
+    print(f"  {header}  actions")
+    for row in rows:
+        for name in ("first", "steady", "renewal"):
+            p = row[name]
+            label = {"first": "first (create)", "steady": "steady (none due)", "renewal": "busiest renewal"}[name]
+            print(f"  {row['folders']:>7} {label:<18} {p['seconds']:>8.1f} {p['graph_requests']:>15} "
+                  f"{p['subscription_writes']:>12} {p['throttled']:>5}  {p['actions']}")  # fmt: skip
+        print(f"  {'':>7} renewals of the folders created together fall due over {row['due_passes']} passes of 15 min "
+              f"({row['due_first_hours']:.0f} to {row['due_last_hours']:.0f} h from now), at most {row['due_max']} "
+              f"in one")  # fmt: skip
+
+
+# -- throughput and latency ----------------------------------------------------------------------------
+# Graph's bound per mailbox (graph_facts §9): 4 requests in flight and 10,000 requests per 10 minutes.
+MAILBOX_REQUESTS_PER_S = 10_000 / 600
+SMALL_MAIL = ("invoice.pdf", 40_000), ("delivery-note.pdf", 20_000)
+
+
+def _manifests(service: Any) -> set[str]:
+    """The message folders that have a manifest in the attachments container."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    container = service.get_container_client("mail-attachments")
+    try:
+        return {b.name.rsplit("/", 1)[0] for b in container.list_blobs() if b.name.endswith("/manifest.json")}
+    except ResourceNotFoundError:  # the app makes the container with its first file
+        return set()
+
+
+def _deliver_small(stack: Stack, mailbox: str, index: int) -> Any:
+    files = [generated_attachment(f"{index}-{name}", size, index * 2 + n, "application/pdf")
+             for n, (name, size) in enumerate(SMALL_MAIL)]  # fmt: skip
+    return deliver(stack, mailbox, "Inbox", f"backlog {index}", files)
+
+
+def bench_backlog(mails: int, mailboxes: int, hosts: int) -> dict[str, Any]:
+    """`mails` small mails delivered while Graph holds their notifications (the webhook was down), then
+    released at once: seconds until the last manifest, as mails/s and MB/s beside Graph's bound."""
+    from azure.storage.blob import BlobServiceClient
+
+    boxes = tuple(f"box{n:02d}@contoso.com" for n in range(mailboxes))
+    with Stack(StackConfig(mailboxes=boxes)) as stack:
+        extra = [stack.another_host(str(n)) for n in range(1, hosts)]
+        try:
+            if stack.run_function("maintain").status_code != 200:
+                raise SystemExit("maintain failed; see .stack/devhost.log")
+            stack.control("POST", "/_sim/delivery", {"paused": True})
+            sent = [_deliver_small(stack, boxes[i % mailboxes], i) for i in range(mails)]
+            size = sum(a["size"] for mail in sent for a in mail.attachments)
+            stack.control("DELETE", "/_sim/requests")
+            service = BlobServiceClient.from_connection_string(stack.storage_connection_string)
+            started = time.time()
+            stack.control("POST", "/_sim/delivery", {"paused": False})
+            deadline = time.monotonic() + 1800
+            found: set[str] = set()
+            while len(found) < mails and time.monotonic() < deadline:
+                time.sleep(0.25)
+                found = _manifests(service)
+            # When the last manifest was seen (Last-Modified has whole seconds only).
+            seconds = time.time() - started
+            service.close()
+            if len(found) < mails:
+                raise SystemExit(f"backlog: {len(found)} of {mails} mails after 30 minutes")
+            counts = _graph_counts(stack)
+        finally:
+            for host in extra:
+                host.stop()
+    per_mail = counts["graph_requests"] / mails
+    bound = MAILBOX_REQUESTS_PER_S * mailboxes / per_mail
+    rate = mails / seconds
+    return {
+        "mails": mails, "mailboxes": mailboxes, "hosts": hosts, "seconds": seconds, "mails_per_s": rate,
+        "mb_per_s": size / MB / seconds, "requests_per_mail": per_mail, "bound_mails_per_s": bound,
+        "ratio": rate / bound,
+    }  # fmt: skip
+
+
+def bench_latency(rate: float, seconds: float) -> dict[str, Any]:
+    """Mails delivered at a steady `rate` for `seconds`; each one's delivery to manifest (polled every 50 ms)."""
+    from local.mailcheck import BlobReader
+
+    with Stack(StackConfig(mailboxes=("steady@contoso.com",))) as stack:
+        if stack.run_function("maintain").status_code != 200:
+            raise SystemExit("maintain failed; see .stack/devhost.log")
+        reader = BlobReader(stack)
+        wait_for_manifests(reader, [_deliver_small(stack, "steady@contoso.com", 0)], timeout=60)  # warm-up
+        pending: dict[str, tuple[str, float]] = {}
+        latencies: list[float] = []
+        total = int(rate * seconds)
+        started = time.monotonic()
+        sent = 0
+        while sent < total or pending:
+            if sent < total and time.monotonic() >= started + sent / rate:
+                mail = _deliver_small(stack, "steady@contoso.com", sent + 1)
+                pending[mail.message_id] = (mail.prefix, mail.delivered_at)
+                sent += 1
+                continue
+            for message_id, (prefix, at) in list(pending.items()):
+                if reader.manifest(prefix) is not None:
+                    latencies.append(time.monotonic() - at)
+                    del pending[message_id]
+            if time.monotonic() > started + seconds + 300:
+                raise SystemExit(f"steady rate: {len(pending)} mails without a manifest")
+            time.sleep(0.05)
+        reader.close()
+    return {"mails": total, "rate": rate, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
+            "max": max(latencies)}  # fmt: skip
+
+
+def bench_large_file(size: int) -> dict[str, Any]:
+    """One file of `size` bytes: the app's notification-to-blob beside a bare copy, an httpx stream of the
+    simulator's `/$value` into `upload_blob` with the app's block size, in the same run."""
+    import httpx
+    from azure.storage.blob import BlobServiceClient
+
+    from local.mailcheck import BlobReader
+    from shared.storage import BLOCK_SIZE
+
+    with Stack(StackConfig(mailboxes=("large@contoso.com",))) as stack:
+        if stack.run_function("maintain").status_code != 200:
+            raise SystemExit("maintain failed; see .stack/devhost.log")
+        reader = BlobReader(stack)
+        wait_for_manifests(reader, [_deliver_small(stack, "large@contoso.com", 0)], timeout=60)  # warm-up
+        mail = deliver(stack, "large@contoso.com", "Inbox", "large", [
+            generated_attachment("large.pdf", size, 7, "application/pdf")])  # fmt: skip
+        found = wait_for_manifests(reader, [mail], timeout=900)
+        reader.close()
+        if mail.message_id not in found:
+            raise SystemExit("large file: no manifest; see .stack/devhost.log")
+        app_seconds = found[mail.message_id][1]
+        env = stack.env
+        token = stack.graph_token()
+        url = f"{env['GRAPH_API_URL']}/users/large@contoso.com/messages/{mail.message_id}/attachments/" \
+              f"{mail.attachments[0]['id']}/$value"  # fmt: skip
+        service = BlobServiceClient.from_connection_string(
+            stack.storage_connection_string, max_block_size=BLOCK_SIZE, max_single_put_size=BLOCK_SIZE
+        )
+        blob = service.get_blob_client("bare-copy", "large.pdf")
+        service.create_container("bare-copy")
+        headers = {"Authorization": f"Bearer {token}", "Prefer": 'IdType="ImmutableId"'}
+        started = time.monotonic()
+        with (
+            httpx.Client(verify=env["SSL_CERT_FILE"], timeout=300) as client,
+            client.stream("GET", url, headers=headers) as response,
+        ):
+            response.raise_for_status()
+            blob.upload_blob(response.iter_bytes(BLOCK_SIZE), length=size, overwrite=True)
+        bare_seconds = time.monotonic() - started
+        service.close()
+    return {"mb": size / MB, "app_seconds": app_seconds, "bare_seconds": bare_seconds,
+            "ratio": app_seconds / bare_seconds}  # fmt: skip
+
+
+def bench_webhook_cpu(calls: int, items: int) -> dict[str, Any]:
+    """The app's own CPU per notification item: workers.notifications in process, as the Functions worker
+    calls it, with the clientState key and the subscription ids already read (a warm instance) and its log
+    lines formatted into a discarded stream; no dev host, no queue write (the host's output binding does it)."""
+    import io
+    import logging
+
+    import azure.functions as func
+
+    from shared import runtime, workers
+    from shared.clientstate import make_client_state
+    from shared.known_subscriptions import KnownSubscriptions
+    from shared.settings import get_settings
+
+    saved = {name: os.environ.get(name) for name in BENCH_ENV}
+    os.environ.update(BENCH_ENV)
+    get_settings.cache_clear()
+    handler = logging.StreamHandler(io.StringIO())
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        settings = get_settings()
+        folder = settings.mailboxes[0]
+        key = b"bench-client-state-key"
+        subscription = str(uuid.uuid4())
+
+        async def load(folder_key: str) -> str | None:
+            return subscription
+
+        async def measure() -> float:
+            rt = runtime.build_runtime(settings)
+            rt._client_state_key = key
+            rt.subscriptions = KnownSubscriptions(load)
+            runtime._runtimes[asyncio.get_running_loop()] = rt
+            item = {
+                "subscriptionId": subscription, "subscriptionExpirationDateTime": "2026-11-29T08:00:00Z",
+                "changeType": "created", "tenantId": settings.tenant_id,
+                "clientState": make_client_state(key, folder.key),
+            }  # fmt: skip
+            bodies = [
+                json.dumps({"value": [
+                    {**item, "resource": f"Users/u/Messages/AAMk{c}-{i}=", "resourceData": {"id": f"AAMk{c}-{i}="}}
+                    for i in range(items)]}).encode()
+                for c in range(calls)
+            ]  # fmt: skip
+
+            class Out(func.Out[list[str]]):
+                def set(self, val: list[str]) -> None:
+                    self.value = val
+
+                def get(self) -> list[str]:
+                    return self.value
+
+            def request(body: bytes) -> func.HttpRequest:
+                return func.HttpRequest("POST", "http://h/api/notifications", body=body)
+
+            for body in bodies[:50]:  # warm-up
+                await workers.notifications(request(body), Out())
+            started = time.process_time()
+            for body in bodies:
+                answer = await workers.notifications(request(body), Out())
+                assert answer.status_code == 202
+            cpu = time.process_time() - started
+            await rt.aclose()
+            return cpu
+
+        cpu = asyncio.run(measure())
+    finally:
+        logging.getLogger().removeHandler(handler)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+    return {"calls": calls, "items": items, "us_per_item": cpu / (calls * items) * 1e6,
+            "us_per_call": cpu / calls * 1e6}  # fmt: skip
+
+
+def print_throughput(backlog: list[dict[str, Any]], latency: dict[str, Any], large: dict[str, Any],
+                     cpu: list[dict[str, Any]]) -> None:  # fmt: skip
+    print("Backlog drain: small mails (two PDFs, 60 kB) waiting, their notifications released at once")
+    print(f"  {'mails':>6} {'mailboxes':>9} {'hosts':>5} {'seconds':>8} {'mails/s':>8} {'MB/s':>6} "
+          f"{'requests/mail':>13} {'Graph bound':>11} {'ratio':>6}")  # fmt: skip
+    for row in backlog:
+        print(f"  {row['mails']:>6} {row['mailboxes']:>9} {row['hosts']:>5} {row['seconds']:>8.1f} "
+              f"{row['mails_per_s']:>8.1f} {row['mb_per_s']:>6.2f} {row['requests_per_mail']:>13.2f} "
+              f"{row['bound_mails_per_s']:>9.1f}/s {row['ratio']:>6.2f}")  # fmt: skip
+    print(f"  (Graph's bound: {MAILBOX_REQUESTS_PER_S:.1f} requests/s per mailbox, 10,000 per 10 minutes, "
+          "divided by the requests a mail costs)")  # fmt: skip
+    print()
+    print(f"Notification to blob at a steady {latency['rate']:g} mails/s ({latency['mails']} mails, "
+          "polled every 50 ms)")  # fmt: skip
+    p50, p99, top = (latency[k] * 1000 for k in ("p50", "p99", "max"))
+    print(f"  p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {top:.0f} ms")
+    print()
+    print(f"One {large['mb']:.0f} MB file: notification to blob {large['app_seconds']:.1f} s; bare copy "
+          f"(httpx stream of /$value into upload_blob, same block size) {large['bare_seconds']:.1f} s; "
+          f"ratio {large['ratio']:.2f}")  # fmt: skip
+    print()
+    print("Webhook CPU in process (workers.notifications, warm instance, log lines formatted)")
+    for row in cpu:
+        print(f"  {row['items']:>2} item(s) a call: {row['us_per_item']:.0f} µs CPU per item, "
+              f"{row['us_per_call']:.0f} µs per call")  # fmt: skip
+
+
+def run_throughput(args: argparse.Namespace) -> None:
+    cpu = [bench_webhook_cpu(2000, 1), bench_webhook_cpu(500, 10)]
+    backlog = [bench_backlog(args.backlog, boxes, hosts) for boxes in (1, 10) for hosts in (1, 2)]
+    latency = bench_latency(5, 60)
+    large = bench_large_file(100 * MB)
+    print_throughput(backlog, latency, large, cpu)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--import-runs", type=int, default=7)
-    parser.add_argument("--only", choices=("import", "webhook", "ingest", "imap"), help="run one part")
+    parser.add_argument(
+        "--only",
+        choices=("import", "webhook", "ingest", "imap", "maintain", "throughput"),
+        help="run one part",
+    )
+    parser.add_argument("--backlog", type=int, default=1000, help="throughput: mails in the backlog")
+    parser.add_argument("--folders", type=int, nargs="*", default=[1, 100, 1000], help="maintain: folder counts")
     args = parser.parse_args(argv)
     if args.only in (None, "imap"):
         from local.bench_sources import bench_imap, print_imap
 
         print_imap(bench_imap())
+        print()
+        if args.only:
+            return 0
+    if args.only in (None, "throughput"):
+        run_throughput(args)
+        print()
+        if args.only:
+            return 0
+    if args.only in (None, "maintain"):
+        print_maintain([bench_maintain(n) for n in args.folders])
         print()
         if args.only:
             return 0

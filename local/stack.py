@@ -33,6 +33,35 @@ ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_KEY_NAME = "graphwebhook"
 
 
+# One timer pass in its own process, its clock moved by argv[1] seconds (the simulator's clock offset).
+_MAINTAIN_AT = """
+import asyncio, json, sys
+from datetime import timedelta
+from shared import subscriptions
+from shared.workers import maintain
+offset = timedelta(seconds=float(sys.argv[1]))
+real = subscriptions._now
+subscriptions._now = lambda: real() + offset
+print(json.dumps(asyncio.run(maintain())))
+"""
+
+
+def maintain_at(env: Mapping[str, str], offset_seconds: float, timeout: float = 120) -> dict[str, str]:
+    """Run one `maintain` pass as a second instance of the app would, with its clock `offset_seconds` ahead
+    (moved as far as the simulator's): the pass's report, or RuntimeError with the end of its stderr."""
+    run = subprocess.run(
+        [sys.executable, "-c", _MAINTAIN_AT, str(offset_seconds)],
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(run.stderr[-3000:])
+    return dict(json.loads(run.stdout.splitlines()[-1]))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -200,6 +229,17 @@ class Stack:
     ) -> None:
         self.stop()
 
+    def another_host(self, name: str) -> DevHost:
+        """One more dev host on the same storage, simulator, settings and keys (a second Functions instance
+        of the app; Graph still calls the first one's URL, the app's one host name). Started; the caller
+        stops it before the stack."""
+        assert self.devhost is not None, "the stack has no first dev host"
+        data_dir = self.data_dir / f"host-{name}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        host = DevHost(self.env, free_port(), data_dir, self.config.quiet, self.devhost.keys_file)
+        host.start()
+        return host
+
     # -- wiring --------------------------------------------------------------------------------
     def _app_env(self, storage: str) -> dict[str, str]:
         assert self.sim is not None
@@ -266,8 +306,8 @@ class Stack:
         response.raise_for_status()
         return response.json() if response.content else None
 
-    def graph(self, method: str, path: str, body: Any = None, **params: str) -> Any:
-        """Call the simulated Graph as the app does (app-only token, immutable ids), to look at mail."""
+    def graph_token(self, scope: str | None = None) -> str:
+        """An app-only access token from the simulated identity platform (Graph's scope unless told)."""
         env = self.env
         token = self._client().post(
             f"{env['GRAPH_AUTHORITY_HOST']}/{env['GRAPH_TENANT_ID']}/oauth2/v2.0/token",
@@ -275,16 +315,21 @@ class Stack:
                 "grant_type": "client_credentials",
                 "client_id": env["GRAPH_CLIENT_ID"],
                 "client_secret": env["GRAPH_CLIENT_SECRET"],
-                "scope": env["GRAPH_SCOPE"],
+                "scope": scope or env["GRAPH_SCOPE"],
             },
         )
         token.raise_for_status()
+        return str(token.json()["access_token"])
+
+    def graph(self, method: str, path: str, body: Any = None, **params: str) -> Any:
+        """Call the simulated Graph as the app does (app-only token, immutable ids), to look at mail."""
+        env = self.env
         response = self._client().request(
             method,
             f"{env['GRAPH_API_URL']}/{path}",
             params=params,
             json=body,
-            headers={"Authorization": f"Bearer {token.json()['access_token']}", "Prefer": 'IdType="ImmutableId"'},
+            headers={"Authorization": f"Bearer {self.graph_token()}", "Prefer": 'IdType="ImmutableId"'},
         )
         response.raise_for_status()
         return response.json() if response.content else None

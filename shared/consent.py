@@ -45,7 +45,8 @@ class ConsentProblem(IngestError):
     """A consent request or answer that cannot be used; its text is the page's one line."""
 
     def __init__(self, message: str, mailbox: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
+        # One line, whatever the identity platform's answer or the browser put into it.
+        super().__init__(" ".join(message.split()))
         self.mailbox = mailbox
         self.status = status
 

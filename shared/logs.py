@@ -17,6 +17,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 _URL = re.compile(r"https?://[^\s'\"<>]+")
+# What would split an event's line (a forged field with a newline could fake a second event), or fail to
+# encode (a lone surrogate from JSON's \ud800): shown escaped.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # Query parameters that never carry a secret and that a reader needs: the consent page's mailbox and prompt
 # (an error says which page the mailbox's owner must open).
 _PLAIN_PARAMETERS = frozenset({"mailbox", "prompt"})
@@ -45,7 +48,8 @@ def _value(value: Any) -> str | int | float | bool:
     # OpenTelemetry attributes take str, bool, int and float; anything else is sent as its text.
     if isinstance(value, bool | int | float):
         return value
-    return redact_text(str(value))
+    text = redact_text(str(value))
+    return _UNSAFE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text) if text else text
 
 
 def _text(value: str | int | float | bool) -> str:

@@ -9,6 +9,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from .clientstate import make_client_state, verify_client_state
 from .errors import GraphConflict, GraphError, GraphNotFound, IngestError, StateConflict
@@ -16,6 +17,7 @@ from .folders import resolve_folder
 from .layout import graph_time, parse_graph_time
 from .logs import log_event, redact_text
 from .messages import LifecycleMessage
+from .pacing import subscription_writes
 from .resync import resync_folder
 from .runtime import Runtime
 from .settings import MIN_SUBSCRIPTION_MINUTES, MailboxFolder
@@ -31,6 +33,21 @@ REAUTHORIZE_QUIET = timedelta(minutes=10)
 # How long a claim to create a folder's subscription holds off other instances; a claimer that
 # crashed is overtaken after this.
 CREATE_CLAIM = timedelta(minutes=2)
+# A subscription is renewed when less than half of its lifetime is left, plus up to this share more, at
+# a point fixed per folder: folders subscribed in one pass then fall due over many passes (a quarter of
+# 10,080 minutes is 42 hours, 168 timer passes of 15 minutes), not all in one.
+RENEWAL_SPREAD = 0.25
+
+
+def renewal_share(folder_key: str) -> float:
+    """The folder's fixed point in the spread, 0 to 1, from a hash of its key (stable across instances)."""
+    return int(hashlib.sha256(folder_key.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+
+
+def renewal_due(expiration: datetime, minutes: int, folder_key: str) -> datetime:
+    """When the subscription of this folder, expiring at `expiration` with a lifetime of `minutes`, is renewed."""
+    left = timedelta(minutes=minutes) * (0.5 + RENEWAL_SPREAD * renewal_share(folder_key))
+    return expiration - left
 
 
 def _now() -> datetime:
@@ -45,10 +62,17 @@ class MaintainFailed(IngestError):
     """At least one mailbox folder could not be brought to health; the others were."""
 
 
+async def _write(rt: Runtime, method: str, path: str, mailbox: str, **kwargs: Any) -> dict[str, Any]:
+    """A subscription write (POST, PATCH, DELETE), paced within Graph's limit (pacing.py)."""
+    await subscription_writes().acquire()
+    result: dict[str, Any] = await rt.graph.request(method, path, mailbox=mailbox, **kwargs)
+    return result
+
+
 async def delete_subscription(rt: Runtime, subscription_id: str, mailbox: str) -> None:
     """Delete at Graph; one already gone is fine."""
     with contextlib.suppress(GraphNotFound):
-        await rt.graph.request("DELETE", f"subscriptions/{subscription_id}", mailbox=mailbox)
+        await _write(rt, "DELETE", f"subscriptions/{subscription_id}", mailbox)
 
 
 def lifetime_cap(exc: GraphError, minutes: int) -> int | None:
@@ -78,7 +102,7 @@ class _Creator:
             "latestSupportedTlsVersion": "v1_2",
         }
         try:
-            return await rt.graph.request("POST", "subscriptions", mailbox=self.folder.mailbox, json=body), minutes
+            return await _write(rt, "POST", "subscriptions", self.folder.mailbox, json=body), minutes
         except GraphConflict as exc:
             # One exists for this resource and changeType: ours from a lost state record, or another's.
             match = _EXISTING.search(exc.graph_message)
@@ -90,7 +114,7 @@ class _Creator:
             # Not one this deployment can verify: replace it with one whose clientState it can.
             await delete_subscription(rt, match.group(1), self.folder.mailbox)
             log_event(logger, "subscription.replaced", mailbox=self.folder.mailbox, subscription=match.group(1))
-            return await rt.graph.request("POST", "subscriptions", mailbox=self.folder.mailbox, json=body), minutes
+            return await _write(rt, "POST", "subscriptions", self.folder.mailbox, json=body), minutes
         except GraphError as exc:
             cap = lifetime_cap(exc, minutes)
             if cap is None:
@@ -115,10 +139,11 @@ class _Creator:
         )
         if not ours:
             return None
-        renewed = await rt.graph.request(
+        renewed = await _write(
+            rt,
             "PATCH",
             f"subscriptions/{subscription_id}",
-            mailbox=mailbox,
+            mailbox,
             json={"expirationDateTime": graph_time(_now() + timedelta(minutes=minutes))},
         )
         return {**found, **renewed}
@@ -145,8 +170,7 @@ class FolderMaintainer:
     def _needs_renewal(self, state: FolderState, now: datetime) -> bool:
         if not state.subscription_id or not state.expiration:
             return True
-        left = parse_graph_time(state.expiration) - now
-        return left < timedelta(minutes=self._minutes(state)) / 2
+        return now >= renewal_due(parse_graph_time(state.expiration), self._minutes(state), self.folder.key)
 
     def _reconcile_due(self, state: FolderState, now: datetime) -> bool:
         minutes = self.rt.settings.reconcile_minutes
@@ -240,6 +264,10 @@ class FolderMaintainer:
             except GraphNotFound:
                 state.subscription_id = None
                 force_new = True  # Graph lost it: a recreation, with a resync to follow
+        # The claim names no subscription: should this instance die before it saves the new one, the next
+        # timer pass finds none (rather than the removed one, which it would keep) and creates it once the
+        # claim has lapsed.
+        state.subscription_id = None
         await self._claim(state, now)
         if not state.folder_id:
             state.folder_id = await resolve_folder(self.rt.graph, self.folder.mailbox, self.folder.folder)
@@ -258,14 +286,14 @@ class FolderMaintainer:
         mailbox = self.folder.mailbox
         try:
             body = {"expirationDateTime": graph_time(now + timedelta(minutes=minutes))}
-            return await self.rt.graph.request("PATCH", path, mailbox=mailbox, json=body), minutes
+            return await _write(self.rt, "PATCH", path, mailbox, json=body), minutes
         except GraphError as exc:
             cap = lifetime_cap(exc, minutes)
             if cap is None:
                 raise
             log_event(logger, "subscription.lifetime_capped", logging.WARNING, mailbox=mailbox, minutes=cap)
             body = {"expirationDateTime": graph_time(now + timedelta(minutes=cap))}
-            return await self.rt.graph.request("PATCH", path, mailbox=mailbox, json=body), cap
+            return await _write(self.rt, "PATCH", path, mailbox, json=body), cap
 
     def _note_cap(self, state: FolderState, minutes: int) -> None:
         """Remember a cap, so later renewals ask for what Graph accepts (and renew at its half-life)."""

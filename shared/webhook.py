@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +28,13 @@ logger = logging.getLogger(__name__)
 
 MAX_VALIDATION_TOKEN = 4096
 MAX_BODY_BYTES = 4 * 1024 * 1024
+# Graph's ids and resource paths are a few hundred characters; a longer field is not Graph's, and would
+# make a queue message beyond Storage's 64 KiB, which the output binding then fails to write (a 500).
+MAX_FIELD_CHARS = 2048
+# Control characters, line and paragraph separators and lone surrogates: never in Graph's ids, and they
+# would split a log line or fail to encode.
+_NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
 
 SecretSource = Callable[[], Awaitable[bytes]]
 # (folder key, subscription id) → whether that is the app's subscription for the folder (known_subscriptions.py).
@@ -68,7 +76,11 @@ def parse_collection(body: bytes) -> list[dict[str, Any]]:
     if len(body) > MAX_BODY_BYTES:
         raise InvalidNotification("body is too large")
     try:
-        data = json.loads(body)
+        data = json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise InvalidNotification(f"body has a duplicate key {str(exc)[:64]!r}") from None
+    except RecursionError:
+        raise InvalidNotification("body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidNotification("body is not JSON") from None
     items = data.get("value") if isinstance(data, dict) else None
@@ -79,11 +91,39 @@ def parse_collection(body: bytes) -> list[dict[str, Any]]:
     return items
 
 
-def _text_field(item: Mapping[str, Any], name: str, index: int) -> str:
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose names are unique (RFC 8259 says they SHOULD be; Graph's are): with a name twice,
+    which value counts depends on the parser, so a body that has one is refused whole."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return data
+
+
+def _text_field(item: Mapping[str, Any], name: str, index: int, label: str = "") -> str:
     value = item.get(name)
+    name = label or name
     if not isinstance(value, str) or not value:
         raise InvalidNotification(f"notification {index} lacks {name}")
+    if len(value) > MAX_FIELD_CHARS:
+        raise InvalidNotification(f"notification {index} has a {name} longer than {MAX_FIELD_CHARS} characters")
+    if _NOT_TEXT.search(value):
+        raise InvalidNotification(f"notification {index} has control characters in {name}")
     return value
+
+
+def _common_fields(item: Mapping[str, Any], index: int) -> str:
+    """What every item carries (changeNotification: tenantId and subscriptionId are required); its subscription id."""
+    _text_field(item, "tenantId", index)
+    return _text_field(item, "subscriptionId", index)
 
 
 @dataclass
@@ -97,8 +137,7 @@ class Verdict:
 async def _authentic(item: Mapping[str, Any], subscription_id: str, trust: Trust) -> tuple[MailboxFolder | None, str]:
     """The item's mailbox folder if it is ours, else None and why not. The cheap checks come first: only
     an item whose clientState verifies can cost a state read (for a subscription id not seen yet)."""
-    tenant = item.get("tenantId")
-    if isinstance(tenant, str) and tenant.lower() != trust.settings.tenant_id.lower():
+    if str(item["tenantId"]).lower() != trust.settings.tenant_id.lower():
         return None, "other tenant"
     folder_key = verify_client_state(trust.secret, item.get("clientState"))
     if folder_key is None:
@@ -108,7 +147,7 @@ async def _authentic(item: Mapping[str, Any], subscription_id: str, trust: Trust
         return None, "mailbox folder no longer configured"
     held = await trust.holds(folder.key, subscription_id)
     if held is Holding.UNSURE:
-        raise SubscriptionNotYetKnown(f"subscription {subscription_id} is not yet known for {folder}")
+        raise SubscriptionNotYetKnown(f"subscription {subscription_id[:64]} is not yet known for {folder}")
     if held is Holding.NO:
         return None, "not the app's subscription for this folder"
     return folder, ""
@@ -118,13 +157,15 @@ async def verify_changes(items: list[dict[str, Any]], trust: Trust) -> Verdict:
     # Check every item's shape first: a malformed body is refused whole, with nothing enqueued.
     parsed = []
     for index, item in enumerate(items):
-        subscription_id = _text_field(item, "subscriptionId", index)
+        subscription_id = _common_fields(item, index)
         change_type = _text_field(item, "changeType", index)
+        if change_type.lower() not in CHANGE_TYPES:
+            raise InvalidNotification(f"notification {index} has unknown changeType {change_type[:64]!r}")
         resource = _text_field(item, "resource", index)
         data = item.get("resourceData")
-        message_id = data.get("id") if isinstance(data, dict) else None
-        if not isinstance(message_id, str) or not message_id:
+        if not isinstance(data, dict):
             raise InvalidNotification(f"notification {index} lacks resourceData.id")
+        message_id = _text_field(data, "id", index, "resourceData.id")
         parsed.append((item, subscription_id, change_type, resource, message_id))
     now = _now()
     verdict = Verdict()
@@ -160,10 +201,10 @@ async def verify_changes(items: list[dict[str, Any]], trust: Trust) -> Verdict:
 async def verify_lifecycle(items: list[dict[str, Any]], trust: Trust) -> Verdict:
     parsed = []
     for index, item in enumerate(items):
-        subscription_id = _text_field(item, "subscriptionId", index)
+        subscription_id = _common_fields(item, index)
         event = _text_field(item, "lifecycleEvent", index)
         if event not in LIFECYCLE_EVENTS:
-            raise InvalidNotification(f"notification {index} has unknown lifecycleEvent {event!r}")
+            raise InvalidNotification(f"notification {index} has unknown lifecycleEvent {event[:64]!r}")
         parsed.append((item, subscription_id, event))
     now = _now()
     verdict = Verdict()

@@ -146,6 +146,7 @@ class Control:
             web.get("/_sim/faults", self.list_faults),
             web.post("/_sim/faults", self.add_fault),
             web.delete("/_sim/faults", self.clear_faults),
+            web.delete("/_sim/faults/{fault_id}", self.remove_fault),
             web.get("/_sim/requests", self.list_requests),
             web.delete("/_sim/requests", self.clear_requests),
             web.get("/_sim/subscriptions", self.list_subscriptions),
@@ -404,6 +405,7 @@ class Control:
             "contentBytesOverLimit": options.content_bytes_over_limit,
             "folderExistsStatus": options.folder_exists_status,
             "subscriptionMaxMinutes": options.subscription_max_minutes,
+            "subscriptionWritesPer20Seconds": options.subscription_writes_per_20s,
         }
 
     async def get_options(self, request: web.Request) -> web.Response:
@@ -411,7 +413,13 @@ class Control:
 
     async def set_options(self, request: web.Request) -> web.Response:
         body = await _json(request)
-        known = {"contentBytesLimit", "contentBytesOverLimit", "folderExistsStatus", "subscriptionMaxMinutes"}
+        known = {
+            "contentBytesLimit",
+            "contentBytesOverLimit",
+            "folderExistsStatus",
+            "subscriptionMaxMinutes",
+            "subscriptionWritesPer20Seconds",
+        }
         unknown = sorted(set(body) - known)
         if unknown:
             raise _bad(f"unknown options {unknown}")
@@ -422,7 +430,13 @@ class Control:
         cap = body.get("subscriptionMaxMinutes")
         if cap is not None and not (isinstance(cap, int) and 45 <= cap <= 10080):
             raise _bad("'subscriptionMaxMinutes' must be a whole number from 45 to 10080, or null")
+        writes = body.get("subscriptionWritesPer20Seconds")
+        if writes is not None and not (isinstance(writes, int) and not isinstance(writes, bool) and writes >= 1):
+            raise _bad("'subscriptionWritesPer20Seconds' must be a whole number of at least 1")
         options = self.store.options
+        if writes is not None:
+            options.subscription_writes_per_20s = writes
+            self.subscriptions.reset_write_windows()
         if "subscriptionMaxMinutes" in body:
             options.subscription_max_minutes = cap
         if "contentBytesLimit" in body:
@@ -437,12 +451,15 @@ class Control:
     async def add_fault(self, request: web.Request) -> web.Response:
         body = await _json(request)
         status, retry_after = body.get("status"), body.get("retryAfter")
-        latency, count = body.get("latencyMs", 0), body.get("count", 1)
+        rate, seed = body.get("rate"), body.get("seed")
+        latency, count = body.get("latencyMs", 0), body.get("count", None if rate is not None else 1)
         if status is not None and (not isinstance(status, int) or not 400 <= status <= 599):
             raise _bad("'status' must be an HTTP error status (400-599)")
-        for key, value in (("retryAfter", retry_after), ("latencyMs", latency), ("count", count)):
-            if value is not None and (not isinstance(value, int) or value < 0):
+        for key, value in (("retryAfter", retry_after), ("latencyMs", latency), ("count", count), ("seed", seed)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise _bad(f"'{key}' must be a non-negative integer")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1):
+            raise _bad("'rate' must be a number above 0 and at most 1")
         if status is None and not latency:
             raise _bad("give 'status' and/or 'latencyMs'")
         try:
@@ -453,6 +470,8 @@ class Control:
                 retry_after=retry_after,
                 latency_ms=latency or 0,
                 count=count,
+                rate=float(rate) if rate is not None else None,
+                seed=seed,
             )
         except re.error as exc:
             raise _bad(f"'path' is not a valid regular expression: {exc}") from exc
@@ -464,6 +483,12 @@ class Control:
     async def clear_faults(self, request: web.Request) -> web.Response:
         self.faults.clear()
         return web.Response(status=204)
+
+    async def remove_fault(self, request: web.Request) -> web.Response:
+        fault = self.faults.remove(request.match_info["fault_id"])
+        if fault is None:
+            raise web.HTTPNotFound(text="no such fault")
+        return web.json_response(fault.describe())
 
     async def list_requests(self, request: web.Request) -> web.Response:
         records = self.log.records

@@ -1,11 +1,14 @@
 """Fault injection: the next ``count`` requests whose method and path match get an error status
-(with ``Retry-After``) and/or added latency. Control routes are never faulted."""
+(with ``Retry-After``) and/or added latency. With a ``rate``, each matching request is hit with that
+probability instead (a soak's steady 10 % of throttling), ``count`` times at most (by default without
+end, until the fault is deleted). Control routes are never faulted."""
 
 from __future__ import annotations
 
+import random
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -16,7 +19,15 @@ class Fault:
     status: int | None
     retry_after: int | None
     latency_ms: int
-    remaining: int
+    remaining: int | None  # None: no limit (rate faults only)
+    rate: float | None = None
+    hits: int = 0
+    seen: int = 0  # matching requests it was drawn for (rate faults), hit or not
+    _random: random.Random = field(default_factory=random.Random, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.remaining is None or self.remaining > 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method != method.upper():
@@ -32,6 +43,9 @@ class Fault:
             "retryAfter": self.retry_after,
             "latencyMs": self.latency_ms,
             "remaining": self.remaining,
+            "rate": self.rate,
+            "hits": self.hits,
+            "seen": self.seen,
         }
 
 
@@ -47,7 +61,9 @@ class Faults:
         status: int | None,
         retry_after: int | None,
         latency_ms: int,
-        count: int,
+        count: int | None,
+        rate: float | None = None,
+        seed: int | None = None,
     ) -> Fault:
         fault = Fault(
             id=str(uuid.uuid4()),
@@ -57,6 +73,8 @@ class Faults:
             retry_after=retry_after,
             latency_ms=latency_ms,
             remaining=count,
+            rate=rate,
+            _random=random.Random(seed),
         )
         self._faults.append(fault)
         return fault
@@ -64,13 +82,27 @@ class Faults:
     def clear(self) -> None:
         self._faults.clear()
 
+    def remove(self, fault_id: str) -> Fault | None:
+        """Take one fault away; it, with its hits, or None if unknown."""
+        for fault in self._faults:
+            if fault.id == fault_id:
+                self._faults.remove(fault)
+                return fault
+        return None
+
     def active(self) -> list[Fault]:
-        return [f for f in self._faults if f.remaining > 0]
+        return [f for f in self._faults if f.active]
 
     def take(self, method: str, path: str) -> Fault | None:
-        """The first matching fault with uses left, used up by one."""
+        """The first matching fault with uses left that hits (a rate fault hits by chance), used up by one."""
         for fault in self._faults:
-            if fault.remaining > 0 and fault.matches(method, path):
+            if not fault.active or not fault.matches(method, path):
+                continue
+            fault.seen += 1
+            if fault.rate is not None and fault._random.random() >= fault.rate:
+                continue
+            if fault.remaining is not None:
                 fault.remaining -= 1
-                return fault
+            fault.hits += 1
+            return fault
         return None

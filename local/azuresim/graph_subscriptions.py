@@ -9,8 +9,11 @@ Under 45 minutes is raised to 45 minutes, as documented.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
+import time
 import uuid
+from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +33,9 @@ MAX_CLIENT_STATE = 128
 CHANGE_TYPES = {"created", "updated", "deleted"}
 READ_ROLES = ("Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic", "Mail.ReadBasic.All")
 UPDATABLE = {"expirationDateTime", "notificationUrl"}
+
+
+WRITE_WINDOW_SECONDS = 20.0
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -61,6 +67,7 @@ class Subscriptions:
         self.clock = clock
         self.delivery = delivery
         self.notifier = notifier
+        self._writes: dict[str, deque[float]] = {}  # app id → times of its recent writes (real time)
 
     def register(self, router: GraphRouter) -> None:
         router.add("POST", "subscriptions", self.create)
@@ -166,9 +173,32 @@ class Subscriptions:
         if problem is not None:
             raise GraphError(400, "InvalidRequest", problem)
 
+    def reset_write_windows(self) -> None:
+        """A new limit starts with empty windows (a test sees its own writes only)."""
+        self._writes.clear()
+
+    def _count_write(self, g: GraphRequest) -> None:
+        """Graph's subscription limit (POST/PATCH/DELETE, 500 per 20 s per app and tenant; graph_facts §6):
+        beyond it, 429 with Retry-After until the oldest write in the window leaves it. Real time, as
+        throttling windows are."""
+        now = time.monotonic()
+        window = self._writes.setdefault(g.app_id, deque())
+        while window and now - window[0] >= WRITE_WINDOW_SECONDS:
+            window.popleft()
+        if len(window) >= self.store.options.subscription_writes_per_20s:
+            wait = max(1, math.ceil(WRITE_WINDOW_SECONDS - (now - window[0])))
+            raise GraphError(
+                429,
+                "TooManyRequests",
+                "Too many requests. The subscription write limit of this application has been reached.",
+                {"Retry-After": str(wait)},
+            )
+        window.append(now)
+
     # -- handlers -------------------------------------------------------------------------------
     async def create(self, g: GraphRequest) -> web.StreamResponse:
         g.require_role(*READ_ROLES)
+        self._count_write(g)
         body = await g.json_object()
         for prop in ("changeType", "notificationUrl", "resource", "expirationDateTime"):
             if body.get(prop) in (None, ""):
@@ -239,6 +269,7 @@ class Subscriptions:
 
     async def update(self, g: GraphRequest) -> web.StreamResponse:
         g.require_role(*READ_ROLES)
+        self._count_write(g)
         sub = self._find(g)
         body = await g.json_object()
         extra = sorted(set(body) - UPDATABLE - {"@odata.type"})
@@ -265,6 +296,7 @@ class Subscriptions:
         return await send_json(g.request, self.describe(sub, g))
 
     async def delete(self, g: GraphRequest) -> web.StreamResponse:
+        self._count_write(g)
         sub = self._find(g)
         self.store.subscriptions.pop(sub.id, None)
         return web.Response(status=204)

@@ -286,6 +286,8 @@ class SimOptions:
     # A lifetime cap below the documented 10,080 minutes: Graph names the cap in its 400 answer
     # (graph_facts §1); some tenants and resource kinds have shorter ones.
     subscription_max_minutes: int | None = None
+    # Graph's subscription API limit: POST, PATCH and DELETE per app and tenant in 20 seconds (graph_facts §6).
+    subscription_writes_per_20s: int = 500
 
 
 class Store:

@@ -30,7 +30,7 @@ from .http_server import HttpServer
 from .invoker import InvocationResult, Invoker
 from .keys import load_keys, with_host_key
 from .objects import QueueMessage
-from .queue_trigger import QueueListener, trigger_value
+from .queue_trigger import QueueListener, receive_visibility, trigger_value
 from .storage import StorageClients
 from .timer_trigger import ScheduleMonitor, TimerListener
 
@@ -107,7 +107,7 @@ class DevHost:
             if spec.trigger_type == "queueTrigger":
                 connection = storage_connection(spec.trigger.get("connection"), os.environ, where=where)
                 self.queue_listeners[spec.name] = QueueListener(
-                    spec, connection, self.queue_options, self.storage, self.invoker
+                    spec, connection, self.queue_options, self.storage, self.invoker, receive_visibility(os.environ)
                 )
             elif spec.trigger_type == "timerTrigger":
                 # The host id names the schedule status blobs; the host takes it from this setting too.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoun
 from azure.storage.queue import QueueMessage as StorageMessage
 from azure.storage.queue.aio import QueueClient
 
-from .config import QueueOptions
+from .config import ConfigError, QueueOptions
 from .functions import FunctionSpec
 from .invoker import Invoker
 from .objects import QueueMessage
@@ -33,6 +34,20 @@ from .storage import MessageDecodeError, StorageClients, decode
 log = logging.getLogger("devhost.queue")
 
 RECEIVE_VISIBILITY = timedelta(minutes=10)
+# Dev host only: a shorter lease than the host's fixed 10 minutes, for tests that kill a host mid-message
+# (its messages come back when the lease lapses, as in Azure, only sooner).
+LEASE_SETTING = "DEVHOST_QUEUE_LEASE_SECONDS"
+
+
+def receive_visibility(env: Mapping[str, str]) -> timedelta:
+    value = env.get(LEASE_SETTING)
+    if not value:
+        return RECEIVE_VISIBILITY
+    if not value.isdigit() or int(value) < 2:
+        raise ConfigError(f"{LEASE_SETTING}: a whole number of seconds, at least 2")
+    return timedelta(seconds=int(value))
+
+
 MIN_POLLING_INTERVAL = timedelta(milliseconds=100)
 MAX_QUEUE_NAME = 63
 
@@ -61,8 +76,10 @@ class QueueListener:
         options: QueueOptions,
         storage: StorageClients,
         invoker: Invoker,
+        lease: timedelta = RECEIVE_VISIBILITY,
     ) -> None:
         self.spec = spec
+        self.lease = lease
         self.queue_name: str = spec.trigger["queueName"]
         self.poison_name = poison_queue_name(self.queue_name)
         self.connection_string = connection_string
@@ -134,7 +151,7 @@ class QueueListener:
         pages = self.client.receive_messages(
             messages_per_page=self.options.batch_size,
             max_messages=self.options.batch_size,
-            visibility_timeout=int(RECEIVE_VISIBILITY.total_seconds()),
+            visibility_timeout=int(self.lease.total_seconds()),
         )
         return [message async for message in pages]
 
@@ -179,12 +196,12 @@ class QueueListener:
 
     async def _keep_invisible(self, handle: _Handle) -> None:
         # The host's UpdateQueueMessageVisibilityCommand: renew at half the visibility window.
-        interval = RECEIVE_VISIBILITY.total_seconds() / 2
+        interval = self.lease.total_seconds() / 2
         while True:
             await asyncio.sleep(interval)
             try:
                 updated = await self.client.update_message(
-                    handle.id, handle.pop_receipt, visibility_timeout=int(RECEIVE_VISIBILITY.total_seconds())
+                    handle.id, handle.pop_receipt, visibility_timeout=int(self.lease.total_seconds())
                 )
                 handle.pop_receipt = updated.pop_receipt
             except (AzureError, OSError) as exc:

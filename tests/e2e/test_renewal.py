@@ -1,4 +1,4 @@
-"""Subscriptions over days of simulated time: renewal at half-life, expiry, 409, a lifetime cap, reauthorize.
+"""Subscriptions over days of simulated time: renewal at each folder's point, expiry, 409, a lifetime cap, reauthorize.
 
 The simulator's clock is moved; the app's timer runs in its own process with its clock moved by as much,
 as a second instance of the app would. This stack is this module's own, since its clock only goes forward.
@@ -7,8 +7,6 @@ as a second instance of the app would. This stack is this module's own, since it
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -20,26 +18,15 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from local.mailcheck import BlobReader, check_files, deliver, file_attachment, subscriptions, wait_for_manifests
-from local.stack import ROOT, Stack, StackConfig
+from local.stack import Stack, StackConfig, maintain_at
 from shared.layout import graph_time, parse_graph_time
 from shared.settings import MailboxFolder
 from shared.state import FolderState
+from shared.subscriptions import renewal_due
 
 INBOX = MailboxFolder("orders@contoso.com", "Inbox")
 NOTES = MailboxFolder("orders@contoso.com", "Inbox/Delivery notes")
 WEEK = 10_080  # minutes
-
-# One timer run in its own process, its clock moved by argv[1] seconds (the simulator's offset).
-MAINTAIN_AT = """
-import asyncio, json, sys
-from datetime import timedelta
-from shared import subscriptions
-from shared.workers import maintain
-offset = timedelta(seconds=float(sys.argv[1]))
-real = subscriptions._now
-subscriptions._now = lambda: real() + offset
-print(json.dumps(asyncio.run(maintain())))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +50,8 @@ def reader(stack: Stack) -> Iterator[BlobReader]:
 
 
 def maintain(stack: Stack, env: dict[str, str] | None = None) -> dict[str, str]:
-    offset = stack.control("GET", "/_sim/clock")["offsetSeconds"]
-    run = subprocess.run(
-        [sys.executable, "-c", MAINTAIN_AT, str(offset)],
-        cwd=ROOT,
-        env=env or stack.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return dict(json.loads(run.stdout.splitlines()[-1]))
+    """One timer run in its own process, its clock moved as far as the simulator's."""
+    return maintain_at(env or stack.env, stack.control("GET", "/_sim/clock")["offsetSeconds"])
 
 
 def advance(stack: Stack, minutes: float) -> datetime:
@@ -156,12 +134,22 @@ def test_reauthorization_required_patches_unless_renewed_within_ten_minutes(stac
     assert after.subscription_id == state.subscription_id
 
 
-def test_renewed_at_half_life_not_before(stack: Stack):
+def due_minutes(stack: Stack, folder: MailboxFolder, lifetime: int = WEEK) -> float:
+    """Minutes of simulated time until the folder's renewal point (between 3/4 and 1/2 of its lifetime left)."""
+    state = load_state(stack, folder)
+    assert state.expiration is not None
+    due = renewal_due(parse_graph_time(state.expiration), lifetime, folder.key)
+    return (due - sim_now(stack)).total_seconds() / 60
+
+
+def test_renewed_at_the_folders_point_not_before(stack: Stack):
     stack.control("DELETE", "/_sim/requests")
-    advance(stack, 3 * 24 * 60)  # 3 days of 7: more than half is left
+    dues = [due_minutes(stack, folder) for folder in (INBOX, NOTES)]
+    assert all(WEEK / 4 - 5 < due <= WEEK / 2 for due in dues)
+    advance(stack, min(dues) - 30)  # neither is due
     assert set(maintain(stack).values()) == {"kept"}
     assert subscription_calls(stack) == []
-    advance(stack, 12 * 60)  # 3.5 days and a bit: less than half is left
+    advance(stack, max(dues) - min(dues) + 60)  # both are due
     assert set(maintain(stack).values()) == {"renewed"}
     assert subscription_calls(stack) == [("PATCH", "/v1.0/subscriptions/{id}")] * 2
     for folder in (INBOX, NOTES):
@@ -242,11 +230,12 @@ def test_a_smaller_lifetime_cap_named_by_graph_is_used(stack: Stack, lifetime_ca
         assert state.lifetime_cap_minutes == lifetime_cap
         subscription = subscription_of(stack, folder)
         assert subscription is not None and lifetime_cap - 5 < minutes_left(stack, subscription) <= lifetime_cap
-    # The cap is remembered: renewal at its half-life, asking for no more than it.
+    # The cap is remembered: renewal at the folder's point of its lifetime, asking for no more than it.
     stack.control("DELETE", "/_sim/requests")
-    advance(stack, lifetime_cap / 2 - 60)
+    dues = [due_minutes(stack, folder, lifetime_cap) for folder in (INBOX, NOTES)]
+    advance(stack, min(dues) - 30)
     assert set(maintain(stack).values()) == {"kept"}
-    advance(stack, 90)
+    advance(stack, max(dues) - min(dues) + 60)
     assert set(maintain(stack).values()) == {"renewed"}
     statuses = [r["status"] for r in stack.control("GET", "/_sim/requests")["requests"] if r["method"] == "PATCH"]
     assert statuses == [200, 200]  # no 400 on the way

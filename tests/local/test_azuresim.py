@@ -389,6 +389,21 @@ async def test_subscription_lifecycle(http: httpx.AsyncClient, graph: dict[str, 
     assert (await http.get(path, headers=graph)).status_code == 404
 
 
+async def test_subscription_writes_are_throttled_per_app(http: httpx.AsyncClient, graph: dict[str, str]) -> None:
+    """500 POST/PATCH/DELETE per 20 s per app and tenant (graph_facts §6); lowered here to 3 to see the 4th."""
+    assert (await http.post("/_sim/options", json={"subscriptionWritesPer20Seconds": 3})).status_code == 200
+    try:
+        gone = "00000000-0000-4000-8000-00000000dead"
+        answers = [await http.delete(f"/v1.0/subscriptions/{gone}", headers=graph) for _ in range(4)]
+        assert [a.status_code for a in answers] == [404, 404, 404, 429]
+        assert answers[3].json()["error"]["code"] == "TooManyRequests"
+        assert 1 <= int(answers[3].headers["Retry-After"]) <= 20
+        assert (await http.get("/v1.0/subscriptions", headers=graph)).status_code == 200  # reads do not count
+    finally:
+        await http.post("/_sim/options", json={"subscriptionWritesPer20Seconds": 500})
+    assert (await http.get("/_sim/options")).json()["subscriptionWritesPer20Seconds"] == 500
+
+
 async def test_subscription_validation_and_limits(
     http: httpx.AsyncClient, graph: dict[str, str], receiver: Receiver
 ) -> None:
@@ -606,6 +621,25 @@ async def test_faults_and_request_counts(http: httpx.AsyncClient, graph: dict[st
     ]
     assert log["counts"]["GET /v1.0/users/{id}/messages/{id}"] == 2
     await http.delete("/_sim/faults")
+
+
+async def test_a_rate_fault_hits_that_share_of_requests_until_deleted(
+    http: httpx.AsyncClient, graph: dict[str, str]
+) -> None:
+    box = await new_mailbox(http)
+    body = {"path": r"^/v1\.0/users/[^/]+/mailFolders$", "status": 503, "retryAfter": 1, "rate": 0.25, "seed": 7}
+    fault = (await http.post("/_sim/faults", json=body)).json()["id"]
+    statuses = [(await http.get(f"/v1.0/users/{box['id']}/mailFolders", headers=graph)).status_code for _ in range(200)]
+    hit = statuses.count(503)
+    assert 25 <= hit <= 75 and statuses.count(200) == 200 - hit  # 50 expected; the seed makes it repeatable
+    [listed] = (await http.get("/_sim/faults")).json()["faults"]
+    assert (listed["rate"], listed["hits"], listed["seen"], listed["remaining"]) == (0.25, hit, 200, None)
+    removed = await http.delete(f"/_sim/faults/{fault}")
+    assert removed.json()["hits"] == hit
+    assert (await http.delete(f"/_sim/faults/{fault}")).status_code == 404
+    assert (await http.get(f"/v1.0/users/{box['id']}/mailFolders", headers=graph)).status_code == 200
+    for bad in ({"status": 503, "rate": 0}, {"status": 503, "rate": 1.5}, {"status": 503, "rate": True}):
+        assert (await http.post("/_sim/faults", json=bad)).status_code == 400
 
 
 # -- Key Vault ------------------------------------------------------------------------------------

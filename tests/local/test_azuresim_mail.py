@@ -333,6 +333,7 @@ async def test_content_bytes_limit_in_listings(
         "contentBytesOverLimit": "omit",
         "folderExistsStatus": 409,
         "subscriptionMaxMinutes": None,
+        "subscriptionWritesPer20Seconds": 500,
     }
     for rows in await listings():
         assert base64.b64decode(rows[0]["contentBytes"]) == small and "contentBytes" not in rows[1]

@@ -572,3 +572,16 @@ def test_unresolved_setting_stops_startup_with_one_line(tmp_path: Path) -> None:
     assert "'%MISSING_QUEUE%' does not resolve to a value" in errors[0]
     assert "function 'f'" in errors[0]
     assert not (tmp_path / "ready.json").exists()
+
+
+def test_the_queue_lease_is_the_hosts_ten_minutes_unless_shortened_for_a_test():
+    from datetime import timedelta
+
+    from local.devhost.config import ConfigError
+    from local.devhost.queue_trigger import receive_visibility
+
+    assert receive_visibility({}) == timedelta(minutes=10)
+    assert receive_visibility({"DEVHOST_QUEUE_LEASE_SECONDS": "15"}) == timedelta(seconds=15)
+    for bad in ("1", "x", "-5", "1.5"):
+        with pytest.raises(ConfigError, match="DEVHOST_QUEUE_LEASE_SECONDS"):
+            receive_visibility({"DEVHOST_QUEUE_LEASE_SECONDS": bad})

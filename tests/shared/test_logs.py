@@ -117,3 +117,9 @@ def test_an_error_line_stored_or_logged_carries_no_key():
     assert (
         KEY not in line and "https://h.example/api/notifications?redacted" in line and line.startswith("GraphError: ")
     )
+
+
+def test_a_field_cannot_split_the_line():
+    """Found by fuzzing the webhooks: a forged field with a newline faked a second event in the log."""
+    fields = event_fields("x", {"subscription": "a\nnotification.accepted b\u2028c\ud800", "count": 3})
+    assert fields["subscription"] == "a\\nnotification.accepted b\\u2028c\\ud800" and fields["count"] == 3

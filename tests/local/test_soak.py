@@ -1,0 +1,52 @@
+"""The soak, short: every fault of `make soak` once, on 60 mails, judged by what landed (under two minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from local.soak import MB, Report, Soak, SoakConfig, run
+
+
+def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path) -> None:
+    config = SoakConfig(
+        minutes=0.5,
+        mails=60,
+        large_files=1,
+        large_bytes=20 * MB,
+        unprocessable=1,
+        webhook_down=8,
+        vault_down=5,
+        storage_down=2,
+        lease_seconds=10,
+        drain_timeout=240,
+        data_dir=tmp_path / "soak",
+    )
+    report = run(config)
+    assert report.ok, "\n".join([*report.problems, *report.leaks, *report.errors])
+    assert report.mails == 60 and report.files > 60
+    for fault in ("webhook stopped (s)", "subscription removed", "host killed mid-file", "Azurite restarted"):
+        assert report.faults[fault] >= 1, fault
+    assert report.faults["Key Vault 503"] >= 1 and report.faults["duplicate notifications"] >= 1
+    assert report.recoveries["hosts restarted"] == 1 and report.recoveries["subscriptions recreated"] >= 1
+
+
+def test_the_secret_scan_finds_what_it_looks_for() -> None:
+    """The scan is only worth its PASS if it can fail: each kind of secret, planted, is found."""
+    soak = Soak(SoakConfig())
+    soak.report = Report()
+    planted = {
+        "state/folders/x.json": '{"error": "token endpoint said: client_secret=s3cr3t-value"}',
+        "queue mail-changes-poison": '{"reason": "Authorization: Bearer eyJhbGciOiJSUzI1.eyJzdWIiOiIxMjM0.sig"}',
+        "devhost.log": "-----BEGIN PRIVATE KEY-----\nMIIE...",
+        "mail-attachments/a/manifest.json": '{"subject": "nothing secret here"}',
+    }
+    fake: Any = soak
+    fake.secrets = lambda: {"client secret": "s3cr3t-value"}
+    fake._scanned = lambda: iter(planted.items())
+    soak._scan()
+    assert sorted(soak.report.leaks) == [
+        "a private key in devhost.log",
+        "a token (JWT) in queue mail-changes-poison",
+        "client secret in state/folders/x.json",
+    ]
