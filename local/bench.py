@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -473,7 +474,7 @@ def bench_large_file(size: int) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {token}", "Prefer": 'IdType="ImmutableId"'}
         started = time.monotonic()
         with (
-            httpx.Client(verify=env["SSL_CERT_FILE"], timeout=300) as client,
+            httpx.Client(verify=ssl.create_default_context(cafile=env["SSL_CERT_FILE"]), timeout=300) as client,
             client.stream("GET", url, headers=headers) as response,
         ):
             response.raise_for_status()

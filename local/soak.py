@@ -33,6 +33,7 @@ import os
 import random
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -479,7 +480,7 @@ class Soak:
         env = self._stack.env
         with self._lock:
             token = self._stack.graph_token("https://vault.azure.net/.default")
-        with httpx.Client(verify=env["SSL_CERT_FILE"], timeout=30) as client:
+        with httpx.Client(verify=ssl.create_default_context(cafile=env["SSL_CERT_FILE"]), timeout=30) as client:
             answer = client.get(
                 f"{env['KEY_VAULT_URL'].rstrip('/')}/secrets/{name}",
                 params={"api-version": "7.5"},
