@@ -61,7 +61,7 @@ bench: setup
 # The fuzzing at full count (10,000 examples a property), then the soak: a few minutes, longer with
 # SOAK_MINUTES (e.g. `make soak SOAK_MINUTES=30`). Stops by itself; exits non-zero on a loss, duplicate or leak.
 soak: setup
-	HYPOTHESIS_PROFILE=soak $(PY) -m pytest -q -p no:cacheprovider tests/shared/test_webhook_fuzz.py tests/shared/test_consent_fuzz.py
+	HYPOTHESIS_PROFILE=soak $(PY) -m pytest -q -p no:cacheprovider tests/shared/sources/graph/test_webhook_fuzz.py tests/shared/sources/graph/test_consent_fuzz.py
 	$(PY) -m local.soak $(if $(SOAK_MINUTES),--minutes $(SOAK_MINUTES))
 
 clean:

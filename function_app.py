@@ -8,7 +8,7 @@ import os
 import azure.functions as func
 
 from shared import workers
-from shared.poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE, POLL_QUEUE
+from shared.pipeline.poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE, POLL_QUEUE
 from shared.settings import DEFAULT_MAIL_POLL_SCHEDULE, get_settings
 
 # A broken setting stops start-up here, with one line naming it.
@@ -79,13 +79,13 @@ async def fetch(msg: func.QueueMessage) -> None:
 # `code`, which the host would read as a function key; the user check is in the callback.
 @app.route(route="consent", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def consent(req: func.HttpRequest) -> func.HttpResponse:
-    from shared import consent
+    from shared.sources.graph import consent
 
     return await consent.start(req)
 
 
 @app.route(route="consent/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def consent_callback(req: func.HttpRequest) -> func.HttpResponse:
-    from shared import consent
+    from shared.sources.graph import consent
 
     return await consent.callback(req)

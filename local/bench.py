@@ -273,9 +273,9 @@ def bench_maintain(folders: int) -> dict[str, Any]:
     from azure.storage.blob import BlobServiceClient
 
     from local.stack import maintain_at
-    from shared.layout import parse_graph_time
-    from shared.state import FolderState
-    from shared.subscriptions import renewal_due
+    from shared.pipeline.layout import parse_graph_time
+    from shared.sources.graph.state import FolderState
+    from shared.sources.graph.subscriptions import renewal_due
 
     mailboxes = scale_mailboxes(folders)
     settings = {"RECONCILE_MINUTES": "0", "GRAPH_MAX_RETRY_AFTER_SECONDS": "30"}
@@ -448,7 +448,7 @@ def bench_large_file(size: int) -> dict[str, Any]:
     from azure.storage.blob import BlobServiceClient
 
     from local.mailcheck import BlobReader
-    from shared.storage import BLOCK_SIZE
+    from shared.pipeline.storage import BLOCK_SIZE
 
     with Stack(StackConfig(mailboxes=("large@contoso.com",))) as stack:
         if stack.run_function("maintain").status_code != 200:
@@ -495,9 +495,9 @@ def bench_webhook_cpu(calls: int, items: int) -> dict[str, Any]:
     import azure.functions as func
 
     from shared import runtime, workers
-    from shared.clientstate import make_client_state
-    from shared.known_subscriptions import KnownSubscriptions
     from shared.settings import get_settings
+    from shared.sources.graph.clientstate import make_client_state
+    from shared.sources.graph.known_subscriptions import KnownSubscriptions
 
     saved = {name: os.environ.get(name) for name in BENCH_ENV}
     os.environ.update(BENCH_ENV)

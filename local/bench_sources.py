@@ -59,7 +59,7 @@ from shared.settings import parse_settings
 from shared.sources.common import Login
 from shared.sources.fetch import FetchRequest
 from shared.sources.imap.session import ImapSession
-from shared.storage import BlobStore, blob_service
+from shared.pipeline.storage import BlobStore, blob_service
 
 async def main():
     url, password, storage, uid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -139,12 +139,12 @@ def _peaks(server: Dovecot, env: dict[str, str], storage: str) -> list[dict[str,
 
 
 async def _drain(server: Dovecot, connection_string: str, count: int) -> dict[str, Any]:
+    from shared.pipeline.storage import BlobStore, blob_service, queue_service
     from shared.settings import StorageSettings, parse_account
     from shared.sources.common import Login
     from shared.sources.cursor import CursorStore
     from shared.sources.fetch import FetchRequest, open_message
     from shared.sources.poll import poll_account
-    from shared.storage import BlobStore, blob_service, queue_service
 
     account = parse_account(_url(server).replace("?", "/Drain?"))
     login = Login(USER, password=PASSWORD)

@@ -58,7 +58,7 @@ from local.mailcheck import (
     wait_for_manifests,
 )
 from local.stack import Stack, StackConfig, write_ca_bundle
-from shared.layout import message_key
+from shared.pipeline.layout import message_key
 
 INVOICES = "invoices@contoso.com"
 SCANS = "scans@contoso.com"

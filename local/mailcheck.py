@@ -19,8 +19,8 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from local.stack import Stack
-from shared.layout import MANIFEST, message_key, message_prefix, parse_graph_time
-from shared.rules import is_image
+from shared.pipeline.layout import MANIFEST, message_key, message_prefix, parse_graph_time
+from shared.pipeline.rules import is_image
 
 
 def file_attachment(name: str, content: bytes, content_type: str, **extra: Any) -> dict[str, Any]:

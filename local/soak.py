@@ -51,8 +51,8 @@ from azure.storage.queue import QueueServiceClient
 from local.azurite import ACCOUNT_KEY
 from local.mailcheck import BlobReader, Delivered, deliver, expected_files, generated_attachment
 from local.stack import ROOT, DevHost, Stack, StackConfig
-from shared.layout import MANIFEST
-from shared.poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, poison_queue, unwrap
+from shared.pipeline.layout import MANIFEST
+from shared.pipeline.poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, poison_queue, unwrap
 from shared.vault import CLIENT_STATE_SECRET
 
 MB = 1024 * 1024

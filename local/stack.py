@@ -37,7 +37,7 @@ WEBHOOK_KEY_NAME = "graphwebhook"
 _MAINTAIN_AT = """
 import asyncio, json, sys
 from datetime import timedelta
-from shared import subscriptions
+from shared.sources.graph import subscriptions
 from shared.workers import maintain
 offset = timedelta(seconds=float(sys.argv[1]))
 real = subscriptions._now

@@ -24,18 +24,26 @@ from typing import Any
 
 import httpx
 
-from .checks import CheckResult, Checks
 from .errors import IngestError, SettingsError, StateConflict, one_line
-from .health import collect_status, to_json
-from .layout import graph_time, message_key
-from .maintain import failed_folders, run_pass
-from .poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE, Parked, peek_parked, poison_queue, replay_parked
-from .resync import resync_folder
+from .ops.checks import CheckResult, Checks
+from .ops.health import collect_status, to_json
+from .pipeline.layout import graph_time, message_key
+from .pipeline.poison import (
+    CHANGES_QUEUE,
+    FETCH_QUEUE,
+    LIFECYCLE_QUEUE,
+    Parked,
+    peek_parked,
+    poison_queue,
+    replay_parked,
+)
 from .runtime import Runtime, build_runtime
 from .settings import MailboxFolder, Settings, parse_settings
 from .sources.cursor import CursorStore
-from .state import FolderState, StateStore
-from .subscriptions import delete_subscription
+from .sources.graph.maintain import failed_folders, run_pass
+from .sources.graph.resync import resync_folder
+from .sources.graph.state import FolderState, StateStore
+from .sources.graph.subscriptions import delete_subscription
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOCAL_SETTINGS = "local.settings.json"

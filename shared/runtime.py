@@ -8,15 +8,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .auth import AppTokens, ClientCredential, Tokens
-from .clientstate import new_secret
-from .graph import GraphClient
-from .known_subscriptions import KnownSubscriptions
+from .pipeline.storage import BlobStore, blob_service, queue_service
 from .retry import RetryPolicy
 from .settings import Settings, get_settings
-from .smimekeys import SmimeKeys
-from .state import StateStore
-from .storage import BlobStore, blob_service, queue_service
+from .sources.graph.auth import AppTokens, ClientCredential, Tokens
+from .sources.graph.client import GraphClient
+from .sources.graph.clientstate import new_secret
+from .sources.graph.known_subscriptions import KnownSubscriptions
+from .sources.graph.state import StateStore
+from .unpack.smimekeys import SmimeKeys
 from .vault import CLIENT_STATE_SECRET, Vault
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ _QUIET_LOGGERS = ("httpx", "httpcore", "azure.core.pipeline.policies.http_loggin
 def build_runtime(settings: Settings) -> Runtime:
     from azure.identity.aio import DefaultAzureCredential
 
-    from .telemetry import configure_telemetry
+    from .ops.telemetry import configure_telemetry
 
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -103,7 +103,7 @@ def build_runtime(settings: Settings) -> Runtime:
     client_credential = ClientCredential(settings, vault)
     tokens: Tokens
     if settings.auth_mode == "delegated":
-        from .delegated import DelegatedTokens
+        from .sources.graph.delegated import DelegatedTokens
 
         tokens = DelegatedTokens(settings, client_credential, vault, state)
     else:

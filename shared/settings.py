@@ -17,9 +17,9 @@ from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .errors import SettingsError
-from .layout import CONTAINER_NAME, message_key
+from .pipeline.layout import CONTAINER_NAME, message_key
 from .pipeline.routes import Route, RouteError, parse_routes
-from .rules import (
+from .pipeline.rules import (
     MAX_ATTACHMENT_BYTES,
     SAVE_MODES,
     AfterIngest,

@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from .errors import one_line
-from .known_subscriptions import Holding
 from .logs import log_event
-from .poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE
+from .pipeline.poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE
 from .settings import get_settings
-from .webhook import receive, verify_changes, verify_lifecycle
+from .sources.graph.known_subscriptions import Holding
+from .sources.graph.webhook import receive, verify_changes, verify_lifecycle
 
 if TYPE_CHECKING:
-    from .activity import Place
-    from .messages import ChangeMessage
+    from .ops.activity import Place
     from .pipeline.job import IngestOutcome
     from .runtime import Runtime
+    from .sources.graph.messages import ChangeMessage
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _about(body: bytes) -> dict[str, str]:
     """Mailbox, folder, subscription and message key of a queue message, as far as it can be read."""
     import json
 
-    from .layout import message_key
+    from .pipeline.layout import message_key
 
     try:
         data = json.loads(body)
@@ -75,7 +75,7 @@ def _about(body: bytes) -> dict[str, str]:
 
 async def _queued(msg: func.QueueMessage, queue: str, events: tuple[str, str], work: Awaitable[object]) -> None:
     """Run the work; on failure log `events[0]`, and on the last delivery park the message and log `events[1]`."""
-    from .poison import max_dequeue_count, park
+    from .pipeline.poison import max_dequeue_count, park
     from .runtime import get_runtime
 
     try:
@@ -101,8 +101,8 @@ Reading = tuple["Place | None", "ChangeMessage | None", Callable[[], Awaitable["
 
 async def _ingesting(msg: func.QueueMessage, queue: str, read: Callable[[Runtime], Reading]) -> None:
     """One mail's ingest, its outcome or failure in its folder's (or account's) activity record."""
-    from . import activity
-    from .poison import max_dequeue_count
+    from .ops import activity
+    from .pipeline.poison import max_dequeue_count
     from .runtime import get_runtime
 
     async def work() -> None:
@@ -125,8 +125,8 @@ async def _ingesting(msg: func.QueueMessage, queue: str, read: Callable[[Runtime
 
 async def ingest(msg: func.QueueMessage) -> None:
     """A Graph change: the mail's attachments into Blob Storage."""
-    from .ingest import ingest_change
-    from .messages import parse_change
+    from .sources.graph.ingest import ingest_change
+    from .sources.graph.messages import parse_change
 
     def read(rt: Runtime) -> Reading:
         change = parse_change(msg.get_body())
@@ -148,9 +148,9 @@ async def fetch(msg: func.QueueMessage) -> None:
 
 
 async def lifecycle_event(msg: func.QueueMessage) -> None:
-    from .messages import parse_lifecycle
     from .runtime import get_runtime
-    from .subscriptions import handle_lifecycle
+    from .sources.graph.messages import parse_lifecycle
+    from .sources.graph.subscriptions import handle_lifecycle
 
     async def work() -> None:
         await handle_lifecycle(parse_lifecycle(msg.get_body()), get_runtime())
@@ -159,8 +159,8 @@ async def lifecycle_event(msg: func.QueueMessage) -> None:
 
 
 async def maintain(past_due: bool = False) -> dict[str, str]:
-    from .maintain import raise_if_failed, run_pass
     from .runtime import get_runtime
+    from .sources.graph.maintain import raise_if_failed, run_pass
 
     report = await run_pass(get_runtime(), after_outage=past_due)
     raise_if_failed(report)
@@ -169,7 +169,7 @@ async def maintain(past_due: bool = False) -> dict[str, str]:
 
 async def health() -> func.HttpResponse:
     """Every folder's status as JSON: 200 when all are healthy, 503 (with the reasons) otherwise."""
-    from .health import collect_status, to_json
+    from .ops.health import collect_status, to_json
     from .runtime import get_runtime
 
     try:
@@ -193,7 +193,7 @@ def poll_fan_out(out: func.Out[list[str]]) -> None:
 async def poll(msg: func.QueueMessage) -> None:
     """Poll one account; a server's refusal is kept on its cursor (the next tick tries again), anything else
     (storage, a malformed message) fails the queue message."""
-    from .poison import POLL_QUEUE
+    from .pipeline.poison import POLL_QUEUE
     from .runtime import get_runtime
     from .sources.jobs import run_poll
 

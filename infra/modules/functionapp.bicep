@@ -125,7 +125,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AzureWebJobsStorage__clientId: identityClientId
     APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
-    // host.json telemetryMode OpenTelemetry. The app configures the exporter itself on first use (shared/telemetry.py);
+    // host.json telemetryMode OpenTelemetry. The app configures the exporter itself on first use (shared/ops/telemetry.py);
     // 'true' would have the Python worker configure it at start, which a cold start pays before Graph's handshake.
     PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'false'
     AZURE_CLIENT_ID: identityClientId

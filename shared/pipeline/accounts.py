@@ -35,9 +35,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import MailMessageGone, one_line
-from ..layout import graph_time, message_prefix, parse_graph_time, sanitize_name
 from ..logs import log_event
-from ..rules import AfterIngest, SaveMail
 from ..settings import MailAccount
 from ..sources.common import CHUNK_BYTES
 from ..sources.fetch import Fetched, FetchRequest, open_fetched
@@ -59,7 +57,9 @@ from .job import (
     skip,
     write_manifest,
 )
+from .layout import graph_time, message_prefix, parse_graph_time, sanitize_name
 from .routes import Attachment, MailFacts, decide
+from .rules import AfterIngest, SaveMail
 
 if TYPE_CHECKING:
     from ..runtime import Runtime

@@ -30,9 +30,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import StateConflict
-from ..layout import graph_time, parse_graph_time
 from ..logs import log_event
-from ..storage import BlobStore
+from .layout import graph_time, parse_graph_time
+from .storage import BlobStore
 
 logger = logging.getLogger(__name__)
 

@@ -22,14 +22,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import IngestError, StateConflict, one_line
-from ..layout import MANIFEST, UniqueNames, graph_time, metadata_value, sanitize_name
 from ..logs import log_event
-from ..storage import BlobStore, BlobWriter, StoredBlob
 from ..unpack.base import Encrypted, Found, Note, Signature, Sink
 from ..unpack.smime import DecryptionKey
 from ..unpack.tree import Unpacker, kind_of
 from .handoff import HandOff
+from .layout import MANIFEST, UniqueNames, graph_time, metadata_value, sanitize_name
 from .routes import Decision
+from .storage import BlobStore, BlobWriter, StoredBlob
 
 if TYPE_CHECKING:
     from ..runtime import Runtime

@@ -23,16 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..layout import (
-    CONTAINER_NAME,
-    MAX_TAG_VALUE,
-    MAX_TAGS,
-    TAG_KEY,
-    message_prefix,
-    sanitize_name,
-    tag_value,
-)
-from ..rules import AfterIngest, parse_after_ingest
+from .layout import CONTAINER_NAME, MAX_TAG_VALUE, MAX_TAGS, TAG_KEY, message_prefix, sanitize_name, tag_value
+from .rules import AfterIngest, parse_after_ingest
 
 DEFAULT_ROUTE = "default"
 TOKENS = ("mailbox", "folder", "yyyy", "MM", "dd", "messageKey", "sender", "senderDomain", "route")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import StateConflict
-from ..storage import BlobStore
+from ..pipeline.storage import BlobStore
 
 
 @dataclass

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from ..errors import MailMessageGone, QueueMessageError
-from ..rules import AfterIngest
+from ..pipeline.rules import AfterIngest
 from ..settings import MailAccount, Settings
 from .common import Login
 from .imap.session import ImapSession

@@ -34,7 +34,7 @@ _apps: dict[str, Any] = {}
 
 
 async def _app_token(rt: Runtime, account: MailAccount) -> str:
-    from ..auth import ClientCredential, msal_app, result_error
+    from .graph.auth import ClientCredential, msal_app, result_error
 
     key = f"{rt.settings.authority}|{rt.settings.client_id}"
     app = _apps.get(key)

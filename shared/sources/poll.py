@@ -26,9 +26,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from ..errors import IngestError, MailServerBusy, StateConflict, one_line
-from ..layout import graph_time, parse_graph_time
 from ..logs import log_event
-from ..poison import FETCH_QUEUE
+from ..pipeline.layout import graph_time, parse_graph_time
+from ..pipeline.poison import FETCH_QUEUE
 from ..settings import MailAccount
 from .common import Login, header_fields
 from .cursor import CursorStore, SourceCursor

@@ -7,9 +7,9 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..layout import parse_graph_time
+from ..pipeline.layout import parse_graph_time
+from ..pipeline.storage import BlobStore
 from ..settings import MailAccount
-from ..storage import BlobStore
 from .cursor import CursorStore, SourceCursor
 
 # An account not polled for this long is unhealthy: the poll timer (every minute by default) is not running,

@@ -25,9 +25,9 @@ from local.mailcheck import (
     wait_for_manifests,
 )
 from local.stack import ROOT, Stack, free_port
-from shared.layout import message_key, parse_graph_time
+from shared.pipeline.layout import message_key, parse_graph_time
 from shared.settings import MailboxFolder
-from shared.state import FolderState
+from shared.sources.graph.state import FolderState
 
 from .conftest import MAILBOXES, wait_until
 

@@ -22,7 +22,7 @@ from local.mailcheck import (
     wait_for_manifests,
 )
 from local.stack import Stack
-from shared.layout import message_key
+from shared.pipeline.layout import message_key
 
 from .conftest import MAILBOXES, wait_until
 

@@ -29,7 +29,7 @@ from local.azuresim.runner import secret_client
 from local.dovecot import Dovecot
 from local.mailcheck import BlobReader, take_handoffs
 from local.stack import Stack, StackConfig, write_ca_bundle
-from shared.poison import FETCH_QUEUE
+from shared.pipeline.poison import FETCH_QUEUE
 from shared.settings import parse_account
 from shared.sources.cursor import CursorStore
 from tests.e2e.conftest import wait_until
@@ -143,8 +143,8 @@ def fetch_requests(stack: Stack) -> list[dict[str, Any]]:
 
 
 def cursor_of(stack: Stack, url: str) -> dict[str, Any] | None:
+    from shared.pipeline.storage import BlobStore, blob_service
     from shared.settings import StorageSettings
-    from shared.storage import BlobStore, blob_service
 
     async def load() -> dict[str, Any] | None:
         service = blob_service(StorageSettings(connection_string=stack.storage_connection_string), None)

@@ -19,10 +19,10 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from local.mailcheck import BlobReader, check_files, deliver, file_attachment, subscriptions, wait_for_manifests
 from local.stack import Stack, StackConfig, maintain_at
-from shared.layout import graph_time, parse_graph_time
+from shared.pipeline.layout import graph_time, parse_graph_time
 from shared.settings import MailboxFolder
-from shared.state import FolderState
-from shared.subscriptions import renewal_due
+from shared.sources.graph.state import FolderState
+from shared.sources.graph.subscriptions import renewal_due
 
 INBOX = MailboxFolder("orders@contoso.com", "Inbox")
 NOTES = MailboxFolder("orders@contoso.com", "Inbox/Delivery notes")

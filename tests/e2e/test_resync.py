@@ -10,8 +10,8 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from local.mailcheck import BlobReader, check_files, deliver, file_attachment, subscriptions, wait_for_manifests
 from local.stack import Stack
-from shared.messages import LifecycleMessage
 from shared.settings import MailboxFolder
+from shared.sources.graph.messages import LifecycleMessage
 
 PDF = "application/pdf"
 INBOX = MailboxFolder("invoices@contoso.com", "Inbox")

@@ -17,8 +17,8 @@ from azure.storage.queue import QueueClient
 
 from local.mailcheck import Delivered, deliver, file_attachment, take_handoffs
 from local.stack import Stack
-from shared.layout import message_key
-from shared.poison import CHANGES_QUEUE
+from shared.pipeline.layout import message_key
+from shared.pipeline.poison import CHANGES_QUEUE
 from tests.e2e.conftest import wait_until
 
 PDF = "application/pdf"

@@ -13,7 +13,7 @@ from azure.storage.blob import BlobServiceClient
 from local.mailcheck import subscriptions
 from local.stack import ROOT, Stack
 from shared.settings import MailboxFolder
-from shared.state import FolderState
+from shared.sources.graph.state import FolderState
 
 from .conftest import MAILBOXES
 

@@ -20,11 +20,12 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from local.azuresim.runner import SimulatorProcess
 from local.stack import azure_credential_settings, simulator_settings
-from shared import authstatus, clock, consent
-from shared.delegated import DelegatedTokens, cache_secret_name, keep_alive
+from shared import clock
 from shared.errors import AuthError, GraphAuthError, NeedsConsent
 from shared.runtime import Runtime, build_runtime
 from shared.settings import parse_settings
+from shared.sources.graph import authstatus, consent
+from shared.sources.graph.delegated import DelegatedTokens, cache_secret_name, keep_alive
 from tests.local.simclient import VAULT_SCOPE, cert_pem, claims_of, deliver, get_token, key_pem, make_certificate
 from tests.local.test_azuresim_identity import Page, browser, sign_in
 from tests.local.test_azuresim_keyvault import import_certificate

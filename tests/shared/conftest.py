@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from shared.pipeline.storage import BlobStore, blob_service
 from shared.settings import Settings, StorageSettings, parse_settings
-from shared.storage import BlobStore, blob_service
 
 BASE_ENV = {
     "GRAPH_TENANT_ID": "11111111-1111-1111-1111-111111111111",

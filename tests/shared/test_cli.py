@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from shared.activity import Activity
 from shared.cli import (
     UsageError,
     build_parser,
@@ -20,7 +19,8 @@ from shared.cli import (
     render_pass,
     render_status,
 )
-from shared.health import FolderRecords, folder_status, summary
+from shared.ops.activity import Activity
+from shared.ops.health import FolderRecords, folder_status, summary
 from shared.settings import MailboxFolder, Settings
 
 
@@ -133,7 +133,7 @@ def test_status_names_the_route_the_last_skip_and_the_last_maintain_pass():
 
 def test_a_parked_fetch_request_names_its_account_and_message(env: dict[str, str]):
     from shared.cli import describe
-    from shared.poison import Parked
+    from shared.pipeline.poison import Parked
     from shared.settings import parse_settings
 
     env["MAILBOXES"] = "invoices@contoso.com, imaps://ap%40example.org@imap.example?secret=pw"

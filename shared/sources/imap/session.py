@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from ...errors import MailMessageGone, MailServerError, MailTlsRefused
 from ...logs import log_event
-from ...rules import AfterIngest
+from ...pipeline.rules import AfterIngest
 from ...settings import MailAccount
 from ..common import (
     CHUNK_BYTES,

@@ -19,11 +19,11 @@ import pytest
 from shared.errors import SettingsError
 from shared.pipeline import accounts
 from shared.pipeline.accounts import ingest_fetched, received_time
+from shared.pipeline.storage import BlobStore, blob_service
 from shared.settings import MailAccount, Settings, StorageSettings, parse_settings
 from shared.sources.cursor import CursorStore
 from shared.sources.fetch import FetchRequest
 from shared.sources.poll import poll_account
-from shared.storage import BlobStore, blob_service
 from tests.shared.sources.conftest import MailUser, message
 from tests.shared.sources.imap.test_session import flags_of
 

@@ -14,10 +14,10 @@ import pytest
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
-from shared.layout import graph_time
 from shared.pipeline.handoff import MAX_MESSAGE_BYTES, HandOff, handoff_message, record_path
+from shared.pipeline.layout import graph_time
+from shared.pipeline.storage import BlobStore, blob_service
 from shared.settings import StorageSettings
-from shared.storage import BlobStore, blob_service
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ import pytest
 
 from local.dovecot import Dovecot
 from shared.errors import MailMessageGone
-from shared.layout import graph_time
-from shared.poison import FETCH_QUEUE
+from shared.pipeline.layout import graph_time
+from shared.pipeline.poison import FETCH_QUEUE
+from shared.pipeline.storage import BlobStore
 from shared.settings import MailAccount
 from shared.sources.common import Login
 from shared.sources.cursor import CursorStore
 from shared.sources.fetch import FetchRequest, open_message
 from shared.sources.poll import CLAIM, poll_account
-from shared.storage import BlobStore
 from tests.shared.sources.conftest import MailUser, message
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from shared.layout import graph_time
+from shared.pipeline.layout import graph_time
 from shared.settings import parse_account
 from shared.sources.cursor import SourceCursor
 from shared.sources.status import account_status, add_accounts

@@ -13,7 +13,7 @@ import trustme
 
 from local.dovecot import Dovecot
 from shared.errors import MailAuthFailed, MailMessageGone, MailServerBusy, MailServerError, MailTlsRefused
-from shared.rules import AfterIngest
+from shared.pipeline.rules import AfterIngest
 from shared.sources.common import CHUNK_BYTES, Login
 from shared.sources.imap.session import ImapSession, imap_keyword
 from tests.shared.sources.conftest import MailUser, client_context, make_user, message
