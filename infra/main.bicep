@@ -19,9 +19,8 @@ param graphTenantId string = ''
 param graphClientId string
 
 @secure()
-@minLength(1)
-@description('Client secret of the app registration; it is stored in Key Vault, never in an app setting.')
-param graphClientSecret string
+@description('Client secret of the app registration, stored in Key Vault, never in an app setting; empty when graphClientCertificateName names the credential.')
+param graphClientSecret string = ''
 
 @description('Name of a Key Vault certificate the app signs in with instead of the secret; empty for none.')
 param graphClientCertificateName string = ''

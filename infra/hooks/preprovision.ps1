@@ -3,11 +3,17 @@
 # so it stays the same across provisions (after a rotation the app recreates its subscriptions with the new key).
 $ErrorActionPreference = 'Stop'
 
-$missing = @('GRAPH_CLIENT_ID', 'GRAPH_CLIENT_SECRET', 'MAILBOXES') |
+# The credential is a client secret, or a Key Vault certificate named by GRAPH_CLIENT_CERTIFICATE.
+$required = @('GRAPH_CLIENT_ID', 'GRAPH_CLIENT_SECRET', 'MAILBOXES')
+if (-not [string]::IsNullOrWhiteSpace($env:GRAPH_CLIENT_CERTIFICATE)) {
+  $required = @('GRAPH_CLIENT_ID', 'MAILBOXES')
+}
+$missing = $required |
   Where-Object { [string]::IsNullOrWhiteSpace([Environment]::GetEnvironmentVariable($_)) }
 if ($missing) {
   Write-Host "Set these before provisioning: $($missing -join ' ')"
   foreach ($name in $missing) { Write-Host "  azd env set $name <value>" }
+  Write-Host '(GRAPH_CLIENT_CERTIFICATE, the name of a Key Vault certificate, may replace GRAPH_CLIENT_SECRET.)'
   Write-Host 'See docs/setup.md for what each one is.'
   exit 1
 }

@@ -4,8 +4,13 @@
 # so it stays the same across provisions (after a rotation the app recreates its subscriptions with the new key).
 set -eu
 
+# The credential is a client secret, or a Key Vault certificate named by GRAPH_CLIENT_CERTIFICATE.
+required="GRAPH_CLIENT_ID MAILBOXES"
+if [ -z "${GRAPH_CLIENT_CERTIFICATE:-}" ]; then
+  required="GRAPH_CLIENT_ID GRAPH_CLIENT_SECRET MAILBOXES"
+fi
 missing=""
-for name in GRAPH_CLIENT_ID GRAPH_CLIENT_SECRET MAILBOXES; do
+for name in $required; do
   eval "value=\${$name:-}"
   if [ -z "$value" ]; then
     missing="$missing $name"
@@ -16,6 +21,7 @@ if [ -n "$missing" ]; then
   for name in $missing; do
     echo "  azd env set $name <value>" >&2
   done
+  echo "(GRAPH_CLIENT_CERTIFICATE, the name of a Key Vault certificate, may replace GRAPH_CLIENT_SECRET.)" >&2
   echo "See docs/setup.md for what each one is." >&2
   exit 1
 fi

@@ -11,6 +11,7 @@ param deploymentContainerName string
 param applicationInsightsConnectionString string
 param keyVaultName string
 param keyVaultUri string
+// Empty when the credential is a certificate: GRAPH_CLIENT_SECRET is then left empty.
 param graphClientSecretName string
 param webhookFunctionKeySecretName string
 @secure()
@@ -131,7 +132,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AZURE_CLIENT_ID: identityClientId
     GRAPH_TENANT_ID: graphTenantId
     GRAPH_CLIENT_ID: graphClientId
-    GRAPH_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${graphClientSecretName})'
+    GRAPH_CLIENT_SECRET: empty(graphClientSecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${graphClientSecretName})'
     GRAPH_CLIENT_CERTIFICATE: graphClientCertificateName
     GRAPH_AUTH_MODE: graphAuthMode
     MAILBOXES: mailboxes

@@ -3,6 +3,7 @@
 param name string
 param location string
 param tags object
+// Empty when the app signs in with a certificate: then no secret is stored.
 @secure()
 param graphClientSecret string
 @secure()
@@ -35,10 +36,11 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
 
 // Entra ID client secrets carry their own expiry, set where the secret is created; an expiry here would only
 // make Key Vault refuse the reference while the credential is still valid.
-resource graphSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+resource graphSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(graphClientSecret)) {
   parent: vault
   name: 'graph-client-secret'
   // checkov:skip=CKV_AZURE_41: the client secret expires in Entra ID; an expiry here would cut off a valid credential
+  // checkov:skip=CKV_AZURE_114: contentType is set below; checkov does not read the properties of a conditional resource
   properties: {
     value: graphClientSecret
     contentType: 'text/plain'
@@ -59,5 +61,6 @@ resource webhookKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
 output id string = vault.id
 output name string = vault.name
 output uri string = vault.properties.vaultUri
-output graphClientSecretName string = graphSecret.name
+// Empty when no secret is stored (a certificate is the credential).
+output graphClientSecretName string = empty(graphClientSecret) ? '' : 'graph-client-secret'
 output webhookFunctionKeySecretName string = webhookKeySecret.name

@@ -218,6 +218,19 @@ def app_settings(trees: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return settings
 
 
+def _values(value: Any) -> list[Any]:
+    """The values a setting can take: both branches of a conditional (`cond ? a : b`), else the value."""
+    operator = value.get("operator") if isinstance(value, dict) else None
+    if isinstance(operator, dict) and operator.get("type") == "conditional":
+        operands = operator["operands"]
+        return [*_values(operands["true_value"]), *_values(operands["false_value"])]
+    return [value]
+
+
+def _is_vault_reference(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("@Microsoft.KeyVault(")
+
+
 def check_app_settings(trees: dict[str, dict[str, Any]]) -> list[str]:
     problems = []
     settings = app_settings(trees)
@@ -238,8 +251,9 @@ def check_app_settings(trees: dict[str, dict[str, Any]]) -> list[str]:
         if not settings.get(name):
             problems.append(f"{name} must be set")
     for name in ("GRAPH_CLIENT_SECRET", "WEBHOOK_FUNCTION_KEY"):
-        value = settings.get(name)
-        if not (isinstance(value, str) and value.startswith("@Microsoft.KeyVault(")):
+        if not all(_is_vault_reference(v) or v == "" for v in _values(settings.get(name))) or not any(
+            _is_vault_reference(v) for v in _values(settings.get(name))
+        ):
             problems.append(f"{name} must be a Key Vault reference")
     base = settings.get("WEBHOOK_BASE_URL")
     if not (isinstance(base, str) and base.startswith("https://") and "defaultHostName" in base):

@@ -182,8 +182,16 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "secret in plain text": (
         lambda d: edit(
             d / "modules/functionapp.bicep",
-            "GRAPH_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${graphClientSecretName})'",
-            "GRAPH_CLIENT_SECRET: webhookFunctionKey",
+            "GRAPH_CLIENT_SECRET: empty(graphClientSecretName) ? '' : '@Microsoft.KeyVault(",
+            "GRAPH_CLIENT_SECRET: empty(graphClientSecretName) ? '' : webhookFunctionKey // '@Microsoft.KeyVault(",
+        ),
+        "GRAPH_CLIENT_SECRET must be a Key Vault reference",
+    ),
+    "secret without a credential branch": (
+        lambda d: edit(
+            d / "modules/functionapp.bicep",
+            "GRAPH_CLIENT_SECRET: empty(graphClientSecretName) ? '' : '@Microsoft.KeyVault(",
+            "GRAPH_CLIENT_SECRET: empty(graphClientSecretName) ? 'plain' : '@Microsoft.KeyVault(",
         ),
         "GRAPH_CLIENT_SECRET must be a Key Vault reference",
     ),
@@ -363,6 +371,17 @@ def test_preprovision_names_missing_settings(tmp_path: Path) -> None:
     for name in ("GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET", "MAILBOXES"):
         assert f"azd env set {name}" in proc.stderr
     assert not store.exists()
+
+
+def test_preprovision_takes_a_certificate_instead_of_the_secret(tmp_path: Path) -> None:
+    env, store = _fake_azd(tmp_path)
+    env |= {"GRAPH_CLIENT_ID": "app", "GRAPH_CLIENT_CERTIFICATE": "graph-cert", "MAILBOXES": "a@contoso.com"}
+    subprocess.run(["sh", str(INFRA / "hooks" / "preprovision.sh")], env=env, check=True, capture_output=True)
+    assert store.read_text().startswith("WEBHOOK_FUNCTION_KEY=")
+    del env["GRAPH_CLIENT_CERTIFICATE"]
+    proc = subprocess.run(["sh", str(INFRA / "hooks" / "preprovision.sh")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "azd env set GRAPH_CLIENT_SECRET" in proc.stderr and "GRAPH_CLIENT_ID" not in proc.stderr.split("\n")[0]
 
 
 def test_postprovision_prints_consent_and_exchange_scope(tmp_path: Path) -> None:
