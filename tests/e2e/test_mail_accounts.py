@@ -78,6 +78,7 @@ def imap_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Accounts]:
                 "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.500",
                 "AFTER_INGEST_BY_MAILBOX": f"{USER}/Scans=mark-read,move:Done; {POP_USER}=delete",
                 "ROUTES": json.dumps(ROUTES),
+                "SAVE_BODY": "no-files",  # a mail with no file keeps its body
             },
         )
         with Stack(config) as stack:
@@ -373,4 +374,25 @@ def test_a_60_mb_mail_survives_a_crash_and_is_stored_once_in_bounded_memory(imap
         assert len(handoffs) == 1
     finally:
         state.close()
+        reader.close()
+
+
+def test_an_imap_mail_without_files_keeps_its_body(imap_stack: Accounts):
+    """SAVE_BODY=no-files: a mail with no file is stored as its body, the HTML alternative, in UTF-8."""
+    stack, server = imap_stack.stack, imap_stack.server
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "Supplier <billing@supplier.example>", USER, "order by mail"
+    mail["Date"], mail["Message-ID"] = format_datetime(datetime.now(UTC)), make_msgid(domain="supplier.example")
+    mail.set_content("Bitte liefern: 3 Paletten")
+    mail.add_alternative("<p>Bitte liefern: 3 Paletten, Grüße</p>", subtype="html", charset="iso-8859-1")
+    server.deliver(USER, bytes(mail).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    reader = BlobReader(stack)
+    try:
+        (manifest,) = wait_until(
+            lambda: [m for m in manifests(reader, f"{USER}/") if m["subject"] == "order by mail"], 60, "the mail"
+        )
+        (body,) = manifest["attachments"]
+        assert (body["kind"], body["file"], body["contentType"]) == ("body", "body.html", "text/html; charset=utf-8")
+        assert checked(reader, manifest) == {"body.html": sha("<p>Bitte liefern: 3 Paletten, Grüße</p>\r\n".encode())}
+    finally:
         reader.close()
