@@ -396,3 +396,35 @@ def test_an_imap_mail_without_files_keeps_its_body(imap_stack: Accounts):
         assert checked(reader, manifest) == {"body.html": sha("<p>Bitte liefern: 3 Paletten, Grüße</p>\r\n".encode())}
     finally:
         reader.close()
+
+
+def test_unsubscribe_leaves_polled_accounts_and_forgets_those_taken_out(imap_stack: Accounts):
+    """An account has no subscription: `unsubscribe` changes nothing for one in MAILBOXES (its polls go on
+    from its cursor) and forgets one no longer there, with `--all` as well."""
+    stack, url = imap_stack.stack, imap_stack.url
+    wait_until(lambda: (cursor_of(stack, url) or {}).get("last_poll_at"), 60, "a poll of INBOX")
+    kept = cli(stack, "unsubscribe", USER)
+    assert kept.returncode == 0, kept.stderr
+    for configured in (url, imap_stack.scans_url):
+        line = next(line for line in kept.stdout.splitlines() if line.startswith(f"{parse_account(configured)}:"))
+        assert "still in MAILBOXES, nothing changed" in line and "remove it from MAILBOXES first" in line
+    assert (cursor_of(stack, url) or {}).get("last_uid") is not None  # still there, still polled
+    # An account polled once and taken out of MAILBOXES since: its cursor and a seen mark are left over.
+    old = parse_account(f"imaps://old%40example.org@127.0.0.1:{imap_stack.server.ports['imaps']}?secret=x")
+    state = BlobServiceClient.from_connection_string(stack.storage_connection_string).get_container_client(
+        "mail-ingest-state"
+    )
+    cursor = {"account_key": old.key, "account": str(old), "protocol": "imap", "window_start": "2026-11-01T00:00:00Z"}
+    state.upload_blob(f"sources/{old.key}.json", json.dumps(cursor))
+    state.upload_blob(f"sources/{old.key}/seen/abc.json", json.dumps({"uid": 1}))
+    try:
+        done = cli(stack, "unsubscribe", "--all")
+        assert done.returncode == 0, done.stderr
+        assert f"{old}: not in MAILBOXES, forgotten: cursor, 1 seen mark(s), activity record removed" in done.stdout
+        assert f"{parse_account(url)}: still in MAILBOXES, nothing changed" in done.stdout
+        assert not list(state.list_blobs(name_starts_with=f"sources/{old.key}"))
+        assert (cursor_of(stack, url) or {}).get("last_uid") is not None
+    finally:
+        # --all unsubscribed the Graph mailbox too: the timer's pass subscribes it again.
+        assert stack.run_function("maintain").status_code == 200
+        state.close()

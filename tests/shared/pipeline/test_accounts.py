@@ -8,7 +8,6 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,8 +18,8 @@ import pytest
 from shared.errors import SettingsError
 from shared.pipeline import accounts
 from shared.pipeline.accounts import ingest_fetched, received_time
-from shared.pipeline.storage import BlobStore, blob_service
-from shared.settings import MailAccount, Settings, StorageSettings, parse_settings
+from shared.pipeline.storage import BlobStore
+from shared.settings import MailAccount, Settings, parse_settings
 from shared.sources.cursor import CursorStore
 from shared.sources.fetch import FetchRequest
 from shared.sources.poll import poll_account
@@ -83,13 +82,6 @@ class Rt:
 
     def requests(self) -> list[FetchRequest]:
         return [FetchRequest.parse(json.dumps(m)) for q, m in self.sent if q == "mail-fetch"]
-
-
-@pytest.fixture
-async def service(azurite: str) -> AsyncIterator[Any]:
-    service = blob_service(StorageSettings(connection_string=azurite), None)
-    yield service
-    await service.close()
 
 
 def runtime(env: dict[str, str], service: Any, user: MailUser, scheme: str = "imaps", **settings: str) -> Any:
