@@ -41,7 +41,7 @@ from .pipeline.poison import (
 from .runtime import Runtime, build_runtime
 from .settings import MailAccount, MailboxFolder, Settings, parse_settings
 from .sources.cursor import CursorStore
-from .sources.graph.maintain import failed_folders, run_pass
+from .sources.graph.maintain import IDLE, failed_folders, run_pass
 from .sources.graph.resync import resync_folder
 from .sources.graph.state import FolderState, StateStore
 from .sources.graph.subscriptions import delete_subscription
@@ -201,7 +201,8 @@ def print_checks(results: list[CheckResult]) -> None:
 
 
 async def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
-    results = [CheckResult("settings", True, f"{len(rt.settings.mailboxes)} mailbox folder(s)")]
+    counts = f"{len(rt.settings.mailboxes)} mailbox folder(s), {len(rt.settings.accounts)} account(s)"
+    results = [CheckResult("settings", True, counts)]
     results += await Checks(rt).all()
     print_checks(results)
     failed = [r for r in results if not r.ok]
@@ -216,6 +217,9 @@ def render_pass(report: dict[str, str]) -> list[str]:
 
 async def cmd_maintain(rt: Runtime, args: argparse.Namespace) -> int:
     report = await run_pass(rt)
+    if not rt.settings.uses_graph:
+        print(IDLE)
+        return EXIT_OK
     for line in render_pass(report):
         print(line)
     failed = failed_folders(report)
@@ -278,7 +282,9 @@ def render_status(report: dict[str, Any]) -> str:
             lines.append(f"    note          {f['note']}")
     lines += _render_accounts(report.get("accounts", []))
     last = report.get("maintain")
-    if last:
+    if last and last.get("idle"):
+        lines.append(f"maintain: last pass {last.get('at')}, idle: {last['idle']}")
+    elif last:
         lines.append(f"maintain: last pass {last.get('at')}, {last.get('failed', 0)} folder(s) failed")
     queues = ", ".join(f"{name} {count}" for name, count in report["queues"].items())
     lines.append(f"queues: {queues}")
