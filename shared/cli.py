@@ -452,7 +452,11 @@ async def cmd_unsubscribe(rt: Runtime, args: argparse.Namespace) -> int:
         state, etag = await store.load(key)
         if state is None:
             continue  # removed meanwhile (the timer retired it)
-        if state.subscription_id:
+        deleted = "deleted"
+        if state.subscription_id and not rt.settings.app_configured:
+            # Only accounts left in MAILBOXES and no app registration set: Graph cannot be asked; it lapses.
+            deleted = f"not deleted at Graph (no GRAPH_* settings; it lapses at {state.expiration or 'its expiry'})"
+        elif state.subscription_id:
             await delete_subscription(rt, state.subscription_id, state.mailbox)
         try:
             await store.remove(key, etag)
@@ -461,11 +465,12 @@ async def cmd_unsubscribe(rt: Runtime, args: argparse.Namespace) -> int:
             print(f"{_mark(False)} {state.mailbox}/{state.folder}: its record changed meanwhile; run again")
             continue
         print(
-            f"{state.mailbox}/{state.folder}: subscription {state.subscription_id or '(none)'} deleted, record removed"
+            f"{state.mailbox}/{state.folder}: subscription {state.subscription_id or '(none)'} {deleted}, "
+            "record removed"
         )
     if not keys and not accounts:
         print("no state records")
-    if keys or rt.settings.mailboxes:
+    if rt.settings.uses_graph:
         print(TIMER_NOTE)
     return EXIT_FAILED if failed else EXIT_OK
 

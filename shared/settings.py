@@ -211,6 +211,12 @@ class Settings:
         Entra credential (Exchange Online IMAP/POP)."""
         return self.uses_graph or any(a.uses_app for a in self.accounts)
 
+    @property
+    def app_configured(self) -> bool:
+        """Whether the app registration is set (tenant, client id, a credential), needed or not: what deleting a
+        subscription left over from earlier Microsoft 365 mailboxes signs in with."""
+        return bool(self.tenant_id and self.client_id and (self.client_secret or self.client_certificate))
+
     def account_by_key(self, key: str) -> MailAccount | None:
         return next((a for a in self.accounts if a.key == key), None)
 

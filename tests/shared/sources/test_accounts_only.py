@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from shared.cli import cmd_check, cmd_maintain, render_status
+from shared.cli import cmd_check, cmd_maintain, cmd_unsubscribe, render_status
 from shared.ops.checks import Checks
 from shared.ops.health import collect_status
 from shared.pipeline.storage import queue_service
 from shared.settings import StorageSettings, parse_settings
 from shared.sources.graph.maintain import IDLE, last_pass, run_pass
+from shared.sources.graph.state import FolderState, StateStore
 from tests.shared.pipeline.test_accounts import Rt, url_of
 from tests.shared.sources.conftest import MailUser
 from tests.shared.sources.test_oauth import Vault
@@ -64,3 +65,18 @@ async def test_maintain_does_nothing_for_graph_and_records_that(rt: Any, capsys:
     (account,) = report["accounts"]
     assert account["note"] == "not polled yet" and report["healthy"]
     assert f"idle: {IDLE}" in render_status(report)
+
+
+async def test_unsubscribe_all_removes_graph_records_left_over_without_asking_graph(
+    rt: Any, capsys: pytest.CaptureFixture[str]
+):
+    """Microsoft 365 mailboxes taken out, Graph settings with them: their records go, their subscriptions lapse."""
+    gone = FolderState("0123456789abcdef", "old@contoso.com", "Inbox", subscription_id="sub-1")
+    gone.expiration = "2026-12-01T00:00:00Z"
+    await StateStore(rt.state).save(gone, None)
+    assert await cmd_unsubscribe(rt, argparse.Namespace(all=True, target=None)) == 0
+    out = capsys.readouterr().out
+    expected = "subscription sub-1 not deleted at Graph (no GRAPH_* settings; it lapses at 2026-12-01T00:00:00Z)"
+    assert f"old@contoso.com/Inbox: {expected}, record removed" in out
+    assert await StateStore(rt.state).folder_keys() == []
+    assert "maintain timer" not in out  # no Microsoft 365 mailbox for the timer to subscribe again
