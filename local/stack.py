@@ -117,6 +117,9 @@ class StackConfig:
     quiet: bool = True
     # False: Azurite and the simulator only, for a test that starts the app itself as a user would.
     devhost: bool = True
+    # False: no Graph settings for the app (no GRAPH_*, no WEBHOOK_BASE_URL), as a deployment whose MAILBOXES
+    # lists only IMAP and POP3 accounts has them; Key Vault is still the simulator's.
+    graph: bool = True
 
 
 class DevHost:
@@ -202,7 +205,8 @@ class Stack:
             keys_file = self.data_dir / "devhost-keys.json"
             write_keys(keys_file, self.keys)
             self.devhost = DevHost(self.env, port, self.data_dir, self.config.quiet, keys_file)
-            self.env["WEBHOOK_BASE_URL"] = self.devhost.url
+            if self.config.graph:
+                self.env["WEBHOOK_BASE_URL"] = self.devhost.url
             if self.env.get("GRAPH_AUTH_MODE") == "delegated":
                 # What an admin does on the app registration: the consent callback as a Web redirect URI.
                 uris = {"redirectUris": [f"{self.devhost.url}/api/consent/callback"]}
@@ -246,11 +250,12 @@ class Stack:
         info = self.sim.info
         bundle = write_ca_bundle(self.data_dir / "ca-bundle.pem", Path(info["ca_file"]), os.environ)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "AZURE_", "AzureWebJobs"))}
+        sim = {k: v for k, v in simulator_settings(info).items() if self.config.graph or not k.startswith("GRAPH_")}
         env.update(
             {
                 "FUNCTIONS_WORKER_RUNTIME": "python",
                 "AzureWebJobsStorage": storage,
-                **simulator_settings(info),
+                **sim,
                 **azure_credential_settings(info),
                 "MAILBOXES": ",".join(self.config.mailboxes),
                 "WEBHOOK_FUNCTION_KEY": self.keys.function_keys[WEBHOOK_KEY_NAME],

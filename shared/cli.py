@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from .errors import IngestError, SettingsError, StateConflict, one_line
+from .ops.activity import ActivityStore
 from .ops.checks import CheckResult, Checks
 from .ops.health import collect_status, to_json
 from .pipeline.layout import graph_time, message_key
@@ -38,9 +39,9 @@ from .pipeline.poison import (
     replay_parked,
 )
 from .runtime import Runtime, build_runtime
-from .settings import MailboxFolder, Settings, parse_settings
+from .settings import MailAccount, MailboxFolder, Settings, parse_settings
 from .sources.cursor import CursorStore
-from .sources.graph.maintain import failed_folders, run_pass
+from .sources.graph.maintain import IDLE, failed_folders, run_pass
 from .sources.graph.resync import resync_folder
 from .sources.graph.state import FolderState, StateStore
 from .sources.graph.subscriptions import delete_subscription
@@ -104,10 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay-poison", help="move parked messages back onto their queue")
     replay.add_argument("--queue", choices=sorted(QUEUES), default="changes")
     replay.add_argument("--dry-run", action="store_true", help="list them, move nothing")
-    unsubscribe = commands.add_parser("unsubscribe", help="delete subscriptions at Graph and their state records")
+    unsubscribe = commands.add_parser(
+        "unsubscribe",
+        help="delete subscriptions at Graph and their state records; forget IMAP and POP3 accounts no longer in "
+        "MAILBOXES (an account still in MAILBOXES is left as it is)",
+    )
     which = unsubscribe.add_mutually_exclusive_group(required=True)
     which.add_argument("target", nargs="?", type=parse_target, metavar="MAILBOX[/FOLDER]")
-    which.add_argument("--all", action="store_true", help="every folder with a state record")
+    which.add_argument("--all", action="store_true", help="every folder with a state record, every account")
     return parser
 
 
@@ -196,7 +201,8 @@ def print_checks(results: list[CheckResult]) -> None:
 
 
 async def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
-    results = [CheckResult("settings", True, f"{len(rt.settings.mailboxes)} mailbox folder(s)")]
+    counts = f"{len(rt.settings.mailboxes)} mailbox folder(s), {len(rt.settings.accounts)} account(s)"
+    results = [CheckResult("settings", True, counts)]
     results += await Checks(rt).all()
     print_checks(results)
     failed = [r for r in results if not r.ok]
@@ -211,6 +217,9 @@ def render_pass(report: dict[str, str]) -> list[str]:
 
 async def cmd_maintain(rt: Runtime, args: argparse.Namespace) -> int:
     report = await run_pass(rt)
+    if not rt.settings.uses_graph:
+        print(IDLE)
+        return EXIT_OK
     for line in render_pass(report):
         print(line)
     failed = failed_folders(report)
@@ -273,7 +282,9 @@ def render_status(report: dict[str, Any]) -> str:
             lines.append(f"    note          {f['note']}")
     lines += _render_accounts(report.get("accounts", []))
     last = report.get("maintain")
-    if last:
+    if last and last.get("idle"):
+        lines.append(f"maintain: last pass {last.get('at')}, idle: {last['idle']}")
+    elif last:
         lines.append(f"maintain: last pass {last.get('at')}, {last.get('failed', 0)} folder(s) failed")
     queues = ", ".join(f"{name} {count}" for name, count in report["queues"].items())
     lines.append(f"queues: {queues}")
@@ -377,7 +388,48 @@ async def cmd_replay(rt: Runtime, args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
+async def _unsubscribe_accounts(rt: Runtime, target: tuple[str, str | None] | None) -> tuple[bool, int]:
+    """IMAP and POP3 accounts (all when `target` is None): they have no subscription, their polls follow
+    MAILBOXES. One still configured is left as it is: forgetting its cursor would make its next poll start
+    from now and skip what came in meanwhile. One no longer configured is forgotten (cursor, seen marks,
+    activity record). Whether the target named any account, and how many could not be forgotten."""
+
+    def named(account: MailAccount | None) -> bool:
+        if target is None:
+            return True
+        mailbox, folder = target
+        return (
+            account is not None
+            and account.address == mailbox
+            and (folder is None or account.folder.lower() == folder.lower())
+        )
+
+    configured = [a for a in rt.settings.accounts if named(a)]
+    for account in configured:
+        print(
+            f"{account}: still in MAILBOXES, nothing changed (an account has no subscription, its polls follow "
+            "MAILBOXES): remove it from MAILBOXES first; forgetting the cursor of a polled account would restart "
+            "it from now"
+        )
+    store, keys = CursorStore(rt.state), {a.key for a in rt.settings.accounts}
+    forgotten, failed = 0, 0
+    for cursor, etag in await store.cursors():
+        if cursor.account_key in keys or not named(cursor.recorded_account()):
+            continue
+        try:
+            marks = await store.forget(cursor.account_key, etag)
+        except StateConflict:
+            failed += 1
+            print(f"{_mark(False)} {cursor.account}: its cursor changed meanwhile; run again")
+            continue
+        await ActivityStore(rt.state).remove(cursor.account_key)
+        forgotten += 1
+        print(f"{cursor.account}: not in MAILBOXES, forgotten: cursor, {marks} seen mark(s), activity record removed")
+    return bool(configured or forgotten or failed), failed
+
+
 async def cmd_unsubscribe(rt: Runtime, args: argparse.Namespace) -> int:
+    accounts, failed = await _unsubscribe_accounts(rt, None if args.all else args.target)
     records = await _records(rt)
     if args.all:
         keys = sorted(records, key=lambda k: (records[k].mailbox, records[k].folder))
@@ -389,16 +441,22 @@ async def cmd_unsubscribe(rt: Runtime, args: argparse.Namespace) -> int:
             if s.mailbox.lower() == mailbox and (folder is None or s.folder.lower() == folder.lower())
         ]
         if not keys:
+            if accounts:
+                return EXIT_FAILED if failed else EXIT_OK
             # Named but without a record: a usage error if it is not configured either.
             configured_folders(rt.settings, args.target)
             print(f"{mailbox}{'/' + folder if folder else ''}: no state record, no subscription known")
             return EXIT_OK
-    store, failed = StateStore(rt.state), 0
+    store = StateStore(rt.state)
     for key in keys:
         state, etag = await store.load(key)
         if state is None:
             continue  # removed meanwhile (the timer retired it)
-        if state.subscription_id:
+        deleted = "deleted"
+        if state.subscription_id and not rt.settings.app_configured:
+            # Only accounts left in MAILBOXES and no app registration set: Graph cannot be asked; it lapses.
+            deleted = f"not deleted at Graph (no GRAPH_* settings; it lapses at {state.expiration or 'its expiry'})"
+        elif state.subscription_id:
             await delete_subscription(rt, state.subscription_id, state.mailbox)
         try:
             await store.remove(key, etag)
@@ -407,11 +465,13 @@ async def cmd_unsubscribe(rt: Runtime, args: argparse.Namespace) -> int:
             print(f"{_mark(False)} {state.mailbox}/{state.folder}: its record changed meanwhile; run again")
             continue
         print(
-            f"{state.mailbox}/{state.folder}: subscription {state.subscription_id or '(none)'} deleted, record removed"
+            f"{state.mailbox}/{state.folder}: subscription {state.subscription_id or '(none)'} {deleted}, "
+            "record removed"
         )
-    if not keys:
+    if not keys and not accounts:
         print("no state records")
-    print(TIMER_NOTE)
+    if rt.settings.uses_graph:
+        print(TIMER_NOTE)
     return EXIT_FAILED if failed else EXIT_OK
 
 

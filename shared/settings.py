@@ -116,6 +116,11 @@ class MailAccount:
         return self.protocol + ("s" if self.implicit_tls else "")
 
     @property
+    def uses_app(self) -> bool:
+        """XOAUTH2 without a secret: tokens come from the app's own Entra credential (`sources/oauth.py`)."""
+        return self.auth == "xoauth2" and self.secret is None
+
+    @property
     def key(self) -> str:
         """Short, stable id of this account folder, for state records and queue messages."""
         ident = f"{self.protocol}://{self.user.lower()}@{self.host.lower()}:{self.port}/{self.folder}".encode()
@@ -158,6 +163,8 @@ class StorageSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    # The app registration: "" (and no credential) in a deployment that does not use it, one whose MAILBOXES
+    # lists no Microsoft 365 mailbox and no `auth=xoauth2` account without `secret=` (`uses_app`).
     tenant_id: str
     client_id: str
     client_secret: str | None
@@ -192,6 +199,23 @@ class Settings:
     webhook_function_key: str | None = field(default=None, repr=False)
     accounts: tuple[MailAccount, ...] = ()  # the IMAP and POP3 account URLs of MAILBOXES
     mail_poll_schedule: str = DEFAULT_MAIL_POLL_SCHEDULE
+
+    @property
+    def uses_graph(self) -> bool:
+        """Whether MAILBOXES lists a Microsoft 365 mailbox: Graph, its subscriptions and webhooks are in use."""
+        return bool(self.mailboxes)
+
+    @property
+    def uses_app(self) -> bool:
+        """Whether the app registration signs in anywhere: Graph, or an account's XOAUTH2 with the app's own
+        Entra credential (Exchange Online IMAP/POP)."""
+        return self.uses_graph or any(a.uses_app for a in self.accounts)
+
+    @property
+    def app_configured(self) -> bool:
+        """Whether the app registration is set (tenant, client id, a credential), needed or not: what deleting a
+        subscription left over from earlier Microsoft 365 mailboxes signs in with."""
+        return bool(self.tenant_id and self.client_id and (self.client_secret or self.client_certificate))
 
     def account_by_key(self, key: str) -> MailAccount | None:
         return next((a for a in self.accounts if a.key == key), None)
@@ -676,22 +700,40 @@ def _graph_scope(env: Mapping[str, str], graph_api_url: str) -> str:
     return value
 
 
-def parse_settings(env: Mapping[str, str]) -> Settings:
-    tenant_id = _required(env, "GRAPH_TENANT_ID")
-    client_id = _required(env, "GRAPH_CLIENT_ID")
-    mode = _auth_mode(env)
+def _app(
+    env: Mapping[str, str], mailboxes: tuple[MailboxFolder, ...], accounts: tuple[MailAccount, ...]
+) -> tuple[str, str, str | None, str | None]:
+    """The app registration (tenant, client id, secret, certificate name): required with a Microsoft 365 mailbox
+    in MAILBOXES, or an account whose XOAUTH2 uses the app's own credential; optional otherwise ("", None)."""
+    user = None if mailboxes else next((a for a in accounts if a.uses_app), None)
+    needed = bool(mailboxes) or user is not None
+    why = "required" if mailboxes else f"required: {user} signs in with auth=xoauth2 and the app's Entra credential"
+
+    def one(source: Mapping[str, str], name: str) -> str:
+        value = source.get(name, "").strip()
+        if needed and not value:
+            raise SettingsError(name, "required but not set" if mailboxes else why)
+        return value
+
+    tenant_id, client_id = one(env, "GRAPH_TENANT_ID"), one(env, "GRAPH_CLIENT_ID")
     secret = env.get("GRAPH_CLIENT_SECRET", "").strip() or None
     certificate = _certificate_name(env)
-    if not secret and not certificate:
-        raise SettingsError("GRAPH_CLIENT_SECRET", "required (or GRAPH_CLIENT_CERTIFICATE, a Key Vault certificate)")
+    if needed and not secret and not certificate:
+        raise SettingsError("GRAPH_CLIENT_SECRET", f"{why} (or GRAPH_CLIENT_CERTIFICATE, a Key Vault certificate)")
+    return tenant_id, client_id, secret, certificate
+
+
+def parse_settings(env: Mapping[str, str]) -> Settings:
+    mailboxes, accounts = parse_mailbox_entries(_required(env, "MAILBOXES"))
+    tenant_id, client_id, secret, certificate = _app(env, mailboxes, accounts)
+    mode = _auth_mode(env)
     website = env.get("WEBSITE_HOSTNAME", "").strip()
     webhook = env.get("WEBHOOK_BASE_URL", "").strip()
     webhook_base = (
         _url(env, "WEBHOOK_BASE_URL", None, https=False) if webhook else (f"https://{website}" if website else None)
     )
-    if mode == "delegated" and not webhook_base:
+    if mode == "delegated" and mailboxes and not webhook_base:
         raise SettingsError("WEBHOOK_BASE_URL", "required in delegated mode: the consent redirect URI is built from it")
-    mailboxes, accounts = parse_mailbox_entries(_required(env, "MAILBOXES"))
     graph_api_url = _url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0")
     state_container = _container(env, "STATE_CONTAINER", "mail-ingest-state")
     after_ingest = _after_ingest("AFTER_INGEST", env.get("AFTER_INGEST", ""))

@@ -23,6 +23,7 @@ from ..sources.graph.folders import resolve_folder, user_path
 from ..vault import CLIENT_STATE_SECRET
 
 CHECK_SECRET = "ingest-check"  # noqa: S105 (a secret's name, not a secret)
+NO_GRAPH = "no Microsoft 365 mailbox in MAILBOXES (token, mailbox folders and webhooks are not used)"
 # Graph gives the endpoint 10 seconds to answer its validation request (graph_facts §2).
 VALIDATION_TIMEOUT = 10.0
 
@@ -200,17 +201,24 @@ class Checks:
             await self.rt.vault.set(CHECK_SECRET, value)
             if await self.rt.vault.get(CHECK_SECRET) != value:
                 raise ValueError(f"secret {CHECK_SECRET} read back differs from what was set")
+            if not self.settings.uses_graph:
+                return f"{CHECK_SECRET} set and read back"
             present = "present" if key is not None else "not created yet (the first maintain run creates it)"
             return f"{CLIENT_STATE_SECRET} {present}; {CHECK_SECRET} set and read back"
 
         return await _run("Key Vault read and write", read_write, lambda _: ROLE_HINTS["vault"])
 
     async def all(self) -> list[CheckResult]:
-        results = await self.token()
-        results += await asyncio.gather(*(self.folder(f) for f in self.settings.mailboxes))
+        results: list[CheckResult] = []
+        if self.settings.uses_graph:
+            results += await self.token()
+            results += await asyncio.gather(*(self.folder(f) for f in self.settings.mailboxes))
+        else:
+            results.append(CheckResult("Microsoft Graph", True, f"skipped: {NO_GRAPH}"))
         results += await asyncio.gather(*(self.account(a) for a in self.settings.accounts))
-        results.append(await self.webhook("webhook (notification URL)", lambda: self.settings.notification_url))
-        results.append(await self.webhook("webhook (lifecycle URL)", lambda: self.settings.lifecycle_url))
+        if self.settings.uses_graph:
+            results.append(await self.webhook("webhook (notification URL)", lambda: self.settings.notification_url))
+            results.append(await self.webhook("webhook (lifecycle URL)", lambda: self.settings.lifecycle_url))
         results.append(await self.blob())
         results.append(await self.vault())
         return results

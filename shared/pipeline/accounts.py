@@ -15,6 +15,14 @@ re-queued message finds its `done/` marker or its manifest and is stored once. T
 from the message too: the newest `Received:` field's time (when the server took it), else `Date:`,
 else when the poll queued it.
 
+SAVE_BODY stores the mail's body as Graph mail does (`body.html` or `body.txt`, kind `body`, UTF-8), picked
+as a mail client would: the first text/html part of the mail's own body if there is one, else its first
+text/plain part (an attached mail's body is not the mail's; a signed or encrypted mail's body is inside
+its S/MIME). The candidates stream, decoded from their transfer encoding and charset, straight into their
+blobs as the MIME passes; only the one picked is committed, so memory stays bounded whatever the body's
+size (Graph holds its body in the JSON it reads; a raw mail's may be any size). Both names are taken
+before the attachments', which keeps every file's name the same on each attempt.
+
 After the manifest and the hand-off, the after-ingest actions (the deciding route's, else the account's
 AFTER_INGEST_BY_MAILBOX, else AFTER_INGEST) run on the same connection, then the `done/` marker.
 """
@@ -22,6 +30,7 @@ AFTER_INGEST_BY_MAILBOX, else AFTER_INGEST) run on the same connection, then the
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import tempfile
 import time
@@ -44,11 +53,13 @@ from ..unpack.base import Found, Note, Problem, Sink, UnpackError
 from ..unpack.mime import MAX_HEADER_BLOCK
 from ..unpack.tree import Unpacker
 from .job import (
+    BODY_FILES,
     MESSAGE_FILE,
     Entry,
     IngestOutcome,
     Job,
     Markers,
+    body_entry,
     finish,
     flatten,
     hand_off,
@@ -60,6 +71,7 @@ from .job import (
 from .layout import graph_time, message_prefix, parse_graph_time, sanitize_name
 from .routes import Attachment, MailFacts, decide
 from .rules import AfterIngest, SaveMail
+from .storage import BlobWriter
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -191,8 +203,9 @@ class _AccountJob(Job):
         message = Entry(MESSAGE_FILE, "message", "message/rfc822", None, file=MESSAGE_FILE)
         if save != "never":
             self.names.take(MESSAGE_FILE)
+        body = _Body(self) if self.rt.settings.save.body != "never" else None
         raw = await self.writer(message) if save != "never" else None
-        sink = self.unpacker.mail(self.root)
+        sink = self.unpacker.mail(self.root, body.open if body is not None else None)
         reading: Sink | None = sink
         try:
             async for chunk in chunks:
@@ -215,10 +228,73 @@ class _AccountJob(Job):
         entries = list(self.root.children)
         mark_incomplete([self.root])
         kept = any(e.blob for e in flatten(entries))
+        if body is not None and SaveMail.wanted(self.rt.settings.save.body, kept):
+            entries.insert(0, await body.commit())
         if raw is not None and SaveMail.wanted(save, kept):
             message.record(await raw.commit())
             entries.insert(0, message)
         return entries
+
+
+class _BodyText:
+    """One candidate body part: its text, decoded from its charset as it streams, written as UTF-8."""
+
+    def __init__(self, writer: BlobWriter, charset: str | None) -> None:
+        self.writer = writer
+        self._decoder = codecs.getincrementaldecoder(_text_charset(charset))(errors="replace")
+
+    async def write(self, data: bytes) -> None:
+        text = self._decoder.decode(data)
+        if text:
+            await self.writer.write(text.encode())
+
+    async def close(self) -> None:
+        tail = self._decoder.decode(b"", final=True)
+        if tail:
+            await self.writer.write(tail.encode())
+
+
+def _text_charset(charset: str | None) -> str:
+    """The codec for a part's charset. None, unknown labels (`unknown-8bit`) and codecs that are not text
+    encodings (`base64`, `rot13`: Python's, not charsets) read as UTF-8, bad bytes replaced."""
+    if charset:
+        try:
+            b"".decode(charset)
+        except (LookupError, ValueError):
+            return "utf-8"
+        return charset
+    return "utf-8"
+
+
+class _Body:
+    """SAVE_BODY for a raw mail: the first text/html and the first text/plain part of its own body, each
+    into its blob as it streams; `commit` keeps the HTML if there was one, else the text."""
+
+    def __init__(self, job: _AccountJob) -> None:
+        self.job = job
+        self.parts: dict[str, tuple[Entry, _BodyText]] = {}
+        for name in BODY_FILES.values():
+            job.names.take(name)
+
+    async def open(self, content_type: str, charset: str | None) -> Sink | None:
+        name = BODY_FILES.get(content_type)
+        if name is None or content_type in self.parts:
+            return None  # not a body type, or not the first of its type
+        entry = body_entry(name)
+        text = _BodyText(await self.job.writer(entry), charset)
+        self.parts[content_type] = (entry, text)
+        return text
+
+    async def commit(self) -> Entry:
+        """The body entry, recorded; a mail with no text part has an empty body.txt, as Graph gives."""
+        for content_type in ("text/html", "text/plain"):
+            if content_type in self.parts:
+                entry, text = self.parts[content_type]
+                entry.record(await text.writer.commit())
+                return entry
+        entry = body_entry(BODY_FILES["text/plain"])
+        entry.record(await (await self.job.writer(entry)).commit())
+        return entry
 
 
 def _problem(exc: UnpackError) -> Note:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MESSAGE_FILE = "message.eml"  # SAVE_MESSAGE: the mail's MIME
+BODY_FILES = {"text/html": "body.html", "text/plain": "body.txt"}  # SAVE_BODY: the mail's body, by its type
 
 
 class AttachmentsFailed(IngestError):
@@ -90,6 +91,12 @@ class Entry:
 
     def flat(self) -> list[Entry]:
         return [self, *(e for child in self.children for e in child.flat())]
+
+
+def body_entry(name: str) -> Entry:
+    """SAVE_BODY's entry: `body.html` or `body.txt` (BODY_FILES), stored as UTF-8 whatever the mail's charset."""
+    content_type = next(t for t, file in BODY_FILES.items() if file == name)
+    return Entry(name, "body", f"{content_type}; charset=utf-8", None, file=name)
 
 
 def flatten(entries: Sequence[Entry]) -> list[Entry]:

@@ -14,8 +14,9 @@ import contextlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..errors import StateConflict
+from ..errors import SettingsError, StateConflict
 from ..pipeline.storage import BlobStore
+from ..settings import MailAccount, parse_account
 
 
 @dataclass
@@ -37,6 +38,15 @@ class SourceCursor:
     def from_dict(cls, data: dict[str, Any]) -> SourceCursor:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def recorded_account(self) -> MailAccount | None:
+        """The account this cursor is for, from the URL it recorded (the account's URL without its query, so
+        a stand-in secret makes it parse); None if that URL is not one, or no longer names this key."""
+        try:
+            account = parse_account(f"{self.account}?secret=recorded")
+        except SettingsError:
+            return None
+        return account if account.key == self.account_key else None
 
 
 class CursorStore:
@@ -73,6 +83,22 @@ class CursorStore:
         cursor.uidvalidity, cursor.last_uid, cursor.uidls = None, None, []
         await self.save(cursor, etag)
         return cursor
+
+    async def cursors(self) -> list[tuple[SourceCursor, str]]:
+        """Every account's cursor with its ETag, configured or not (`unsubscribe` finds those no longer in
+        MAILBOXES here)."""
+        names = [n for n in await self._blobs.names(self.PREFIX) if n.endswith(".json") and n.count("/") == 1]
+        found = [await self.load(n[len(self.PREFIX) : -len(".json")]) for n in names]
+        return [(cursor, etag) for cursor, etag in found if cursor is not None and etag is not None]
+
+    async def forget(self, account_key: str, etag: str) -> int:
+        """Remove an account's cursor (if still at `etag`; StateConflict otherwise), then its seen marks; how
+        many marks. Only for an account that is no longer polled: its next first poll would start afresh."""
+        await self._blobs.delete(self.path(account_key), etag)
+        marks = await self._blobs.names(f"{self.PREFIX}{account_key}/seen/")
+        for name in marks:
+            await self._blobs.delete(name)
+        return len(marks)
 
     def _mark(self, account_key: str, fingerprint: str) -> str:
         return f"{self.PREFIX}{account_key}/seen/{fingerprint}.json"

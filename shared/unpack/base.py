@@ -44,6 +44,7 @@ class Found:
     inline: bool = False
     path: str | None = None
     skipped: str | None = None
+    whole: bool = False  # the container's whole content, not one of its parts (a raw mail's only entity)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,11 @@ class Scope(Protocol):
 
     async def found(self, item: Found) -> Sink | None:
         """The sink for a file found in this container (None: its bytes are read past)."""
+        ...
+
+    async def body(self, content_type: str, charset: str | None) -> Sink | None:
+        """The sink for a text part of the mail's own body (`text/plain`, `text/html`), its transfer encoding
+        undone, its bytes still in `charset`; None: read past (the body of an attached mail, or not wanted)."""
         ...
 
     def note(self, note: Note) -> None: ...

@@ -4,7 +4,9 @@ A mail's MIME reaches this reader as an attached mail (an item attachment's `/$v
 as the content of an S/MIME envelope, or as a whole raw mail (IMAP, POP3). `MimeReader` is fed the raw
 bytes chunk by chunk and hands each file part, decoded, to the sink its scope opens for it; whether
 that file is itself a container (an attached mail, a zip) is the scope's business. It holds at most
-one line and one header block in memory, never a part's body.
+one line and one header block in memory, never a part's body. The text parts that are the mail's own
+body (text/plain, text/html, not attachments) are offered to `scope.body()`, decoded from their
+transfer encoding, for SAVE_BODY; a scope that does not want them returns None and they are read past.
 
 Clear-signed content (`multipart/signed`, RFC 8551 §3.5) is read as any multipart, and its first part's
 bytes, canonical CRLF line ends, are hashed on the way (the algorithms `micalg` names, all usual ones
@@ -335,9 +337,14 @@ class MimeReader:
         is_message = content_type in _MESSAGE_TYPES
         is_body = maintype in ("text", "multipart", "message") and not is_message
         if is_body and not filename and disposition != "attachment":
-            return  # the mail's own text or HTML body: not a file
+            # The mail's own text or HTML body: not a file, but SAVE_BODY may want its text.
+            sink = await self._scope.body(content_type, headers.get_content_charset()) if maintype == "text" else None
+            if sink is not None:
+                self._leaf = _Leaf(TransferDecoder(encoding), sink)
+            return
         inline = bool(self._related and self._related[-1]) or (disposition == "inline" and not filename)
-        found = Found(_part_name(headers, content_type, is_message), content_type, inline)
+        # No open multipart: this part is the whole entity (an opaque S/MIME mail is its envelope).
+        found = Found(_part_name(headers, content_type, is_message), content_type, inline, whole=not self._boundaries)
         sink = await self._scope.found(found)
         if sink is not None:
             self._leaf = _Leaf(TransferDecoder(encoding), sink)

@@ -66,11 +66,16 @@ class Handler(Protocol[N]):
         ...
 
 
+# Where a raw mail's own body text goes (SAVE_BODY): given the part's content type and charset, a sink or None.
+BodyHook = Callable[[str, str | None], Awaitable[Sink | None]]
+
+
 class _Scope(Generic[N]):
-    def __init__(self, unpacker: Unpacker[N], node: N, depth: int) -> None:
+    def __init__(self, unpacker: Unpacker[N], node: N, depth: int, body: BodyHook | None = None) -> None:
         self.unpacker = unpacker
         self.node = node
         self.depth = depth  # of the files found here
+        self._body = body  # only the raw mail's own scope, and an S/MIME envelope that is the whole mail
 
     async def found(self, item: Found) -> Sink | None:
         unpacker = self.unpacker
@@ -81,7 +86,12 @@ class _Scope(Generic[N]):
         node, sink = opened
         if item.skipped is not None:
             return None
-        return unpacker.tee(node, kind, self.depth, sink)
+        # A signed or encrypted mail is one S/MIME entity: the body inside it is the mail's body.
+        body = self._body if item.whole and kind == "smime" else None
+        return unpacker.tee(node, kind, self.depth, sink, body)
+
+    async def body(self, content_type: str, charset: str | None) -> Sink | None:
+        return await self._body(content_type, charset) if self._body is not None else None
 
     def note(self, note: Note) -> None:
         self.unpacker.handler.note(self.node, note)
@@ -150,8 +160,8 @@ class Unpacker(Generic[N]):
             return None
         return kind
 
-    def _reader(self, kind: str, node: N, depth: int) -> Sink:
-        scope = _Scope(self, node, depth + 1)
+    def _reader(self, kind: str, node: N, depth: int, body: BodyHook | None = None) -> Sink:
+        scope = _Scope(self, node, depth + 1, body)
         if kind == "message":
             return MimeReader(scope)
         if kind == "smime":
@@ -160,19 +170,22 @@ class Unpacker(Generic[N]):
             return TnefReader(scope)
         return ZipReader(scope, self.budget)
 
-    def tee(self, node: N, kind: str | None, depth: int, sink: Sink | None) -> Sink | None:
+    def tee(
+        self, node: N, kind: str | None, depth: int, sink: Sink | None, body: BodyHook | None = None
+    ) -> Sink | None:
         """Where the bytes of a file at `depth` go: its sink, and its reader when it is a container."""
         if kind is None:
             return sink
-        return _Tee(self, node, sink, self._reader(kind, node, depth))
+        return _Tee(self, node, sink, self._reader(kind, node, depth, body))
 
     def attachment(self, node: N, found: Found, sink: Sink | None) -> Sink | None:
         """A mail's own attachment (depth 1), whose node and sink the caller made."""
         return self.tee(node, self.kind(found, 1), 1, sink)
 
-    def mail(self, node: N) -> Sink:
-        """A whole raw mail's MIME (IMAP, POP3): its parts are the files at depth 1."""
-        return MimeReader(_Scope(self, node, 1))
+    def mail(self, node: N, body: BodyHook | None = None) -> Sink:
+        """A whole raw mail's MIME (IMAP, POP3): its parts are the files at depth 1. `body`, if given, is offered
+        the text parts of the mail's own body (not those of an attached mail)."""
+        return MimeReader(_Scope(self, node, 1, body))
 
     async def abort(self) -> None:
         """Stop the readers still running (the mail's stream broke off)."""

@@ -78,6 +78,7 @@ def imap_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Accounts]:
                 "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.500",
                 "AFTER_INGEST_BY_MAILBOX": f"{USER}/Scans=mark-read,move:Done; {POP_USER}=delete",
                 "ROUTES": json.dumps(ROUTES),
+                "SAVE_BODY": "no-files",  # a mail with no file keeps its body
             },
         )
         with Stack(config) as stack:
@@ -374,3 +375,56 @@ def test_a_60_mb_mail_survives_a_crash_and_is_stored_once_in_bounded_memory(imap
     finally:
         state.close()
         reader.close()
+
+
+def test_an_imap_mail_without_files_keeps_its_body(imap_stack: Accounts):
+    """SAVE_BODY=no-files: a mail with no file is stored as its body, the HTML alternative, in UTF-8."""
+    stack, server = imap_stack.stack, imap_stack.server
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "Supplier <billing@supplier.example>", USER, "order by mail"
+    mail["Date"], mail["Message-ID"] = format_datetime(datetime.now(UTC)), make_msgid(domain="supplier.example")
+    mail.set_content("Bitte liefern: 3 Paletten")
+    mail.add_alternative("<p>Bitte liefern: 3 Paletten, Grüße</p>", subtype="html", charset="iso-8859-1")
+    server.deliver(USER, bytes(mail).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    reader = BlobReader(stack)
+    try:
+        (manifest,) = wait_until(
+            lambda: [m for m in manifests(reader, f"{USER}/") if m["subject"] == "order by mail"], 60, "the mail"
+        )
+        (body,) = manifest["attachments"]
+        assert (body["kind"], body["file"], body["contentType"]) == ("body", "body.html", "text/html; charset=utf-8")
+        assert checked(reader, manifest) == {"body.html": sha("<p>Bitte liefern: 3 Paletten, Grüße</p>\r\n".encode())}
+    finally:
+        reader.close()
+
+
+def test_unsubscribe_leaves_polled_accounts_and_forgets_those_taken_out(imap_stack: Accounts):
+    """An account has no subscription: `unsubscribe` changes nothing for one in MAILBOXES (its polls go on
+    from its cursor) and forgets one no longer there, with `--all` as well."""
+    stack, url = imap_stack.stack, imap_stack.url
+    wait_until(lambda: (cursor_of(stack, url) or {}).get("last_poll_at"), 60, "a poll of INBOX")
+    kept = cli(stack, "unsubscribe", USER)
+    assert kept.returncode == 0, kept.stderr
+    for configured in (url, imap_stack.scans_url):
+        line = next(line for line in kept.stdout.splitlines() if line.startswith(f"{parse_account(configured)}:"))
+        assert "still in MAILBOXES, nothing changed" in line and "remove it from MAILBOXES first" in line
+    assert (cursor_of(stack, url) or {}).get("last_uid") is not None  # still there, still polled
+    # An account polled once and taken out of MAILBOXES since: its cursor and a seen mark are left over.
+    old = parse_account(f"imaps://old%40example.org@127.0.0.1:{imap_stack.server.ports['imaps']}?secret=x")
+    state = BlobServiceClient.from_connection_string(stack.storage_connection_string).get_container_client(
+        "mail-ingest-state"
+    )
+    cursor = {"account_key": old.key, "account": str(old), "protocol": "imap", "window_start": "2026-11-01T00:00:00Z"}
+    state.upload_blob(f"sources/{old.key}.json", json.dumps(cursor))
+    state.upload_blob(f"sources/{old.key}/seen/abc.json", json.dumps({"uid": 1}))
+    try:
+        done = cli(stack, "unsubscribe", "--all")
+        assert done.returncode == 0, done.stderr
+        assert f"{old}: not in MAILBOXES, forgotten: cursor, 1 seen mark(s), activity record removed" in done.stdout
+        assert f"{parse_account(url)}: still in MAILBOXES, nothing changed" in done.stdout
+        assert not list(state.list_blobs(name_starts_with=f"sources/{old.key}"))
+        assert (cursor_of(stack, url) or {}).get("last_uid") is not None
+    finally:
+        # --all unsubscribed the Graph mailbox too: the timer's pass subscribes it again.
+        assert stack.run_function("maintain").status_code == 200
+        state.close()

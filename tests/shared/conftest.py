@@ -4,6 +4,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from azure.storage.blob.aio import BlobServiceClient
 
 from shared.pipeline.storage import BlobStore, blob_service
 from shared.settings import Settings, StorageSettings, parse_settings
@@ -27,6 +28,14 @@ def env() -> dict[str, str]:
 @pytest.fixture
 def settings(env: dict[str, str]) -> Settings:
     return parse_settings(env)
+
+
+@pytest.fixture
+async def service(azurite: str) -> AsyncIterator[BlobServiceClient]:
+    """A blob service client on the shared Azurite."""
+    service = blob_service(StorageSettings(connection_string=azurite), None)
+    yield service
+    await service.close()
 
 
 @pytest.fixture

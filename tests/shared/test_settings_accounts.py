@@ -108,3 +108,54 @@ def test_no_entry_at_all_is_still_refused(env):
     env["MAILBOXES"] = " , "
     with pytest.raises(SettingsError, match="lists no mailbox"):
         parse_settings(env)
+
+
+GRAPH_ONLY = ("GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET", "WEBHOOK_BASE_URL")
+
+
+def without_graph(env: dict[str, str], mailboxes: str, **more: str) -> dict[str, str]:
+    return {**{k: v for k, v in env.items() if k not in GRAPH_ONLY}, "MAILBOXES": mailboxes, **more}
+
+
+def test_accounts_alone_need_no_graph_settings(env):
+    for mode in ("application", "delegated"):
+        settings = parse_settings(
+            without_graph(env, "imaps://ap%40example.org@imap.example.org?secret=ap, pop3s://s@pop.example?secret=s")
+            | {"GRAPH_AUTH_MODE": mode}
+        )
+        assert (settings.tenant_id, settings.client_id, settings.client_secret) == ("", "", None)
+        assert not settings.uses_graph and not settings.uses_app and settings.webhook_base_url is None
+    # A Gmail-style XOAUTH2 account keeps its own refresh token in its secret: still no app registration.
+    gmail = parse_settings(without_graph(env, "imaps://me%40gmail.com@imap.gmail.com?secret=gmail&auth=xoauth2"))
+    assert not gmail.uses_app
+
+
+@pytest.mark.parametrize(
+    ("missing", "error"),
+    [
+        ("GRAPH_TENANT_ID", "setting GRAPH_TENANT_ID: required: imaps://ap%40contoso.com@outlook.office365.com:993"),
+        ("GRAPH_CLIENT_ID", "setting GRAPH_CLIENT_ID: required: imaps://ap%40contoso.com@outlook.office365.com:993"),
+        ("GRAPH_CLIENT_SECRET", "setting GRAPH_CLIENT_SECRET: required: imaps://ap%40contoso.com@outlook"),
+    ],
+)
+def test_an_account_signing_in_with_the_apps_credential_needs_the_app_registration(env, missing, error):
+    """Exchange Online IMAP with the app's Entra credential: tenant, client id and credential; no webhook."""
+    exchange = "imaps://ap%40contoso.com@outlook.office365.com?auth=xoauth2"
+    app = {k: env[k] for k in ("GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET")}
+    settings = parse_settings(without_graph(env, exchange, **app))
+    assert settings.uses_app and not settings.uses_graph and settings.webhook_base_url is None
+    assert settings.client_id == env["GRAPH_CLIENT_ID"]
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(without_graph(env, exchange, **{k: v for k, v in app.items() if k != missing}))
+    assert str(caught.value).startswith(error) and "auth=xoauth2 and the app's Entra credential" in str(caught.value)
+    certificate = {**app, "GRAPH_CLIENT_CERTIFICATE": "app-cert"}
+    del certificate["GRAPH_CLIENT_SECRET"]
+    assert parse_settings(without_graph(env, exchange, **certificate)).client_certificate == "app-cert"
+
+
+@pytest.mark.parametrize("missing", ["GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET"])
+def test_a_microsoft_365_mailbox_still_needs_the_app_registration(env, missing):
+    env["MAILBOXES"] = "invoices@contoso.com, imaps://ap%40example.org@imap.example.org?secret=ap"
+    del env[missing]
+    with pytest.raises(SettingsError, match=f"setting {missing}: required"):
+        parse_settings(env)

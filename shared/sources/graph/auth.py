@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any, Protocol
 
-from ...errors import AuthError, GraphError
+from ...errors import AuthError, GraphError, SettingsError
 from ...logs import log_event
 from ...settings import Settings
 from ...vault import Vault
@@ -112,6 +112,9 @@ def msal_app(settings: Settings, credential: str | dict[str, str], cache: Any = 
     """A ConfidentialClientApplication for this tenant (it fetches the authority's metadata: call it off the loop)."""
     import msal  # heavy: only when a token is first needed
 
+    for name, value in (("GRAPH_TENANT_ID", settings.tenant_id), ("GRAPH_CLIENT_ID", settings.client_id)):
+        if not value:  # optional in a deployment that does not use the app registration (settings.uses_app)
+            raise SettingsError(name, "required to sign in as the app, but not set")
     return msal.ConfidentialClientApplication(
         settings.client_id,
         client_credential=credential,

@@ -24,6 +24,7 @@ import httpx
 from ...errors import GraphAuthError, GraphError, GraphNotFound, GraphThrottled, one_line
 from ...logs import log_event
 from ...pipeline.job import (
+    BODY_FILES,
     MESSAGE_FILE,
     Entry,
     Extracted,
@@ -31,6 +32,7 @@ from ...pipeline.job import (
     Job,
     Markers,
     attempt,
+    body_entry,
     finish,
     hand_off,
     manifest,
@@ -79,7 +81,7 @@ def _message_path(mailbox: str, message_id: str) -> str:
 
 def _body_file(message: dict[str, Any]) -> str:
     html = str((message.get("body") or {}).get("contentType") or "").lower() == "html"
-    return "body.html" if html else "body.txt"
+    return BODY_FILES["text/html" if html else "text/plain"]
 
 
 def _select(rt: Runtime) -> str:
@@ -211,9 +213,7 @@ class _Job(Job):
             await attempt(entry, self.store_message(entry))
             saved.append(entry)
         if SaveMail.wanted(save.body, kept):
-            name = _body_file(message)
-            content_type = f"text/{'html' if name.endswith('.html') else 'plain'}; charset=utf-8"
-            entry = Entry(name, "body", content_type, None, file=name)
+            entry = body_entry(_body_file(message))
             await attempt(entry, self.store_body(entry, message))
             saved.append(entry)
         return saved

@@ -6,6 +6,9 @@ subscription fails) and consent flows nobody finished are purged. Then every con
 subscription is created, renewed or kept, and folders no longer configured are unsubscribed
 (subscriptions.py). What the pass did, one line per folder, is kept in the state container
 (`maintain/last.json`), where `status`, `/api/health` and the postdeploy hook read it.
+
+A deployment whose MAILBOXES lists only IMAP and POP3 accounts has nothing here to maintain: the pass
+records that it was idle, and why, and touches no Graph (whose settings it may not have).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RECORD = "maintain/last.json"
+IDLE = "no Microsoft 365 mailbox in MAILBOXES: nothing for Graph to maintain (IMAP and POP3 accounts are polled)"
 
 
 def failed_folders(report: dict[str, str]) -> list[str]:
@@ -34,6 +38,14 @@ def failed_folders(report: dict[str, str]) -> list[str]:
 
 async def run_pass(rt: Runtime, *, after_outage: bool = False) -> dict[str, str]:
     """The pass's report: folder → what was done, `failed: ...` for a folder that failed."""
+    if not rt.settings.uses_graph:
+        # Only IMAP and POP3 accounts: no subscription, token or delta link to keep. Recorded, so that
+        # `status` shows the timer runs and why it did nothing.
+        log_event(logger, "maintain.idle", reason=IDLE)
+        await _keep(
+            rt, {"at": graph_time(now()), "afterOutage": after_outage, "folders": {}, "failed": 0, "idle": IDLE}
+        )
+        return {}
     if rt.settings.auth_mode == "delegated":
         from .consent import purge_stale_flows
         from .delegated import DelegatedTokens, keep_alive

@@ -35,6 +35,7 @@ MAX_FIELD_CHARS = 2048
 # would split a log line or fail to encode.
 _NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
+NO_GRAPH = "no Microsoft 365 mailbox in MAILBOXES: this deployment takes no Graph notifications"
 
 SecretSource = Callable[[], Awaitable[bytes]]
 # (folder key, subscription id) → whether that is the app's subscription for the folder (known_subscriptions.py).
@@ -251,6 +252,11 @@ async def receive(
     kind: str,
 ) -> func.HttpResponse:
     """The whole webhook: handshake, or verify and hand the accepted items to the queue output."""
+    if not settings.uses_graph:
+        # No Microsoft 365 mailbox, so no subscription of this app points here: refuse the handshake too (no
+        # subscription can be made to this URL), read no secret, queue nothing.
+        log_event(logger, "notification.refused", logging.WARNING, kind=kind, reason=NO_GRAPH)
+        return func.HttpResponse(NO_GRAPH, status_code=403, mimetype="text/plain", charset="utf-8")
     answer = handshake(req.params)
     if answer is not None:
         log_event(logger, "webhook.validated", kind=kind)

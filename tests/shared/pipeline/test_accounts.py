@@ -8,7 +8,6 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,8 +18,8 @@ import pytest
 from shared.errors import SettingsError
 from shared.pipeline import accounts
 from shared.pipeline.accounts import ingest_fetched, received_time
-from shared.pipeline.storage import BlobStore, blob_service
-from shared.settings import MailAccount, Settings, StorageSettings, parse_settings
+from shared.pipeline.storage import BlobStore
+from shared.settings import MailAccount, Settings, parse_settings
 from shared.sources.cursor import CursorStore
 from shared.sources.fetch import FetchRequest
 from shared.sources.poll import poll_account
@@ -83,13 +82,6 @@ class Rt:
 
     def requests(self) -> list[FetchRequest]:
         return [FetchRequest.parse(json.dumps(m)) for q, m in self.sent if q == "mail-fetch"]
-
-
-@pytest.fixture
-async def service(azurite: str) -> AsyncIterator[Any]:
-    service = blob_service(StorageSettings(connection_string=azurite), None)
-    yield service
-    await service.close()
 
 
 def runtime(env: dict[str, str], service: Any, user: MailUser, scheme: str = "imaps", **settings: str) -> Any:
@@ -327,3 +319,117 @@ async def test_save_message_stores_the_raw_mime_as_read_from_the_server(
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+HTML = "<p>Grüße, die Buchhaltung</p>"
+
+
+def alternative(subject: str, *, html: bool = True, files: tuple[tuple[str, bytes], ...] = (("a.pdf", PDF),)) -> bytes:
+    """A mail as clients send it: text and (if `html`) HTML alternatives, the HTML in Latin-1 quoted-printable."""
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "billing@supplier.example", "ap@example.org", subject
+    mail["Date"], mail["Message-ID"] = "Fri, 20 Nov 2026 09:30:00 +0000", f"<{uuid.uuid4().hex}@supplier.example>"
+    mail.set_content("Grüße als Text")
+    if html:
+        mail.add_alternative(HTML, subtype="html", charset="iso-8859-1", cte="quoted-printable")
+    for name, data in files:
+        maintype, subtype = ("application", "pdf") if name.endswith(".pdf") else ("text", "csv")
+        mail.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return bytes(mail).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+async def body_of(rt: Any, request: FetchRequest) -> tuple[dict[str, Any] | None, list[str], bytes | None]:
+    """Ingest the request: the manifest's body entry, the names stored, the body's bytes as stored."""
+    outcome = await ingest_fetched(request, rt)
+    assert outcome.status == "ingested" and outcome.prefix
+    found = await rt.attachments.read_json(f"{outcome.prefix}/manifest.json")
+    assert found is not None and found[0]["status"] == "complete"
+    bodies = [a for a in found[0]["attachments"] if a["kind"] == "body"]
+    assert len(bodies) <= 1
+    if not bodies:
+        return None, await stored(rt.attachments, outcome.prefix), None
+    blob = rt.attachments._container.get_blob_client(bodies[0]["blob"])
+    data = await (await blob.download_blob()).readall()
+    properties = await blob.get_blob_properties()
+    assert properties.content_settings.content_type == bodies[0]["contentType"]
+    assert (len(data), sha(data)) == (bodies[0]["size"], bodies[0]["sha256"])
+    return bodies[0], await stored(rt.attachments, outcome.prefix), data
+
+
+async def test_save_body_stores_the_html_alternative_as_utf8_as_graph_mail_has_it(
+    env: dict[str, str], service: Any, mail_user: MailUser
+):
+    rt = runtime(env, service, mail_user, SAVE_BODY="always", SAVE_MESSAGE="always")
+    (account,) = rt.settings.accounts
+    mail_user.deliver(alternative("html and text"))
+    (request,) = await queued(rt, account)
+    body, names, data = await body_of(rt, request)
+    assert body is not None and data == f"{HTML}\r\n".encode()  # Latin-1 QP on the wire, UTF-8 stored
+    assert (body["name"], body["file"], body["contentType"]) == ("body.html", "body.html", "text/html; charset=utf-8")
+    assert names == ["a.pdf", "body.html", "manifest.json", "message.eml"]  # the text alternative is not kept
+
+
+async def test_save_body_of_a_text_only_mail_is_its_own_text_not_the_attached_mails(
+    env: dict[str, str], service: Any, mail_user: MailUser
+):
+    rt = runtime(env, service, mail_user, "pop3s", SAVE_BODY="always")
+    (account,) = rt.settings.accounts
+    mail = EmailMessage()
+    mail["From"], mail["Subject"], mail["Date"] = (
+        "billing@supplier.example",
+        "text only",
+        "Fri, 20 Nov 2026 09:30:00 +0000",
+    )
+    mail.set_content("Rechnung für März – bitte zahlen\n", charset="windows-1252", cte="base64")
+    inner = EmailMessage()
+    inner["Subject"] = "the order"
+    inner.set_content("not the mail's body")
+    inner.add_alternative("<p>nor this</p>", subtype="html")
+    mail.add_attachment(inner)
+    mail_user.deliver(bytes(mail).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    (request,) = await queued(rt, account)
+    body, names, data = await body_of(rt, request)
+    assert body is not None and data == "Rechnung für März – bitte zahlen\n".encode()  # base64: its own line ends
+    assert (body["file"], body["contentType"]) == ("body.txt", "text/plain; charset=utf-8")
+    assert names == ["attached message.eml", "body.txt", "manifest.json"]
+
+
+async def test_save_body_of_a_signed_mail_is_the_body_inside_the_signature(
+    env: dict[str, str], service: Any, mail_user: MailUser
+):
+    from tests.shared.unpack.test_cms import clear_signed, identity
+
+    rt = runtime(env, service, mail_user, SAVE_BODY="always")
+    (account,) = rt.settings.accounts
+    entity = EmailMessage()
+    entity.set_content("signed text")
+    entity.add_alternative(HTML, subtype="html", charset="iso-8859-1", cte="quoted-printable")
+    entity.add_attachment(PDF, maintype="application", subtype="pdf", filename="signed.pdf")
+    head = b"From: billing@supplier.example\r\nSubject: signed\r\nDate: Fri, 20 Nov 2026 09:30:00 +0000\r\n"
+    signed = clear_signed(identity("Billing", "billing@supplier.example"), bytes(entity).replace(b"\n", b"\r\n"))
+    mail_user.deliver(head + b"MIME-Version: 1.0\r\n" + signed)
+    (request,) = await queued(rt, account)
+    body, names, data = await body_of(rt, request)
+    assert body is not None and body["file"] == "body.html" and data == f"{HTML}\r\n".encode()
+    assert "signed.pdf" in names
+
+
+async def test_save_body_no_files_stores_the_body_only_when_no_file_is_kept(
+    env: dict[str, str], service: Any, mail_user: MailUser
+):
+    rt = runtime(env, service, mail_user, SAVE_BODY="no-files", ATTACHMENT_EXTENSIONS="pdf")
+    (account,) = rt.settings.accounts
+    mail_user.deliver(alternative("a kept file"))
+    mail_user.deliver(alternative("only a skipped file", html=False, files=(("list.csv", b"a;b\r\n"),)))
+    mail_user.deliver(
+        b"From: scanner@example.org\r\nSubject: no text at all\r\nDate: Fri, 20 Nov 2026 09:30:00 +0000\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: application/octet-stream; name="scan.bin"\r\n\r\nBINARY\r\n'
+    )
+    kept, skipped, bare = await queued(rt, account)
+    body, names, _ = await body_of(rt, kept)
+    assert body is None and names == ["a.pdf", "manifest.json"]
+    body, names, data = await body_of(rt, skipped)
+    assert body is not None and body["file"] == "body.txt" and data == "Grüße als Text\r\n".encode()
+    assert names == ["body.txt", "manifest.json"]
+    body, names, data = await body_of(rt, bare)  # no text part: an empty body.txt, as Graph gives a body
+    assert body is not None and body["file"] == "body.txt" and data == b""

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from shared.unpack.base import Encrypted, Problem, Signature
 from shared.unpack.options import UnpackOptions
 from shared.unpack.smime import DecryptionKey
-from tests.shared.unpack.tree import Node, unpack_attachment, unpack_mail
+from tests.shared.unpack.tree import Bodies, Node, unpack_attachment, unpack_mail
 
 Identity = tuple[x509.Certificate, rsa.RSAPrivateKey]
 
@@ -297,3 +297,28 @@ async def test_signed_content_hashes_the_same_line_by_line_and_in_blocks(
     assert verdicts[0] == verdicts[1]
     if b"\r" not in text.replace(b"\r\n", b""):  # canonical CRLF as signed: the signature holds
         assert verdicts[0][0] == "valid"
+
+
+async def test_a_signed_or_encrypted_mails_body_is_the_one_inside_its_s_mime(sender: Identity, recipient: Identity):
+    """SAVE_BODY: a clear-signed mail's body is in its first part; an opaque-signed or encrypted mail is one
+    S/MIME entity whose content is the mail. An attached signed mail's body is not the mail's."""
+    head = b"From: billing@fabrikam.example\r\nSubject: signed\r\nMIME-Version: 1.0\r\n"
+    bodies = Bodies()
+    await unpack_mail(head + clear_signed(sender), bodies=bodies)
+    assert bodies.texts() == [("text/plain", "utf-8", b"Invoice attached.\r\n")]
+    for what, cms in (("signed-data", opaque_signed(sender)), ("enveloped-data", enveloped(recipient))):
+        whole = (
+            head + b"Content-Type: application/pkcs7-mime; smime-type=" + what.encode() + b'; name="smime.p7m"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(cms)
+        )
+        bodies = Bodies()
+        root = await unpack_mail(whole, bodies=bodies, keys=[key_of(recipient)])
+        assert bodies.texts() == [("text/plain", "utf-8", b"Invoice attached.\r\n")], what
+        assert root.kept()["Rechnung März.pdf"] == PDF
+    attached = EmailMessage(policy=policy.SMTP)
+    attached["Subject"] = "Fwd: signed"
+    attached.set_content("forwarding the signed mail")
+    attached.add_attachment(opaque_signed(sender), maintype="application", subtype="pkcs7-mime", filename="smime.p7m")
+    bodies = Bodies()
+    await unpack_mail(attached.as_bytes(), bodies=bodies)
+    assert [text for _, _, text in bodies.texts()] == [b"forwarding the signed mail\r\n"]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from shared.unpack.base import Found, Note, Pipe
 from shared.unpack.mime import MAX_LINE, MimeReader
 from shared.unpack.options import UnpackOptions
-from tests.shared.unpack.tree import Node, unpack_attachment, unpack_mail
+from tests.shared.unpack.tree import Bodies, Node, unpack_attachment, unpack_mail
 
 
 async def extract(raw: bytes, chunk: int = 4096, max_depth: int = 3, skip: tuple[str, ...] = ()) -> list[Node]:
@@ -128,6 +128,9 @@ async def test_a_large_part_streams_through_in_bounded_memory():
         async def found(self, item: Found) -> Hashing:
             return Hashing()
 
+        async def body(self, content_type: str, charset: str | None) -> None:
+            return None
+
         def note(self, note: Note) -> None:
             raise AssertionError(note)
 
@@ -221,3 +224,29 @@ async def test_block_and_line_reading_agree_whatever_the_chunks(
     one_by_one = [(n.name, bytes(n.data), n.closed) for n in await extract(raw, chunk=1)]
     whole = [(n.name, bytes(n.data), n.closed) for n in await extract(raw, chunk=len(raw))]
     assert one_by_one == whole
+
+
+@pytest.mark.parametrize("chunk", [1, 50, 1 << 20])
+async def test_the_mails_own_body_parts_are_offered_decoded_not_those_of_an_attached_mail(chunk: int):
+    """SAVE_BODY's view of a raw mail: its text and HTML parts, transfer encoding undone, charset as sent."""
+    forwarded, pdf, _ = forwarded_invoice()  # mails with a text and an HTML body of their own, one inside
+    outer = mail("Fwd: Fwd: Invoice 4711", "Gruß")
+    outer.add_alternative("<p>Grüße, die Buchhaltung</p>", subtype="html", charset="iso-8859-1", cte="quoted-printable")
+    outer.add_attachment(forwarded, filename="Fwd.eml")
+    bodies = Bodies()
+    root = await unpack_mail(outer.as_bytes(), chunk=chunk, bodies=bodies)
+    assert bodies.texts() == [
+        ("text/plain", "utf-8", "Gruß\r\n".encode()),
+        ("text/html", "iso-8859-1", "<p>Grüße, die Buchhaltung</p>\r\n".encode("iso-8859-1")),
+    ]
+    assert root.kept()["Rechnung Nr. 4711 – März.pdf"] == pdf  # the files as before
+    assert "(body)" not in {n.name for n in root.walk()}
+
+
+async def test_a_text_attachment_is_a_file_not_the_body():
+    message = mail("notes", "the body")
+    message.add_attachment("a;b\n", subtype="csv", filename="list.csv")
+    bodies = Bodies()
+    root = await unpack_mail(message.as_bytes(), bodies=bodies)
+    assert bodies.texts() == [("text/plain", "utf-8", b"the body\r\n")]
+    assert root.kept() == {"list.csv": b"a;b\r\n"}

@@ -109,14 +109,35 @@ async def unpack_attachment(
     return top
 
 
+class Bodies:
+    """The mail's own body parts offered to the body hook (SAVE_BODY): content type, charset, decoded bytes."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[str, str | None, Node]] = []
+
+    async def open(self, content_type: str, charset: str | None) -> Node:
+        node = Node(Found("(body)", content_type), None)
+        self.parts.append((content_type, charset, node))
+        return node
+
+    def texts(self) -> list[tuple[str, str | None, bytes]]:
+        assert all(node.closed for _, _, node in self.parts)
+        return [(content_type, charset, bytes(node.data)) for content_type, charset, node in self.parts]
+
+
 async def unpack_mail(
-    raw: bytes, *, chunk: int = 4096, options: UnpackOptions | None = None, keys: Sequence[DecryptionKey] = ()
+    raw: bytes,
+    *,
+    chunk: int = 4096,
+    options: UnpackOptions | None = None,
+    keys: Sequence[DecryptionKey] = (),
+    bodies: Bodies | None = None,
 ) -> Node:
-    """`raw` as a whole mail (IMAP, POP3): the root node's children are its files."""
+    """`raw` as a whole mail (IMAP, POP3): the root node's children are its files; `bodies` gets its body parts."""
     root = Node(None, None)
     unpacker = _unpacker(Recorder(), options, keys)
     try:
-        await feed(unpacker.mail(root), raw, chunk)
+        await feed(unpacker.mail(root, bodies.open if bodies is not None else None), raw, chunk)
     finally:
         await unpacker.abort()
     return root

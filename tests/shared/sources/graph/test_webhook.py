@@ -220,3 +220,29 @@ async def test_a_subscription_not_yet_known_fails_the_call_so_graph_sends_it_aga
     assert out.value is None  # the item before it is not queued either: the whole call comes again
     [deferred] = [r for r in caplog.records if getattr(r, "event", "") == "notification.deferred"]
     assert "5ab5c71b-0000-4000-8000-000000000009" in deferred.reason and "\n" not in deferred.reason
+
+
+@pytest.mark.parametrize("kind", ["notifications", "lifecycle"])
+async def test_without_a_microsoft_365_mailbox_the_webhooks_refuse_cleanly(
+    env: dict[str, str], settings: Settings, caplog: pytest.LogCaptureFixture, kind: str
+):
+    """A deployment with only IMAP and POP3 accounts: no handshake (no subscription can point here), no
+    secret read, nothing queued, and a 4xx that names why."""
+    from shared.settings import parse_settings
+
+    accounts_only = parse_settings(
+        {k: v for k, v in env.items() if not k.startswith(("GRAPH_", "WEBHOOK_"))}
+        | {"MAILBOXES": "imaps://ap%40example.org@imap.example.org?secret=ap"}
+    )
+
+    async def no_secret() -> bytes:
+        raise AssertionError("Key Vault read for a deployment without Graph")
+
+    verifier = verify_changes if kind == "notifications" else verify_lifecycle
+    for req in (request(b"", {"validationToken": "Validation: token"}), request({"value": [change(settings)]})):
+        out = Out()
+        with caplog.at_level(logging.WARNING):
+            answer = await receive(req, out, verifier, accounts_only, no_secret, holds, kind)
+        assert answer.status_code == 403 and "no Microsoft 365 mailbox in MAILBOXES" in answer.get_body().decode()
+        assert out.value is None
+    assert [r.getMessage().split()[0] for r in caplog.records] == ["notification.refused"] * 2
