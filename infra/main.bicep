@@ -14,9 +14,8 @@ param location string
 @description('Directory (tenant) id of the app registration; empty means the tenant of the subscription.')
 param graphTenantId string = ''
 
-@minLength(1)
-@description('Application (client) id of the app registration that reads the mailboxes.')
-param graphClientId string
+@description('Application (client) id of the app registration that reads the mailboxes; empty when MAILBOXES lists only IMAP or POP3 accounts with passwords.')
+param graphClientId string = ''
 
 @secure()
 @description('Client secret of the app registration, stored in Key Vault, never in an app setting; empty when graphClientCertificateName names the credential.')

@@ -2,9 +2,7 @@
 # azd passes the environment (including the outputs of infra/main.bicep) as environment variables.
 $ErrorActionPreference = 'Stop'
 
-foreach ($name in 'GRAPH_TENANT_ID', 'GRAPH_CLIENT_ID', 'MAILBOXES') {
-  if ([string]::IsNullOrWhiteSpace([Environment]::GetEnvironmentVariable($name))) { throw "$name is not set" }
-}
+if ([string]::IsNullOrWhiteSpace($env:MAILBOXES)) { throw 'MAILBOXES is not set' }
 $tenant = $env:GRAPH_TENANT_ID
 $client = $env:GRAPH_CLIENT_ID
 $label = "Mail Attachment Ingest $env:AZURE_ENV_NAME".Trim()
@@ -12,7 +10,7 @@ $container = if ($env:ATTACHMENTS_CONTAINER) { $env:ATTACHMENTS_CONTAINER } else
 
 # The enterprise application's object id, when the Azure CLI is signed in to the app's tenant.
 $objectId = ''
-if (Get-Command az -ErrorAction SilentlyContinue) {
+if ($client -and (Get-Command az -ErrorAction SilentlyContinue)) {
   $objectId = (az ad sp show --id $client --query id --output tsv 2>$null)
   if ($LASTEXITCODE -ne 0) { $objectId = '' }
 }
@@ -28,6 +26,43 @@ $filter = ($mailboxes | ForEach-Object {
     if ($_ -match $guid) { "ExternalDirectoryObjectId -eq '$_'" } else { "PrimarySmtpAddress -eq '$_'" }
   }) -join ' -or '
 $firstMailbox = @($mailboxes)[0]
+
+# The Key Vault secret each IMAP or POP3 account names (`secret=NAME`), once each.
+$accounts = @($env:MAILBOXES.Split(',') | ForEach-Object { $_.Trim() } | Where-Object { $_ -match '://' })
+$secrets = @($accounts | Where-Object { $_ -match '[?&]secret=([^&#]*)' } | ForEach-Object {
+    [void]($_ -match '[?&]secret=([^&#]*)'); $Matches[1]
+  } | Where-Object { $_ } | Select-Object -Unique)
+$vault = if ($env:AZURE_KEY_VAULT_NAME) { $env:AZURE_KEY_VAULT_NAME } else { '<vault>' }
+$secretLines = ($secrets | ForEach-Object {
+    "      az keyvault secret set --vault-name $vault --name $_ --value '<password>'"
+  }) -join "`n"
+
+if (-not $filter) {
+  # No Microsoft 365 mailbox: nothing to grant in Exchange Online for Graph.
+  Write-Host @"
+
+Provisioned. Left to do by hand (docs/setup.md explains each step):
+
+1. Put each account's password, app password or OAuth refresh token in the Key Vault secret its URL names:
+
+$secretLines
+
+"@
+  # auth=xoauth2 without a secret: the app registration's own credential, granted in Exchange Online.
+  if ($accounts | Where-Object { ($_ -match '[?&]auth=xoauth2') -and ($_ -notmatch '[?&]secret=') }) {
+    Write-Host @"
+   The accounts with auth=xoauth2 and no secret sign in as the app registration ($client): grant it
+   IMAP.AccessAsApp or POP.AccessAsApp as docs/setup.md shows ("Exchange Online over IMAP or POP, app-only").
+
+"@
+  }
+  Write-Host @"
+2. Deploy the code if this was 'azd provision' only: azd deploy
+3. Check the configuration and each account's sign-in: python -m shared.cli check
+4. Send a mail with an attachment to an account and look for it in the '$container' container.
+"@
+  exit 0
+}
 
 Write-Host @"
 
@@ -53,6 +88,17 @@ Provisioned. Left to do by hand, as a tenant administrator (docs/setup.md explai
 
       https://login.microsoftonline.com/$tenant/adminconsent?client_id=$client
 
+"@
+if ($secrets) {
+  Write-Host @"
+   And put each IMAP or POP3 account's password, app password or OAuth refresh token in the Key Vault
+   secret its URL names:
+
+$secretLines
+
+"@
+}
+Write-Host @"
 2. Deploy the code if this was 'azd provision' only: azd deploy
 3. Check the configuration and Graph access: python -m shared.cli check
 4. Send a mail with an attachment to $firstMailbox and look for it in the '$container' container.

@@ -3,15 +3,15 @@
 # azd passes the environment (including the outputs of infra/main.bicep) as environment variables.
 set -eu
 
-tenant="${GRAPH_TENANT_ID:?GRAPH_TENANT_ID is not set}"
-client="${GRAPH_CLIENT_ID:?GRAPH_CLIENT_ID is not set}"
 mailboxes="${MAILBOXES:?MAILBOXES is not set}"
+tenant="${GRAPH_TENANT_ID:-}"
+client="${GRAPH_CLIENT_ID:-}"
 label="Mail Attachment Ingest ${AZURE_ENV_NAME:-}"
 label="${label% }"
 
 # The enterprise application's object id, when the Azure CLI is signed in to the app's tenant.
 object_id=""
-if command -v az >/dev/null 2>&1; then
+if [ -n "$client" ] && command -v az >/dev/null 2>&1; then
   object_id=$(az ad sp show --id "$client" --query id --output tsv 2>/dev/null || true)
 fi
 if [ -n "$object_id" ]; then
@@ -33,6 +33,40 @@ for mailbox in $(printf '%s\n' "$mailboxes" | tr ',' '\n' | grep -v '://' | sed 
   filter="${filter:+$filter -or }$term"
   first_mailbox="${first_mailbox:-$mailbox}"
 done
+
+# The Key Vault secret each IMAP or POP3 account names (`secret=NAME`), once each.
+secrets=$(printf '%s\n' "$mailboxes" | tr ',' '\n' | grep '://' | grep -E '[?&]secret=' \
+  | sed 's/.*[?&]secret=\([^&#]*\).*/\1/' | awk 'NF && !seen[$0]++' || true)
+vault="${AZURE_KEY_VAULT_NAME:-<vault>}"
+
+if [ -z "$filter" ]; then
+  # No Microsoft 365 mailbox: nothing to grant in Exchange Online for Graph.
+  cat <<TEXT
+
+Provisioned. Left to do by hand (docs/setup.md explains each step):
+
+1. Put each account's password, app password or OAuth refresh token in the Key Vault secret its URL names:
+
+TEXT
+  for name in $secrets; do
+    echo "      az keyvault secret set --vault-name $vault --name $name --value '<password>'"
+  done
+  echo
+  # auth=xoauth2 without a secret: the app registration's own credential, granted in Exchange Online.
+  if printf '%s\n' "$mailboxes" | tr ',' '\n' | grep -E '[?&]auth=xoauth2' | grep -Evq '[?&]secret='; then
+    cat <<TEXT
+   The accounts with auth=xoauth2 and no secret sign in as the app registration ($client): grant it
+   IMAP.AccessAsApp or POP.AccessAsApp as docs/setup.md shows ("Exchange Online over IMAP or POP, app-only").
+
+TEXT
+  fi
+  cat <<TEXT
+2. Deploy the code if this was 'azd provision' only: azd deploy
+3. Check the configuration and each account's sign-in: python -m shared.cli check
+4. Send a mail with an attachment to an account and look for it in the '${ATTACHMENTS_CONTAINER:-mail-attachments}' container.
+TEXT
+  exit 0
+fi
 
 cat <<TEXT
 
@@ -58,6 +92,16 @@ Provisioned. Left to do by hand, as a tenant administrator (docs/setup.md explai
 
       https://login.microsoftonline.com/$tenant/adminconsent?client_id=$client
 
+TEXT
+if [ -n "$secrets" ]; then
+  printf '   And put each IMAP or POP3 account'"'"'s password, app password or OAuth refresh token in the Key Vault
+   secret its URL names:\n\n'
+  for name in $secrets; do
+    echo "      az keyvault secret set --vault-name $vault --name $name --value '<password>'"
+  done
+  echo
+fi
+cat <<TEXT
 2. Deploy the code if this was 'azd provision' only: azd deploy
 3. Check the configuration and Graph access: python -m shared.cli check
 4. Send a mail with an attachment to $first_mailbox and look for it in the '${ATTACHMENTS_CONTAINER:-mail-attachments}' container.

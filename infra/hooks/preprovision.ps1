@@ -3,10 +3,21 @@
 # so it stays the same across provisions (after a rotation the app recreates its subscriptions with the new key).
 $ErrorActionPreference = 'Stop'
 
+# The app registration is needed for a Microsoft 365 mailbox (an entry without '://') and for an IMAP or POP3
+# account that signs in with auth=xoauth2 and no secret= (the app's own Entra credential); not for accounts
+# with a password. No MAILBOXES yet: ask for everything a Microsoft 365 deployment needs.
+$entries = @("$env:MAILBOXES".Split(',') | ForEach-Object { $_.Trim() } | Where-Object { $_ })
+$needsApp = ($entries.Count -eq 0) -or [bool]($entries | Where-Object {
+    ($_ -notmatch '://') -or (($_ -match '[?&]auth=xoauth2') -and ($_ -notmatch '[?&]secret='))
+  })
+
 # The credential is a client secret, or a Key Vault certificate named by GRAPH_CLIENT_CERTIFICATE.
-$required = @('GRAPH_CLIENT_ID', 'GRAPH_CLIENT_SECRET', 'MAILBOXES')
-if (-not [string]::IsNullOrWhiteSpace($env:GRAPH_CLIENT_CERTIFICATE)) {
+$required = @('MAILBOXES')
+if ($needsApp) {
   $required = @('GRAPH_CLIENT_ID', 'MAILBOXES')
+  if ([string]::IsNullOrWhiteSpace($env:GRAPH_CLIENT_CERTIFICATE)) {
+    $required = @('GRAPH_CLIENT_ID', 'GRAPH_CLIENT_SECRET', 'MAILBOXES')
+  }
 }
 $missing = $required |
   Where-Object { [string]::IsNullOrWhiteSpace([Environment]::GetEnvironmentVariable($_)) }

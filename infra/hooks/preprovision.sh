@@ -2,12 +2,38 @@
 # Before provisioning: check the settings azd cannot guess, and create the webhook key once per environment.
 # The key is the Function App host key and a Key Vault secret, and Graph subscriptions carry it in their URLs,
 # so it stays the same across provisions (after a rotation the app recreates its subscriptions with the new key).
-set -eu
+set -euf  # -f: MAILBOXES is split on commas below, never globbed
+
+# The app registration is needed for a Microsoft 365 mailbox (an entry without '://') and for an IMAP or POP3
+# account that signs in with auth=xoauth2 and no secret= (the app's own Entra credential); not for accounts
+# with a password. No MAILBOXES yet: ask for everything a Microsoft 365 deployment needs.
+needs_app=""
+if [ -z "${MAILBOXES:-}" ]; then
+  needs_app=1
+fi
+old_ifs=$IFS
+IFS=','
+for entry in ${MAILBOXES:-}; do
+  entry=$(printf '%s' "$entry" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')
+  case "$entry" in
+    "") ;;
+    *://*)
+      case "$entry" in
+        *[?\&]auth=xoauth2*) case "$entry" in *[?\&]secret=*) ;; *) needs_app=1 ;; esac ;;
+      esac
+      ;;
+    *) needs_app=1 ;;
+  esac
+done
+IFS=$old_ifs
 
 # The credential is a client secret, or a Key Vault certificate named by GRAPH_CLIENT_CERTIFICATE.
-required="GRAPH_CLIENT_ID MAILBOXES"
-if [ -z "${GRAPH_CLIENT_CERTIFICATE:-}" ]; then
-  required="GRAPH_CLIENT_ID GRAPH_CLIENT_SECRET MAILBOXES"
+required="MAILBOXES"
+if [ -n "$needs_app" ]; then
+  required="GRAPH_CLIENT_ID MAILBOXES"
+  if [ -z "${GRAPH_CLIENT_CERTIFICATE:-}" ]; then
+    required="GRAPH_CLIENT_ID GRAPH_CLIENT_SECRET MAILBOXES"
+  fi
 fi
 missing=""
 for name in $required; do

@@ -384,6 +384,53 @@ def test_preprovision_takes_a_certificate_instead_of_the_secret(tmp_path: Path) 
     assert "azd env set GRAPH_CLIENT_SECRET" in proc.stderr and "GRAPH_CLIENT_ID" not in proc.stderr.split("\n")[0]
 
 
+@pytest.mark.parametrize(
+    ("mailboxes", "asked"),
+    [
+        ("imaps://ap%40example.org@imap.example.org?secret=ap, pop3s://b%40example.org@pop.example.org?secret=b", []),
+        ("imaps://ap%40gmail.com@imap.gmail.com?secret=gmail-ap&auth=xoauth2", []),
+        ("imaps://ap%40contoso.com@outlook.office365.com?auth=xoauth2", ["GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET"]),
+        (
+            "imaps://ap%40example.org@imap.example.org?secret=ap, invoices@contoso.com/Inbox/*",
+            ["GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET"],
+        ),
+    ],
+)
+def test_preprovision_asks_for_the_app_registration_only_where_it_is_used(
+    tmp_path: Path, mailboxes: str, asked: list[str]
+) -> None:
+    env, store = _fake_azd(tmp_path)
+    env |= {"MAILBOXES": mailboxes}
+    proc = subprocess.run(["sh", str(INFRA / "hooks" / "preprovision.sh")], env=env, capture_output=True, text=True)
+    named = re.findall(r"azd env set (\w+)", proc.stderr)
+    assert named == asked
+    assert proc.returncode == (1 if asked else 0)
+    assert store.exists() != bool(asked)  # the webhook key is made only once nothing is missing
+
+
+def test_postprovision_without_microsoft_365_mailboxes_lists_the_account_secrets(tmp_path: Path) -> None:
+    env, _ = _fake_azd(tmp_path)
+    env |= {
+        "GRAPH_TENANT_ID": "11111111-2222-3333-4444-555555555555",
+        "AZURE_KEY_VAULT_NAME": "kv-abc",
+        "MAILBOXES": (
+            "imaps://ap%40example.org@imap.example.org/INBOX?secret=ap-imap,"
+            " pop3s://b%40example.org@pop.example.org?auth=password&secret=b-pop, imaps://c%40example.org@h?secret=ap-imap"
+        ),
+    }
+    out = subprocess.run(
+        ["sh", str(INFRA / "hooks" / "postprovision.sh")], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    assert re.findall(r"az keyvault secret set --vault-name kv-abc --name (\S+)", out) == ["ap-imap", "b-pop"]
+    assert "adminconsent" not in out and "New-ServicePrincipal" not in out and "AccessAsApp" not in out
+    env["MAILBOXES"] += ", imaps://d%40contoso.com@outlook.office365.com?auth=xoauth2"
+    env["GRAPH_CLIENT_ID"] = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+    out = subprocess.run(
+        ["sh", str(INFRA / "hooks" / "postprovision.sh")], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    assert "IMAP.AccessAsApp" in out and "(aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee)" in out
+
+
 def test_postprovision_prints_consent_and_exchange_scope(tmp_path: Path) -> None:
     env, _ = _fake_azd(tmp_path)
     tenant, client, object_id = (
@@ -412,4 +459,5 @@ def test_postprovision_prints_consent_and_exchange_scope(tmp_path: Path) -> None
     assert f'-App {client} -Role "Application Mail.Read" -CustomResourceScope "Mail Attachment Ingest prod"' in out
     assert '-Role "Application Mail.ReadWrite"' in out
     assert f"Test-ServicePrincipalAuthorization -Identity {client} -Resource invoices@contoso.com" in out
-    assert "imap" not in out and "example.org" not in out  # an IMAP account is no Exchange recipient
+    assert "example.org" not in out  # an IMAP account is no Exchange recipient
+    assert "az keyvault secret set --vault-name <vault> --name ap-imap --value '<password>'" in out  # its password
