@@ -37,6 +37,7 @@ from .keyvault_certificates import Certificates
 from .notifications import Notifier
 from .requestlog import RequestLog, RequestRecord, log_line, route_label
 from .store import Store
+from .throttling import MailboxConcurrency
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -51,6 +52,7 @@ class Simulator:
     faults: Faults
     log: RequestLog
     app: web.Application
+    concurrency: MailboxConcurrency
 
 
 def _fault_error(path: str, fault: Fault) -> ServiceError:
@@ -126,13 +128,14 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     notifier_ref.append(notifier)
     faults, log = Faults(), RequestLog()
 
-    router = GraphRouter(authority)
+    concurrency = MailboxConcurrency()
+    router = GraphRouter(authority, concurrency)
     mail = Mail(store, clock, notifier)
     mail.register(router)
     Delta(store, mail).register(router)
     subscriptions = Subscriptions(store, clock, delivery, notifier)
     subscriptions.register(router)
-    control = Control(store, clock, delivery, notifier, subscriptions, faults, log, mail)
+    control = Control(store, clock, delivery, notifier, subscriptions, faults, log, mail, concurrency)
 
     # Large enough for any JSON a test posts; attachments are generated, not uploaded.
     app = web.Application(middlewares=[make_middleware(faults, log, router, store)], client_max_size=64 * 1024 * 1024)
@@ -151,4 +154,4 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
         await delivery.close()
 
     app.cleanup_ctx.append(lifecycle)
-    return Simulator(store, clock, authority, delivery, notifier, faults, log, app)
+    return Simulator(store, clock, authority, delivery, notifier, faults, log, app, concurrency)

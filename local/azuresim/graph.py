@@ -21,6 +21,7 @@ from multidict import MultiMapping
 from .content import Content, base64_chunks, base64_length
 from .errors import GraphError
 from .identity import GRAPH_RESOURCE, Authority, TokenError, bearer_token, origin
+from .throttling import MailboxConcurrency, is_mail_api
 
 GRAPH_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 _KEY_SEGMENT = re.compile(r"^([^()]+)\('?([^')]*)'?\)$")
@@ -126,8 +127,9 @@ def message_key(path: str) -> str | None:
 
 
 class GraphRouter:
-    def __init__(self, authority: Authority) -> None:
+    def __init__(self, authority: Authority, concurrency: MailboxConcurrency | None = None) -> None:
         self.authority = authority
+        self.concurrency = concurrency or MailboxConcurrency()
         self._routes: list[_Route] = []
 
     def add(self, method: str, template: str, handler: Handler) -> None:
@@ -209,7 +211,12 @@ class GraphRouter:
         route, params = chosen
         if is_delegated(claims):
             self._check_delegated(claims, route, params)
-        return await route.handler(GraphRequest(request, params, claims, immutable))
+        g = GraphRequest(request, params, claims, immutable)
+        mailbox = self.authority.store.find_mailbox(params["user"]) if "user" in params else None
+        if mailbox is None or not is_mail_api(route.template):
+            return await route.handler(g)
+        # Outlook's four concurrent requests per app and mailbox (an unknown mailbox is the handler's 404).
+        return await self.concurrency.run(g.app_id, mailbox.id, lambda: route.handler(g))
 
 
 # -- OData helpers --------------------------------------------------------------------------------
