@@ -31,8 +31,8 @@ from .mime import MimeContent, envelope_headers, mime_parts
 from .notifications import LIFECYCLE_EVENTS, Notifier
 from .requestlog import RequestLog
 from .smime import SMIME_KINDS, Signers, sealed
-from .throttling import MailboxConcurrency
 from .store import Attachment, EmailAddress, Mailbox, Message, Store, change_key, exchange_id
+from .throttling import MailboxConcurrency
 from .zips import ZipContent, ZipEntry
 
 MAX_GENERATED_SIZE = 2**31 - 1  # Graph's attachment size is an Int32

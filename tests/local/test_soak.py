@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from local.soak import MB, Report, Soak, SoakConfig, run
+from local.soak import KINDS, MB, Report, Soak, SoakConfig, run
 
 
 def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path) -> None:
@@ -29,6 +29,11 @@ def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path
         assert report.faults[fault] >= 1, fault
     assert report.faults["Key Vault 503"] >= 1 and report.faults["duplicate notifications"] >= 1
     assert report.recoveries["hosts restarted"] == 1 and report.recoveries["subscriptions recreated"] >= 1
+    # Every kind of mail went through, its documents stored and checked: signed, zipped, IMAP (a large one too).
+    for kind in {*KINDS.values(), "IMAP, large", "large file"}:
+        mails, files = report.kinds[kind]
+        assert mails >= 1 and files >= mails, kind
+    assert "mailbox concurrency" in report.faults
 
 
 def test_the_secret_scan_finds_what_it_looks_for() -> None:
@@ -40,12 +45,14 @@ def test_the_secret_scan_finds_what_it_looks_for() -> None:
         "queue mail-changes-poison": '{"reason": "Authorization: Bearer eyJhbGciOiJSUzI1.eyJzdWIiOiIxMjM0.sig"}',
         "devhost.log": "-----BEGIN PRIVATE KEY-----\nMIIE...",
         "mail-attachments/a/manifest.json": '{"subject": "nothing secret here"}',
+        "sources/imaps-x/cursor.json": '{"last_error": "LOGIN failed for imap-Passw0rd"}',
     }
     fake: Any = soak
-    fake.secrets = lambda: {"client secret": "s3cr3t-value"}
+    fake.secrets = lambda: {"client secret": "s3cr3t-value", "IMAP password": "imap-Passw0rd"}
     fake._scanned = lambda: iter(planted.items())
     soak._scan()
     assert sorted(soak.report.leaks) == [
+        "IMAP password in sources/imaps-x/cursor.json",
         "a private key in devhost.log",
         "a token (JWT) in queue mail-changes-poison",
         "client secret in state/folders/x.json",
