@@ -39,10 +39,12 @@ import json
 import os
 import random
 import re
+import secrets
 import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -194,7 +196,7 @@ class Soak:
         self._fault_ids: dict[str, str] = {}
         self._resources = ExitStack()
         self.dovecot: Dovecot | None = None
-        self.imap_password = f"soak-{self.random.getrandbits(64):016x}"
+        self.imap_password = f"soak-{secrets.token_hex(12)}"
         self.smime: Identity | None = None
         self._imap_subjects: dict[str, str] = {}  # an IMAP manifest's blob name → its mail's subject
 
@@ -204,7 +206,7 @@ class Soak:
         bundle takes SSL_CERT_FILE in, so it is set while the stack starts); the account's URL."""
         import trustme
 
-        directory = self.config.data_dir.with_name(self.config.data_dir.name + "-dovecot")
+        directory = Path(self._resources.enter_context(tempfile.TemporaryDirectory(prefix="soak-dovecot-")))
         ca = trustme.CA()
         server = self.dovecot = self._resources.enter_context(Dovecot(directory / "dovecot", ca))
         server.add_user(IMAP_USER, self.imap_password)
@@ -695,8 +697,9 @@ class Soak:
             pem = self.smime.key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
-            # Its first line of base64: the start of the key however it is written (PEM or base64 DER).
-            found["S/MIME private key"] = pem.decode().splitlines()[1]
+            # A line of its base64 from within the modulus (the first lines are the same for every RSA key):
+            # found whether the key is written as PEM or as base64 DER on one line (48 bytes a line either way).
+            found["S/MIME private key"] = pem.decode().splitlines()[4]
         for key in keys.get("functionKeys", []):
             found[f"function key {key['name']}"] = key["value"]
         return {name: value for name, value in found.items() if value}
@@ -738,16 +741,16 @@ class Soak:
                 yield f"queue {queue}", text
 
     def _scan(self) -> None:
-        secrets = self.secrets()
+        used = self.secrets()
         for where, text in self._scanned():
-            for name, value in secrets.items():
+            for name, value in used.items():
                 if value in text:
                     self.report.leaks.append(f"{name} in {where}")
             if _JWT.search(text):
                 self.report.leaks.append(f"a token (JWT) in {where}")
             if _PRIVATE_KEY.search(text):
                 self.report.leaks.append(f"a private key in {where}")
-        self.report.recoveries["secrets scanned for"] = len(secrets) + 2
+        self.report.recoveries["secrets scanned for"] = len(used) + 2
 
 
 _SOCKET = re.compile(r"^ESTAB\s+\d+\s+\d+\s+(\S+)\s+\S+\s+users:\(\(.*?pid=(\d+),")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from local.soak import KINDS, MB, Report, Soak, SoakConfig, run
+from local.soak import IMAP_USER, KINDS, MB, Report, Sent, Soak, SoakConfig, run
 
 
 def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path) -> None:
@@ -57,3 +57,32 @@ def test_the_secret_scan_finds_what_it_looks_for() -> None:
         "a token (JWT) in queue mail-changes-poison",
         "client secret in state/folders/x.json",
     ]
+
+
+def test_an_imap_mail_is_matched_to_its_one_message_folder_and_a_double_is_seen() -> None:
+    """IMAP mails have no id the soak knows: each is found by its subject, and one found twice has no folder
+    (the verdict then reports it stored twice, and the second folder's blobs as outside any mail)."""
+    soak = Soak(SoakConfig())
+    once, twice, missing = (Sent("IMAP", f"soak {n} via IMAP", []) for n in (1, 2, 3))
+    soak.sent = [once, twice, missing]
+    manifests = {
+        f"{IMAP_USER}/2026/11/29/a/manifest.json": {"subject": "soak 1 via IMAP"},
+        f"{IMAP_USER}/2026/11/29/b/manifest.json": {"subject": "soak 2 via IMAP"},
+        f"{IMAP_USER}/2026/11/29/c/manifest.json": {"subject": "soak 2 via IMAP"},
+    }
+    read: list[str] = []
+
+    class Reader:
+        def names(self, prefix: str) -> list[str]:
+            return [*manifests, f"{IMAP_USER}/2026/11/29/a/imap-1-0.pdf"]
+
+        def json(self, name: str) -> dict[str, Any]:
+            read.append(name)
+            return manifests[name]
+
+    reader: Any = Reader()
+    folders = soak._match_imap(reader)
+    assert once.prefix == f"{IMAP_USER}/2026/11/29/a" and twice.prefix is None and missing.prefix is None
+    assert sorted(folders["soak 2 via IMAP"]) == [f"{IMAP_USER}/2026/11/29/b", f"{IMAP_USER}/2026/11/29/c"]
+    soak._match_imap(reader)
+    assert sorted(read) == sorted(manifests)  # each manifest read once
