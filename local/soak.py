@@ -127,6 +127,10 @@ class SoakConfig:
     webhook_down: float = 60.0
     vault_down: float = 30.0
     storage_down: float = 5.0
+    # Mails piled up at one mailbox and notified at once, each with one file of 5 MB (over the 4 MB the app
+    # takes inline, so each streams from `/$value` into its blob while holding a slot): both hosts take
+    # them, four requests in flight each, so Graph's four per mailbox are exceeded.
+    burst: int = 24
     # The dev host's lease on a received message (the Functions host's is a fixed 10 minutes): how long the
     # killed host's messages stay invisible before another host takes them.
     lease_seconds: int = 60
@@ -301,7 +305,9 @@ class Soak:
             kind = "attached mail"
         return mailbox, folder or "Inbox", files, kind
 
-    def _deliver(self, mailbox: str, folder: str, index: int, files: list[dict[str, Any]], **extra: Any) -> Delivered:
+    def _deliver(
+        self, mailbox: str, folder: str, index: int | str, files: list[dict[str, Any]], **extra: Any
+    ) -> Delivered:
         with self._lock:
             return deliver(self._stack, mailbox, folder, f"soak {index}", files, **extra)
 
@@ -441,6 +447,21 @@ class Soak:
         self._end_fault("Key Vault 503")
         self.report.recoveries["hosts restarted"] = self.report.recoveries.get("hosts restarted", 0) + 1
 
+    def burst(self) -> None:
+        """Mail piles up at one mailbox while Graph holds the notifications (delivery paused), then they
+        arrive at once, as after a mailing run or an outage."""
+        self._sim("POST", "/_sim/delivery", {"paused": True})
+        try:
+            for n in range(self.config.burst):
+                spec = [generated_attachment(f"burst-{n}.pdf", 5 * MB + n, 7_000_000 + n, PDF)]
+                self._record(
+                    Sent.graph("burst to one mailbox", self._deliver(MAILBOXES[0], "Inbox", f"burst {n}", spec))
+                )
+            time.sleep(1)
+        finally:
+            self._sim("POST", "/_sim/delivery", {"paused": False})
+        self.report.faults["burst to one mailbox (mails)"] = self.config.burst
+
     def storage_outage(self) -> None:
         azurite = self._stack.azurite
         assert azurite is not None
@@ -469,6 +490,7 @@ class Soak:
             int(config.mails * 0.15): self.webhook_outage,
             int(config.mails * 0.35): self.remove_subscription,
             int(config.mails * 0.70): self.storage_outage,
+            int(config.mails * 0.85): self.burst,
         }
         kill_at = int(config.mails * 0.5)
         large_imap_at = int(config.mails * 0.6) + 1
@@ -679,6 +701,7 @@ class Soak:
         recoveries["mails resynced by delta"] = sum(int(n) for n in re.findall(r"resync\.\w+ .*?enqueued=(\d+)", logs))
         throttled = self._sim("GET", "/_sim/throttling")["mailboxConcurrency"]
         self.report.faults["mailbox concurrency"] = int(throttled["refused"])
+        self.report.faults["(most requests in flight on one mailbox)"] = int(throttled["peakInFlight"])
 
     # -- secrets --------------------------------------------------------------------------------
     def secrets(self) -> dict[str, str]:
@@ -818,8 +841,9 @@ def _complete(manifest: dict[str, Any] | None) -> bool:
 
 
 def print_report(report: Report, config: SoakConfig) -> None:
-    print(f"Soak: {config.mails} mails over {config.minutes:g} minutes, two dev hosts, one Azurite, one simulator; "
-          f"message lease {config.lease_seconds} s (the Functions host's: 10 minutes)")  # fmt: skip
+    print(f"Soak: {config.mails} mails over {config.minutes:g} minutes and a burst of {config.burst} to one mailbox, "
+          f"two dev hosts, one Azurite, one simulator; message lease {config.lease_seconds} s "
+          "(the Functions host's: 10 minutes)")  # fmt: skip
     rows = [
         ("mails", f"{report.mails} ({config.unprocessable} made unprocessable)"),
         ("files stored and checked (sha256)", str(report.files)),

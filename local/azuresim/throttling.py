@@ -39,6 +39,7 @@ class MailboxConcurrency:
         self.limit = limit
         self.in_flight: Counter[tuple[str, str]] = Counter()
         self.refused: Counter[tuple[str, str]] = Counter()
+        self.peak = 0  # the most requests of one app in flight on one mailbox at once
 
     @contextmanager
     def slot(self, app_id: str, mailbox_id: str) -> Iterator[None]:
@@ -48,6 +49,7 @@ class MailboxConcurrency:
             self.refused[key] += 1
             raise GraphError(429, CODE, MESSAGE, {"Retry-After": str(RETRY_AFTER_SECONDS)})
         self.in_flight[key] += 1
+        self.peak = max(self.peak, self.in_flight[key])
         try:
             yield
         finally:
@@ -65,4 +67,5 @@ class MailboxConcurrency:
             "refused": sum(self.refused.values()),
             "refusedByMailbox": {f"{app} {mailbox}": n for (app, mailbox), n in self.refused.items()},
             "inFlight": sum(self.in_flight.values()),
+            "peakInFlight": self.peak,
         }

@@ -40,6 +40,7 @@ def test_a_fifth_request_to_one_mailbox_is_refused_until_one_ends() -> None:
         "refused": 1,
         "refusedByMailbox": {"app mailbox-1": 1},
         "inFlight": 0,
+        "peakInFlight": 4,
     }
 
 

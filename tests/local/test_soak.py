@@ -19,21 +19,24 @@ def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path
         vault_down=5,
         storage_down=2,
         lease_seconds=10,
+        burst=12,
         drain_timeout=240,
         data_dir=tmp_path / "soak",
     )
     report = run(config)
     assert report.ok, "\n".join([*report.problems, *report.leaks, *report.errors])
-    assert report.mails == 60 and report.files > 60
+    assert report.mails == 60 + 12 and report.files > 72
     for fault in ("webhook stopped (s)", "subscription removed", "host killed mid-file", "Azurite restarted"):
         assert report.faults[fault] >= 1, fault
     assert report.faults["Key Vault 503"] >= 1 and report.faults["duplicate notifications"] >= 1
     assert report.recoveries["hosts restarted"] == 1 and report.recoveries["subscriptions recreated"] >= 1
     # Every kind of mail went through, its documents stored and checked: signed, zipped, IMAP (a large one too).
-    for kind in {*KINDS.values(), "IMAP, large", "large file"}:
+    for kind in {*KINDS.values(), "IMAP, large", "large file", "burst to one mailbox"}:
         mails, files = report.kinds[kind]
         assert mails >= 1 and files >= mails, kind
-    assert "mailbox concurrency" in report.faults
+    # Whether the burst's requests overlap beyond four at the simulator depends on the machine's timing: the
+    # refusals are counted, not required (the limiter's own tests require them). Never more than four got in.
+    assert 1 <= report.faults["(most requests in flight on one mailbox)"] <= 4
 
 
 def test_the_secret_scan_finds_what_it_looks_for() -> None:
