@@ -128,9 +128,10 @@ class SoakConfig:
     vault_down: float = 30.0
     storage_down: float = 5.0
     # Mails piled up at one mailbox and notified at once, each with one file of 5 MB (over the 4 MB the app
-    # takes inline, so each streams from `/$value` into its blob while holding a slot): both hosts take
+    # takes inline, so it streams from `/$value`), while that mailbox answers slowly: both hosts take
     # them, four requests in flight each, so Graph's four per mailbox are exceeded.
     burst: int = 24
+    slow_ms: int = 400
     # The dev host's lease on a received message (the Functions host's is a fixed 10 minutes): how long the
     # killed host's messages stay invisible before another host takes them.
     lease_seconds: int = 60
@@ -449,18 +450,20 @@ class Soak:
 
     def burst(self) -> None:
         """Mail piles up at one mailbox while Graph holds the notifications (delivery paused), then they
-        arrive at once, as after a mailing run or an outage."""
+        arrive at once, as after a mailing run or an outage, while the mailbox answers slowly (each of its
+        next requests takes `slow_ms` longer, in flight all the while)."""
+        config, mailbox = self.config, MAILBOXES[0]
         self._sim("POST", "/_sim/delivery", {"paused": True})
         try:
-            for n in range(self.config.burst):
+            for n in range(config.burst):
                 spec = [generated_attachment(f"burst-{n}.pdf", 5 * MB + n, 7_000_000 + n, PDF)]
-                self._record(
-                    Sent.graph("burst to one mailbox", self._deliver(MAILBOXES[0], "Inbox", f"burst {n}", spec))
-                )
-            time.sleep(1)
+                mail = self._deliver(mailbox, "Inbox", f"burst {n}", spec)
+                self._record(Sent.graph("burst to one mailbox", mail))
+            slow = {"path": f"(?i)^/v1\\.0/users/{re.escape(mailbox)}/", "latencyMs": config.slow_ms}
+            self._fault(f"slow mailbox (requests {config.slow_ms} ms slower)", {**slow, "count": 4 * config.burst})
         finally:
             self._sim("POST", "/_sim/delivery", {"paused": False})
-        self.report.faults["burst to one mailbox (mails)"] = self.config.burst
+        self.report.faults["burst to one mailbox (mails)"] = config.burst
 
     def storage_outage(self) -> None:
         azurite = self._stack.azurite
@@ -699,6 +702,8 @@ class Soak:
         recoveries["ingest attempts failed, then retried"] = logs.count("ingest.failed ")
         recoveries["subscriptions recreated"] = logs.count("subscription.recreated ")
         recoveries["mails resynced by delta"] = sum(int(n) for n in re.findall(r"resync\.\w+ .*?enqueued=(\d+)", logs))
+        for name in [n for n in self._fault_ids if n.startswith("slow mailbox")]:
+            self._end_fault(name)  # it ends by itself, after the burst's requests: read at the end
         throttled = self._sim("GET", "/_sim/throttling")["mailboxConcurrency"]
         self.report.faults["mailbox concurrency"] = int(throttled["refused"])
         self.report.faults["(most requests in flight on one mailbox)"] = int(throttled["peakInFlight"])

@@ -7,6 +7,7 @@ aiohttp route and this module matches the rest against templates itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -26,6 +27,8 @@ from .throttling import MailboxConcurrency, is_mail_api
 GRAPH_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 _KEY_SEGMENT = re.compile(r"^([^()]+)\('?([^')]*)'?\)$")
 _IMMUTABLE = re.compile(r'idtype\s*=\s*"?immutableid"?', re.IGNORECASE)
+# Seconds an injected latency fault adds to a Graph request, spent in it (set by the fault middleware).
+LATENCY = "azuresim.latency"
 
 
 @dataclass
@@ -212,11 +215,16 @@ class GraphRouter:
         if is_delegated(claims):
             self._check_delegated(claims, route, params)
         g = GraphRequest(request, params, claims, immutable)
+
+        async def answer() -> web.StreamResponse:
+            await asyncio.sleep(request.get(LATENCY, 0))
+            return await route.handler(g)
+
         mailbox = self.authority.store.find_mailbox(params["user"]) if "user" in params else None
         if mailbox is None or not is_mail_api(route.template):
-            return await route.handler(g)
+            return await answer()
         # Outlook's four concurrent requests per app and mailbox (an unknown mailbox is the handler's 404).
-        return await self.concurrency.run(g.app_id, mailbox.id, lambda: route.handler(g))
+        return await self.concurrency.run(g.app_id, mailbox.id, answer)
 
 
 # -- OData helpers --------------------------------------------------------------------------------

@@ -105,3 +105,20 @@ async def test_the_simulator_refuses_the_fifth_download_of_a_mailbox(
             await asyncio.sleep(0.1)
     after = (await http.get("/_sim/throttling")).json()["mailboxConcurrency"]
     assert after["refused"] >= before + 1
+
+
+async def test_a_slow_answer_holds_its_slot(http: httpx.AsyncClient, graph: dict[str, str]) -> None:
+    """Injected latency on a Graph request is spent inside it, as a slow mailbox's is: four slow requests
+    leave no room for a fifth."""
+    box = (await new_mailbox(http))["address"]
+    messages = f"/v1.0/users/{box}/messages"
+    fault = {"path": f"^{messages}$", "latencyMs": 1500, "count": 4}
+    assert (await http.post("/_sim/faults", json=fault)).status_code == 201
+    slow = [asyncio.create_task(http.get(messages, headers=graph)) for _ in range(4)]
+    deadline = time.monotonic() + 5
+    while (await http.get("/_sim/throttling")).json()["mailboxConcurrency"]["inFlight"] < 4:
+        assert time.monotonic() < deadline, "the four slow requests never were in flight together"
+        await asyncio.sleep(0.02)
+    assert (await http.get(messages, headers=graph)).status_code == 429
+    assert [r.status_code for r in await asyncio.gather(*slow)] == [200] * 4
+    assert (await http.get(messages, headers=graph)).status_code == 200

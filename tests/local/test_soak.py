@@ -34,9 +34,10 @@ def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path
     for kind in {*KINDS.values(), "IMAP, large", "large file", "burst to one mailbox"}:
         mails, files = report.kinds[kind]
         assert mails >= 1 and files >= mails, kind
-    # Whether the burst's requests overlap beyond four at the simulator depends on the machine's timing: the
-    # refusals are counted, not required (the limiter's own tests require them). Never more than four got in.
-    assert 1 <= report.faults["(most requests in flight on one mailbox)"] <= 4
+    # The burst at a slow mailbox: the two hosts together had more than four requests for it, a fifth was
+    # refused (429 ApplicationThrottled) and retried; never more than four got in.
+    assert report.faults["mailbox concurrency"] >= 1
+    assert report.faults["(most requests in flight on one mailbox)"] == 4
 
 
 def test_the_secret_scan_finds_what_it_looks_for() -> None:
