@@ -56,6 +56,7 @@ from local.mailcheck import (
     generated_attachment,
     take_handoffs,
     wait_for_manifests,
+    with_parts,
 )
 from local.stack import Stack, StackConfig, write_ca_bundle
 from shared.pipeline.layout import message_key
@@ -125,14 +126,6 @@ def forwarded_invoice() -> dict[str, object]:
     }
 
 
-def _parts(mail: Delivered, files: dict[str, bytes]) -> Delivered:
-    """Tell the checks what the mail's one container holds (the simulator reports only the container)."""
-    mail.attachments[0]["parts"] = [
-        {"name": name, "kind": "file", "sha256": hashlib.sha256(data).hexdigest()} for name, data in files.items()
-    ]
-    return mail
-
-
 def containers(stack: Stack) -> list[Delivered]:
     """A signed invoice, a winmail.dat and a zip: each arrives as the files inside it."""
     winmail = {
@@ -154,10 +147,10 @@ def containers(stack: Stack) -> list[Delivered]:
     tnef = encode_tnef([TnefFile(name, "application/pdf", data) for name, data in winmail.items()])
     return [
         deliver(stack, INVOICES, "Inbox", "Invoice 2026-1203 (signed)", signed, smime={"type": "clear-signed"}),
-        _parts(deliver(stack, INVOICES, "Inbox", "Rechnung from an old Outlook", [
+        with_parts(deliver(stack, INVOICES, "Inbox", "Rechnung from an old Outlook", [
             file_attachment("winmail.dat", tnef, "application/ms-tnef"),
         ]), winmail),
-        _parts(deliver(stack, SCANS, SCANS_FOLDER, "Scans of November, zipped", [
+        with_parts(deliver(stack, SCANS, SCANS_FOLDER, "Scans of November, zipped", [
             file_attachment("scans-2026-11.zip", archive.getvalue(), "application/zip"),
         ]), scans),
     ]  # fmt: skip

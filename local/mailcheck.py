@@ -10,7 +10,7 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,16 @@ def file_attachment(name: str, content: bytes, content_type: str, **extra: Any) 
 def generated_attachment(name: str, size: int, seed: int, content_type: str) -> dict[str, Any]:
     """Bytes the simulator makes on the fly from (size, seed): large files without holding them."""
     return {"name": name, "contentType": content_type, "kind": "file", "size": size, "seed": seed}
+
+
+def with_parts(mail: Delivered, files: Mapping[str, bytes | str]) -> Delivered:
+    """Tell the checks what the mail's one container (a zip, a winmail.dat) holds: name → its bytes or their
+    sha256 (the simulator reports only the container)."""
+    mail.attachments[0]["parts"] = [
+        {"name": name, "kind": "file", "sha256": data if isinstance(data, str) else hashlib.sha256(data).hexdigest()}
+        for name, data in files.items()
+    ]
+    return mail
 
 
 def change_notification(subscription: dict[str, Any], tenant_id: str, message_id: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from .notifications import LIFECYCLE_EVENTS, Notifier
 from .requestlog import RequestLog
 from .smime import SMIME_KINDS, Signers, sealed
 from .store import Attachment, EmailAddress, Mailbox, Message, Store, change_key, exchange_id
+from .throttling import MailboxConcurrency
 from .zips import ZipContent, ZipEntry
 
 MAX_GENERATED_SIZE = 2**31 - 1  # Graph's attachment size is an Int32
@@ -122,8 +123,10 @@ class Control:
         faults: Faults,
         log: RequestLog,
         mail: Mail,
+        concurrency: MailboxConcurrency,
     ) -> None:
         self.mail = mail
+        self.concurrency = concurrency
         self.store = store
         self.signers = Signers()
         self.clock = clock
@@ -148,6 +151,7 @@ class Control:
             web.delete("/_sim/faults", self.clear_faults),
             web.delete("/_sim/faults/{fault_id}", self.remove_fault),
             web.get("/_sim/requests", self.list_requests),
+            web.get("/_sim/throttling", self.get_throttling),
             web.delete("/_sim/requests", self.clear_requests),
             web.get("/_sim/subscriptions", self.list_subscriptions),
             web.get("/_sim/deliveries", self.list_deliveries),
@@ -514,6 +518,9 @@ class Control:
     async def clear_requests(self, request: web.Request) -> web.Response:
         self.log.clear()
         return web.Response(status=204)
+
+    async def get_throttling(self, request: web.Request) -> web.Response:
+        return web.json_response({"mailboxConcurrency": self.concurrency.describe()})
 
     # -- subscriptions, deliveries, clock -------------------------------------------------------
     async def list_subscriptions(self, request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ aiohttp route and this module matches the rest against templates itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -21,10 +22,13 @@ from multidict import MultiMapping
 from .content import Content, base64_chunks, base64_length
 from .errors import GraphError
 from .identity import GRAPH_RESOURCE, Authority, TokenError, bearer_token, origin
+from .throttling import MailboxConcurrency, is_mail_api
 
 GRAPH_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 _KEY_SEGMENT = re.compile(r"^([^()]+)\('?([^')]*)'?\)$")
 _IMMUTABLE = re.compile(r'idtype\s*=\s*"?immutableid"?', re.IGNORECASE)
+# Seconds an injected latency fault adds to a Graph request, spent in it (set by the fault middleware).
+LATENCY = "azuresim.latency"
 
 
 @dataclass
@@ -126,8 +130,9 @@ def message_key(path: str) -> str | None:
 
 
 class GraphRouter:
-    def __init__(self, authority: Authority) -> None:
+    def __init__(self, authority: Authority, concurrency: MailboxConcurrency | None = None) -> None:
         self.authority = authority
+        self.concurrency = concurrency or MailboxConcurrency()
         self._routes: list[_Route] = []
 
     def add(self, method: str, template: str, handler: Handler) -> None:
@@ -209,7 +214,17 @@ class GraphRouter:
         route, params = chosen
         if is_delegated(claims):
             self._check_delegated(claims, route, params)
-        return await route.handler(GraphRequest(request, params, claims, immutable))
+        g = GraphRequest(request, params, claims, immutable)
+
+        async def answer() -> web.StreamResponse:
+            await asyncio.sleep(request.get(LATENCY, 0))
+            return await route.handler(g)
+
+        mailbox = self.authority.store.find_mailbox(params["user"]) if "user" in params else None
+        if mailbox is None or not is_mail_api(route.template):
+            return await answer()
+        # Outlook's four concurrent requests per app and mailbox (an unknown mailbox is the handler's 404).
+        return await self.concurrency.run(g.app_id, mailbox.id, answer)
 
 
 # -- OData helpers --------------------------------------------------------------------------------

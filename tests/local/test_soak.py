@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from local.soak import MB, Report, Soak, SoakConfig, run
+from local.soak import IMAP_USER, KINDS, MB, Report, Sent, Soak, SoakConfig, run
 
 
 def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path) -> None:
@@ -19,16 +19,25 @@ def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path
         vault_down=5,
         storage_down=2,
         lease_seconds=10,
+        burst=12,
         drain_timeout=240,
         data_dir=tmp_path / "soak",
     )
     report = run(config)
     assert report.ok, "\n".join([*report.problems, *report.leaks, *report.errors])
-    assert report.mails == 60 and report.files > 60
+    assert report.mails == 60 + 12 and report.files > 72
     for fault in ("webhook stopped (s)", "subscription removed", "host killed mid-file", "Azurite restarted"):
         assert report.faults[fault] >= 1, fault
     assert report.faults["Key Vault 503"] >= 1 and report.faults["duplicate notifications"] >= 1
     assert report.recoveries["hosts restarted"] == 1 and report.recoveries["subscriptions recreated"] >= 1
+    # Every kind of mail went through, its documents stored and checked: signed, zipped, IMAP (a large one too).
+    for kind in {*KINDS.values(), "IMAP, large", "large file", "burst to one mailbox"}:
+        mails, files = report.kinds[kind]
+        assert mails >= 1 and files >= mails, kind
+    # The burst at a slow mailbox: the two hosts together had more than four requests for it, a fifth was
+    # refused (429 ApplicationThrottled) and retried; never more than four got in.
+    assert report.faults["mailbox concurrency"] >= 1
+    assert report.faults["(most requests in flight on one mailbox)"] == 4
 
 
 def test_the_secret_scan_finds_what_it_looks_for() -> None:
@@ -40,13 +49,44 @@ def test_the_secret_scan_finds_what_it_looks_for() -> None:
         "queue mail-changes-poison": '{"reason": "Authorization: Bearer eyJhbGciOiJSUzI1.eyJzdWIiOiIxMjM0.sig"}',
         "devhost.log": "-----BEGIN PRIVATE KEY-----\nMIIE...",
         "mail-attachments/a/manifest.json": '{"subject": "nothing secret here"}',
+        "sources/imaps-x/cursor.json": '{"last_error": "LOGIN failed for imap-Passw0rd"}',
     }
     fake: Any = soak
-    fake.secrets = lambda: {"client secret": "s3cr3t-value"}
+    fake.secrets = lambda: {"client secret": "s3cr3t-value", "IMAP password": "imap-Passw0rd"}
     fake._scanned = lambda: iter(planted.items())
     soak._scan()
     assert sorted(soak.report.leaks) == [
+        "IMAP password in sources/imaps-x/cursor.json",
         "a private key in devhost.log",
         "a token (JWT) in queue mail-changes-poison",
         "client secret in state/folders/x.json",
     ]
+
+
+def test_an_imap_mail_is_matched_to_its_one_message_folder_and_a_double_is_seen() -> None:
+    """IMAP mails have no id the soak knows: each is found by its subject, and one found twice has no folder
+    (the verdict then reports it stored twice, and the second folder's blobs as outside any mail)."""
+    soak = Soak(SoakConfig())
+    once, twice, missing = (Sent("IMAP", f"soak {n} via IMAP", []) for n in (1, 2, 3))
+    soak.sent = [once, twice, missing]
+    manifests = {
+        f"{IMAP_USER}/2026/11/29/a/manifest.json": {"subject": "soak 1 via IMAP"},
+        f"{IMAP_USER}/2026/11/29/b/manifest.json": {"subject": "soak 2 via IMAP"},
+        f"{IMAP_USER}/2026/11/29/c/manifest.json": {"subject": "soak 2 via IMAP"},
+    }
+    read: list[str] = []
+
+    class Reader:
+        def names(self, prefix: str) -> list[str]:
+            return [*manifests, f"{IMAP_USER}/2026/11/29/a/imap-1-0.pdf"]
+
+        def json(self, name: str) -> dict[str, Any]:
+            read.append(name)
+            return manifests[name]
+
+    reader: Any = Reader()
+    folders = soak._match_imap(reader)
+    assert once.prefix == f"{IMAP_USER}/2026/11/29/a" and twice.prefix is None and missing.prefix is None
+    assert sorted(folders["soak 2 via IMAP"]) == [f"{IMAP_USER}/2026/11/29/b", f"{IMAP_USER}/2026/11/29/c"]
+    soak._match_imap(reader)
+    assert sorted(read) == sorted(manifests)  # each manifest read once
