@@ -8,10 +8,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from local.soak import IMAP_USER, KINDS, MB, Report, Sent, Soak, SoakConfig, run
 from shared.pipeline.poison import CHANGES_QUEUE, poison_queue
 
 
+# About 90 s; up to 8 minutes when the host is killed in the middle of an IMAP poll (its claim lapses after 6).
+@pytest.mark.timeout(600)
 def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path) -> None:
     config = SoakConfig(
         minutes=0.5,
@@ -24,7 +28,9 @@ def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path
         storage_down=2,
         lease_seconds=10,
         burst=12,
-        drain_timeout=240,
+        # Beyond a poll claim's expiry (6 minutes): a host killed in the middle of an IMAP poll holds the
+        # account's claim until then, and the mails that came meanwhile must still land.
+        drain_timeout=420,
         data_dir=tmp_path / "soak",
     )
     report = run(config)
@@ -33,7 +39,7 @@ def test_a_short_soak_loses_nothing_doubles_nothing_leaks_nothing(tmp_path: Path
     for fault in ("webhook stopped (s)", "subscription removed", "host killed mid-file", "Azurite restarted"):
         assert report.faults[fault] >= 1, fault
     assert report.faults["Key Vault 503"] >= 1 and report.faults["duplicate notifications"] >= 1
-    assert report.recoveries["hosts restarted"] in (1, 2) and report.recoveries["subscriptions recreated"] >= 1
+    assert report.recoveries["hosts restarted"] == 1 and report.recoveries["subscriptions recreated"] >= 1
     # Every kind of mail went through, its documents stored and checked: signed, zipped, IMAP (a large one too).
     for kind in {*KINDS.values(), "IMAP, large", "large file", "burst to one mailbox"}:
         mails, files = report.kinds[kind]
