@@ -82,6 +82,12 @@ def parse_target(text: str) -> tuple[str, str | None]:
     return mailbox, path
 
 
+def names(target: tuple[str, str | None], mailbox: str, folder: str) -> bool:
+    """Whether a parsed `MAILBOX[/FOLDER]` target names this mailbox (as given) and folder (any case)."""
+    wanted, path = target
+    return mailbox == wanted and (path is None or folder.lower() == path.lower())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description="Operate Mail Attachment Ingest.")
     parser.add_argument(
@@ -326,10 +332,8 @@ async def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
 
 async def cmd_resync(rt: Runtime, args: argparse.Namespace) -> int:
     since: datetime | None = args.since
-    mailbox, path = args.target
-    accounts = [
-        a for a in rt.settings.accounts if a.address == mailbox and (path is None or a.folder.lower() == path.lower())
-    ]
+    mailbox = args.target[0]
+    accounts = [a for a in rt.settings.accounts if names(args.target, a.address, a.folder)]
     for account in accounts:
         cursor = await CursorStore(rt.state).rewind(account.key, graph_time(since) if since else None)
         if cursor is None:
@@ -395,14 +399,7 @@ async def _unsubscribe_accounts(rt: Runtime, target: tuple[str, str | None] | No
     activity record). Whether the target named any account, and how many could not be forgotten."""
 
     def named(account: MailAccount | None) -> bool:
-        if target is None:
-            return True
-        mailbox, folder = target
-        return (
-            account is not None
-            and account.address == mailbox
-            and (folder is None or account.folder.lower() == folder.lower())
-        )
+        return target is None or (account is not None and names(target, account.address, account.folder))
 
     configured = [a for a in rt.settings.accounts if named(a)]
     for account in configured:
@@ -435,11 +432,7 @@ async def cmd_unsubscribe(rt: Runtime, args: argparse.Namespace) -> int:
         keys = sorted(records, key=lambda k: (records[k].mailbox, records[k].folder))
     else:
         mailbox, folder = args.target
-        keys = [
-            k
-            for k, s in records.items()
-            if s.mailbox.lower() == mailbox and (folder is None or s.folder.lower() == folder.lower())
-        ]
+        keys = [k for k, s in records.items() if names(args.target, s.mailbox.lower(), s.folder)]
         if not keys:
             if accounts:
                 return EXIT_FAILED if failed else EXIT_OK

@@ -161,6 +161,10 @@ class StorageSettings:
     queue_service_uri: str | None = None
 
 
+# Why the Graph parts (webhooks, maintain pass, Graph checks) stand idle when `Settings.uses_graph` is false.
+NO_MICROSOFT_365 = "no Microsoft 365 mailbox in MAILBOXES"
+
+
 @dataclass(frozen=True)
 class Settings:
     # The app registration: "" (and no credential) in a deployment that does not use it, one whose MAILBOXES

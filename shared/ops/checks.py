@@ -18,12 +18,12 @@ import httpx
 from ..errors import AuthError, GraphAuthError, GraphNotFound, SettingsError, one_line
 from ..logs import redact_url
 from ..runtime import Runtime
-from ..settings import MailAccount, MailboxFolder
+from ..settings import NO_MICROSOFT_365, MailAccount, MailboxFolder
 from ..sources.graph.folders import resolve_folder, user_path
 from ..vault import CLIENT_STATE_SECRET
 
 CHECK_SECRET = "ingest-check"  # noqa: S105 (a secret's name, not a secret)
-NO_GRAPH = "no Microsoft 365 mailbox in MAILBOXES (token, mailbox folders and webhooks are not used)"
+NO_GRAPH = f"{NO_MICROSOFT_365} (token, mailbox folders and webhooks are not used)"
 # Graph gives the endpoint 10 seconds to answer its validation request (graph_facts §2).
 VALIDATION_TIMEOUT = 10.0
 

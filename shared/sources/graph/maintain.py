@@ -21,6 +21,7 @@ from ...clock import now
 from ...errors import StateConflict, one_line
 from ...logs import log_event
 from ...pipeline.layout import graph_time
+from ...settings import NO_MICROSOFT_365
 from .subscriptions import MaintainFailed, maintain_folders
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RECORD = "maintain/last.json"
-IDLE = "no Microsoft 365 mailbox in MAILBOXES: nothing for Graph to maintain (IMAP and POP3 accounts are polled)"
+IDLE = f"{NO_MICROSOFT_365}: nothing for Graph to maintain (IMAP and POP3 accounts are polled)"
 
 
 def failed_folders(report: dict[str, str]) -> list[str]:

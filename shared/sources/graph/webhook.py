@@ -19,7 +19,7 @@ import azure.functions as func
 from ...errors import InvalidNotification, SubscriptionNotYetKnown
 from ...logs import log_event
 from ...pipeline.layout import message_key
-from ...settings import MailboxFolder, Settings
+from ...settings import NO_MICROSOFT_365, MailboxFolder, Settings
 from .clientstate import verify_client_state
 from .known_subscriptions import Holding
 from .messages import LIFECYCLE_EVENTS, ChangeMessage, LifecycleMessage
@@ -35,7 +35,7 @@ MAX_FIELD_CHARS = 2048
 # would split a log line or fail to encode.
 _NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
-NO_GRAPH = "no Microsoft 365 mailbox in MAILBOXES: this deployment takes no Graph notifications"
+NO_GRAPH = f"{NO_MICROSOFT_365}: this deployment takes no Graph notifications"
 
 SecretSource = Callable[[], Awaitable[bytes]]
 # (folder key, subscription id) → whether that is the app's subscription for the folder (known_subscriptions.py).
