@@ -66,6 +66,10 @@ class AuthError(IngestError):
     """No token could be had from the identity platform."""
 
 
+class CertificateError(AuthError):
+    """A Key Vault certificate's backing secret holds no usable key and certificate."""
+
+
 class NeedsConsent(AuthError):
     """Delegated mode: the mailbox's owner must consent (again) before the app can read it."""
 

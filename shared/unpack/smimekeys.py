@@ -1,14 +1,14 @@
 """The private keys that open encrypted mail: the Key Vault certificates SMIME_CERTIFICATES names, read
 once per process the first time an encrypted mail arrives (a certificate's backing secret, PEM or PKCS#12,
-read as the app's own certificate credential is)."""
+read by `certificates.py`, as the app's own certificate credential is)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING
 
-from ..errors import AuthError, IngestError
-from ..sources.graph.auth import credential_from_secret
+from ..certificates import key_and_certificate
+from ..errors import CertificateError, IngestError
 from .smime import DecryptionKey
 
 if TYPE_CHECKING:
@@ -21,18 +21,15 @@ class SmimeKeyError(IngestError):
 
 
 def decryption_key(name: str, value: str, content_type: str | None) -> DecryptionKey:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     try:
-        credential = credential_from_secret(value, content_type)
-    except AuthError as exc:
+        key, certificate = key_and_certificate(value, content_type)
+    except CertificateError as exc:
         raise SmimeKeyError(f"certificate {name} (SMIME_CERTIFICATES): {exc}") from None
-    key = serialization.load_pem_private_key(credential["private_key"].encode(), password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SmimeKeyError(f"certificate {name} (SMIME_CERTIFICATES): only RSA keys decrypt S/MIME here")
-    return DecryptionKey(name, x509.load_pem_x509_certificate(credential["public_certificate"].encode()), key)
+    return DecryptionKey(name, certificate, key)
 
 
 class SmimeKeys:

@@ -9,22 +9,17 @@ cached token is missing or near expiry, so calling it per request is cheap.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import threading
 from typing import Any, Protocol
 
+from ...certificates import key_and_certificate
 from ...errors import AuthError, GraphError, SettingsError
 from ...logs import log_event
 from ...settings import Settings
 from ...vault import Vault
 
 logger = logging.getLogger(__name__)
-
-# Key Vault keeps a certificate's key and chain in its backing secret, in the format its policy's
-# secret_props.contentType names.
-PEM_CONTENT_TYPE = "application/x-pem-file"
-PKCS12_CONTENT_TYPE = "application/x-pkcs12"
 
 
 class Tokens(Protocol):
@@ -43,28 +38,9 @@ def _msal_version() -> tuple[int, ...]:
 
 def credential_from_secret(value: str, content_type: str | None) -> dict[str, str]:
     """MSAL's certificate credential from a Key Vault certificate's backing secret (PEM or base64 PKCS#12)."""
-    from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.serialization import pkcs12
 
-    pem = content_type == PEM_CONTENT_TYPE or (content_type is None and value.lstrip().startswith("-----BEGIN"))
-    try:
-        if pem:
-            key: Any = serialization.load_pem_private_key(value.encode(), password=None)
-            chain = x509.load_pem_x509_certificates(value.encode())
-        else:
-            key, leaf, extra = pkcs12.load_key_and_certificates(base64.b64decode(value), None)
-            chain = ([leaf] if leaf is not None else []) + list(extra)
-    except ValueError as exc:
-        raise AuthError(f"the certificate's secret is not a readable {'PEM' if pem else 'PKCS#12'}: {exc}") from None
-    if key is None:
-        raise AuthError("the certificate's secret holds no private key (is the key exportable?)")
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    own = key.public_key().public_bytes(serialization.Encoding.DER, spki)
-    matching = [c for c in chain if c.public_key().public_bytes(serialization.Encoding.DER, spki) == own]
-    if not matching:
-        raise AuthError("the certificate's secret holds no certificate for its private key")
-    cert = matching[0]
+    key, cert = key_and_certificate(value, content_type)
     credential = {
         "private_key": key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

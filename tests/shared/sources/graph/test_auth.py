@@ -13,12 +13,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from shared.certificates import PEM_CONTENT_TYPE, PKCS12_CONTENT_TYPE
 from shared.errors import AuthError, SettingsError
 from shared.pipeline.layout import graph_time
 from shared.pipeline.storage import BlobStore
 from shared.settings import parse_settings
 from shared.sources.graph import authstatus, consent
-from shared.sources.graph.auth import PEM_CONTENT_TYPE, PKCS12_CONTENT_TYPE, ClientCredential, credential_from_secret
+from shared.sources.graph.auth import ClientCredential, credential_from_secret
 from tests.local.simclient import cert_pem, key_pem, make_certificate, sha1_thumbprint
 
 
