@@ -1,6 +1,6 @@
 """`make bench`, IMAP part: the peak memory of fetching one IMAP message of 1 MB and of 100 MB, and of
 ingesting one end to end (fetched, unpacked, its file and manifest written to Azurite by the fetch
-worker's code, `pipeline/accounts.py`), and the seconds to drain 1,000 small messages from one IMAP
+worker's code, `sources/accounts.py`), and the seconds to drain 1,000 small messages from one IMAP
 folder (poll them into `mail-fetch`, then read each one as the fetch worker does, one connection per
 message), against Debian's Dovecot and Azurite."""
 
@@ -54,7 +54,7 @@ asyncio.run(main())
 INGEST_PROBE = """
 import asyncio, resource, sys
 from types import SimpleNamespace
-from shared.pipeline.accounts import ingest_fetched
+from shared.sources.accounts import ingest_fetched
 from shared.settings import parse_settings
 from shared.sources.common import Login
 from shared.sources.fetch import FetchRequest

@@ -137,7 +137,7 @@ async def ingest(msg: func.QueueMessage) -> None:
 
 async def fetch(msg: func.QueueMessage) -> None:
     """A `mail-fetch` request: an IMAP or POP3 message into Blob Storage, as Graph mail."""
-    from .pipeline.accounts import ingest_fetched
+    from .sources.accounts import ingest_fetched
     from .sources.fetch import FetchRequest
 
     def read(rt: Runtime) -> Reading:

@@ -17,8 +17,8 @@ from shared.pipeline.storage import queue_service
 from shared.settings import StorageSettings, parse_settings
 from shared.sources.graph.maintain import IDLE, last_pass, run_pass
 from shared.sources.graph.state import FolderState, StateStore
-from tests.shared.pipeline.test_accounts import Rt, url_of
 from tests.shared.sources.conftest import MailUser
+from tests.shared.sources.test_accounts import Rt, url_of
 from tests.shared.sources.test_oauth import Vault
 
 

@@ -14,8 +14,8 @@ from shared.cli import UsageError, cmd_unsubscribe
 from shared.ops.activity import Activity, ActivityStore
 from shared.settings import parse_settings
 from shared.sources.cursor import CursorStore
-from tests.shared.pipeline.test_accounts import Rt, queued, runtime, url_of
 from tests.shared.sources.conftest import MailUser, make_user, message
+from tests.shared.sources.test_accounts import Rt, queued, runtime, url_of
 
 
 def target(text: str | None) -> argparse.Namespace:

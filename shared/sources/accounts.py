@@ -45,14 +45,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import MailMessageGone, one_line
 from ..logs import log_event
-from ..settings import MailAccount
-from ..sources.common import CHUNK_BYTES
-from ..sources.fetch import Fetched, FetchRequest, open_fetched
-from ..sources.jobs import account_login
-from ..unpack.base import Found, Note, Problem, Sink, UnpackError
-from ..unpack.mime import MAX_HEADER_BLOCK
-from ..unpack.tree import Unpacker
-from .job import (
+from ..pipeline.job import (
     BODY_FILES,
     MESSAGE_FILE,
     Entry,
@@ -68,10 +61,17 @@ from .job import (
     skip,
     write_manifest,
 )
-from .layout import graph_time, message_prefix, parse_graph_time, sanitize_name
-from .routes import Attachment, MailFacts, decide
-from .rules import AfterIngest, SaveMail
-from .storage import BlobWriter
+from ..pipeline.layout import graph_time, message_prefix, parse_graph_time, sanitize_name
+from ..pipeline.routes import Attachment, MailFacts, decide
+from ..pipeline.rules import AfterIngest, SaveMail
+from ..pipeline.storage import BlobWriter
+from ..settings import MailAccount
+from ..unpack.base import Found, Note, Problem, Sink, UnpackError
+from ..unpack.mime import MAX_HEADER_BLOCK
+from ..unpack.tree import Unpacker
+from .common import CHUNK_BYTES
+from .fetch import Fetched, FetchRequest, open_fetched
+from .jobs import account_login
 
 if TYPE_CHECKING:
     from ..runtime import Runtime

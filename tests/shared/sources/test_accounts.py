@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from shared.errors import SettingsError
-from shared.pipeline import accounts
-from shared.pipeline.accounts import ingest_fetched, received_time
 from shared.pipeline.storage import BlobStore
 from shared.settings import MailAccount, Settings, parse_settings
+from shared.sources import accounts
+from shared.sources.accounts import ingest_fetched, received_time
 from shared.sources.cursor import CursorStore
 from shared.sources.fetch import FetchRequest
 from shared.sources.poll import poll_account
