@@ -1,9 +1,8 @@
-"""What every source's ingest shares once a mail is in hand: the manifest's entries, the unpacker's handler
-that writes each file found to its blob, the markers of finished mails, and the mail's completion
-(manifest last, the hand-off, the `done/` marker, the log line).
-
-A source (Graph, IMAP, POP3) says which files a mail has and hands over their bytes; this module knows
-blobs and the manifest and nothing of any protocol.
+"""What storing a mail takes, whatever its content's shape: the manifest's entries, the unpacker's handler
+that writes each file found to its blob (`Job`, which `attachments.ListedJob` and `rawmail.RawJob` extend),
+the markers of finished mails, and the mail's completion (manifest last, the hand-off, the `done/` marker,
+the log line). `ingest.py` runs them in order; this module knows blobs and the manifest and nothing of
+any protocol.
 
 Exactly once: file paths are fixed by the message (`layout.py`), every file is written once with
 If-None-Match (a second writer adopts the first copy), and `manifest.json` is created once or replaced
@@ -154,6 +153,7 @@ class Job:
         self.store = rt.attachments  # the container this mail's files go to
         self.unpacker: Unpacker[Entry] = Unpacker(self, rt.settings.unpack, self._keys)
         self.tags: dict[str, str] = {}  # the deciding route's blob index tags, all but `kind`
+        self.problem: str | None = None  # the mail's own MIME could be read only in part (a raw mail's)
 
     def route_to(self, decision: Decision, store: BlobStore) -> None:
         self.prefix, self.store, self.tags = decision.prefix, store, dict(decision.tags)

@@ -32,11 +32,10 @@ async def apply_after_ingest(
     message_path: str,
     message: dict[str, Any],
     key: str,
-    route: AfterIngest | None = None,
+    wanted: AfterIngest,
 ) -> list[str]:
-    """Bring the mail to the configured state (the deciding route's action, when it sets one); the actions
-    taken (empty when none were needed)."""
-    wanted: AfterIngest = rt.settings.after_ingest_for(folder, route)
+    """Bring the mail to the wanted state (the deciding route's action, else its folder's); the actions taken
+    (empty when none were needed)."""
     done: list[str] = []
     if not wanted.anything:
         return done

@@ -9,21 +9,28 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+from shared.pipeline.attachments import ListedJob
 from shared.pipeline.job import Entry
 from shared.pipeline.storage import BlobStore
 from shared.settings import Settings, parse_settings
 from shared.sources.graph.contentbytes import ExpandedMessage
-from shared.sources.graph.ingest import _facts, _Job
+from shared.sources.graph.ingest import _facts, _Message
 
 FILE = "#microsoft.graph.fileAttachment"
 ITEM = "#microsoft.graph.itemAttachment"
 REFERENCE = "#microsoft.graph.referenceAttachment"
 
 
+def listed_job(rt: Any, attachments: list[dict[str, Any]], prefix: str = "prefix", *contents: bytes) -> ListedJob:
+    """The pipeline's job for a Graph message with these attachments (`contentBytes: i` → `contents[i]`)."""
+    message = _Message(rt, rt.settings.mailboxes[0], "users/x/messages/y")
+    listed = message.listed(ExpandedMessage({"attachments": attachments}, list(contents)))
+    return ListedJob(rt, rt.settings.mailboxes[0].mailbox, prefix, "key", listed)
+
+
 def plan(settings: Settings, attachments: list[dict[str, Any]]) -> list[Entry]:
     rt: Any = SimpleNamespace(settings=settings, attachments=None)
-    job = _Job(rt, settings.mailboxes[0], "users/x/messages/y", "prefix", "key")
-    return [entry for entry, _ in job.plan(ExpandedMessage({"attachments": attachments}, []))]
+    return [entry for entry, _ in listed_job(rt, attachments).plan()]
 
 
 def test_names_are_safe_and_unique_within_the_message(settings: Settings):
@@ -90,12 +97,12 @@ def zipped(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def job_with_store(settings: Settings, store: BlobStore) -> _Job:
+def job_with_store(settings: Settings, store: BlobStore, attachment: dict[str, Any], content: bytes) -> ListedJob:
     async def no_keys() -> tuple[()]:
         return ()
 
     rt: Any = SimpleNamespace(settings=settings, attachments=store, smime_keys=SimpleNamespace(get=no_keys))
-    return _Job(rt, settings.mailboxes[0], "users/x/messages/y", "invoices@contoso.com/2026/11/29/key", "key")
+    return listed_job(rt, [{**attachment, "contentBytes": 0}], "invoices@contoso.com/2026/11/29/key", content)
 
 
 async def test_files_found_in_a_zip_pass_the_filters_and_their_blobs_name_the_parent(
@@ -104,11 +111,11 @@ async def test_files_found_in_a_zip_pass_the_filters_and_their_blobs_name_the_pa
     env["ATTACHMENT_EXTENSIONS"] = "pdf"
     pdf, deep = b"%PDF invoice" * 100, b"%PDF deep" * 100
     raw = zipped({"a/invoice.pdf": pdf, "index.csv": b"file;pages", "inner.zip": zipped({"deep.pdf": deep})})
-    job = job_with_store(parse_settings(env), store)
     attachment = {"@odata.type": FILE, "id": "1", "name": "scans.zip", "contentType": "application/zip"}
-    ((entry, _),) = job.plan(ExpandedMessage({"attachments": [attachment]}, []))
+    job = job_with_store(parse_settings(env), store, attachment, raw)
+    ((entry, part),) = job.plan()
     assert entry.skipped and entry.file == "scans.zip"  # not kept itself (.zip is not allowed), but opened
-    await job.store_container(entry, attachment, raw)
+    await job.store_container(entry, part)
     found = {e.name: e for e in entry.flat()[1:]}
     assert found["a/invoice.pdf"].file == "a_invoice.pdf" and found["a/invoice.pdf"].parent == "scans.zip"
     assert found["index.csv"].skipped == "type not allowed (.csv, text/csv)" and found["index.csv"].blob is None
@@ -120,19 +127,18 @@ async def test_files_found_in_a_zip_pass_the_filters_and_their_blobs_name_the_pa
 
 async def test_a_zip_bomb_leaves_no_blob_behind(settings: Settings, store: BlobStore):
     raw = zipped({"first.pdf": b"%PDF first" * 1000, "bomb.pdf": bytes(40 * 1024 * 1024)})
-    job = job_with_store(settings, store)
     attachment = {"@odata.type": FILE, "id": "1", "name": "bomb.zip", "contentType": "application/zip"}
-    ((entry, _),) = job.plan(ExpandedMessage({"attachments": [attachment]}, []))
-    await job.store_container(entry, attachment, raw)
+    job = job_with_store(settings, store, attachment, raw)
+    ((entry, part),) = job.plan()
+    await job.store_container(entry, part)
     assert entry.skipped and entry.skipped.startswith("zip bomb") and entry.children == [] and entry.blob is None
     assert await store.names(job.prefix) == []  # first.pdf was stored before the bomb showed, then deleted
 
 
-def test_routes_see_the_sender_to_and_cc_and_whether_a_file_is_kept(env: dict[str, str]):
+async def test_routes_see_the_sender_to_and_cc_and_whether_a_file_is_kept(env: dict[str, str]):
     env["ATTACHMENT_EXTENSIONS"] = "pdf"
     settings = parse_settings(env)
     rt: Any = SimpleNamespace(settings=settings, attachments=None)
-    job = _Job(rt, settings.mailboxes[0], "users/x/messages/y", "prefix", "key")
     message = {
         "from": {"emailAddress": {"name": "Billing", "address": "billing@fabrikam.example"}},
         "toRecipients": [{"emailAddress": {"address": "ap@contoso.com"}}],
@@ -141,19 +147,18 @@ def test_routes_see_the_sender_to_and_cc_and_whether_a_file_is_kept(env: dict[st
     }
     when = datetime(2026, 3, 7, tzinfo=UTC)
 
-    def facts(attachments: list[dict[str, Any]]) -> Any:
-        planned = job.plan(ExpandedMessage({"attachments": attachments}, []))
-        return _facts(job, message, when, planned)
+    async def facts(attachments: list[dict[str, Any]]) -> Any:
+        return await listed_job(rt, attachments).facts(_facts(settings.mailboxes[0], "key", message, when))
 
-    found = facts([{"@odata.type": FILE, "id": "1", "name": "notes.docx", "size": 10}])
+    found = await facts([{"@odata.type": FILE, "id": "1", "name": "notes.docx", "size": 10}])
     assert (found.sender, found.recipients, found.subject) == (
         "billing@fabrikam.example",
         ("ap@contoso.com", "payables@contoso.com"),
         "Invoice 7",
     )
     assert found.attachments[0].name == "notes.docx" and not found.has_kept_file  # .docx is filtered out
-    assert facts([{"@odata.type": FILE, "id": "2", "name": "a.pdf", "size": 10}]).has_kept_file
+    assert (await facts([{"@odata.type": FILE, "id": "2", "name": "a.pdf", "size": 10}])).has_kept_file
     # An attached mail whose .eml is filtered out may still give up files: it counts as kept.
-    assert facts([{"@odata.type": ITEM, "id": "3", "name": "Fwd", "size": 10}]).has_kept_file
-    link = facts([{"@odata.type": REFERENCE, "id": "4", "name": "doc", "sourceUrl": "https://x/doc"}])
+    assert (await facts([{"@odata.type": ITEM, "id": "3", "name": "Fwd", "size": 10}])).has_kept_file
+    link = await facts([{"@odata.type": REFERENCE, "id": "4", "name": "doc", "sourceUrl": "https://x/doc"}])
     assert link.attachments == () and not link.has_kept_file
