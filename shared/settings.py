@@ -2,33 +2,51 @@
 
 The names are a contract (README, infra). A missing or malformed setting raises SettingsError,
 whose text is one line naming the setting.
+
+Each role parses its own section, with the readers of `env.py`, and `parse_settings` composes them:
+- `unpack/options.py`: UNPACK_MAX_DEPTH (old name ATTACHED_MAIL_MAX_DEPTH), EXTRACT_ATTACHED_MAIL,
+  EXTRACT_ARCHIVES, ARCHIVE_*, SMIME_CERTIFICATES;
+- `pipeline/rules.py`: ATTACHMENT_*, INCLUDE_INLINE_ATTACHMENTS, SAVE_MESSAGE, SAVE_BODY, AFTER_INGEST,
+  AFTER_INGEST_BY_MAILBOX, and which after-ingest actions suit which place (POP3: delete only);
+- `pipeline/routes.py`: ROUTES, ROUTES_FILE (none into STATE_CONTAINER), and the routes' after-ingest actions;
+- here: MAILBOXES (Microsoft 365 mailboxes and IMAP/POP3 account URLs), the app registration and Graph,
+  webhooks, storage and containers, Key Vault, the schedules and lifetimes, INGESTED_QUEUE.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from .env import (
+    VAULT_NAME,
+    read_bool,
+    read_container,
+    read_int,
+    read_queue_name,
+    read_required,
+    read_schedule,
+    read_url,
+)
 from .errors import SettingsError
-from .pipeline.layout import CONTAINER_NAME, message_key
-from .pipeline.routes import Route, RouteError, parse_routes
+from .pipeline.layout import message_key
+from .pipeline.routes import Route, check_route_actions, routes_from_env
 from .pipeline.rules import (
-    MAX_ATTACHMENT_BYTES,
-    SAVE_MODES,
     AfterIngest,
     AttachmentRules,
     SaveMail,
-    SaveMode,
-    parse_after_ingest,
+    after_ingest_by_mailbox_from_env,
+    after_ingest_from_env,
+    attachment_rules_from_env,
+    check_after_ingest,
+    save_mail_from_env,
 )
-from .unpack.options import ArchiveLimits, UnpackOptions
+from .unpack.options import UnpackOptions, smime_certificates_from_env, unpack_options_from_env
 
 AuthMode = Literal["application", "delegated"]
 
@@ -76,6 +94,11 @@ class MailboxFolder:
     @property
     def segments(self) -> tuple[str, ...]:
         return tuple(self.folder.split("/"))
+
+    @property
+    def protocol(self) -> Literal["graph"]:
+        """Read through Microsoft Graph: beside `MailAccount.protocol`, what `pipeline.rules.Place` asks of both."""
+        return "graph"
 
     def __str__(self) -> str:
         return f"{self.mailbox}/{self.folder}"
@@ -297,55 +320,6 @@ class Settings:
         return self.webhook_base_url
 
 
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise SettingsError(name, "required but not set")
-    return value
-
-
-def _url(env: Mapping[str, str], name: str, default: str | None, *, https: bool = True) -> str:
-    value = env.get(name, "").strip() or default
-    if value is None:
-        raise SettingsError(name, "required but not set")
-    parts = urlsplit(value)
-    schemes = ("https",) if https else ("https", "http")
-    if parts.scheme not in schemes or not parts.netloc:
-        raise SettingsError(name, f"must be an absolute {' or '.join(schemes)} URL")
-    return value.rstrip("/")
-
-
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(name, f"must be a whole number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise SettingsError(name, f"must be between {low} and {high}, got {value}")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(name, f"must be true or false, got {raw!r}")
-
-
-def _container(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, "").strip() or default
-    if not CONTAINER_NAME.match(value):
-        raise SettingsError(name, f"{value!r} is not a valid blob container name")
-    return value
-
-
 def _safe_entry(item: str) -> str:
     """An account URL as it may appear in an error: scheme, user, host and path, never a password put in
     the user info by mistake, nor the query."""
@@ -401,7 +375,7 @@ def parse_account(item: str) -> MailAccount:
     if auth not in ("password", "xoauth2"):
         raise bad("has auth other than password or xoauth2")
     secret = query.get("secret") or None
-    if secret is not None and not _VAULT_NAME.match(secret):
+    if secret is not None and not VAULT_NAME.match(secret):
         raise bad(f"names {secret!r}, which is not a Key Vault secret name")
     if auth == "password" and secret is None:
         raise bad("needs ?secret=NAME, the Key Vault secret holding the password")
@@ -471,199 +445,13 @@ def _storage(env: Mapping[str, str]) -> StorageSettings:
     queue = env.get("AzureWebJobsStorage__queueServiceUri", "").strip()
     if blob and queue:
         return StorageSettings(
-            blob_service_uri=_url(env, "AzureWebJobsStorage__blobServiceUri", None),
-            queue_service_uri=_url(env, "AzureWebJobsStorage__queueServiceUri", None),
+            blob_service_uri=read_url(env, "AzureWebJobsStorage__blobServiceUri", None),
+            queue_service_uri=read_url(env, "AzureWebJobsStorage__queueServiceUri", None),
         )
     raise SettingsError(
         "AzureWebJobsStorage",
         "required: a connection string, or AzureWebJobsStorage__blobServiceUri and __queueServiceUri",
     )
-
-
-def _list(env: Mapping[str, str], name: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
-    """A comma list, lower case; `*` (or nothing) means any."""
-    items: list[str] = []
-    for raw in env.get(name, "").split(","):
-        item = raw.strip().lower()
-        if not item:
-            continue
-        if item != "*" and not pattern.match(item):
-            raise SettingsError(name, f"{raw.strip()!r} is not valid here")
-        items.append(item)
-    return () if "*" in items else tuple(items)
-
-
-_EXTENSION = re.compile(r"^\.?[a-z0-9_+-]{1,20}$")
-_CONTENT_TYPE = re.compile(r"^[a-z0-9*!#$&^_.+-]+/[a-z0-9*!#$&^_.+-]+$")
-
-
-def _rules(env: Mapping[str, str]) -> AttachmentRules:
-    rules = AttachmentRules(
-        extensions=tuple(e.lstrip(".") for e in _list(env, "ATTACHMENT_EXTENSIONS", _EXTENSION)),
-        content_types=_list(env, "ATTACHMENT_CONTENT_TYPES", _CONTENT_TYPE),
-        min_bytes=_int(env, "ATTACHMENT_MIN_BYTES", 0, 0, MAX_ATTACHMENT_BYTES),
-        max_bytes=_int(env, "ATTACHMENT_MAX_BYTES", MAX_ATTACHMENT_BYTES, 1, MAX_ATTACHMENT_BYTES),
-        include_inline=_bool(env, "INCLUDE_INLINE_ATTACHMENTS", False),
-    )
-    if rules.min_bytes > rules.max_bytes:
-        raise SettingsError("ATTACHMENT_MIN_BYTES", f"is above ATTACHMENT_MAX_BYTES ({rules.max_bytes})")
-    return rules
-
-
-def _unpack(env: Mapping[str, str]) -> UnpackOptions:
-    """UNPACK_MAX_DEPTH is the one depth for every container; ATTACHED_MAIL_MAX_DEPTH, its old name (attached
-    mails only), is still read when the new one is not set."""
-    old = env.get("ATTACHED_MAIL_MAX_DEPTH", "").strip()
-    depth_name = (
-        "ATTACHED_MAIL_MAX_DEPTH" if old and not env.get("UNPACK_MAX_DEPTH", "").strip() else "UNPACK_MAX_DEPTH"
-    )
-    return UnpackOptions(
-        max_depth=_int(env, depth_name, 5, 1, 10),
-        attached_mail=_bool(env, "EXTRACT_ATTACHED_MAIL", True),
-        archives=_bool(env, "EXTRACT_ARCHIVES", True),
-        archive=ArchiveLimits(
-            max_files=_int(env, "ARCHIVE_MAX_FILES", 1000, 1, 100_000),
-            max_bytes=_int(env, "ARCHIVE_MAX_BYTES", 1024**3, 1024 * 1024, 64 * 1024**3),
-            max_ratio=_int(env, "ARCHIVE_MAX_RATIO", 100, 2, 10_000),
-        ),
-    )
-
-
-def _save_mode(env: Mapping[str, str], name: str) -> SaveMode:
-    raw = env.get(name, "").strip().lower() or "never"
-    for mode in SAVE_MODES:
-        if raw == mode:
-            return mode
-    raise SettingsError(name, f"must be one of {', '.join(SAVE_MODES)}, got {raw!r}")
-
-
-def _vault_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(n.strip() for n in env.get(name, "").split(",") if n.strip()))
-    for value in names:
-        if not _VAULT_NAME.match(value):
-            raise SettingsError(name, f"{value!r} is not a Key Vault certificate name")
-    return names
-
-
-def _after_ingest(name: str, text: str) -> AfterIngest:
-    try:
-        return parse_after_ingest(text)
-    except ValueError as exc:
-        raise SettingsError(name, str(exc)) from None
-
-
-def _after_ingest_by_folder(
-    raw: str, mailboxes: tuple[MailboxFolder, ...], accounts: tuple[MailAccount, ...] = ()
-) -> dict[str, AfterIngest]:
-    """AFTER_INGEST_BY_MAILBOX, `mailbox=actions; mailbox/Folder=actions`: a mailbox applies to all its
-    folders, a folder entry wins. An IMAP or POP3 account is named by its address (`MailAccount.address`),
-    and its folder (POP3: INBOX). Keyed by `MailboxFolder.key` and `MailAccount.key`."""
-    name = "AFTER_INGEST_BY_MAILBOX"
-    by_mailbox: dict[str, AfterIngest] = {}
-    by_folder: dict[str, AfterIngest] = {}
-    for entry in raw.split(";"):
-        if not entry.strip():
-            continue
-        target, sep, actions = entry.partition("=")
-        if not sep:
-            raise SettingsError(name, f"entry {entry.strip()!r} is not mailbox=actions")
-        mailbox, _, folder = target.strip().lower().partition("/")
-        places: list[MailboxFolder | MailAccount] = [*mailboxes, *accounts]
-        matches = [m for m in places if m.mailbox == mailbox and (not folder or m.folder.lower() == folder)]
-        if not matches:
-            raise SettingsError(name, f"{target.strip()!r} is not in MAILBOXES")
-        parsed = _after_ingest(name, actions)
-        for match in matches:
-            (by_folder if folder else by_mailbox)[match.key] = parsed
-    return {**by_mailbox, **by_folder}
-
-
-def _check_actions(
-    after_ingest: AfterIngest,
-    by_folder: Mapping[str, AfterIngest],
-    routes: tuple[Route, ...],
-    mailboxes: tuple[MailboxFolder, ...],
-    accounts: tuple[MailAccount, ...],
-) -> None:
-    """`delete` is for POP3 accounts only, and POP3 accounts take nothing else (no flags, no folders): the
-    action each mailbox folder and account gets (AFTER_INGEST_BY_MAILBOX, else AFTER_INGEST), and each route
-    with an afterIngest, for the mailboxes it can match."""
-    places: list[MailboxFolder | MailAccount] = [*mailboxes, *accounts]
-    for place in places:
-        action = by_folder.get(place.key, after_ingest)
-        name = "AFTER_INGEST_BY_MAILBOX" if place.key in by_folder else "AFTER_INGEST"
-        problem = _action_problem(place, action)
-        if problem:
-            raise SettingsError(name, problem)
-    for route in routes:
-        if route.after_ingest is None or not route.after_ingest.anything:
-            continue
-        wanted = {m.casefold() for m in route.mailboxes} if route.mailboxes is not None else None
-        for place in places:
-            if wanted is not None and place.mailbox.casefold() not in wanted:
-                continue
-            problem = _action_problem(place, route.after_ingest)
-            if problem:
-                hint = "" if wanted is not None else " (limit the route with match.mailbox)"
-                raise SettingsError("ROUTES", f"route {route.name!r}: {problem}{hint}")
-
-
-def _action_problem(place: MailboxFolder | MailAccount, action: AfterIngest) -> str | None:
-    pop3 = isinstance(place, MailAccount) and place.protocol == "pop3"
-    if action.delete and not pop3:
-        return f"delete applies to POP3 accounts only, not to {place}"
-    if pop3 and action.flags_or_folders:
-        return f"{action} does not apply to POP3 account {place} (POP3 has no flags or folders: only delete)"
-    return None
-
-
-# The app's root (beside function_app.py): a relative ROUTES_FILE is found there, wherever the host starts.
-APP_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _routes(env: Mapping[str, str], state_container: str) -> tuple[Route, ...]:
-    """ROUTES (JSON), else the JSON file ROUTES_FILE names; ROUTES wins when both are set. The file is read
-    once, here at start-up, so that a bad route stops the app before it takes any mail. No route may write
-    into the state container, where its files could meet the app's own records."""
-    name, text = "ROUTES", env.get("ROUTES", "").strip()
-    if not text and env.get("ROUTES_FILE", "").strip():
-        name, path = "ROUTES_FILE", APP_ROOT / env["ROUTES_FILE"].strip()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeError) as exc:
-            raise SettingsError(name, f"{path.name} cannot be read ({type(exc).__name__})") from None
-    if not text:
-        return ()
-    try:
-        routes = parse_routes(text)
-    except RouteError as exc:
-        raise SettingsError(name, str(exc)) from None
-    for route in routes:
-        if route.container == state_container:
-            raise SettingsError(name, f"route {route.name!r}: container {route.container!r} is STATE_CONTAINER")
-    return routes
-
-
-def _queue_name(env: Mapping[str, str], name: str, default: str) -> str | None:
-    """A queue name (3 to 63 lower-case letters, digits and single hyphens); set but empty: off."""
-    if name not in env:
-        return default
-    value = env[name].strip()
-    if value and not CONTAINER_NAME.match(value):
-        raise SettingsError(name, f"{value!r} is not a valid queue name")
-    return value or None
-
-
-_NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
-
-
-def _schedule(env: Mapping[str, str], name: str, default: str) -> str:
-    """An NCRONTAB expression as the Functions host takes it: six fields, seconds first."""
-    value = " ".join(env.get(name, "").split()) or default
-    parts = value.split(" ")
-    if len(parts) != 6 or not all(_NCRONTAB_FIELD.match(p) for p in parts):
-        raise SettingsError(name, f"{value!r} is not an NCRONTAB schedule (six fields, seconds first)")
-    return value
 
 
 def _auth_mode(env: Mapping[str, str]) -> AuthMode:
@@ -675,13 +463,9 @@ def _auth_mode(env: Mapping[str, str]) -> AuthMode:
     raise SettingsError("GRAPH_AUTH_MODE", f"must be application or delegated, got {mode!r}")
 
 
-# Key Vault object names: 1 to 127 letters, digits and dashes.
-_VAULT_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
-
-
 def _certificate_name(env: Mapping[str, str]) -> str | None:
     name = env.get("GRAPH_CLIENT_CERTIFICATE", "").strip()
-    if name and not _VAULT_NAME.match(name):
+    if name and not VAULT_NAME.match(name):
         raise SettingsError("GRAPH_CLIENT_CERTIFICATE", f"{name!r} is not a Key Vault certificate name")
     return name or None
 
@@ -728,62 +512,65 @@ def _app(
 
 
 def parse_settings(env: Mapping[str, str]) -> Settings:
-    mailboxes, accounts = parse_mailbox_entries(_required(env, "MAILBOXES"))
+    mailboxes, accounts = parse_mailbox_entries(read_required(env, "MAILBOXES"))
     tenant_id, client_id, secret, certificate = _app(env, mailboxes, accounts)
     mode = _auth_mode(env)
     website = env.get("WEBSITE_HOSTNAME", "").strip()
     webhook = env.get("WEBHOOK_BASE_URL", "").strip()
     webhook_base = (
-        _url(env, "WEBHOOK_BASE_URL", None, https=False) if webhook else (f"https://{website}" if website else None)
+        read_url(env, "WEBHOOK_BASE_URL", None, https=False) if webhook else (f"https://{website}" if website else None)
     )
     if mode == "delegated" and mailboxes and not webhook_base:
         raise SettingsError("WEBHOOK_BASE_URL", "required in delegated mode: the consent redirect URI is built from it")
-    graph_api_url = _url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0")
-    state_container = _container(env, "STATE_CONTAINER", "mail-ingest-state")
-    after_ingest = _after_ingest("AFTER_INGEST", env.get("AFTER_INGEST", ""))
-    by_folder = _after_ingest_by_folder(env.get("AFTER_INGEST_BY_MAILBOX", ""), mailboxes, accounts)
-    routes = _routes(env, state_container)
-    _check_actions(after_ingest, by_folder, routes, mailboxes, accounts)
+    graph_api_url = read_url(env, "GRAPH_API_URL", "https://graph.microsoft.com/v1.0")
+    state_container = read_container(env, "STATE_CONTAINER", "mail-ingest-state")
+    places: tuple[MailboxFolder | MailAccount, ...] = (*mailboxes, *accounts)
+    after_ingest = after_ingest_from_env(env)
+    by_folder = after_ingest_by_mailbox_from_env(env, places)
+    routes = routes_from_env(env, state_container)
+    check_after_ingest(after_ingest, by_folder, places)
+    check_route_actions(routes, places)
     return Settings(
         tenant_id=tenant_id,
         client_id=client_id,
         client_secret=secret,
         client_certificate=certificate,
         auth_mode=mode,
-        authority_host=_url(env, "GRAPH_AUTHORITY_HOST", "https://login.microsoftonline.com"),
+        authority_host=read_url(env, "GRAPH_AUTHORITY_HOST", "https://login.microsoftonline.com"),
         graph_api_url=graph_api_url,
         graph_scope=_graph_scope(env, graph_api_url),
         mailboxes=mailboxes,
         accounts=accounts,
-        mail_poll_schedule=_schedule(env, "MAIL_POLL_SCHEDULE", DEFAULT_MAIL_POLL_SCHEDULE),
+        mail_poll_schedule=read_schedule(env, "MAIL_POLL_SCHEDULE", DEFAULT_MAIL_POLL_SCHEDULE),
         webhook_base_url=webhook_base,
         webhook_function_key=env.get("WEBHOOK_FUNCTION_KEY", "").strip() or None,
         storage=_storage(env),
-        attachments_container=_container(env, "ATTACHMENTS_CONTAINER", "mail-attachments"),
+        attachments_container=read_container(env, "ATTACHMENTS_CONTAINER", "mail-attachments"),
         state_container=state_container,
-        key_vault_url=_url(env, "KEY_VAULT_URL", None),
-        key_vault_verify_challenge_resource=_bool(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
-        subscription_minutes=_int(
+        key_vault_url=read_url(env, "KEY_VAULT_URL", None),
+        key_vault_verify_challenge_resource=read_bool(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
+        subscription_minutes=read_int(
             env,
             "SUBSCRIPTION_LIFETIME_MINUTES",
             MAX_SUBSCRIPTION_MINUTES,
             MIN_SUBSCRIPTION_MINUTES,
             MAX_SUBSCRIPTION_MINUTES,
         ),
-        graph_max_retries=_int(env, "GRAPH_MAX_RETRIES", 4, 0, 10),
-        graph_max_retry_after_seconds=float(_int(env, "GRAPH_MAX_RETRY_AFTER_SECONDS", 60, 1, 600)),
-        reconcile_minutes=_int(env, "RECONCILE_MINUTES", 60, 0, 24 * 60),
-        backfill_hours=_int(env, "BACKFILL_HOURS", 0, 0, 24 * 90),
-        full_resync_hours=_int(env, "FULL_RESYNC_HOURS", 72, 1, 24 * 90),
-        token_refresh_hours=_int(env, "TOKEN_REFRESH_HOURS", 24, 1, MAX_TOKEN_REFRESH_HOURS),
-        rules=_rules(env),
-        unpack=_unpack(env),
-        smime_certificates=_vault_names(env, "SMIME_CERTIFICATES"),
-        save=SaveMail(_save_mode(env, "SAVE_MESSAGE"), _save_mode(env, "SAVE_BODY")),
+        graph_max_retries=read_int(env, "GRAPH_MAX_RETRIES", 4, 0, 10),
+        graph_max_retry_after_seconds=float(read_int(env, "GRAPH_MAX_RETRY_AFTER_SECONDS", 60, 1, 600)),
+        reconcile_minutes=read_int(env, "RECONCILE_MINUTES", 60, 0, 24 * 60),
+        backfill_hours=read_int(env, "BACKFILL_HOURS", 0, 0, 24 * 90),
+        full_resync_hours=read_int(env, "FULL_RESYNC_HOURS", 72, 1, 24 * 90),
+        token_refresh_hours=read_int(env, "TOKEN_REFRESH_HOURS", 24, 1, MAX_TOKEN_REFRESH_HOURS),
+        rules=attachment_rules_from_env(env),
+        unpack=unpack_options_from_env(env),
+        smime_certificates=smime_certificates_from_env(env),
+        save=save_mail_from_env(env),
         after_ingest=after_ingest,
         after_ingest_by_folder=by_folder,
         routes=routes,
-        ingested_queue=_queue_name(env, "INGESTED_QUEUE", "mail-ingested"),
+        # Read here, not in pipeline/handoff.py: that imports pipeline/storage.py, which imports this module.
+        ingested_queue=read_queue_name(env, "INGESTED_QUEUE", "mail-ingested"),
     )
 
 

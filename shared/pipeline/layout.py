@@ -1,5 +1,5 @@
 """The blob layout contract: `{mailbox}/{yyyy}/{MM}/{dd}/{messageKey}/{file name}` and manifest.json; the
-names Blob Storage accepts for containers and index tags."""
+names Blob Storage accepts for index tags (for containers: `env.CONTAINER_NAME`, which settings check too)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,6 @@ _WINDOWS_DEVICES = frozenset(
 )
 
 
-# Container names: 3 to 63 lower-case letters, digits and hyphens, starting and ending with a letter or
-# digit, no two hyphens in a row (Naming and Referencing Containers, Blobs, and Metadata).
-CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 # Blob index tags (Set Blob Tags): at most 10 per blob, keys 1 to 128 and values 0 to 256 characters of
 # letters, digits, space and `+ - . / : = _`.
 MAX_TAGS = 10

@@ -2,8 +2,8 @@
 
 Configured as a JSON list, in the setting `ROUTES` or in a file that ships with the app named by `ROUTES_FILE`
 (`ROUTES` wins when both are set, so an app setting can override the shipped file without a redeployment).
-Parsed and checked once at start-up: a bad route stops start-up with one line naming the route and the
-problem. The first route whose conditions all hold decides; a mail that no route matches (and every mail
+Parsed and checked once at start-up (`routes_from_env`): a bad route stops start-up with one line naming the
+route and the problem. The first route whose conditions all hold decides; a mail that no route matches (and every mail
 when there are no routes) keeps the standard layout in `ATTACHMENTS_CONTAINER`, as route `default`.
 
 A route's conditions read only `MailFacts`, which any source (Graph, IMAP, POP3) can fill in; they know no
@@ -18,13 +18,16 @@ import fnmatch
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from .layout import CONTAINER_NAME, MAX_TAG_VALUE, MAX_TAGS, TAG_KEY, message_prefix, sanitize_name, tag_value
-from .rules import AfterIngest, parse_after_ingest
+from ..env import CONTAINER_NAME
+from ..errors import SettingsError
+from .layout import MAX_TAG_VALUE, MAX_TAGS, TAG_KEY, message_prefix, sanitize_name, tag_value
+from .rules import AfterIngest, Place, action_problem, parse_after_ingest
 
 DEFAULT_ROUTE = "default"
 TOKENS = ("mailbox", "folder", "yyyy", "MM", "dd", "messageKey", "sender", "senderDomain", "route")
@@ -361,3 +364,46 @@ def parse_routes(text: str) -> tuple[Route, ...]:
         except ValueError as exc:
             raise RouteError(f"{where}: {exc}") from None
     return tuple(routes)
+
+
+# The app's root (beside function_app.py): a relative ROUTES_FILE is found there, wherever the host starts.
+APP_ROOT = Path(__file__).resolve().parents[2]
+
+
+def routes_from_env(env: Mapping[str, str], state_container: str) -> tuple[Route, ...]:
+    """ROUTES (JSON), else the JSON file ROUTES_FILE names; ROUTES wins when both are set. The file is read
+    once, here at start-up, so that a bad route stops the app before it takes any mail. No route may write
+    into the state container, where its files could meet the app's own records."""
+    name, text = "ROUTES", env.get("ROUTES", "").strip()
+    if not text and env.get("ROUTES_FILE", "").strip():
+        name, path = "ROUTES_FILE", APP_ROOT / env["ROUTES_FILE"].strip()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as exc:
+            raise SettingsError(name, f"{path.name} cannot be read ({type(exc).__name__})") from None
+    if not text:
+        return ()
+    try:
+        routes = parse_routes(text)
+    except RouteError as exc:
+        raise SettingsError(name, str(exc)) from None
+    for route in routes:
+        if route.container == state_container:
+            raise SettingsError(name, f"route {route.name!r}: container {route.container!r} is STATE_CONTAINER")
+    return routes
+
+
+def check_route_actions(routes: tuple[Route, ...], places: Sequence[Place]) -> None:
+    """Each route's afterIngest suits the places it can match (`rules.action_problem`): a route without
+    match.mailbox can match them all."""
+    for route in routes:
+        if route.after_ingest is None or not route.after_ingest.anything:
+            continue
+        wanted = {m.casefold() for m in route.mailboxes} if route.mailboxes is not None else None
+        for place in places:
+            if wanted is not None and place.mailbox.casefold() not in wanted:
+                continue
+            problem = action_problem(place, route.after_ingest)
+            if problem:
+                hint = "" if wanted is not None else " (limit the route with match.mailbox)"
+                raise SettingsError("ROUTES", f"route {route.name!r}: {problem}{hint}")

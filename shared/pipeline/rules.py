@@ -1,10 +1,17 @@
-"""What to keep of a mail's attachments, and what to do with the mail afterwards (typed settings)."""
+"""What to keep of a mail's attachments, and what to do with the mail afterwards: the typed settings, parsed
+here from the environment (ATTACHMENT_*, INCLUDE_INLINE_ATTACHMENTS, SAVE_MESSAGE, SAVE_BODY, AFTER_INGEST,
+AFTER_INGEST_BY_MAILBOX)."""
 
 from __future__ import annotations
 
 import fnmatch
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
+
+from ..env import read_bool, read_int, read_list
+from ..errors import SettingsError
 
 # Exchange's largest configurable message size (graph_facts §8): no attachment can be larger.
 MAX_ATTACHMENT_BYTES = 150 * 1024 * 1024
@@ -131,3 +138,104 @@ def parse_after_ingest(text: str) -> AfterIngest:
     if delete and (mark_read or category or move_to):
         raise ValueError("delete is POP3's only action and goes alone (POP3 has no flags or folders)")
     return AfterIngest(mark_read, category, move_to, delete)
+
+
+_EXTENSION = re.compile(r"^\.?[a-z0-9_+-]{1,20}$")
+_CONTENT_TYPE = re.compile(r"^[a-z0-9*!#$&^_.+-]+/[a-z0-9*!#$&^_.+-]+$")
+
+
+def attachment_rules_from_env(env: Mapping[str, str]) -> AttachmentRules:
+    rules = AttachmentRules(
+        extensions=tuple(e.lstrip(".") for e in read_list(env, "ATTACHMENT_EXTENSIONS", _EXTENSION)),
+        content_types=read_list(env, "ATTACHMENT_CONTENT_TYPES", _CONTENT_TYPE),
+        min_bytes=read_int(env, "ATTACHMENT_MIN_BYTES", 0, 0, MAX_ATTACHMENT_BYTES),
+        max_bytes=read_int(env, "ATTACHMENT_MAX_BYTES", MAX_ATTACHMENT_BYTES, 1, MAX_ATTACHMENT_BYTES),
+        include_inline=read_bool(env, "INCLUDE_INLINE_ATTACHMENTS", False),
+    )
+    if rules.min_bytes > rules.max_bytes:
+        raise SettingsError("ATTACHMENT_MIN_BYTES", f"is above ATTACHMENT_MAX_BYTES ({rules.max_bytes})")
+    return rules
+
+
+def _save_mode(env: Mapping[str, str], name: str) -> SaveMode:
+    raw = env.get(name, "").strip().lower() or "never"
+    for mode in SAVE_MODES:
+        if raw == mode:
+            return mode
+    raise SettingsError(name, f"must be one of {', '.join(SAVE_MODES)}, got {raw!r}")
+
+
+def save_mail_from_env(env: Mapping[str, str]) -> SaveMail:
+    return SaveMail(_save_mode(env, "SAVE_MESSAGE"), _save_mode(env, "SAVE_BODY"))
+
+
+class Place(Protocol):
+    """Where mail comes from, as after-ingest actions see it: a Microsoft 365 mailbox folder or an IMAP or
+    POP3 account folder (settings' MailboxFolder and MailAccount), without the pipeline importing settings."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def mailbox(self) -> str: ...
+
+    @property
+    def folder(self) -> str: ...
+
+    @property
+    def protocol(self) -> str: ...
+
+
+def _after_ingest_setting(name: str, text: str) -> AfterIngest:
+    try:
+        return parse_after_ingest(text)
+    except ValueError as exc:
+        raise SettingsError(name, str(exc)) from None
+
+
+def after_ingest_from_env(env: Mapping[str, str]) -> AfterIngest:
+    return _after_ingest_setting("AFTER_INGEST", env.get("AFTER_INGEST", ""))
+
+
+def after_ingest_by_mailbox_from_env(env: Mapping[str, str], places: Sequence[Place]) -> dict[str, AfterIngest]:
+    """AFTER_INGEST_BY_MAILBOX, `mailbox=actions; mailbox/Folder=actions`: a mailbox applies to all its
+    folders, a folder entry wins. An IMAP or POP3 account is named by its address (`MailAccount.address`),
+    and its folder (POP3: INBOX). Keyed by `Place.key`."""
+    name = "AFTER_INGEST_BY_MAILBOX"
+    by_mailbox: dict[str, AfterIngest] = {}
+    by_folder: dict[str, AfterIngest] = {}
+    for entry in env.get("AFTER_INGEST_BY_MAILBOX", "").split(";"):
+        if not entry.strip():
+            continue
+        target, sep, actions = entry.partition("=")
+        if not sep:
+            raise SettingsError(name, f"entry {entry.strip()!r} is not mailbox=actions")
+        mailbox, _, folder = target.strip().lower().partition("/")
+        matches = [m for m in places if m.mailbox == mailbox and (not folder or m.folder.lower() == folder)]
+        if not matches:
+            raise SettingsError(name, f"{target.strip()!r} is not in MAILBOXES")
+        parsed = _after_ingest_setting(name, actions)
+        for match in matches:
+            (by_folder if folder else by_mailbox)[match.key] = parsed
+    return {**by_mailbox, **by_folder}
+
+
+def check_after_ingest(after_ingest: AfterIngest, by_place: Mapping[str, AfterIngest], places: Sequence[Place]) -> None:
+    """The action each place gets (AFTER_INGEST_BY_MAILBOX, else AFTER_INGEST) suits its protocol
+    (`action_problem`)."""
+    for place in places:
+        action = by_place.get(place.key, after_ingest)
+        name = "AFTER_INGEST_BY_MAILBOX" if place.key in by_place else "AFTER_INGEST"
+        problem = action_problem(place, action)
+        if problem:
+            raise SettingsError(name, problem)
+
+
+def action_problem(place: Place, action: AfterIngest) -> str | None:
+    """`delete` is for POP3 accounts only, and POP3 accounts take nothing else (no flags, no folders)."""
+    pop3 = place.protocol == "pop3"
+    if action.delete and not pop3:
+        return f"delete applies to POP3 accounts only, not to {place}"
+    if pop3 and action.flags_or_folders:
+        return f"{action} does not apply to POP3 account {place} (POP3 has no flags or folders: only delete)"
+    return None

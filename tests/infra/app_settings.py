@@ -1,7 +1,8 @@
 """The names of the settings the app reads, found in its source at test time (no copy to drift).
 
-- shared/settings.py: every string passed next to the environment mapping `env`: `env.get("X")`, `env["X"]`,
-  and helper calls such as `_required(env, "X")` or `_int(env, "X", ...)`.
+- shared/**/*.py (settings.py and the roles' own sections, such as pipeline/rules.py): every string passed next
+  to the environment mapping `env`: `env.get("X")`, `env["X"]`, and reader calls such as
+  `read_required(env, "X")` or `read_int(env, "X", ...)`.
 - function_app.py and shared/*.py: `os.environ.get("X")`, `os.environ["X"]`, `os.getenv("X")`, and
   `%X%` binding expressions (app settings the Functions host resolves).
 """
@@ -62,7 +63,9 @@ def names_from_os_environ(source: str) -> set[str]:
 
 
 def settings_read_by_app(repo: Path) -> set[str]:
-    names = names_passed_with_env((repo / "shared" / "settings.py").read_text())
+    names: set[str] = set()
+    for path in sorted((repo / "shared").rglob("*.py")):
+        names |= names_passed_with_env(path.read_text())
     for path in [repo / "function_app.py", *sorted((repo / "shared").glob("*.py"))]:
         names |= names_from_os_environ(path.read_text())
     return names

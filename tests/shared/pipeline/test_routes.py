@@ -12,9 +12,18 @@ import pytest
 
 from shared.errors import SettingsError
 from shared.pipeline.layout import message_prefix, sanitize_name
-from shared.pipeline.routes import Attachment, MailFacts, RouteError, Template, decide, normalise_address, parse_routes
+from shared.pipeline.routes import (
+    APP_ROOT,
+    Attachment,
+    MailFacts,
+    RouteError,
+    Template,
+    decide,
+    normalise_address,
+    parse_routes,
+)
 from shared.pipeline.rules import AfterIngest
-from shared.settings import APP_ROOT, parse_settings
+from shared.settings import parse_settings
 
 RECEIVED = datetime(2026, 3, 7, 23, 30, tzinfo=UTC)
 

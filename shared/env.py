@@ -1,0 +1,113 @@
+"""Readers of single settings from the environment mapping, typed and checked, for every role's section.
+
+Each raises SettingsError, one line naming the setting. The patterns are Azure's names the settings are checked
+against (containers, queues, Key Vault objects, NCRONTAB). It imports none of the app's roles, so that each
+role can parse its own section with it (unpack/options.py, pipeline/rules.py, pipeline/routes.py) and
+settings.py composes them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from .errors import SettingsError
+
+# Container names: 3 to 63 lower-case letters, digits and hyphens, starting and ending with a letter or
+# digit, no two hyphens in a row (Naming and Referencing Containers, Blobs, and Metadata). Queue names
+# follow the same rule.
+CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+# Key Vault object names: 1 to 127 letters, digits and dashes.
+VAULT_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+_NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
+
+
+def read_required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(name, "required but not set")
+    return value
+
+
+def read_url(env: Mapping[str, str], name: str, default: str | None, *, https: bool = True) -> str:
+    value = env.get(name, "").strip() or default
+    if value is None:
+        raise SettingsError(name, "required but not set")
+    parts = urlsplit(value)
+    schemes = ("https",) if https else ("https", "http")
+    if parts.scheme not in schemes or not parts.netloc:
+        raise SettingsError(name, f"must be an absolute {' or '.join(schemes)} URL")
+    return value.rstrip("/")
+
+
+def read_int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(name, f"must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def read_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(name, f"must be true or false, got {raw!r}")
+
+
+def read_list(env: Mapping[str, str], name: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+    """A comma list, lower case; `*` (or nothing) means any."""
+    items: list[str] = []
+    for raw in env.get(name, "").split(","):
+        item = raw.strip().lower()
+        if not item:
+            continue
+        if item != "*" and not pattern.match(item):
+            raise SettingsError(name, f"{raw.strip()!r} is not valid here")
+        items.append(item)
+    return () if "*" in items else tuple(items)
+
+
+def read_container(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if not CONTAINER_NAME.match(value):
+        raise SettingsError(name, f"{value!r} is not a valid blob container name")
+    return value
+
+
+def read_queue_name(env: Mapping[str, str], name: str, default: str) -> str | None:
+    """A queue name (3 to 63 lower-case letters, digits and single hyphens); set but empty: off."""
+    if name not in env:
+        return default
+    value = env[name].strip()
+    if value and not CONTAINER_NAME.match(value):
+        raise SettingsError(name, f"{value!r} is not a valid queue name")
+    return value or None
+
+
+def read_schedule(env: Mapping[str, str], name: str, default: str) -> str:
+    """An NCRONTAB expression as the Functions host takes it: six fields, seconds first."""
+    value = " ".join(env.get(name, "").split()) or default
+    parts = value.split(" ")
+    if len(parts) != 6 or not all(_NCRONTAB_FIELD.match(p) for p in parts):
+        raise SettingsError(name, f"{value!r} is not an NCRONTAB schedule (six fields, seconds first)")
+    return value
+
+
+def read_vault_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma list of Key Vault certificate names, each once, in order."""
+    names = tuple(dict.fromkeys(n.strip() for n in env.get(name, "").split(",") if n.strip()))
+    for value in names:
+        if not VAULT_NAME.match(value):
+            raise SettingsError(name, f"{value!r} is not a Key Vault certificate name")
+    return names
