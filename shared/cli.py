@@ -33,6 +33,7 @@ from .pipeline.poison import (
     CHANGES_QUEUE,
     FETCH_QUEUE,
     LIFECYCLE_QUEUE,
+    POLL_QUEUE,
     Parked,
     peek_parked,
     poison_queue,
@@ -48,7 +49,8 @@ from .sources.graph.subscriptions import delete_subscription
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOCAL_SETTINGS = "local.settings.json"
-QUEUES = {"changes": CHANGES_QUEUE, "lifecycle": LIFECYCLE_QUEUE, "fetch": FETCH_QUEUE}
+# Every queue a trigger reads, whose poison queue a failed message can end in.
+QUEUES = {"changes": CHANGES_QUEUE, "lifecycle": LIFECYCLE_QUEUE, "poll": POLL_QUEUE, "fetch": FETCH_QUEUE}
 TIMER_NOTE = (
     "note: the maintain timer creates subscriptions again for folders still in MAILBOXES; "
     "take a folder out of MAILBOXES to stop ingesting it for good"
@@ -363,9 +365,9 @@ def describe(settings: Settings, parked: Parked) -> str:
         folder = settings.folder_by_key(str(data.get("folder_key", "")))
         where = str(folder) if folder else f"folder {data.get('folder_key')}"
         account = settings.account_by_key(str(data.get("account", "")))
-        if data.get("type") == "fetch":
+        if data.get("type") in ("fetch", "poll"):
             where = str(account) if account else f"account {data.get('account')}"
-            about = f"{where} message {data.get('fingerprint')}"
+            about = f"{where} message {data.get('fingerprint')}" if data["type"] == "fetch" else f"{where} poll"
         elif data.get("message_id"):
             about = f"{where} message {message_key(str(data['message_id']))}"
         elif data.get("event"):

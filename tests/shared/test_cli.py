@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from shared.cli import (
+    QUEUES,
     UsageError,
     build_parser,
     configured_folders,
@@ -146,3 +147,27 @@ def test_a_parked_fetch_request_names_its_account_and_message(env: dict[str, str
         "MailAuthFailed: refused"
     )
     assert build_parser().parse_args(["replay-poison", "--queue", "fetch"]).queue == "fetch"
+    poll = Parked("2", None, json.dumps({"type": "poll", "account": account.key}), "TimeoutError: x", None, None)
+    assert describe(settings, poll).startswith("imaps://ap%40example.org@imap.example:993/INBOX poll (parked -)")
+
+
+def test_replay_poison_covers_the_queue_of_every_queue_trigger(env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
+    """A message of any queue trigger can end in that queue's poison queue, so each can be replayed."""
+    import importlib
+
+    from shared.settings import get_settings
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()  # function_app parses the settings as it is imported
+    try:
+        app = importlib.reload(importlib.import_module("function_app")).app
+    finally:
+        get_settings.cache_clear()
+    triggered = {
+        binding.get_dict_repr()["queueName"]
+        for function in app.get_functions()
+        for binding in function.get_bindings()
+        if binding.type == "queueTrigger"
+    }
+    assert triggered == set(QUEUES.values())
