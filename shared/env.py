@@ -9,7 +9,7 @@ settings.py composes them.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from urllib.parse import urlsplit
 
 from .errors import SettingsError
@@ -21,6 +21,33 @@ CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 # Key Vault object names: 1 to 127 letters, digits and dashes.
 VAULT_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
+
+
+# How App Service writes a Key Vault reference; the platform puts the secret in its place when it can read it.
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+
+
+class ResolvedEnv(Mapping[str, str]):
+    """The environment as the app reads it: a value that is still a Key Vault reference is refused, naming the
+    setting. In Azure that means the platform could not read the secret (the identity's role, the vault's
+    firewall); elsewhere, settings copied from a deployment (`azd env get-values`) without resolving them.
+    Either way, using the reference's text as the value (a webhook URL carrying it as its key, a client
+    secret that is not one) would fail far from the cause, or subscribe Graph to a URL nobody answers."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def __getitem__(self, name: str) -> str:
+        value = self._env[name]
+        if value.lstrip().startswith(KEY_VAULT_REFERENCE):
+            raise SettingsError(name, "is a Key Vault reference that was not resolved to its secret's value")
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._env)
+
+    def __len__(self) -> int:
+        return len(self._env)
 
 
 def read_required(env: Mapping[str, str], name: str) -> str:

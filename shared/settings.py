@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .env import (
     VAULT_NAME,
+    ResolvedEnv,
     read_bool,
     read_container,
     read_int,
@@ -511,7 +512,8 @@ def _app(
     return tenant_id, client_id, secret, certificate
 
 
-def parse_settings(env: Mapping[str, str]) -> Settings:
+def parse_settings(environ: Mapping[str, str]) -> Settings:
+    env = ResolvedEnv(environ)
     mailboxes, accounts = parse_mailbox_entries(read_required(env, "MAILBOXES"))
     tenant_id, client_id, secret, certificate = _app(env, mailboxes, accounts)
     mode = _auth_mode(env)

@@ -64,6 +64,25 @@ def test_broken_setting_names_itself_in_one_line(env, name, value, needle):
     assert "\n" not in text
 
 
+REFERENCE = "@Microsoft.KeyVault(SecretUri=https://kv-ingest.vault.azure.net/secrets/webhook-function-key/)"
+
+
+@pytest.mark.parametrize("name", ["WEBHOOK_FUNCTION_KEY", "GRAPH_CLIENT_SECRET", "MAILBOXES", "ROUTES"])
+def test_an_unresolved_key_vault_reference_is_refused_by_name(env, name):
+    """Settings copied from a deployment keep the platform's references: a webhook URL must never carry one
+    as its key, nor a client secret be one."""
+    env[name] = f" {REFERENCE}"
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(env)
+    assert str(caught.value) == f"setting {name}: is a Key Vault reference that was not resolved to its secret's value"
+
+
+def test_a_reference_in_a_setting_the_app_does_not_read_is_left_alone(env):
+    env["SOME_OTHER_APP_SETTING"] = REFERENCE
+    env["WEBHOOK_FUNCTION_KEY"] = "a-real-key"
+    assert parse_settings(env).webhook_function_key == "a-real-key"
+
+
 def test_webhook_base_from_website_hostname(env):
     del env["WEBHOOK_BASE_URL"]
     env["WEBSITE_HOSTNAME"] = "func-ingest.azurewebsites.net"
