@@ -337,7 +337,8 @@ def _subtype(models: ModuleType, cls: type, value: dict[str, Any]) -> type:
         key = cls._attribute_map[attr]["key"]  # type: ignore[attr-defined]
         chosen = value.get(key)
         if isinstance(chosen, str) and chosen in mapping:
-            return getattr(models, mapping[chosen], cls)  # type: ignore[no-any-return]
+            subclass = getattr(models, mapping[chosen], cls)
+            return subclass if isinstance(subclass, type) else cls
     return cls
 
 
@@ -372,7 +373,7 @@ def _bodies(res: Resource, raw: dict[str, Any], scope: Scope) -> Iterator[Scope]
         yield scope
         return
     detail = loop.get("detail") or {}
-    array = scope.variables.get(detail.get("array_name"))
+    array = scope.variables.get(str(detail.get("array_name")))
     if not isinstance(array, list):
         yield scope
         return
