@@ -221,6 +221,16 @@ module alerts 'modules/alerts.bicep' = {
   }
 }
 
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+  }
+}
+
 // azd stores these in the environment; the postprovision hook prints the manual steps from them. No secrets.
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
@@ -233,3 +243,5 @@ output MAILBOXES string = mailboxes
 output WEBHOOK_BASE_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output KEY_VAULT_URL string = keyVault.outputs.uri
 output ATTACHMENTS_CONTAINER string = attachmentsContainerName
+// The workbook in the Azure portal; the postprovision hook prints it.
+output AZURE_WORKBOOK_URL string = 'https://portal.azure.com/#@${tenant().tenantId}/resource${workbook.outputs.id}/workbook'
