@@ -40,6 +40,7 @@ $(INFRA_STAMP): tests/infra/requirements-checkov.txt
 	$(VENV_INFRA)/bin/python -m pip install --quiet -r tests/infra/requirements-checkov.txt
 	touch $(INFRA_STAMP)
 
+# npm: Azurite for the local stack, and Microsoft's Kusto language service for the KQL test (tests/infra/test_kql.py).
 $(AZURITE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(AZURITE)

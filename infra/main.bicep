@@ -51,12 +51,24 @@ param mailPollSchedule string = '0 * * * * *'
 @description('Always-ready instances of the HTTP scale group, so that Graph never waits for a cold start.')
 param httpAlwaysReady int = 1
 
-@minValue(1)
+// Flex Consumption's bounds for the largest scale-out (event-driven scaling, "Limit scale-out").
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
+
+@description('Object id of the person (or CI principal) running azd; azd fills AZURE_PRINCIPAL_ID. It gets the data roles the operator commands need; empty grants nothing.')
+param principalId string = ''
+
+@allowed(['User', 'ServicePrincipal', 'Group'])
+@description('Kind of principalId: User for `azd auth login` as a person, ServicePrincipal in CI.')
+param principalType string = 'User'
+
+@allowed(['default', 'recover'])
+@description('`recover` when this environment\'s Key Vault is soft-deleted after `azd down`; set by the preprovision hook.')
+param keyVaultCreateMode string = 'default'
 
 @description('E-mail address for the alerts; empty creates the alert rules without a notification.')
 param alertEmail string = ''
@@ -77,7 +89,7 @@ var tenantId = empty(graphTenantId) ? tenant().tenantId : graphTenantId
 var appName = '${abbrs.webSitesFunctions}${resourceToken}'
 var deploymentContainerName = 'app-package-${take(appName, 32)}-${take(resourceToken, 7)}'
 
-resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+resource rg 'Microsoft.Resources/resourceGroups@2024-07-01' = {
   name: '${abbrs.resourcesResourceGroups}${environmentName}'
   location: location
   tags: tags
@@ -126,6 +138,7 @@ module keyVault 'modules/keyvault.bicep' = {
     tags: tags
     graphClientSecret: graphClientSecret
     webhookFunctionKey: webhookFunctionKey
+    createMode: keyVaultCreateMode
   }
 }
 
@@ -137,6 +150,20 @@ module roles 'modules/roles.bicep' = {
     storageAccountName: storage.outputs.name
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    graphClientCertificateName: graphClientCertificateName
+  }
+}
+
+// The deploying user's own data-plane access, for `az keyvault secret set` and `python -m shared.cli ...`: the vault
+// and storage accept Entra ID with an RBAC role only, which an Owner of the subscription does not have by being Owner.
+module operatorAccess 'modules/operator.bicep' = if (!empty(principalId)) {
+  name: 'operator'
+  scope: rg
+  params: {
+    principalId: principalId
+    principalType: principalType
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
     graphClientCertificateName: graphClientCertificateName
   }
 }
@@ -159,7 +186,6 @@ module functionApp 'modules/functionapp.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     graphClientSecretName: keyVault.outputs.graphClientSecretName
     webhookFunctionKeySecretName: keyVault.outputs.webhookFunctionKeySecretName
-    webhookFunctionKey: webhookFunctionKey
     graphTenantId: tenantId
     graphClientId: graphClientId
     graphClientCertificateName: graphClientCertificateName
@@ -195,6 +221,16 @@ module alerts 'modules/alerts.bicep' = {
   }
 }
 
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+  }
+}
+
 // azd stores these in the environment; the postprovision hook prints the manual steps from them. No secrets.
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
@@ -207,3 +243,5 @@ output MAILBOXES string = mailboxes
 output WEBHOOK_BASE_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output KEY_VAULT_URL string = keyVault.outputs.uri
 output ATTACHMENTS_CONTAINER string = attachmentsContainerName
+// The workbook in the Azure portal; the postprovision hook prints it.
+output AZURE_WORKBOOK_URL string = 'https://portal.azure.com/#@${tenant().tenantId}/resource${workbook.outputs.id}/workbook'

@@ -8,6 +8,20 @@ $client = $env:GRAPH_CLIENT_ID
 $label = "Mail Attachment Ingest $env:AZURE_ENV_NAME".Trim()
 $container = if ($env:ATTACHMENTS_CONTAINER) { $env:ATTACHMENTS_CONTAINER } else { 'mail-attachments' }
 
+# The workbook the deployment made (docs/operations.md, "The workbook"), and a note when the operator has no data roles.
+function Write-Workbook {
+  if ($env:AZURE_WORKBOOK_URL) {
+    Write-Host ''
+    Write-Host 'Mail flow, lag, failures, subscriptions and polls at a glance (Azure Monitor workbook):'
+    Write-Host "  $($env:AZURE_WORKBOOK_URL)"
+  }
+  if (-not $env:AZURE_PRINCIPAL_ID) {
+    Write-Host ''
+    Write-Host 'No AZURE_PRINCIPAL_ID: this deployment gave nobody the data roles the commands above need'
+    Write-Host '(Key Vault Secrets Officer, Storage Blob and Queue Data Contributor); docs/setup.md says how.'
+  }
+}
+
 # The enterprise application's object id, when the Azure CLI is signed in to the app's tenant.
 $objectId = ''
 if ($client -and (Get-Command az -ErrorAction SilentlyContinue)) {
@@ -61,6 +75,7 @@ $secretLines
 3. Check the configuration and each account's sign-in: python -m shared.cli check
 4. Send a mail with an attachment to an account and look for it in the '$container' container.
 "@
+  Write-Workbook
   exit 0
 }
 
@@ -103,3 +118,4 @@ Write-Host @"
 3. Check the configuration and Graph access: python -m shared.cli check
 4. Send a mail with an attachment to $firstMailbox and look for it in the '$container' container.
 "@
+Write-Workbook

@@ -9,6 +9,20 @@ client="${GRAPH_CLIENT_ID:-}"
 label="Mail Attachment Ingest ${AZURE_ENV_NAME:-}"
 label="${label% }"
 
+# The workbook the deployment made (docs/operations.md, "The workbook"), and a note when the operator has no data roles.
+workbook() {
+  if [ -n "${AZURE_WORKBOOK_URL:-}" ]; then
+    echo
+    echo "Mail flow, lag, failures, subscriptions and polls at a glance (Azure Monitor workbook):"
+    echo "  $AZURE_WORKBOOK_URL"
+  fi
+  if [ -z "${AZURE_PRINCIPAL_ID:-}" ]; then
+    echo
+    echo "No AZURE_PRINCIPAL_ID: this deployment gave nobody the data roles the commands above need"
+    echo "(Key Vault Secrets Officer, Storage Blob and Queue Data Contributor); docs/setup.md says how."
+  fi
+}
+
 # The enterprise application's object id, when the Azure CLI is signed in to the app's tenant.
 object_id=""
 if [ -n "$client" ] && command -v az >/dev/null 2>&1; then
@@ -65,6 +79,7 @@ TEXT
 3. Check the configuration and each account's sign-in: python -m shared.cli check
 4. Send a mail with an attachment to an account and look for it in the '${ATTACHMENTS_CONTAINER:-mail-attachments}' container.
 TEXT
+  workbook
   exit 0
 fi
 
@@ -106,3 +121,4 @@ cat <<TEXT
 3. Check the configuration and Graph access: python -m shared.cli check
 4. Send a mail with an attachment to $first_mailbox and look for it in the '${ATTACHMENTS_CONTAINER:-mail-attachments}' container.
 TEXT
+workbook

@@ -38,3 +38,22 @@ if ([string]::IsNullOrWhiteSpace($env:WEBHOOK_FUNCTION_KEY)) {
   if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
   Write-Host 'Created WEBHOOK_FUNCTION_KEY for this environment.'
 }
+
+# After `azd down` this environment's Key Vault is soft-deleted, and purge protection keeps its name taken for 90 days:
+# a new vault of that name would fail. The deployment recovers it instead (createMode 'recover', its secrets with it),
+# which is what purge protection is for. Decided on every provision, since 'recover' fails when there is nothing to
+# recover. The vault is found by its azd-env-name tag and region, which a deleted vault keeps.
+$mode = 'default'
+if ((Get-Command az -ErrorAction SilentlyContinue) -and $env:AZURE_ENV_NAME) {
+  $query = "[?properties.tags.""azd-env-name""=='$($env:AZURE_ENV_NAME)' && properties.location=='$($env:AZURE_LOCATION)'].name"
+  $subscription = if ($env:AZURE_SUBSCRIPTION_ID) { @('--subscription', $env:AZURE_SUBSCRIPTION_ID) } else { @() }
+  $deleted = az keyvault list-deleted --resource-type vault @subscription --query $query --output tsv 2>$null
+  if ($LASTEXITCODE -eq 0 -and $deleted) {
+    $mode = 'recover'
+    Write-Host "Key Vault $deleted of this environment is soft-deleted (azd down): this provision recovers it."
+  }
+}
+$current = if ($env:KEY_VAULT_CREATE_MODE) { $env:KEY_VAULT_CREATE_MODE } else { 'default' }
+if ($current -ne $mode) {
+  azd env set KEY_VAULT_CREATE_MODE $mode | Out-Null
+}

@@ -58,3 +58,21 @@ if [ -z "${WEBHOOK_FUNCTION_KEY:-}" ]; then
   azd env set WEBHOOK_FUNCTION_KEY "$key" >/dev/null
   echo "Created WEBHOOK_FUNCTION_KEY for this environment."
 fi
+
+# After `azd down` this environment's Key Vault is soft-deleted, and purge protection keeps its name taken for 90 days:
+# a new vault of that name would fail. The deployment recovers it instead (createMode 'recover', its secrets with it),
+# which is what purge protection is for. Decided on every provision, since 'recover' fails when there is nothing to
+# recover. The vault is found by its azd-env-name tag and region, which a deleted vault keeps.
+mode=default
+if command -v az >/dev/null 2>&1 && [ -n "${AZURE_ENV_NAME:-}" ]; then
+  deleted=$(az keyvault list-deleted --resource-type vault ${AZURE_SUBSCRIPTION_ID:+--subscription "$AZURE_SUBSCRIPTION_ID"} \
+    --query "[?properties.tags.\"azd-env-name\"=='$AZURE_ENV_NAME' && properties.location=='${AZURE_LOCATION:-}'].name" \
+    --output tsv 2>/dev/null || true)
+  if [ -n "$deleted" ]; then
+    mode=recover
+    echo "Key Vault $deleted of this environment is soft-deleted (azd down): this provision recovers it."
+  fi
+fi
+if [ "${KEY_VAULT_CREATE_MODE:-default}" != "$mode" ]; then
+  azd env set KEY_VAULT_CREATE_MODE "$mode" >/dev/null
+fi

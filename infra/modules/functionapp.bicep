@@ -14,8 +14,6 @@ param keyVaultUri string
 // Empty when the credential is a certificate: GRAPH_CLIENT_SECRET is then left empty.
 param graphClientSecretName string
 param webhookFunctionKeySecretName string
-@secure()
-param webhookFunctionKey string
 param graphTenantId string
 param graphClientId string
 param graphClientCertificateName string
@@ -28,7 +26,9 @@ param maintainSchedule string
 param mailPollSchedule string
 @minValue(0)
 param httpAlwaysReady int
-@minValue(1)
+// Flex Consumption's bounds (event-driven scaling, "Limit scale-out"): the platform refuses a maximum below 40.
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int
 param instanceMemoryMB int
 
@@ -129,6 +129,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // host.json telemetryMode OpenTelemetry. The app configures the exporter itself on first use (shared/ops/telemetry.py);
     // 'true' would have the Python worker configure it at start, which a cold start pays before Graph's handshake.
     PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'false'
+    // The worker passes the host's trace context (traceparent) into each invocation only with this on, so the app's
+    // log lines carry the invocation's operation id; it also stops the host forwarding the worker's lines a second time.
+    PYTHON_ENABLE_OPENTELEMETRY: 'true'
     AZURE_CLIENT_ID: identityClientId
     GRAPH_TENANT_ID: graphTenantId
     GRAPH_CLIENT_ID: graphClientId
@@ -146,24 +149,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   }
 }
 
-resource functionsHost 'Microsoft.Web/sites/host@2024-04-01' existing = {
-  parent: site
-  name: 'default'
-}
-
-// Host key for the webhook, the same value as the Key Vault secret the app reads to build its Graph URLs.
-// After the app settings: the host keeps its keys in the storage those settings name.
-resource webhookHostKey 'Microsoft.Web/sites/host/functionKeys@2024-04-01' = {
-  parent: functionsHost
-  name: 'graphwebhook'
-  properties: {
-    name: 'graphwebhook'
-    value: webhookFunctionKey
-  }
-  dependsOn: [
-    appSettings
-  ]
-}
+// No host key here: a sites/host/functionKeys PUT goes through the Functions host, which is not running before the
+// code is deployed (BadRequest or InternalServerError on Flex). The postdeploy hook sets graphwebhook instead.
 
 // Deployments go through Entra ID (azd, Azure CLI); FTP and basic-auth publishing stay off.
 resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {

@@ -8,6 +8,11 @@ param tags object
 param graphClientSecret string
 @secure()
 param webhookFunctionKey string
+// 'recover' when this environment's vault is soft-deleted (after `azd down`): purge protection keeps its name taken
+// for 90 days, and recovering it brings back its secrets (the operator's IMAP passwords too). The preprovision hook
+// looks for such a vault and sets KEY_VAULT_CREATE_MODE.
+@allowed(['default', 'recover'])
+param createMode string = 'default'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
@@ -15,6 +20,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   tags: tags
   properties: {
     tenantId: tenant().tenantId
+    createMode: createMode
     sku: {
       family: 'A'
       name: 'standard'

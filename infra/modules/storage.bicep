@@ -7,15 +7,55 @@ param deploymentContainerName string
 param attachmentsContainerName string
 param stateContainerName string
 
+// Regions where Standard general-purpose v2 accounts may be zone-redundant, from Microsoft's list ("Azure regions that
+// support zone-redundant storage (ZRS)", learn.microsoft.com/azure/storage/common/redundancy-regions-zrs). Elsewhere
+// (westus, northcentralus, westcentralus, ukwest, ... have no availability zones) Standard_ZRS fails with
+// RedundancyConfigurationNotAvailableInRegion, so the account is locally redundant there. A region missing from this
+// list gets LRS, which always deploys.
+var zoneRedundantRegions = [
+  'australiaeast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'chinanorth3'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'israelcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'mexicocentral'
+  'northeurope'
+  'norwayeast'
+  'polandcentral'
+  'qatarcentral'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'spaincentral'
+  'swedencentral'
+  'switzerlandnorth'
+  'uaenorth'
+  'uksouth'
+  'usgovvirginia'
+  'westeurope'
+  'westus2'
+  'westus3'
+]
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
   tags: tags
   kind: 'StorageV2'
   sku: {
-    // Zone-redundant: attachments are the product's output and the queues hold work not yet done.
+    // Zone-redundant where the region has zones: attachments are the product's output and the queues hold work not yet done.
     // checkov:skip=CKV_AZURE_206: geo-replication would copy mail content to a second region, which data residency may forbid
-    name: 'Standard_ZRS'
+    name: contains(zoneRedundantRegions, toLower(location)) ? 'Standard_ZRS' : 'Standard_LRS'
   }
   properties: {
     allowSharedKeyAccess: false

@@ -34,6 +34,18 @@ CONDITIONAL_ROLES = {
     "db79e9a7-68ee-4b58-9aeb-b90e7c24fcba": ("Key Vault Certificate User", "Microsoft.KeyVault/vaults"),
 }
 
+# The deploying user's data-plane roles (modules/operator.bicep, only when azd gives a principalId): what
+# `az keyvault secret set` and the operator CLI need, each scoped to the one resource it is for.
+OPERATOR_FILE = "modules/operator.bicep"
+OPERATOR_ROLES = {
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": ("Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts"),
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": ("Storage Queue Data Contributor", "Microsoft.Storage/storageAccounts"),
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": ("Key Vault Secrets Officer", "Microsoft.KeyVault/vaults"),
+}
+OPERATOR_CONDITIONAL_ROLES = {
+    "a4417e6f-fecd-4de8-b567-7b0420556985": ("Key Vault Certificates Officer", "Microsoft.KeyVault/vaults"),
+}
+
 # Log events (and tables) the alert rules must watch.
 ALERTED_EVENTS = ("ingest.poisoned", "subscription.failed", "auth.needs_consent", "notification.accepted")
 ALERTED_TABLES = ("requests", "exceptions")
@@ -201,12 +213,21 @@ def check_function_app(trees: dict[str, dict[str, Any]]) -> list[str]:
     for name in ("ftp", "scm"):
         if policies.get(name) is not False:
             problems.append(f"basic publishing credentials for {name} must be off (allow: false)")
-    keys = [
-        r for r in of_type(trees, "Microsoft.Web/sites/host/functionKeys") if r.properties.get("name") == "graphwebhook"
-    ]
-    if not keys:
-        problems.append("no host key named graphwebhook (Microsoft.Web/sites/host/functionKeys)")
+    problems += check_no_host_keys(trees)
     return problems
+
+
+# Keys are kept by the Functions host: a PUT of one goes through the host, which does not run before the code is
+# deployed (Flex answers BadRequest or InternalServerError). The postdeploy hook sets them instead.
+HOST_KEY_TYPES = ("Microsoft.Web/sites/host/functionKeys", "Microsoft.Web/sites/host/systemKeys")
+
+
+def check_no_host_keys(trees: dict[str, dict[str, Any]]) -> list[str]:
+    return [
+        f"{r.file}: {r.symbol} creates a host key ({r.type}) during provisioning, before any code is deployed"
+        for r in resources(trees)
+        if r.type in HOST_KEY_TYPES or r.type.startswith("Microsoft.Web/sites/functions/keys")
+    ]
 
 
 def app_settings(trees: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -265,31 +286,58 @@ def check_roles(trees: dict[str, dict[str, Any]], infra: Path) -> list[str]:
     problems = []
     symbols = {(r.file, r.symbol): r.type for r in resources(trees)}
     seen: set[str] = set()
+    seen_operator: set[str] = set()
     for res in of_type(trees, "Microsoft.Authorization/roleAssignments"):
         tree = trees[res.file]
         where = f"{res.file}: role assignment {res.symbol}"
         guid = role_definition_guid(tree, res.properties.get("roleDefinitionId"))
-        known = REQUIRED_ROLES.get(guid or "") or CONDITIONAL_ROLES.get(guid or "")
+        operator = res.file == OPERATOR_FILE
+        required, conditional = (
+            (OPERATOR_ROLES, OPERATOR_CONDITIONAL_ROLES) if operator else (REQUIRED_ROLES, CONDITIONAL_ROLES)
+        )
+        known = required.get(guid or "") or conditional.get(guid or "")
         if guid is None or known is None:
             problems.append(f"{where}: role {guid or '(unresolved)'} is not one of the least-privilege roles")
             continue
         role_name, scope_type = known
-        seen.add(guid)
+        (seen_operator if operator else seen).add(guid)
         if _dig(res.body, "name", "function", "type") != "guid":
             problems.append(f"{where}: the name must come from guid()")
         scope = res.body.get("scope")
         if not isinstance(scope, str) or symbols.get((res.file, scope), "").lower() != scope_type.lower():
             problems.append(f"{where}: {role_name} must be scoped to a {scope_type}")
-        if res.properties.get("principalType") != "ServicePrincipal":
-            problems.append(f"{where}: principalType must be ServicePrincipal")
-        if guid in CONDITIONAL_ROLES and not res.conditional:
+        # The app's identity is a service principal; the operator is whatever azd signed in as (User in a terminal).
+        expected_type = "principalType" if operator else "ServicePrincipal"
+        if res.properties.get("principalType") != expected_type:
+            problems.append(f"{where}: principalType must be {expected_type}")
+        if guid in conditional and not res.conditional:
             problems.append(f"{where}: {role_name} must be conditional")
         if not _has_comment_above(infra / res.file, res.symbol):
             problems.append(f"{where}: say in a comment above it why the role is needed")
     for guid, (role_name, _) in REQUIRED_ROLES.items():
         if guid not in seen:
             problems.append(f"missing role assignment: {role_name}")
+    for guid, (role_name, _) in OPERATOR_ROLES.items():
+        if guid not in seen_operator:
+            problems.append(f"missing role assignment for the operator: {role_name}")
+    problems += check_operator_module(infra)
     return problems
+
+
+def check_operator_module(infra: Path) -> list[str]:
+    """main.bicep grants the operator's roles only when azd gives a principal: `if (!empty(principalId))`."""
+    main = parse(infra / "main.bicep")
+    params = main.get("parameters") or {}
+    if "principalId" not in params or params["principalId"].get("default") != "":
+        return ["main.bicep: principalId must be an optional parameter (default '')"]
+    for module in (main.get("modules") or {}).values():
+        if module["detail"]["path"] != OPERATOR_FILE:
+            continue
+        condition = json.dumps(module["config"].get("condition"))
+        if '"empty"' not in condition or "principalId" not in condition or '"not"' not in condition.lower():
+            return [f"main.bicep: the {OPERATOR_FILE} module must be conditional on a non-empty principalId"]
+        return []
+    return [f"main.bicep does not call {OPERATOR_FILE}"]
 
 
 def _has_comment_above(path: Path, symbol: str) -> bool:
