@@ -31,10 +31,10 @@ async def _secret() -> bytes:
     return await get_runtime().client_state_key()
 
 
-async def _holds(folder_key: str, subscription_id: str) -> Holding:
+async def _holds(folder_key: str, subscription_id: str, arrived: float) -> Holding:
     from .runtime import get_runtime
 
-    return await get_runtime().subscriptions.holds(folder_key, subscription_id)
+    return await get_runtime().subscriptions.holds(folder_key, subscription_id, arrived)
 
 
 async def notifications(req: func.HttpRequest, out: func.Out[list[str]]) -> func.HttpResponse:
