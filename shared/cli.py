@@ -223,6 +223,11 @@ def render_pass(report: dict[str, str]) -> list[str]:
 
 async def cmd_maintain(rt: Runtime, args: argparse.Namespace) -> int:
     report = await run_pass(rt)
+    # The pass recorded each account's start if it had none: from when its polls take mail.
+    for account in rt.settings.accounts:
+        cursor, _ = await CursorStore(rt.state).load(account.key)
+        if cursor is not None:
+            print(f"{_mark(True)} {account}: polled for mail from {cursor.window_start} on")
     if not rt.settings.uses_graph:
         print(IDLE)
         return EXIT_OK

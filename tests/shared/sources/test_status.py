@@ -34,6 +34,13 @@ def test_a_polled_account_is_healthy_and_shows_its_cursor():
 def test_an_account_not_polled_yet_is_not_a_problem():
     report = account_status(IMAP, None, NOW)
     assert report["healthy"] and report["note"] == "not polled yet"
+    # Started (by the maintain pass or the fan-out) with a day of backfill, not polled yet: fine for an hour.
+    started = SourceCursor.start(IMAP, NOW - timedelta(minutes=59), 24)
+    report = account_status(IMAP, started, NOW)
+    assert report["healthy"] and report["note"] == "not polled yet" and report["started_at"] == started.started_at
+    assert account_status(IMAP, started, NOW + timedelta(minutes=2))["problems"] == [
+        f"no complete poll since {started.started_at}"
+    ]
 
 
 def test_why_an_account_is_unhealthy():
