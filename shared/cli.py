@@ -342,7 +342,7 @@ async def cmd_resync(rt: Runtime, args: argparse.Namespace) -> int:
     for account in accounts:
         cursor = await CursorStore(rt.state).rewind(account.key, graph_time(since) if since else None)
         if cursor is None:
-            print(f"{account}: not polled yet; its first poll takes mail from then (or BACKFILL_HOURS back)")
+            print(f"{account}: not started yet; its first poll takes mail from its start (or BACKFILL_HOURS back)")
         else:
             print(f"{account}: the next poll lists its mail since {cursor.window_start} again, by fingerprint")
     if accounts and not any(f.mailbox == mailbox for f in rt.settings.mailboxes):
