@@ -57,3 +57,11 @@ def test_an_unhealthy_account_makes_the_report_unhealthy():
     report = add_accounts({"healthy": True, "unhealthy": []}, [good, bad])
     assert report["healthy"] is False and report["unhealthy"] == [str(IMAP)]
     assert add_accounts({"healthy": True, "unhealthy": []}, [good])["healthy"] is True
+
+
+def test_a_cursor_saved_before_listed_was_kept_reads_as_its_polls_left_it():
+    """A POP3 cursor polled once had its first listing sorted through; one never polled had not."""
+    polled = {"account_key": "k", "account": str(POP3), "protocol": "pop3", "window_start": graph_time(NOW)}
+    assert SourceCursor.from_dict({**polled, "last_poll_at": graph_time(NOW)}).listed
+    assert not SourceCursor.from_dict(polled).listed
+    assert not SourceCursor.from_dict({**polled, "last_poll_at": graph_time(NOW), "listed": False}).listed
