@@ -61,7 +61,7 @@ async def maintain(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule=MAIL_POLL_SCHEDULE, run_on_startup=False, use_monitor=False)
 @app.queue_output(arg_name="polls", queue_name=POLL_QUEUE, connection=STORAGE)
 async def poll_accounts(timer: func.TimerRequest, polls: func.Out[list[str]]) -> None:
-    workers.poll_fan_out(polls)
+    await workers.poll_fan_out(polls)
 
 
 @app.queue_trigger(arg_name="msg", queue_name=POLL_QUEUE, connection=STORAGE)

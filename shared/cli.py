@@ -225,6 +225,11 @@ def render_pass(report: dict[str, str]) -> list[str]:
 
 async def cmd_maintain(rt: Runtime, args: argparse.Namespace) -> int:
     report = await run_pass(rt)
+    # The pass recorded each account's start if it had none: from when its polls take mail.
+    for account in rt.settings.accounts:
+        cursor, _ = await CursorStore(rt.state).load(account.key)
+        if cursor is not None:
+            print(f"{_mark(True)} {account}: polled for mail from {cursor.window_start} on")
     if not rt.settings.uses_graph:
         print(IDLE)
         return EXIT_OK
@@ -339,7 +344,7 @@ async def cmd_resync(rt: Runtime, args: argparse.Namespace) -> int:
     for account in accounts:
         cursor = await CursorStore(rt.state).rewind(account.key, graph_time(since) if since else None)
         if cursor is None:
-            print(f"{account}: not polled yet; its first poll takes mail from then (or BACKFILL_HOURS back)")
+            print(f"{account}: not started yet; its first poll takes mail from its start (or BACKFILL_HOURS back)")
         else:
             print(f"{account}: the next poll lists its mail since {cursor.window_start} again, by fingerprint")
     if accounts and not any(f.mailbox == mailbox for f in rt.settings.mailboxes):

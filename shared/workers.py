@@ -31,10 +31,10 @@ async def _secret() -> bytes:
     return await get_runtime().client_state_key()
 
 
-async def _holds(folder_key: str, subscription_id: str) -> Holding:
+async def _holds(folder_key: str, subscription_id: str, arrived: float) -> Holding:
     from .runtime import get_runtime
 
-    return await get_runtime().subscriptions.holds(folder_key, subscription_id)
+    return await get_runtime().subscriptions.holds(folder_key, subscription_id, arrived)
 
 
 async def notifications(req: func.HttpRequest, out: func.Out[list[str]]) -> func.HttpResponse:
@@ -181,13 +181,16 @@ async def health() -> func.HttpResponse:
     return func.HttpResponse(to_json(report), status_code=status, mimetype="application/json", charset="utf-8")
 
 
-def poll_fan_out(out: func.Out[list[str]]) -> None:
-    """The poll timer: one `mail-poll` message per IMAP or POP3 account folder (none, and no I/O, without any)."""
-    from .sources.jobs import poll_requests
+async def poll_fan_out(out: func.Out[list[str]]) -> None:
+    """The poll timer: each new account's start recorded (one read per account, a write only when missing),
+    then one `mail-poll` message per IMAP or POP3 account folder (no I/O and no message without any)."""
+    from .clock import now
+    from .runtime import get_runtime
+    from .sources.jobs import fan_out
 
-    requests = poll_requests(get_settings())
-    if requests:
-        out.set(requests)
+    settings = get_settings()
+    if settings.accounts:
+        out.set(await fan_out(get_runtime().state, settings, now()))
 
 
 async def poll(msg: func.QueueMessage) -> None:

@@ -2,7 +2,9 @@
 
 - `sources/{account key}.json`: the cursor (IMAP: UIDVALIDITY and last UID; POP3: the UIDLs already
   seen), the window mail is taken from, and the poll's claim, written with ETags like the folder
-  records of Graph mailboxes (`folders/`, which this prefix stays apart from).
+  records of Graph mailboxes (`folders/`, which this prefix stays apart from). It is made when the app
+  first knows the account (`record_start`: the maintain pass, the poll timer's fan-out, else the first
+  poll), so the first poll takes the mail that arrived since then.
 - `sources/{account key}/seen/{fingerprint}.json`: one mark per message queued for fetching, so a
   message is recognised when its UID or UIDL can no longer be trusted (a recreated folder, a
   server that renumbered its UIDLs, a poll that crashed before it saved the cursor).
@@ -12,11 +14,20 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import SettingsError, StateConflict
+from ..pipeline.layout import graph_time
 from ..pipeline.storage import BlobStore
 from ..settings import MailAccount, parse_account
+
+# The window starts this long before the account's start (less BACKFILL_HOURS), because it is judged by the
+# server's dates, not ours: IMAP's INTERNALDATE is the server's clock, POP3 has only the Date header the
+# sender's clock wrote (and a mail sent before our start may be delivered after it). A server clock up to
+# this far behind ours, or a POP3 mail sent up to this long before it arrived, is still taken; the price is
+# that mail up to this long before the start is taken too.
+CLOCK_MARGIN = timedelta(minutes=15)
 
 
 @dataclass
@@ -24,10 +35,13 @@ class SourceCursor:
     account_key: str
     account: str  # the account URL without its query, for status and logs
     protocol: str
-    window_start: str  # mail that arrived before this is not the app's (the first poll's time less BACKFILL_HOURS)
+    window_start: str  # mail that arrived before this is not the app's (the start less BACKFILL_HOURS and the margin)
+    started_at: str | None = None  # when the app first knew the account (None: a cursor older than this field)
     uidvalidity: int | None = None  # IMAP
     last_uid: int | None = None  # IMAP: every message up to this UID is queued (or was there before the window)
     uidls: list[str] = field(default_factory=list)  # POP3: digests of the UIDLs seen, pruned to the maildrop
+    # POP3: the first listing is sorted through (window or not); until then a new UIDL is judged by its Date.
+    listed: bool = False
     polling_at: str | None = None  # a poll's claim
     last_poll_at: str | None = None
     last_error: str | None = None
@@ -35,9 +49,18 @@ class SourceCursor:
     queued: int = 0  # messages queued for fetching, all time
 
     @classmethod
+    def start(cls, account: MailAccount, at: datetime, backfill_hours: int) -> SourceCursor:
+        """A new account's cursor: mail from `at` on (less BACKFILL_HOURS and CLOCK_MARGIN), nothing read yet."""
+        window = at - timedelta(hours=backfill_hours) - CLOCK_MARGIN
+        return cls(account.key, str(account), account.protocol, graph_time(window), started_at=graph_time(at))
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SourceCursor:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        found = {k: v for k, v in data.items() if k in known}
+        # A cursor from before `listed` was kept: polled once means its first listing was sorted through.
+        found.setdefault("listed", data.get("last_poll_at") is not None)
+        return cls(**found)
 
     def recorded_account(self) -> MailAccount | None:
         """The account this cursor is for, from the URL it recorded (the account's URL without its query, so
@@ -69,6 +92,19 @@ class CursorStore:
     async def save(self, cursor: SourceCursor, etag: str | None) -> str:
         """Write if nobody else has since `etag` (create if None); StateConflict otherwise."""
         return await self._blobs.write_json(self.path(cursor.account_key), asdict(cursor), etag)
+
+    async def record_start(self, account: MailAccount, at: datetime, backfill_hours: int) -> SourceCursor | None:
+        """The account's start, if it has none: one read, and a write only when missing, create-if-absent so
+        that of two instances recording at once the first wins. The new cursor, or None if one was there."""
+        cursor, _ = await self.load(account.key)
+        if cursor is not None:
+            return None
+        cursor = SourceCursor.start(account, at, backfill_hours)
+        try:
+            await self.save(cursor, None)
+        except StateConflict:
+            return None  # another instance (or the first poll) recorded it a moment ago
+        return cursor
 
     async def rewind(self, account_key: str, since: str | None) -> SourceCursor | None:
         """`resync`: the next poll lists the folder's mail again, by fingerprint, from `since` (default: the

@@ -7,9 +7,11 @@ moves the cursor past it: a poll that stops anywhere (time budget, error, crash)
 at the last message whose request is durably queued, and the marks keep the next poll from queueing
 a message twice. The fetch worker reads the message by that request (`fetch.open_message`).
 
-The first poll of an account starts from now, or `BACKFILL_HOURS` back. When a folder's UIDVALIDITY
-changes (it was recreated, or the server rebuilt its index) or a server's UIDLs change, the
-messages in the window are recognised by fingerprint instead of by id.
+The first poll of an account takes the mail that arrived since the account's start (when the app first
+knew it: cursor.record_start), less `BACKFILL_HOURS` and cursor.CLOCK_MARGIN, judged by the server's
+dates: IMAP's INTERNALDATE, POP3's Date header. When a folder's UIDVALIDITY changes (it was recreated,
+or the server rebuilt its index) or a server's UIDLs change, the messages in the window are recognised
+by fingerprint instead of by id.
 """
 
 from __future__ import annotations
@@ -117,9 +119,9 @@ async def poll_account(
     try:
         credentials = await login()
         if account.protocol == "imap":
-            complete = await _poll_imap(poll, credentials, now)
+            complete = await _poll_imap(poll, credentials)
         else:
-            complete = await _poll_pop3(poll, credentials, now)
+            complete = await _poll_pop3(poll, credentials)
     except StateConflict:
         # Our claim lapsed and another poll took the record: it goes on from the last save.
         log_event(logger, "source.poll_skipped", account=str(account), reason="the claim was taken over")
@@ -151,8 +153,8 @@ async def _claim(
 ) -> tuple[SourceCursor, str] | None:
     cursor, etag = await store.load(account.key)
     if cursor is None:
-        window = now - timedelta(hours=backfill_hours)
-        cursor = SourceCursor(account.key, str(account), account.protocol, window_start=graph_time(window))
+        # No start recorded (the fan-out records it before any poll, so rarely): this poll is the start.
+        cursor = SourceCursor.start(account, now, backfill_hours)
     elif cursor.polling_at and now - parse_graph_time(cursor.polling_at) < CLAIM:
         return None
     cursor.polling_at = graph_time(now)
@@ -160,11 +162,6 @@ async def _claim(
         return cursor, await store.save(cursor, etag)
     except StateConflict:
         return None
-
-
-def _from_now(window: datetime, now: datetime) -> bool:
-    """Whether the window starts at the first poll (no backfill); saved to the second, so within one."""
-    return window > now - timedelta(seconds=1)
 
 
 def _request(poll: _Poll, fingerprint: str, size: int, **ref: Any) -> dict[str, Any]:
@@ -184,16 +181,12 @@ def _request(poll: _Poll, fingerprint: str, size: int, **ref: Any) -> dict[str, 
 # -- IMAP --------------------------------------------------------------------------------------------
 
 
-async def _poll_imap(poll: _Poll, login: Login, now: datetime) -> bool:
+async def _poll_imap(poll: _Poll, login: Login) -> bool:
     cursor = poll.cursor
     window = parse_graph_time(cursor.window_start)
     async with await ImapSession.open(poll.account, login) as session:
         status = await session.examine()
-        if cursor.uidvalidity is None and _from_now(window, now):
-            # The first poll, from now on: everything already there is before the app's time.
-            cursor.uidvalidity, infos = status.uidvalidity, []
-            top = status.uidnext - 1 if status.uidnext else max(await session.new_uids(0), default=0)
-        elif cursor.uidvalidity is None or cursor.uidvalidity != status.uidvalidity:
+        if cursor.uidvalidity is None or cursor.uidvalidity != status.uidvalidity:
             if cursor.uidvalidity is not None:
                 log_event(
                     logger,
@@ -242,16 +235,14 @@ def uidl_digest(uidl: str) -> str:
     return hashlib.sha256(uidl.encode()).hexdigest()[:16]
 
 
-async def _poll_pop3(poll: _Poll, login: Login, now: datetime) -> bool:
+async def _poll_pop3(poll: _Poll, login: Login) -> bool:
     cursor = poll.cursor
-    first = not cursor.uidls and cursor.last_poll_at is None
+    # Until the first listing is sorted through (a first poll the budget cut short goes on at the next),
+    # a message is the app's only if its Date lies in the window; after it, every new UIDL is new mail.
+    first = not cursor.listed
     window = parse_graph_time(cursor.window_start)
     async with await Pop3Session.open(poll.account, login) as session:
         entries = await session.listing()
-        if first and _from_now(window, now):
-            # The first poll, from now on: everything already there is before the app's time.
-            cursor.uidls = [uidl_digest(e.uidl) for e in entries]
-            return True
         known = set(cursor.uidls)
         new = [e for e in entries if uidl_digest(e.uidl) not in known]
         complete = True
@@ -268,11 +259,13 @@ async def _poll_pop3(poll: _Poll, login: Login, now: datetime) -> bool:
             cursor.uidls = [d for d in (uidl_digest(e.uidl) for e in entries) if d in known]
             await poll.save(renew=True)
         cursor.uidls = [d for d in (uidl_digest(e.uidl) for e in entries) if d in known]
+        cursor.listed = cursor.listed or complete
         return complete
 
 
 def _in_window(info: Pop3Info, window: datetime) -> bool:
-    """Whether a message's Date lies in the first poll's window (POP3 has no arrival time)."""
+    """Whether a message's Date lies in the first listing's window (POP3 has no arrival time); a message
+    without a usable Date is taken for one from before the window."""
     raw = header_fields(info.header).get("date", b"")
     try:
         sent = parsedate_to_datetime(raw.decode("ascii", "replace"))

@@ -19,11 +19,11 @@ STALE = timedelta(hours=1)
 
 def account_problems(cursor: SourceCursor | None, now: datetime) -> list[str]:
     if cursor is None:
-        return []  # not polled yet: the first tick of the poll timer makes its cursor
+        return []  # not started yet: the next maintain pass or tick of the poll timer records its start
     found: list[str] = []
     if cursor.last_error:
         found.append(f"poll failed at {cursor.last_error_at}: {cursor.last_error}")
-    last = cursor.last_poll_at or cursor.window_start
+    last = cursor.last_poll_at or cursor.started_at or cursor.window_start
     if now - parse_graph_time(last) > STALE:
         found.append(f"no complete poll since {last}")
     return found
@@ -39,14 +39,16 @@ def account_status(account: MailAccount, cursor: SourceCursor | None, now: datet
         "healthy": not found,
         "problems": found,
     }
-    if cursor is None:
+    if cursor is None or cursor.last_poll_at is None:
         report["note"] = "not polled yet"
+    if cursor is None:
         return report
     report["cursor"] = (
         {"uidvalidity": cursor.uidvalidity, "last_uid": cursor.last_uid}
         if account.protocol == "imap"
         else {"uidls_seen": len(cursor.uidls)}
     )
+    report["started_at"] = cursor.started_at
     report["window_start"] = cursor.window_start
     report["last_poll_at"] = cursor.last_poll_at
     report["polling_since"] = cursor.polling_at

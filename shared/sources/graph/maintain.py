@@ -9,6 +9,9 @@ subscription is created, renewed or kept, and folders no longer configured are u
 
 A deployment whose MAILBOXES lists only IMAP and POP3 accounts has nothing here to maintain: the pass
 records that it was idle, and why, and touches no Graph (whose settings it may not have).
+
+Either way the pass first records the start of each IMAP and POP3 account that has none (as the poll
+timer's fan-out does), so that mail arriving before an account's first poll is taken by it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ def failed_folders(report: dict[str, str]) -> list[str]:
 
 async def run_pass(rt: Runtime, *, after_outage: bool = False) -> dict[str, str]:
     """The pass's report: folder → what was done, `failed: ...` for a folder that failed."""
+    if rt.settings.accounts:
+        from ..jobs import record_starts
+
+        await record_starts(rt.state, rt.settings, now())
     if not rt.settings.uses_graph:
         # Only IMAP and POP3 accounts: no subscription, token or delta link to keep. Recorded, so that
         # `status` shows the timer runs and why it did nothing.

@@ -21,7 +21,7 @@ from ...logs import log_event
 from ...pipeline.layout import message_key
 from ...settings import NO_MICROSOFT_365, MailboxFolder, Settings
 from .clientstate import verify_client_state
-from .known_subscriptions import Holding
+from .known_subscriptions import Holding, now
 from .messages import LIFECYCLE_EVENTS, ChangeMessage, LifecycleMessage
 
 logger = logging.getLogger(__name__)
@@ -38,17 +38,20 @@ CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
 NO_GRAPH = f"{NO_MICROSOFT_365}: this deployment takes no Graph notifications"
 
 SecretSource = Callable[[], Awaitable[bytes]]
-# (folder key, subscription id) → whether that is the app's subscription for the folder (known_subscriptions.py).
-Holds = Callable[[str, str], Awaitable[Holding]]
+# (folder key, subscription id, when the call arrived) → whether that is the app's subscription for the folder
+# (known_subscriptions.py).
+Holds = Callable[[str, str, float], Awaitable[Holding]]
 
 
 @dataclass(frozen=True)
 class Trust:
-    """What an item is checked against: our tenant and folders, the clientState key, our subscriptions."""
+    """What an item is checked against: our tenant and folders, the clientState key, our subscriptions (as
+    read since `arrived`, when the call came in: known_subscriptions.now())."""
 
     settings: Settings
     secret: bytes
     holds: Holds
+    arrived: float
 
 
 def handshake(params: Mapping[str, str]) -> func.HttpResponse | None:
@@ -146,7 +149,7 @@ async def _authentic(item: Mapping[str, Any], subscription_id: str, trust: Trust
     folder = trust.settings.folder_by_key(folder_key)
     if folder is None:
         return None, "mailbox folder no longer configured"
-    held = await trust.holds(folder.key, subscription_id)
+    held = await trust.holds(folder.key, subscription_id, trust.arrived)
     if held is Holding.UNSURE:
         raise SubscriptionNotYetKnown(f"subscription {subscription_id[:64]} is not yet known for {folder}")
     if held is Holding.NO:
@@ -261,9 +264,10 @@ async def receive(
     if answer is not None:
         log_event(logger, "webhook.validated", kind=kind)
         return answer
+    arrived = now()
     try:
         items = parse_collection(req.get_body())
-        verdict = await verifier(items, Trust(settings, await secret(), holds))
+        verdict = await verifier(items, Trust(settings, await secret(), holds, arrived))
     except InvalidNotification as exc:
         log_event(logger, "notification.refused", logging.WARNING, kind=kind, reason=str(exc))
         return _refuse(str(exc))

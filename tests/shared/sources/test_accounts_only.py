@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from shared.cli import cmd_check, cmd_maintain, cmd_unsubscribe, render_status
+from shared.cli import _mark, cmd_check, cmd_maintain, cmd_unsubscribe, render_status
 from shared.ops.checks import Checks
 from shared.ops.health import collect_status
 from shared.pipeline.storage import queue_service
 from shared.settings import StorageSettings, parse_settings
+from shared.sources.cursor import CursorStore
 from shared.sources.graph.maintain import IDLE, last_pass, run_pass
 from shared.sources.graph.state import FolderState, StateStore
 from tests.shared.sources.conftest import MailUser
@@ -58,8 +59,14 @@ async def test_maintain_does_nothing_for_graph_and_records_that(rt: Any, capsys:
     assert await run_pass(rt) == {}
     record = await last_pass(rt)
     assert record is not None and record["idle"] == IDLE and record["failed"] == 0 and record["folders"] == {}
+    # Idle for Graph, but the account's start is recorded: its first poll takes the mail since then.
+    (account,) = rt.settings.accounts
+    cursor, _ = await CursorStore(rt.state).load(account.key)
+    assert cursor is not None and cursor.started_at is not None and cursor.last_poll_at is None
     assert await cmd_maintain(rt, argparse.Namespace()) == 0
-    assert capsys.readouterr().out == f"{IDLE}\n"
+    assert (await CursorStore(rt.state).load(account.key))[0] == cursor  # recorded once
+    line = f"{_mark(True)} {account}: polled for mail from {cursor.window_start} on"
+    assert capsys.readouterr().out == f"{line}\n{IDLE}\n"
     report = await collect_status(rt)
     assert report["folders"] == [] and report["unhealthy"] == []  # no Graph error
     (account,) = report["accounts"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.errors import SettingsError
+from shared.pipeline.storage import BlobStore
 from shared.settings import parse_settings
-from shared.sources.jobs import poll_requests
+from shared.sources.cursor import CursorStore
+from shared.sources.jobs import fan_out, poll_requests
 
 
 class Out:
@@ -30,14 +33,36 @@ def test_one_poll_message_per_account_folder(env):
     assert len({m["account"] for m in sent}) == 3
 
 
-def test_no_accounts_no_messages(monkeypatch: pytest.MonkeyPatch, env):
+async def test_no_accounts_no_messages_and_no_io(monkeypatch: pytest.MonkeyPatch, env):
+    from shared import runtime, workers
     from shared import settings as settings_module
-    from shared import workers
+
+    def no_runtime() -> None:
+        raise AssertionError("the fan-out reached storage without any account")
 
     monkeypatch.setattr(workers, "get_settings", lambda: settings_module.parse_settings(env))
+    monkeypatch.setattr(runtime, "get_runtime", no_runtime)
     out = Out()
-    workers.poll_fan_out(out)  # type: ignore[arg-type]
+    await workers.poll_fan_out(out)  # type: ignore[arg-type]
     assert out.value is None
+
+
+async def test_the_fan_out_records_each_new_accounts_start_once(env, store: BlobStore):
+    env["MAILBOXES"] = "a@contoso.com, imaps://x@h/Scans?secret=s, pop3s://y@h?secret=t"
+    env["BACKFILL_HOURS"] = "3"
+    settings = parse_settings(env)
+    first = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    sent = await fan_out(store, settings, first)
+    assert [json.loads(m)["account"] for m in sent] == [a.key for a in settings.accounts]
+    cursors = CursorStore(store)
+    recorded = [await cursors.load(a.key) for a in settings.accounts]
+    for cursor, _ in recorded:
+        assert cursor is not None and cursor.started_at == "2026-12-01T08:00:00Z"
+        assert cursor.window_start == "2026-12-01T04:45:00Z"  # less BACKFILL_HOURS and the clock margin
+        assert cursor.last_poll_at is None and cursor.uidvalidity is None and not cursor.listed
+    # The next tick reads each start and writes nothing.
+    await fan_out(store, settings, first + timedelta(minutes=1))
+    assert [await cursors.load(a.key) for a in settings.accounts] == recorded
 
 
 def test_the_poll_schedule_is_ncrontab_with_seconds(env):

@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
 
 from local.dovecot import Dovecot
 from shared.errors import MailMessageGone
-from shared.pipeline.layout import graph_time
+from shared.pipeline.layout import graph_time, parse_graph_time
 from shared.pipeline.poison import FETCH_QUEUE
 from shared.pipeline.storage import BlobStore
 from shared.settings import MailAccount
 from shared.sources.common import Login
-from shared.sources.cursor import CursorStore
+from shared.sources.cursor import CLOCK_MARGIN, CursorStore, SourceCursor
 from shared.sources.fetch import FetchRequest, open_message
 from shared.sources.poll import CLAIM, poll_account
 from tests.shared.sources.conftest import MailUser, message
@@ -50,6 +52,15 @@ async def read(account: MailAccount, user: MailUser, request: dict[str, Any]) ->
         return b"".join([c async for c in chunks])
 
 
+def deliver_at(user: MailUser, subject: str, when: datetime, folder: str = "INBOX") -> bytes:
+    """A mail that arrived at `when` by the server's clock: its Date (all POP3 has) and its maildir file's mtime
+    (Dovecot's INTERNALDATE) say so."""
+    mail = message(subject, date=format_datetime(when))
+    path = user.server.deliver(user.name, mail, folder)
+    os.utime(path, (when.timestamp(), when.timestamp()))
+    return mail
+
+
 async def started(store: BlobStore, user: MailUser, scheme: str, count: int) -> tuple[MailAccount, Queue]:
     """An account polled once (so the app starts from now), then `count` new mails delivered."""
     account = user.account(scheme)
@@ -61,11 +72,11 @@ async def started(store: BlobStore, user: MailUser, scheme: str, count: int) -> 
 
 
 @pytest.mark.parametrize("scheme", ["imaps", "pop3s"])
-async def test_the_first_poll_starts_from_now_then_each_new_mail_is_queued_once(
+async def test_the_first_poll_starts_from_the_accounts_start_then_each_new_mail_is_queued_once(
     store: BlobStore, mail_user: MailUser, scheme: str
 ):
     account = mail_user.account(scheme)
-    mail_user.deliver(message("before the app"))
+    deliver_at(mail_user, "before the app", now() - CLOCK_MARGIN - timedelta(minutes=1))
     queue = Queue()
     first = await poll(store, queue, account, mail_user)
     assert (first.outcome, first.queued, first.complete) == ("polled", 0, True)
@@ -79,6 +90,42 @@ async def test_the_first_poll_starts_from_now_then_each_new_mail_is_queued_once(
     assert cursor is not None and cursor.polling_at is None and cursor.queued == 1 and cursor.last_error is None
     if scheme == "imaps":
         assert (cursor.last_uid, request["uid"]) == (2, 2)
+
+
+@pytest.mark.parametrize("scheme", ["imaps", "pop3s"])
+async def test_mail_that_arrives_after_the_start_and_before_the_first_poll_is_taken(
+    store: BlobStore, mail_user: MailUser, scheme: str
+):
+    """The maintain pass or the fan-out recorded the start; a test mail comes in before the first poll."""
+    account = mail_user.account(scheme)
+    deliver_at(mail_user, "before the app", now() - CLOCK_MARGIN - timedelta(minutes=1))
+    cursors = CursorStore(store)
+    start = await cursors.record_start(account, now(), 0)
+    assert start is not None and start.started_at is not None
+    test_mail = message("the first thing a new user sends", date=format_datetime(now()))
+    mail_user.deliver(test_mail)
+    queue = Queue()
+    first = await poll(store, queue, account, mail_user, when=now() + timedelta(minutes=1))
+    assert (first.outcome, first.queued) == ("polled", 1)
+    assert await read(account, mail_user, queue.sent[0]) == test_mail
+    assert (await poll(store, queue, account, mail_user)).queued == 0
+    cursor, _ = await cursors.load(account.key)
+    assert cursor is not None and cursor.started_at == start.started_at  # the poll kept the recorded start
+
+
+@pytest.mark.parametrize("scheme", ["imaps", "pop3s"])
+async def test_the_window_allows_for_a_server_clock_behind_ours_by_the_margin(
+    store: BlobStore, mail_user: MailUser, scheme: str
+):
+    """The server's dates (IMAP INTERNALDATE, POP3 Date) are compared with our start less CLOCK_MARGIN: a mail
+    that arrived after our start, dated by a server up to that far behind, is taken; one dated before is not."""
+    account, start = mail_user.account(scheme), now()
+    skewed = deliver_at(mail_user, "after our start, server 14 min behind", start - CLOCK_MARGIN + timedelta(minutes=1))
+    deliver_at(mail_user, "before our start by more than the margin", start - CLOCK_MARGIN - timedelta(minutes=1))
+    assert await CursorStore(store).record_start(account, start, 0) is not None
+    queue = Queue()
+    assert (await poll(store, queue, account, mail_user)).queued == 1
+    assert await read(account, mail_user, queue.sent[0]) == skewed
 
 
 @pytest.mark.parametrize("scheme", ["imaps", "pop3s"])
@@ -237,10 +284,53 @@ async def test_a_rewound_cursor_queues_only_what_was_missed(store: BlobStore, ma
     assert len(queue.sent) == 3
     missed = queue.sent[1]["fingerprint"]
     await store.delete(f"sources/{account.key}/seen/{missed}.json")  # as if its request had been lost
-    # From a minute back: the account's own start is less than a second ago here, which a poll takes for "from now".
     assert await CursorStore(store).rewind(account.key, graph_time(now() - timedelta(minutes=1))) is not None
     await poll(store, queue, account, mail_user)
     assert [r["fingerprint"] for r in queue.sent[3:]] == [missed]
     cursor, _ = await CursorStore(store).load(account.key)
     assert cursor is not None and cursor.last_uid == 3
     assert await CursorStore(store).rewind("never-polled", None) is None
+
+
+class Racing(CursorStore):
+    """Two instances recording one account's start at the same moment: both read 'none' before either writes."""
+
+    def __init__(self, store: BlobStore, barrier: asyncio.Barrier) -> None:
+        super().__init__(store)
+        self.barrier = barrier
+
+    async def load(self, account_key: str) -> tuple[SourceCursor | None, str | None]:
+        found = await super().load(account_key)
+        await self.barrier.wait()
+        return found
+
+
+async def test_two_instances_recording_a_start_at_once_keep_the_first_writers(store: BlobStore, mail_user: MailUser):
+    account, barrier = mail_user.account("imaps"), asyncio.Barrier(2)
+    early, late = now(), now() + timedelta(seconds=30)
+    made = await asyncio.gather(*(Racing(store, barrier).record_start(account, at, 2) for at in (early, late)))
+    (winner,) = [cursor for cursor in made if cursor is not None]
+    cursor, etag = await CursorStore(store).load(account.key)
+    assert cursor == winner and cursor.started_at is not None
+    assert cursor.window_start == graph_time(parse_graph_time(cursor.started_at) - timedelta(hours=2) - CLOCK_MARGIN)
+    # Once recorded, a later pass reads it and writes nothing.
+    assert await CursorStore(store).record_start(account, now(), 0) is None
+    assert (await CursorStore(store).load(account.key))[1] == etag
+
+
+async def test_a_first_poll_the_budget_cut_short_still_judges_the_first_listing_by_date(
+    store: BlobStore, mail_user: MailUser
+):
+    """POP3: mail that was in the maildrop before the start stays out after a first poll stopped part way."""
+    account = mail_user.account("pop3s")
+    for n in range(3):
+        deliver_at(mail_user, f"old {n}", now() - timedelta(days=30))
+    await CursorStore(store).record_start(account, now(), 0)
+    queue = Queue()
+    stopped = await poll(store, queue, account, mail_user, budget_seconds=0)
+    assert (stopped.queued, stopped.complete) == (0, False)
+    fresh = message("new", date=format_datetime(now()))
+    mail_user.deliver(fresh)
+    resumed = await poll(store, queue, account, mail_user)
+    assert (resumed.queued, resumed.complete) == (1, True)
+    assert await read(account, mail_user, queue.sent[0]) == fresh

@@ -34,6 +34,13 @@ def test_a_polled_account_is_healthy_and_shows_its_cursor():
 def test_an_account_not_polled_yet_is_not_a_problem():
     report = account_status(IMAP, None, NOW)
     assert report["healthy"] and report["note"] == "not polled yet"
+    # Started (by the maintain pass or the fan-out) with a day of backfill, not polled yet: fine for an hour.
+    started = SourceCursor.start(IMAP, NOW - timedelta(minutes=59), 24)
+    report = account_status(IMAP, started, NOW)
+    assert report["healthy"] and report["note"] == "not polled yet" and report["started_at"] == started.started_at
+    assert account_status(IMAP, started, NOW + timedelta(minutes=2))["problems"] == [
+        f"no complete poll since {started.started_at}"
+    ]
 
 
 def test_why_an_account_is_unhealthy():
@@ -50,3 +57,11 @@ def test_an_unhealthy_account_makes_the_report_unhealthy():
     report = add_accounts({"healthy": True, "unhealthy": []}, [good, bad])
     assert report["healthy"] is False and report["unhealthy"] == [str(IMAP)]
     assert add_accounts({"healthy": True, "unhealthy": []}, [good])["healthy"] is True
+
+
+def test_a_cursor_saved_before_listed_was_kept_reads_as_its_polls_left_it():
+    """A POP3 cursor polled once had its first listing sorted through; one never polled had not."""
+    polled = {"account_key": "k", "account": str(POP3), "protocol": "pop3", "window_start": graph_time(NOW)}
+    assert SourceCursor.from_dict({**polled, "last_poll_at": graph_time(NOW)}).listed
+    assert not SourceCursor.from_dict(polled).listed
+    assert not SourceCursor.from_dict({**polled, "last_poll_at": graph_time(NOW), "listed": False}).listed

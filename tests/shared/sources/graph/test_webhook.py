@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any
 
 import azure.functions as func
@@ -11,7 +12,7 @@ from shared.errors import InvalidNotification
 from shared.pipeline.layout import message_key
 from shared.settings import Settings
 from shared.sources.graph.clientstate import make_client_state
-from shared.sources.graph.known_subscriptions import Holding
+from shared.sources.graph.known_subscriptions import Holding, KnownSubscriptions
 from shared.sources.graph.messages import parse_change, parse_lifecycle
 from shared.sources.graph.webhook import Trust, handshake, parse_collection, receive, verify_changes, verify_lifecycle
 
@@ -54,7 +55,7 @@ async def secret() -> bytes:
     return SECRET
 
 
-async def holds(folder_key: str, subscription_id: str) -> Holding:
+async def holds(folder_key: str, subscription_id: str, arrived: float) -> Holding:
     """The app holds SUBSCRIPTION (any case) for every folder, and no other."""
     return Holding.YES if subscription_id.lower() == SUBSCRIPTION else Holding.NO
 
@@ -166,11 +167,11 @@ async def test_lifecycle_items(settings):
         "clientState": make_client_state(SECRET, folder.key),
         "lifecycleEvent": "missed",
     }
-    verdict = await verify_lifecycle([{**item, "subscriptionId": SUBSCRIPTION}], Trust(settings, SECRET, holds))
+    verdict = await verify_lifecycle([{**item, "subscriptionId": SUBSCRIPTION}], Trust(settings, SECRET, holds, 0.0))
     event = parse_lifecycle(verdict.messages[0])
     assert (event.folder_key, event.event, event.subscription_id) == (folder.key, "missed", SUBSCRIPTION)
     with pytest.raises(InvalidNotification, match="unknown lifecycleEvent"):
-        await verify_lifecycle([{**item, "lifecycleEvent": "boom"}], Trust(settings, SECRET, holds))
+        await verify_lifecycle([{**item, "lifecycleEvent": "boom"}], Trust(settings, SECRET, holds, 0.0))
 
 
 @pytest.mark.parametrize("kind", ["notifications", "lifecycle"])
@@ -193,7 +194,7 @@ async def test_an_item_for_a_subscription_the_app_does_not_hold_is_refused(setti
 async def test_subscriptions_are_looked_up_only_for_verified_items(settings):
     asked: list[tuple[str, str]] = []
 
-    async def counting(folder_key: str, subscription_id: str) -> Holding:
+    async def counting(folder_key: str, subscription_id: str, arrived: float) -> Holding:
         asked.append((folder_key, subscription_id))
         return Holding.YES
 
@@ -207,7 +208,7 @@ async def test_subscriptions_are_looked_up_only_for_verified_items(settings):
 async def test_a_subscription_not_yet_known_fails_the_call_so_graph_sends_it_again(settings, caplog):
     """Read too recently to read again: neither refused nor queued; 503, and Graph retries the delivery."""
 
-    async def unsure(folder_key: str, subscription_id: str) -> Holding:
+    async def unsure(folder_key: str, subscription_id: str, arrived: float) -> Holding:
         return Holding.YES if subscription_id == SUBSCRIPTION else Holding.UNSURE
 
     fresh = change(settings, subscriptionId="5ab5c71b-0000-4000-8000-000000000009")
@@ -220,6 +221,38 @@ async def test_a_subscription_not_yet_known_fails_the_call_so_graph_sends_it_aga
     assert out.value is None  # the item before it is not queued either: the whole call comes again
     [deferred] = [r for r in caplog.records if getattr(r, "event", "") == "notification.deferred"]
     assert "5ab5c71b-0000-4000-8000-000000000009" in deferred.reason and "\n" not in deferred.reason
+
+
+@pytest.mark.parametrize("kind", ["notifications", "lifecycle"])
+async def test_a_batch_of_unknown_ids_is_refused_by_one_read_made_after_the_call_arrived(settings, caplog, kind):
+    """Many items in one POST with subscription ids the folder's record does not name (forged, with a
+    verifying clientState): the first one's read began after the call arrived, so it refuses them all, and
+    the genuine items among them are queued: 202, not 503 (which would have Graph retry the whole batch)."""
+    reads: list[str] = []
+
+    async def load(folder_key: str) -> str | None:
+        reads.append(folder_key)
+        return SUBSCRIPTION
+
+    known = KnownSubscriptions(load)
+    verifier = verify_changes if kind == "notifications" else verify_lifecycle
+    extra = {} if kind == "notifications" else {"lifecycleEvent": "missed"}
+    forged = [change(settings, subscriptionId=str(uuid.UUID(int=n)), **extra) for n in range(1, 51)]
+    ours = [change(settings, resourceData={"id": f"m{n}"}, **extra) for n in range(3)]
+    out = Out()
+    with caplog.at_level(logging.INFO, logger="shared.sources.graph.webhook"):
+        response = await receive(
+            request({"value": [*forged[:25], *ours, *forged[25:]]}), out, verifier, settings, secret, known.holds, kind
+        )
+    assert response.status_code == 202
+    assert len(out.value) == 3
+    assert reads == [settings.mailboxes[0].key]  # one read for the whole call
+    refused = [r for r in caplog.records if getattr(r, "event", "") == "notification.refused"]
+    assert len(refused) == 50 and {r.reason for r in refused} == {"not the app's subscription for this folder"}
+    # The next call, arriving after that read and within the refresh window: not refused, not queued: 503.
+    response = await receive(request({"value": forged[:1]}), Out(), verifier, settings, secret, known.holds, kind)
+    assert response.status_code == 503
+    assert reads == [settings.mailboxes[0].key]
 
 
 @pytest.mark.parametrize("kind", ["notifications", "lifecycle"])
