@@ -60,6 +60,7 @@ from shared.sources.common import Login
 from shared.sources.fetch import FetchRequest
 from shared.sources.imap.session import ImapSession
 from shared.pipeline.storage import BlobStore, blob_service
+from shared.sources.pool import SessionPools
 
 async def main():
     url, password, storage, uid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -84,8 +85,10 @@ async def main():
     rt = SimpleNamespace(
         settings=settings, attachments=files, state=BlobStore(service, "bench-ingest-state"),
         container=lambda name: files, vault=SimpleNamespace(get=secret), smime_keys=SimpleNamespace(get=no_keys),
+        mail_sessions=SessionPools(1),
     )
     outcome = await ingest_fetched(request, rt)
+    await rt.mail_sessions.aclose()
     await service.close()
     assert outcome.status == "ingested", outcome
     print(outcome.bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
