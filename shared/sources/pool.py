@@ -31,9 +31,9 @@ address by default) and answer a burst of either with throttling or a temporary 
   a new session (signed in after the request was queued) decides whether the message is gone. A session
   that sent DELE has sent QUIT as well (deletions take effect only then) and is closed, never pooled.
 
-Written here rather than taken from a library: the pools on PyPI (asyncio-pool, aiopool and the like) pool
-tasks or are tied to one client (aioredis, asyncpg); none knows a POP3 view or an IMAP connection that went
-away, and what is needed is a semaphore and a list.
+Written here rather than taken from a library: the asyncio pools on PyPI pool tasks (asyncio-pool) or
+belong to one client library (asyncpg's, aiohttp's connector); none knows a POP3 view fixed at sign-in or an
+IMAP connection that went away, and what is needed is a semaphore and a list.
 """
 
 from __future__ import annotations
