@@ -16,6 +16,7 @@ from .sources.graph.client import GraphClient
 from .sources.graph.clientstate import new_secret
 from .sources.graph.known_subscriptions import KnownSubscriptions
 from .sources.graph.state import StateStore
+from .sources.pool import SessionPools
 from .unpack.smimekeys import SmimeKeys
 from .vault import CLIENT_STATE_SECRET, Vault
 
@@ -38,6 +39,7 @@ class Runtime:
     tokens: Tokens  # AppTokens, or DelegatedTokens in delegated mode
     smime_keys: SmimeKeys
     subscriptions: KnownSubscriptions  # the webhook's view of which subscription each folder has
+    mail_sessions: SessionPools  # signed-in IMAP and POP3 connections, per account, for the fetch worker
     folder_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # (mailbox, path) → id, for moves
     _containers: dict[str, BlobStore] = field(default_factory=dict)
     _queues_ready: set[str] = field(default_factory=set)
@@ -74,6 +76,7 @@ class Runtime:
         await client.send_message(text)
 
     async def aclose(self) -> None:
+        await self.mail_sessions.aclose()
         await self.queues.close()
         await self.graph.aclose()
         await self.vault.aclose()
@@ -126,6 +129,7 @@ def build_runtime(settings: Settings) -> Runtime:
         tokens=tokens,
         smime_keys=SmimeKeys(settings, vault),
         subscriptions=KnownSubscriptions(subscription_of),
+        mail_sessions=SessionPools(settings.mail_connections_per_account),
     )
 
 

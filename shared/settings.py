@@ -227,6 +227,7 @@ class Settings:
     webhook_function_key: str | None = field(default=None, repr=False)
     accounts: tuple[MailAccount, ...] = ()  # the IMAP and POP3 account URLs of MAILBOXES
     mail_poll_schedule: str = DEFAULT_MAIL_POLL_SCHEDULE
+    mail_connections_per_account: int = 4  # signed-in connections per account and instance (sources/pool.py)
 
     @property
     def uses_graph(self) -> bool:
@@ -544,6 +545,7 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
         mailboxes=mailboxes,
         accounts=accounts,
         mail_poll_schedule=read_schedule(env, "MAIL_POLL_SCHEDULE", DEFAULT_MAIL_POLL_SCHEDULE),
+        mail_connections_per_account=read_int(env, "MAIL_CONNECTIONS_PER_ACCOUNT", 4, 1, 50),
         webhook_base_url=webhook_base,
         webhook_function_key=env.get("WEBHOOK_FUNCTION_KEY", "").strip() or None,
         storage=_storage(env),

@@ -10,7 +10,9 @@ from the header block, read first (From, To, Cc, Subject); the date folder comes
 the newest `Received:` field's time (when the server took it), else `Date:`, else when the poll queued it.
 
 After the manifest and the hand-off, the after-ingest actions (the deciding route's, else the account's
-AFTER_INGEST_BY_MAILBOX, else AFTER_INGEST) run on the same connection.
+AFTER_INGEST_BY_MAILBOX, else AFTER_INGEST) run on the same connection. The connection is one of the
+account's pool (`pool.py`, held by the Runtime): signed in once and reused by the messages that follow, at
+most MAIL_CONNECTIONS_PER_ACCOUNT at a time; the credentials are read only when a connection signs in.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ..pipeline.routes import MailFacts
 from ..pipeline.rules import AfterIngest
 from ..settings import MailAccount
 from ..unpack.mime import MAX_HEADER_BLOCK
+from .common import Login
 from .fetch import Fetched, FetchRequest, open_fetched
 from .jobs import account_login
 
@@ -160,9 +163,12 @@ async def ingest_fetched(request: FetchRequest, rt: Runtime) -> IngestOutcome:
 @asynccontextmanager
 async def _opened(rt: Runtime, account: MailAccount, request: FetchRequest, arrival: Arrival) -> AsyncIterator[Mail]:
     """The message in hand on a signed-in connection, its header read; MailGone when it left the folder."""
-    login = await account_login(rt, account)
+
+    async def login() -> Login:
+        return await account_login(rt, account)
+
     try:
-        async with open_fetched(account, login, request) as fetched:
+        async with open_fetched(rt.mail_sessions.pool(account, login), request) as fetched:
             head = _Header(fetched.chunks)
             header = await head.read()
             received = received_time(header, request.queued_at)

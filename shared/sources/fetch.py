@@ -1,7 +1,8 @@
 """A queued fetch request (`mail-fetch`) back to the message's bytes: `open_fetched` yields the MIME as an
 async iterator of chunks, from the same account folder, after checking the request still names it, and
 the after-ingest actions on the same connection, mapped to the protocol (IMAP: `\\Seen`, a keyword, MOVE;
-POP3: DELE, applied at QUIT when the session closes)."""
+POP3: DELE, then QUIT at once). The connection comes from the account's pool (`pool.py`) and goes back to
+it afterwards."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..pipeline.rules import AfterIngest
 from ..settings import MailAccount, Settings
 from .common import Login
 from .imap.session import ImapSession
+from .pool import AccountPool
 from .pop3.session import Pop3Session
 
 
@@ -77,13 +79,17 @@ class Fetched:
 
 
 @asynccontextmanager
-async def open_fetched(account: MailAccount, login: Login, request: FetchRequest) -> AsyncIterator[Fetched]:
-    """The requested message. When the folder's UIDVALIDITY (or the server's UIDLs) changed since the request
-    was queued, the message is found again by fingerprint; MailMessageGone if it is gone."""
-    if account.protocol == "imap":
-        assert request.uid is not None and request.uidvalidity is not None
-        async with await ImapSession.open(account, login) as imap:
-            status = await imap.examine()
+async def open_fetched(pool: AccountPool, request: FetchRequest) -> AsyncIterator[Fetched]:
+    """The requested message, on a connection from the account's pool (`pool.py`). When the folder's
+    UIDVALIDITY (or the server's UIDLs) changed since the request was queued, the message is found again by
+    fingerprint; MailMessageGone if it is gone."""
+    account = pool.account
+    async with pool.lease() as lease:
+        session = lease.session
+        if isinstance(session, ImapSession):
+            assert request.uid is not None and request.uidvalidity is not None
+            imap = session
+            status = await imap.examine()  # again on a reused connection too: its view of the folder refreshed
             uid: int | None = request.uid
             if status.uidvalidity != request.uidvalidity:
                 uid = await imap.find(request.fingerprint, request.message_id)
@@ -94,33 +100,55 @@ async def open_fetched(account: MailAccount, login: Login, request: FetchRequest
             async def imap_actions(actions: AfterIngest) -> list[str]:
                 return await imap.after_ingest(status.uidvalidity, found, actions)
 
-            yield Fetched(imap.stream(found), imap_actions)
-    else:
-        assert request.uidl is not None
-        async with await Pop3Session.open(account, login) as pop3:
+            chunks = imap.stream(found)
+            try:
+                yield Fetched(chunks, imap_actions)
+            finally:
+                await chunks.aclose()  # a stream left part way is finished before the connection is reused
+        else:
+            assert request.uidl is not None
+            pop3 = session
+            if lease.reused and not await pop3.lists(request.uidl):
+                # Signed in before the message arrived, perhaps: only a session newer than it can say it is gone.
+                renewed = await lease.renew()
+                assert isinstance(renewed, Pop3Session)
+                pop3 = renewed
             uidl: str | None = request.uidl
-            if request.uidl not in {e.uidl for e in await pop3.listing()}:
+            if not await pop3.lists(request.uidl):
                 uidl = await pop3.find(request.fingerprint)
             if uidl is None:
                 raise MailMessageGone(str(account), f"no message with fingerprint {request.fingerprint} any more")
             name = uidl
+            done = pop3
 
             async def pop3_actions(actions: AfterIngest) -> list[str]:
                 # POP3 has no flags or folders: only an explicit delete does anything. QUIT at once, so that a
-                # mail is marked done only once its deletion took effect.
+                # mail is marked done only once its deletion took effect (and the session is not pooled again).
                 if not actions.delete:
                     return []
-                await pop3.delete(name)
-                await pop3.quit()
+                await done.delete(name)
+                await done.quit()
                 return ["delete"]
 
-            yield Fetched(pop3.stream(name), pop3_actions)
+            chunks = pop3.stream(name)
+            try:
+                yield Fetched(chunks, pop3_actions)
+            finally:
+                await chunks.aclose()
 
 
 @asynccontextmanager
 async def open_message(
     account: MailAccount, login: Login, request: FetchRequest
 ) -> AsyncIterator[AsyncIterator[bytes]]:
-    """The requested message's MIME as chunks (`open_fetched` without the actions)."""
-    async with open_fetched(account, login, request) as fetched:
-        yield fetched.chunks
+    """The requested message's MIME as chunks (`open_fetched` without the actions), on a connection of its own."""
+
+    async def credentials() -> Login:
+        return login
+
+    pool = AccountPool(account, 1, credentials)
+    try:
+        async with open_fetched(pool, request) as fetched:
+            yield fetched.chunks
+    finally:
+        await pool.aclose()

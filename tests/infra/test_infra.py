@@ -43,6 +43,7 @@ OPTIONAL_SETTINGS = {
     "EXTRACT_ATTACHED_MAIL": "defaults to true (README)",
     "ATTACHED_MAIL_MAX_DEPTH": "the old name of UNPACK_MAX_DEPTH, read when that is not set (README)",
     "UNPACK_MAX_DEPTH": "defaults to 5 (README)",
+    "MAIL_CONNECTIONS_PER_ACCOUNT": "defaults to 4 signed-in connections per account and instance (README)",
     "EXTRACT_ARCHIVES": "defaults to true (README)",
     "ARCHIVE_MAX_FILES": "defaults to 1,000 per mail (README)",
     "ARCHIVE_MAX_BYTES": "defaults to 1 GiB uncompressed per mail (README)",

@@ -24,7 +24,7 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
@@ -84,6 +84,9 @@ class ImapSession:
         self.account = account
         self._client = client
         self._lock = asyncio.Lock()  # imapclient is one command at a time
+        # The connection broke, or a command was cancelled while its thread may still use the socket:
+        # never another command, not even LOGOUT (`close` drops it), and never back into a pool.
+        self.broken = False
 
     # -- connection ----------------------------------------------------------------------------
     @classmethod
@@ -95,6 +98,9 @@ class ImapSession:
 
     async def close(self) -> None:
         """LOGOUT (never CLOSE: it would expunge); a connection already dead is just dropped."""
+        if self.broken:
+            await asyncio.to_thread(_shutdown, self._client)
+            return
         try:
             await asyncio.to_thread(self._client.logout)
         except Exception:  # a failed logout leaves nothing to undo
@@ -116,11 +122,20 @@ class ImapSession:
             try:
                 return await asyncio.to_thread(fn, *args)
             except imaplib.IMAP4.abort as exc:  # BYE, or the connection broke mid-command
+                self.broken = True
                 raise classify(self.account, f"{what}: {exc}") from None
-            except imaplib.IMAP4.error as exc:  # NO or BAD (imapclient's errors derive from this)
+            except imaplib.IMAP4.error as exc:  # NO or BAD (imapclient's errors derive from this): answered whole
                 raise classify(self.account, f"{what}: {exc}") from None
             except (OSError, ssl.SSLError) as exc:
+                self.broken = True
                 raise connection_error(self.account, exc) from exc
+            except BaseException:  # cancelled: the worker thread may still be in the middle of the command
+                self.broken = True
+                raise
+
+    async def noop(self) -> None:
+        """NOOP: whether the server still holds the connection (a session kept idle may have been dropped)."""
+        await self._call("NOOP", self._client.noop)
 
     # -- reading (read-only) ---------------------------------------------------------------------
     async def examine(self, folder: str | None = None) -> FolderStatus:
@@ -169,7 +184,7 @@ class ImapSession:
                 return info.uid
         return None
 
-    async def stream(self, uid: int, *, chunk: int = CHUNK_BYTES) -> AsyncIterator[bytes]:
+    async def stream(self, uid: int, *, chunk: int = CHUNK_BYTES) -> AsyncGenerator[bytes, None]:
         """The message's whole MIME in pieces of at most `chunk` bytes, by BODY.PEEK[]<offset.length>:
         memory stays bounded whatever the size, and \\Seen is not set."""
         offset = 0

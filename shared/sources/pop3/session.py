@@ -20,7 +20,7 @@ import contextlib
 import poplib
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
@@ -59,7 +59,11 @@ class Pop3Session:
         self._client = client
         self._lock = asyncio.Lock()
         self._numbers: dict[str, Pop3Entry] = {}
+        self._listed = False
         self._quit = False
+        # A command failed or was cancelled (its thread may still use the socket, or a multi-line answer was
+        # left unread): never another command, not even QUIT (`close` drops it), and never back into a pool.
+        self.broken = False
 
     @classmethod
     async def open(
@@ -72,9 +76,19 @@ class Pop3Session:
         await self._call("QUIT", self._client.quit)
         self._quit = True
 
+    @property
+    def ended(self) -> bool:
+        """QUIT was sent (after a DELE), or the connection broke: the session can do nothing more."""
+        return self._quit or self.broken
+
     async def close(self) -> None:
-        """QUIT: the server applies deletions (UPDATE state) and closes."""
+        """QUIT: the server applies deletions (UPDATE state) and closes. A broken connection is just dropped,
+        deleting nothing."""
         if self._quit:
+            return
+        if self.broken:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._client.close)
             return
         try:
             await self._call("QUIT", self._client.quit)
@@ -97,9 +111,18 @@ class Pop3Session:
             try:
                 return await asyncio.to_thread(fn, *args)
             except poplib.error_proto as exc:
+                self.broken = True  # an -ERR, or a multi-line answer cut off or refused part way
                 raise classify(self.account, f"{what}: {_text(exc)}") from None
             except (OSError, ssl.SSLError) as exc:
+                self.broken = True
                 raise connection_error(self.account, exc) from exc
+            except BaseException:  # cancelled: the worker thread may still be in the middle of the command
+                self.broken = True
+                raise
+
+    async def noop(self) -> None:
+        """NOOP: whether the server still holds the connection (a session kept idle may have been dropped)."""
+        await self._call("NOOP", self._client.noop)
 
     # -- reading ---------------------------------------------------------------------------------
     async def listing(self) -> list[Pop3Entry]:
@@ -113,7 +136,16 @@ class Pop3Session:
             if number in sizes:
                 entries.append(Pop3Entry(number, uidl, int(sizes[number])))
         self._numbers = {e.uidl: e for e in entries}
+        self._listed = True
         return entries
+
+    async def lists(self, uidl: str) -> bool:
+        """Whether the maildrop as this session sees it holds the message. The view is fixed at login (RFC 1939):
+        mail that arrived since is not in it, so only a session signed in after the request was queued can tell
+        that a message is gone."""
+        if not self._listed:
+            await self.listing()
+        return uidl in self._numbers
 
     async def describe(self, entries: Sequence[Pop3Entry]) -> list[Pop3Info]:
         """Each message's header (TOP n 0) and fingerprint."""
@@ -123,7 +155,7 @@ class Pop3Session:
             infos.append(Pop3Info(entry.uidl, entry.size, fingerprint(header, entry.size), header))
         return infos
 
-    async def stream(self, uidl: str, *, chunk: int = CHUNK_BYTES) -> AsyncIterator[bytes]:
+    async def stream(self, uidl: str, *, chunk: int = CHUNK_BYTES) -> AsyncGenerator[bytes, None]:
         """The message's MIME: RETR spooled to a temporary file (in memory up to one chunk), then read back in
         pieces of at most `chunk` bytes."""
         entry = await self._entry(uidl)
@@ -148,7 +180,7 @@ class Pop3Session:
         await self._call("DELE", self._client.dele, entry.number)
 
     async def _entry(self, uidl: str) -> Pop3Entry:
-        if not self._numbers:
+        if not self._listed:
             await self.listing()
         entry = self._numbers.get(uidl)
         if entry is None:

@@ -8,10 +8,11 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -23,6 +24,7 @@ from shared.sources.accounts import ingest_fetched, received_time
 from shared.sources.cursor import CursorStore
 from shared.sources.fetch import FetchRequest
 from shared.sources.poll import poll_account
+from shared.sources.pool import SessionPools
 from tests.shared.sources.conftest import MailUser, message
 from tests.shared.sources.imap.test_session import flags_of
 
@@ -49,10 +51,14 @@ def with_attached_mail(subject: str = "Invoice with its order") -> bytes:
 
 class Rt:
     """The runtime's parts the worker uses: settings, blob stores in Azurite, Key Vault (the password), the
-    hand-off queue (kept in a list)."""
+    hand-off queue (kept in a list), the pools of signed-in connections (closed after each test)."""
+
+    made: ClassVar[list[Rt]] = []
 
     def __init__(self, settings: Settings, service: Any, password: str) -> None:
         self.settings = settings
+        self.mail_sessions = SessionPools(settings.mail_connections_per_account)
+        Rt.made.append(self)
         self.attachments = BlobStore(service, f"a{uuid.uuid4().hex[:12]}")
         self.state = BlobStore(service, f"s{uuid.uuid4().hex[:12]}")
         self.sent: list[tuple[str, dict[str, Any]]] = []
@@ -82,6 +88,15 @@ class Rt:
 
     def requests(self) -> list[FetchRequest]:
         return [FetchRequest.parse(json.dumps(m)) for q, m in self.sent if q == "mail-fetch"]
+
+
+@pytest.fixture(autouse=True)
+async def close_pools() -> AsyncIterator[None]:
+    """No signed-in connection outlives its test (the event loop does)."""
+    yield
+    made, Rt.made = Rt.made, []
+    for rt in made:
+        await rt.mail_sessions.aclose()
 
 
 def runtime(env: dict[str, str], service: Any, user: MailUser, scheme: str = "imaps", **settings: str) -> Any:
