@@ -132,8 +132,19 @@ class Dovecot:
                     os.chown(directory, self._uid, self._gid)
 
     def remove_folder(self, user: str, folder: str) -> None:
-        """The folder and its UID list gone: created again, it has a new UIDVALIDITY."""
-        shutil.rmtree(self.folder_path(user, folder))
+        """The folder and its UID list gone: created again, it has a new UIDVALIDITY. Renamed aside first, so it
+        is gone for the server at once; a session still open on it (the app keeps signed-in connections) may
+        write an index file into the renamed copy while it is deleted, so that is retried a few times."""
+        path = self.folder_path(user, folder)
+        aside = path.with_name(f".removed-{uuid.uuid4().hex}")
+        os.replace(path, aside)
+        for _ in range(20):
+            try:
+                shutil.rmtree(aside)
+                return
+            except OSError:
+                time.sleep(0.05)
+        shutil.rmtree(aside)
 
     def deliver(self, user: str, message: bytes, folder: str = "INBOX") -> Path:
         """Put a message in the folder's `new/` as a delivery agent does (write in tmp/, rename)."""
