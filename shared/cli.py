@@ -308,6 +308,12 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"maintain: last pass {last.get('at')}, {last.get('failed', 0)} folder(s) failed")
     queues = ", ".join(f"{name} {count}" for name, count in report["queues"].items())
     lines.append(f"queues: {queues}")
+    grid = report.get("eventgrid")
+    if grid:
+        lines.append(
+            f"event grid: partner topic {grid['partnerTopic']} → queue {grid['queue']}; "
+            f"dead letters in {grid['deadLetterContainer']}: {grid['deadLettered']}"
+        )
     lines.append(f"clientState: {report['client_state']}")
     lines.append("healthy" if report["healthy"] else f"unhealthy: {', '.join(report['unhealthy'])}")
     return "\n".join(lines)
