@@ -14,6 +14,9 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 
+from shared.delivery import DEFAULT_EVENTGRID_QUEUE
+from shared.ops.eventgrid import dead_letter_container
+
 # What the infra sets as app settings in Azure; here fixed values naming the simulated Azure side.
 LOCAL_SETTINGS = {
     "EVENTGRID_AZURE_SUBSCRIPTION_ID": "00000000-0000-4000-8000-00000000e9e9",
@@ -22,7 +25,7 @@ LOCAL_SETTINGS = {
     "EVENTGRID_PARTNER_TOPIC": "mail-ingest-local-mail",
 }
 EVENT_SUBSCRIPTION = "mail-events-queue"
-DEAD_LETTER_CONTAINER = "mail-events-deadletter"
+DEAD_LETTER_CONTAINER = dead_letter_container(DEFAULT_EVENTGRID_QUEUE)
 AUTHORIZATION_DAYS = 365
 
 Control = Callable[[str, str, Any], Any]

@@ -327,5 +327,8 @@ def test_undeliverable_events_are_dead_lettered(eg: Stack):
         letters = json.loads(container.download_blob(names[0]).readall())
         assert letters[0]["type"] == "Microsoft.Graph.MessageCreated"
         assert letters[0]["deadLetterReason"] == "MaxDeliveryAttemptsExceeded" and letters[0]["deliveryAttempts"] == 2
+        status = cli(eg, "status", "--json")
+        assert json.loads(status.stdout)["eventgrid"]["deadLettered"] >= 1
+        assert "dead letters in mail-events-deadletter:" in cli(eg, "status").stdout
     finally:
         eg.connect_eventgrid()
