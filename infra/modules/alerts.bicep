@@ -49,7 +49,7 @@ var rules = [
     threshold: 0
     dimension: 'mailbox'
     // The app's event, and the host's own line for a message it moves (covers both queues).
-    query: 'union (traces | where tostring(customDimensions.event) in ("ingest.poisoned", "lifecycle.poisoned") | extend mailbox = tostring(customDimensions.mailbox)), (traces | where message startswith "Message has reached MaxDequeueCount" | extend mailbox = "(host)") | project timestamp, mailbox'
+    query: 'union (traces | where tostring(customDimensions.event) in ("ingest.poisoned", "lifecycle.poisoned", "event.poisoned") | extend mailbox = tostring(customDimensions.mailbox)), (traces | where message startswith "Message has reached MaxDequeueCount" | extend mailbox = "(host)") | project timestamp, mailbox'
   }
   {
     // GRAPH_DELIVERY=eventgrid: logged by every maintain pass while dead-letter blobs remain (shared/ops/eventgrid.py).
