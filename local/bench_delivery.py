@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from local.bench import _deliver_small, _manifests, percentile
-from local.mailcheck import BlobReader
+from local.bench import _deliver_small, drained_after, percentile, steady_latencies
 from local.stack import Stack, StackConfig
 
 MAILBOX = "steady@contoso.com"
@@ -31,28 +30,10 @@ def _started(stack: Stack, mode: str) -> Stack:
 
 
 def latency(mode: str, rate: float, seconds: float) -> dict[str, Any]:
-    """Mails at a steady `rate` for `seconds`; each one's delivery to manifest (polled every 50 ms)."""
+    """Mails at a steady `rate` for `seconds`; each one's delivery to manifest."""
     with Stack(_config(mode)) as stack:
-        _started(stack, mode)
-        reader = BlobReader(stack)
-        pending: dict[str, tuple[str, float]] = {}
-        latencies: list[float] = []
-        total, sent, started = int(rate * seconds), 0, time.monotonic()
-        while sent < total or pending:
-            if sent < total and time.monotonic() >= started + sent / rate:
-                mail = _deliver_small(stack, MAILBOX, sent)
-                pending[mail.message_id] = (mail.prefix, mail.delivered_at)
-                sent += 1
-                continue
-            for message_id, (prefix, at) in list(pending.items()):
-                if reader.manifest(prefix) is not None:
-                    latencies.append(time.monotonic() - at)
-                    del pending[message_id]
-            if time.monotonic() > started + seconds + 300:
-                raise SystemExit(f"{mode}: {len(pending)} mails without a manifest")
-            time.sleep(0.05)
-        reader.close()
-    return {"mode": mode, "mails": total, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+        latencies = steady_latencies(_started(stack, mode), MAILBOX, rate, seconds)
+    return {"mode": mode, "mails": len(latencies), "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
 
 
 def backlog(mode: str, mails: int) -> dict[str, Any]:
@@ -79,15 +60,7 @@ def backlog(mode: str, mails: int) -> dict[str, Any]:
         else:
             stack.devhost.start()
             started = time.time()  # from when the app is up again, as the webhook's clock starts with it up
-        found: set[str] = set()
-        deadline = time.monotonic() + 1800
-        while len(found) < mails and time.monotonic() < deadline:
-            time.sleep(0.25)
-            found = _manifests(service)
-        seconds = time.time() - started
-        service.close()
-        if len(found) < mails:
-            raise SystemExit(f"{mode} backlog: {len(found)} of {mails} mails after 30 minutes")
+        seconds = drained_after(service, mails, started, f"{mode} backlog")
     return {"mode": mode, "mails": mails, "seconds": seconds, "mails_per_s": mails / seconds}
 
 

@@ -131,6 +131,19 @@ def sub_for(stack: Stack, mailbox: str) -> dict[str, Any]:
     return found[0]
 
 
+def three_mails(stack: Stack, mailbox: str, label: str) -> list[Delivered]:
+    return [
+        deliver(
+            stack,
+            mailbox,
+            "Inbox",
+            f"{label} {n}",
+            [file_attachment(f"{label}-{n}.pdf", b"%PDF-1.4", "application/pdf")],
+        )
+        for n in range(3)
+    ]
+
+
 def wait_for_manifest(reader: BlobReader, mail: Delivered, timeout: float = 60) -> dict[str, Any]:
     return dict(wait_until(lambda: reader.manifest(mail.prefix), timeout, f"the manifest of {mail.subject}"))
 
@@ -166,18 +179,7 @@ def test_mail_through_event_grid_lands_once_despite_duplicates(eg: Stack, reader
     take_handoffs(eg)
     eg.control("POST", "/_sim/delivery", {"duplicates": 3})
     try:
-        mails = [
-            deliver(
-                eg,
-                "invoices@contoso.com",
-                "Inbox",
-                f"EG {n}",
-                [
-                    file_attachment(f"eg-{n}.pdf", f"%PDF-1.4 eg {n}".encode(), "application/pdf"),
-                ],
-            )
-            for n in range(3)
-        ]
+        mails = three_mails(eg, "invoices@contoso.com", "EG")
         for mail in mails:
             manifest = wait_for_manifest(reader, mail)
             assert manifest["messageKey"] == message_key(mail.message_id)
@@ -195,18 +197,7 @@ def test_reordered_duplicate_events_written_plain_or_base64(eg: Stack, reader: B
     take_handoffs(eg)
     eg.control("POST", f"{topic_path(eg)}/deactivate")  # Graph's events are dropped: the test queues them
     try:
-        mails = [
-            deliver(
-                eg,
-                "ap@contoso.com",
-                "Inbox",
-                f"Reordered {n}",
-                [
-                    file_attachment(f"r-{n}.pdf", f"%PDF-1.4 r {n}".encode(), "application/pdf"),
-                ],
-            )
-            for n in range(3)
-        ]
+        mails = three_mails(eg, "ap@contoso.com", "Reordered")
     finally:
         eg.control("POST", f"{topic_path(eg)}/activate")
     sub = sub_for(eg, "ap@contoso.com")
