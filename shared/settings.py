@@ -9,6 +9,7 @@ Each role parses its own section, with the readers of `env.py`, and `parse_setti
 - `pipeline/rules.py`: ATTACHMENT_*, INCLUDE_INLINE_ATTACHMENTS, SAVE_MESSAGE, SAVE_BODY, AFTER_INGEST,
   AFTER_INGEST_BY_MAILBOX, and which after-ingest actions suit which place (POP3: delete only);
 - `pipeline/routes.py`: ROUTES, ROUTES_FILE (none into STATE_CONTAINER), and the routes' after-ingest actions;
+- `delivery.py`: GRAPH_DELIVERY and the Event Grid partner topic and queue (EVENTGRID_*);
 - here: MAILBOXES (Microsoft 365 mailboxes and IMAP/POP3 account URLs), the app registration and Graph,
   webhooks, storage and containers, Key Vault, the schedules and lifetimes, INGESTED_QUEUE.
 """
