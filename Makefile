@@ -45,8 +45,10 @@ $(AZURITE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(AZURITE)
 
+# `make demo DELIVERY=eventgrid`: Graph's notifications through Event Grid and the app's queue instead of the webhook.
+DELIVERY ?= webhook
 demo: setup
-	$(PY) -m local.demo
+	$(PY) -m local.demo --delivery $(DELIVERY)
 
 test: setup lint
 	$(PY) -m pytest

@@ -8,6 +8,7 @@ import os
 import azure.functions as func
 
 from shared import workers
+from shared.delivery import DEFAULT_EVENTGRID_QUEUE
 from shared.pipeline.poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE, POLL_QUEUE
 from shared.settings import DEFAULT_MAIL_POLL_SCHEDULE, get_settings
 
@@ -18,6 +19,8 @@ STORAGE = "AzureWebJobsStorage"
 # Read from the environment (no I/O) so the schedule has a default when the setting is absent.
 MAINTAIN_SCHEDULE = os.environ.get("MAINTAIN_SCHEDULE", "0 */15 * * * *")
 MAIL_POLL_SCHEDULE = os.environ.get("MAIL_POLL_SCHEDULE", DEFAULT_MAIL_POLL_SCHEDULE)
+# The Storage queue Event Grid delivers Graph's events to (GRAPH_DELIVERY=eventgrid).
+EVENTGRID_QUEUE = os.environ.get("EVENTGRID_QUEUE", "").strip() or DEFAULT_EVENTGRID_QUEUE
 
 # Every HTTP route needs a function key unless it says otherwise; Graph calls the webhooks with the
 # host key `graphwebhook` in their URL (`?code=`), which the app reads as WEBHOOK_FUNCTION_KEY.
@@ -49,6 +52,15 @@ async def ingest(msg: func.QueueMessage) -> None:
 @app.queue_trigger(arg_name="msg", queue_name=LIFECYCLE_QUEUE, connection=STORAGE)
 async def lifecycle(msg: func.QueueMessage) -> None:
     await workers.lifecycle_event(msg)
+
+
+# Graph's notifications through Event Grid: each CloudEvent checked as the webhook checks an item, then queued
+# where the webhook queues it.
+@app.queue_trigger(arg_name="msg", queue_name=EVENTGRID_QUEUE, connection=STORAGE)
+@app.queue_output(arg_name="changes", queue_name=CHANGES_QUEUE, connection=STORAGE)
+@app.queue_output(arg_name="events", queue_name=LIFECYCLE_QUEUE, connection=STORAGE)
+async def graph_events(msg: func.QueueMessage, changes: func.Out[list[str]], events: func.Out[list[str]]) -> None:
+    await workers.graph_event(msg, changes, events)
 
 
 @app.timer_trigger(arg_name="timer", schedule=MAINTAIN_SCHEDULE, run_on_startup=False, use_monitor=True)

@@ -82,11 +82,22 @@ param notificationSilenceHours int = 24
 @description('Alert when more function invocations than this fail within 15 minutes.')
 param functionFailureThreshold int = 5
 
+@allowed(['webhook', 'eventgrid'])
+@description('GRAPH_DELIVERY: Graph calls the app\'s webhook, or publishes to an Event Grid partner topic that delivers to a queue.')
+param graphDelivery string = 'webhook'
+
+@description('EVENTGRID_QUEUE: the Storage queue Event Grid delivers Graph\'s events to.')
+param eventGridQueue string = 'mail-events'
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
 var tenantId = empty(graphTenantId) ? tenant().tenantId : graphTenantId
 var appName = '${abbrs.webSitesFunctions}${resourceToken}'
+var eventGrid = graphDelivery == 'eventgrid'
+// EVENTGRID_PARTNER_TOPIC: Graph creates it with the first subscription; names are unique per region.
+var partnerTopicName = '${appName}-mail'
+var deadLetterContainerName = '${eventGridQueue}-deadletter'
 var deploymentContainerName = 'app-package-${take(appName, 32)}-${take(resourceToken, 7)}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-07-01' = {
@@ -168,6 +179,19 @@ module operatorAccess 'modules/operator.bicep' = if (!empty(principalId)) {
   }
 }
 
+module eventGridAccess 'modules/eventgrid.bicep' = if (eventGrid) {
+  name: 'eventgrid'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    queueName: eventGridQueue
+    deadLetterContainerName: deadLetterContainerName
+    identityName: '${abbrs.managedIdentityUserAssignedIdentities}eg-${resourceToken}'
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   scope: rg
@@ -198,6 +222,10 @@ module functionApp 'modules/functionapp.bicep' = {
     httpAlwaysReady: httpAlwaysReady
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    graphDelivery: graphDelivery
+    eventGridQueue: eventGridQueue
+    eventGridPartnerTopic: partnerTopicName
+    eventGridResourceGroup: rg.name
   }
   // The app starts with its roles in place: storage, Key Vault references and telemetry work from the first run.
   dependsOn: [
@@ -245,3 +273,9 @@ output KEY_VAULT_URL string = keyVault.outputs.uri
 output ATTACHMENTS_CONTAINER string = attachmentsContainerName
 // The workbook in the Azure portal; the postprovision hook prints it.
 output AZURE_WORKBOOK_URL string = 'https://portal.azure.com/#@${tenant().tenantId}/resource${workbook.outputs.id}/workbook'
+// GRAPH_DELIVERY=eventgrid: what infra/hooks/eventgrid.sh needs to connect the partner topic to the queue.
+output GRAPH_DELIVERY string = graphDelivery
+output EVENTGRID_QUEUE string = eventGridQueue
+output EVENTGRID_PARTNER_TOPIC string = partnerTopicName
+output EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainerName
+output EVENTGRID_DELIVERY_IDENTITY_ID string = eventGrid ? eventGridAccess!.outputs.identityId : ''

@@ -367,6 +367,21 @@ def _deliver_small(stack: Stack, mailbox: str, index: int) -> Any:
     return deliver(stack, mailbox, "Inbox", f"backlog {index}", files)
 
 
+def drained_after(service: Any, mails: int, started: float, label: str) -> float:
+    """Seconds from `started` (time.time()) until `mails` manifests are there (seen every 250 ms; Last-Modified has
+    whole seconds only); closes `service`. Gives up after 30 minutes."""
+    deadline = time.monotonic() + 1800
+    found: set[str] = set()
+    while len(found) < mails and time.monotonic() < deadline:
+        time.sleep(0.25)
+        found = _manifests(service)
+    seconds = time.time() - started
+    service.close()
+    if len(found) < mails:
+        raise SystemExit(f"{label}: {len(found)} of {mails} mails after 30 minutes")
+    return seconds
+
+
 def bench_backlog(mails: int, mailboxes: int, hosts: int) -> dict[str, Any]:
     """`mails` small mails delivered while Graph holds their notifications (the webhook was down), then
     released at once: seconds until the last manifest, as mails/s and MB/s beside Graph's bound."""
@@ -385,16 +400,7 @@ def bench_backlog(mails: int, mailboxes: int, hosts: int) -> dict[str, Any]:
             service = BlobServiceClient.from_connection_string(stack.storage_connection_string)
             started = time.time()
             stack.control("POST", "/_sim/delivery", {"paused": False})
-            deadline = time.monotonic() + 1800
-            found: set[str] = set()
-            while len(found) < mails and time.monotonic() < deadline:
-                time.sleep(0.25)
-                found = _manifests(service)
-            # When the last manifest was seen (Last-Modified has whole seconds only).
-            seconds = time.time() - started
-            service.close()
-            if len(found) < mails:
-                raise SystemExit(f"backlog: {len(found)} of {mails} mails after 30 minutes")
+            seconds = drained_after(service, mails, started, "backlog")
             counts = _graph_counts(stack)
         finally:
             for host in extra:
@@ -411,34 +417,41 @@ def bench_backlog(mails: int, mailboxes: int, hosts: int) -> dict[str, Any]:
 
 def bench_latency(rate: float, seconds: float) -> dict[str, Any]:
     """Mails delivered at a steady `rate` for `seconds`; each one's delivery to manifest (polled every 50 ms)."""
-    from local.mailcheck import BlobReader
-
     with Stack(StackConfig(mailboxes=("steady@contoso.com",))) as stack:
         if stack.run_function("maintain").status_code != 200:
             raise SystemExit("maintain failed; see .stack/devhost.log")
-        reader = BlobReader(stack)
-        wait_for_manifests(reader, [_deliver_small(stack, "steady@contoso.com", 0)], timeout=60)  # warm-up
-        pending: dict[str, tuple[str, float]] = {}
-        latencies: list[float] = []
-        total = int(rate * seconds)
-        started = time.monotonic()
-        sent = 0
-        while sent < total or pending:
-            if sent < total and time.monotonic() >= started + sent / rate:
-                mail = _deliver_small(stack, "steady@contoso.com", sent + 1)
-                pending[mail.message_id] = (mail.prefix, mail.delivered_at)
-                sent += 1
-                continue
-            for message_id, (prefix, at) in list(pending.items()):
-                if reader.manifest(prefix) is not None:
-                    latencies.append(time.monotonic() - at)
-                    del pending[message_id]
-            if time.monotonic() > started + seconds + 300:
-                raise SystemExit(f"steady rate: {len(pending)} mails without a manifest")
-            time.sleep(0.05)
-        reader.close()
-    return {"mails": total, "rate": rate, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
-            "max": max(latencies)}  # fmt: skip
+        latencies = steady_latencies(stack, "steady@contoso.com", rate, seconds)
+    return {"mails": len(latencies), "rate": rate, "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99), "max": max(latencies)}  # fmt: skip
+
+
+def steady_latencies(stack: Stack, mailbox: str, rate: float, seconds: float) -> list[float]:
+    """After one warm-up mail, mails at a steady `rate` for `seconds`: each one's delivery to manifest (seconds,
+    polled every 50 ms)."""
+    from local.mailcheck import BlobReader
+
+    reader = BlobReader(stack)
+    wait_for_manifests(reader, [_deliver_small(stack, mailbox, 0)], timeout=60)  # warm-up
+    pending: dict[str, tuple[str, float]] = {}
+    latencies: list[float] = []
+    total = int(rate * seconds)
+    started = time.monotonic()
+    sent = 0
+    while sent < total or pending:
+        if sent < total and time.monotonic() >= started + sent / rate:
+            mail = _deliver_small(stack, mailbox, sent + 1)
+            pending[mail.message_id] = (mail.prefix, mail.delivered_at)
+            sent += 1
+            continue
+        for message_id, (prefix, at) in list(pending.items()):
+            if reader.manifest(prefix) is not None:
+                latencies.append(time.monotonic() - at)
+                del pending[message_id]
+        if time.monotonic() > started + seconds + 300:
+            raise SystemExit(f"steady rate: {len(pending)} mails without a manifest")
+        time.sleep(0.05)
+    reader.close()
+    return latencies
 
 
 def bench_large_file(size: int) -> dict[str, Any]:
@@ -606,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import-runs", type=int, default=7)
     parser.add_argument(
         "--only",
-        choices=("import", "webhook", "ingest", "imap", "maintain", "throughput"),
+        choices=("import", "webhook", "ingest", "imap", "maintain", "throughput", "delivery"),
         help="run one part",
     )
     parser.add_argument("--backlog", type=int, default=1000, help="throughput: mails in the backlog")
@@ -616,6 +629,13 @@ def main(argv: list[str] | None = None) -> int:
         from local.bench_sources import bench_imap, print_imap
 
         print_imap(bench_imap())
+        print()
+        if args.only:
+            return 0
+    if args.only in (None, "delivery"):
+        from local.bench_delivery import run as run_delivery
+
+        run_delivery(args.backlog)
         print()
         if args.only:
             return 0

@@ -23,6 +23,7 @@ from typing import Any
 import certifi
 import httpx
 
+from local import eventgrid
 from local.azuresim.runner import SimulatorProcess, start_simulator
 from local.azurite import Azurite
 from local.devhost.keys import HostKeys, new_key, write_keys
@@ -199,6 +200,8 @@ class Stack:
             self.sim = start_simulator(self.data_dir / "azuresim")
             self.env = self._app_env(storage)
             self._create_mailboxes()
+            if eventgrid.uses_eventgrid(self.env):
+                eventgrid.authorize_graph(self.control, self.env)
             if not self.config.devhost:
                 return self
             port = self.config.devhost_port or free_port()
@@ -266,6 +269,8 @@ class Stack:
             }
         )
         env.update(self.config.app_settings)
+        if eventgrid.uses_eventgrid(env):
+            env = {**eventgrid.LOCAL_SETTINGS, **env}
         return env
 
     def _create_mailboxes(self) -> None:
@@ -348,6 +353,11 @@ class Stack:
             headers={"x-functions-key": self.keys.master},
             timeout=timeout,
         )
+
+    def connect_eventgrid(self, **options: Any) -> Any:
+        """GRAPH_DELIVERY=eventgrid, after the first maintain pass: activate the partner topic and deliver it to
+        the app's queue (local/eventgrid.py)."""
+        return eventgrid.connect_topic(self.control, self.env, self.storage_connection_string, **options)
 
     @property
     def storage_connection_string(self) -> str:

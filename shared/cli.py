@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from .delivery import DEFAULT_EVENTGRID_QUEUE
 from .errors import IngestError, SettingsError, StateConflict, one_line
 from .ops.activity import ActivityStore
 from .ops.checks import CheckResult, Checks
@@ -50,7 +51,13 @@ from .sources.graph.subscriptions import delete_subscription
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOCAL_SETTINGS = "local.settings.json"
 # Every queue a trigger reads, whose poison queue a failed message can end in.
-QUEUES = {"changes": CHANGES_QUEUE, "lifecycle": LIFECYCLE_QUEUE, "poll": POLL_QUEUE, "fetch": FETCH_QUEUE}
+QUEUES = {
+    "changes": CHANGES_QUEUE,
+    "lifecycle": LIFECYCLE_QUEUE,
+    "poll": POLL_QUEUE,
+    "fetch": FETCH_QUEUE,
+    "events": DEFAULT_EVENTGRID_QUEUE,  # EVENTGRID_QUEUE when set: Graph's events through Event Grid
+}
 TIMER_NOTE = (
     "note: the maintain timer creates subscriptions again for folders still in MAILBOXES; "
     "take a folder out of MAILBOXES to stop ingesting it for good"
@@ -301,6 +308,12 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"maintain: last pass {last.get('at')}, {last.get('failed', 0)} folder(s) failed")
     queues = ", ".join(f"{name} {count}" for name, count in report["queues"].items())
     lines.append(f"queues: {queues}")
+    grid = report.get("eventgrid")
+    if grid:
+        lines.append(
+            f"event grid: partner topic {grid['partnerTopic']} → queue {grid['queue']}; "
+            f"dead letters in {grid['deadLetterContainer']}: {grid['deadLettered']}"
+        )
     lines.append(f"clientState: {report['client_state']}")
     lines.append("healthy" if report["healthy"] else f"unhealthy: {', '.join(report['unhealthy'])}")
     return "\n".join(lines)
@@ -382,7 +395,8 @@ def describe(settings: Settings, parked: Parked) -> str:
 
 
 async def cmd_replay(rt: Runtime, args: argparse.Namespace) -> int:
-    queue = QUEUES[args.queue]
+    eventgrid = rt.settings.eventgrid
+    queue = eventgrid.queue if args.queue == "events" and eventgrid is not None else QUEUES[args.queue]
     if args.dry_run:
         parked, count = await peek_parked(rt, queue)
         for item in parked:

@@ -9,6 +9,7 @@ Each role parses its own section, with the readers of `env.py`, and `parse_setti
 - `pipeline/rules.py`: ATTACHMENT_*, INCLUDE_INLINE_ATTACHMENTS, SAVE_MESSAGE, SAVE_BODY, AFTER_INGEST,
   AFTER_INGEST_BY_MAILBOX, and which after-ingest actions suit which place (POP3: delete only);
 - `pipeline/routes.py`: ROUTES, ROUTES_FILE (none into STATE_CONTAINER), and the routes' after-ingest actions;
+- `delivery.py`: GRAPH_DELIVERY and the Event Grid partner topic and queue (EVENTGRID_*);
 - here: MAILBOXES (Microsoft 365 mailboxes and IMAP/POP3 account URLs), the app registration and Graph,
   webhooks, storage and containers, Key Vault, the schedules and lifetimes, INGESTED_QUEUE.
 """
@@ -23,6 +24,7 @@ from functools import cached_property, lru_cache
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from .delivery import EventGridTarget, GraphDelivery, graph_delivery_from_env
 from .env import (
     VAULT_NAME,
     ResolvedEnv,
@@ -228,6 +230,8 @@ class Settings:
     accounts: tuple[MailAccount, ...] = ()  # the IMAP and POP3 account URLs of MAILBOXES
     mail_poll_schedule: str = DEFAULT_MAIL_POLL_SCHEDULE
     mail_connections_per_account: int = 4  # signed-in connections per account and instance (sources/pool.py)
+    graph_delivery: GraphDelivery = "webhook"  # GRAPH_DELIVERY (delivery.py)
+    eventgrid: EventGridTarget | None = None  # with GRAPH_DELIVERY=eventgrid: the partner topic and queue
 
     @property
     def uses_graph(self) -> bool:
@@ -301,10 +305,15 @@ class Settings:
 
     @property
     def notification_url(self) -> str:
+        if self.eventgrid is not None:
+            return self.eventgrid.notification_url
         return self._webhook_url("notifications")
 
     @property
     def lifecycle_url(self) -> str:
+        # Through Event Grid, lifecycle events go to the same partner topic as the changes.
+        if self.eventgrid is not None:
+            return self.eventgrid.notification_url
         return self._webhook_url("lifecycle")
 
     def _webhook_url(self, route: str) -> str:
@@ -533,6 +542,7 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
     routes = routes_from_env(env, state_container)
     check_after_ingest(after_ingest, by_folder, places)
     check_route_actions(routes, places)
+    delivery, eventgrid = graph_delivery_from_env(env)
     return Settings(
         tenant_id=tenant_id,
         client_id=client_id,
@@ -575,6 +585,8 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
         routes=routes,
         # Read here, not in pipeline/handoff.py: that imports pipeline/storage.py, which imports this module.
         ingested_queue=read_queue_name(env, "INGESTED_QUEUE", "mail-ingested"),
+        graph_delivery=delivery,
+        eventgrid=eventgrid,
     )
 
 

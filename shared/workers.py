@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
+from .delivery import DEFAULT_EVENTGRID_QUEUE
 from .errors import one_line
 from .logs import log_event
 from .pipeline.poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE
@@ -145,6 +146,36 @@ async def fetch(msg: func.QueueMessage) -> None:
         return rt.settings.account_by_key(request.account), None, lambda: ingest_fetched(request, rt)
 
     await _ingesting(msg, FETCH_QUEUE, read)
+
+
+async def graph_event(msg: func.QueueMessage, changes: func.Out[list[str]], events: func.Out[list[str]]) -> None:
+    """A Graph CloudEvent from the Event Grid queue: checked as the webhook checks an item, then queued where
+    the webhook queues it (a change to `mail-changes`, a lifecycle event to `mail-lifecycle`). A forged event
+    is dropped; one that can never be read is parked at once, with its reason."""
+    from .errors import InvalidNotification
+    from .pipeline.poison import park
+    from .runtime import get_runtime
+    from .sources.graph.eventgrid import parse_event, verify_event
+    from .sources.graph.known_subscriptions import now
+    from .sources.graph.webhook import Trust
+
+    settings = get_settings()
+    queue = settings.eventgrid.queue if settings.eventgrid is not None else DEFAULT_EVENTGRID_QUEUE
+    arrived = now()
+    try:
+        event = parse_event(msg.get_body())
+    except InvalidNotification as exc:
+        reason = f"not a Graph event: {exc}"
+        await park(get_runtime(), queue, msg.get_body(), reason, msg.dequeue_count or 0)
+        log_event(logger, "event.poisoned", logging.ERROR, queue_message=msg.id, reason=reason)
+        return
+
+    async def work() -> None:
+        verdict = await verify_event(event, Trust(settings, await _secret(), _holds, arrived))
+        if verdict.messages:
+            (changes if event.kind == "change" else events).set(verdict.messages)
+
+    await _queued(msg, queue, ("event.failed", "event.poisoned"), work())
 
 
 async def lifecycle_event(msg: func.QueueMessage) -> None:

@@ -93,6 +93,12 @@ while ($true) {
   Start-Sleep -Seconds 3
 }
 
+# GRAPH_DELIVERY=eventgrid: the pass made the first subscription, so Graph creates the partner topic; connect it.
+if ($env:GRAPH_DELIVERY -eq 'eventgrid') {
+  & pwsh -NoProfile -File (Join-Path $PSScriptRoot 'eventgrid.ps1')
+  if ($LASTEXITCODE) { Write-Host 'Event Grid is not connected yet; mail waits in Graph until it is.' }
+}
+
 $failed = 0
 $folders = $report.maintain.folders.PSObject.Properties
 foreach ($folder in $folders) {

@@ -104,6 +104,11 @@ while :; do
   sleep 3
 done
 
+# GRAPH_DELIVERY=eventgrid: the pass made the first subscription, so Graph creates the partner topic; connect it.
+if [ "${GRAPH_DELIVERY:-webhook}" = "eventgrid" ]; then
+  sh "$(dirname "$0")/eventgrid.sh" || echo "Event Grid is not connected yet; mail waits in Graph until it is."
+fi
+
 printf '%s' "$report" | python3 -c '
 import json, sys
 last = json.load(sys.stdin)["maintain"]

@@ -57,3 +57,11 @@ $current = if ($env:KEY_VAULT_CREATE_MODE) { $env:KEY_VAULT_CREATE_MODE } else {
 if ($current -ne $mode) {
   azd env set KEY_VAULT_CREATE_MODE $mode | Out-Null
 }
+
+# GRAPH_DELIVERY=eventgrid: the subscription must have the Microsoft.EventGrid resource provider before Graph can
+# create a partner topic in it (registering is idempotent; it takes a minute the first time).
+if ($env:GRAPH_DELIVERY -eq 'eventgrid' -and (Get-Command az -ErrorAction SilentlyContinue)) {
+  $subscription = if ($env:AZURE_SUBSCRIPTION_ID) { @('--subscription', $env:AZURE_SUBSCRIPTION_ID) } else { @() }
+  az provider register --namespace Microsoft.EventGrid --wait @subscription
+  if ($LASTEXITCODE) { Write-Host 'Could not register Microsoft.EventGrid; run: az provider register --namespace Microsoft.EventGrid' }
+}

@@ -76,3 +76,10 @@ fi
 if [ "${KEY_VAULT_CREATE_MODE:-default}" != "$mode" ]; then
   azd env set KEY_VAULT_CREATE_MODE "$mode" >/dev/null
 fi
+
+# GRAPH_DELIVERY=eventgrid: the subscription must have the Microsoft.EventGrid resource provider before Graph can
+# create a partner topic in it (registering is idempotent; it takes a minute the first time).
+if [ "${GRAPH_DELIVERY:-webhook}" = "eventgrid" ] && command -v az >/dev/null 2>&1; then
+  az provider register --namespace Microsoft.EventGrid --wait ${AZURE_SUBSCRIPTION_ID:+--subscription "$AZURE_SUBSCRIPTION_ID"} \
+    || echo "Could not register Microsoft.EventGrid; run: az provider register --namespace Microsoft.EventGrid" >&2
+fi

@@ -49,7 +49,20 @@ var rules = [
     threshold: 0
     dimension: 'mailbox'
     // The app's event, and the host's own line for a message it moves (covers both queues).
-    query: 'union (traces | where tostring(customDimensions.event) in ("ingest.poisoned", "lifecycle.poisoned") | extend mailbox = tostring(customDimensions.mailbox)), (traces | where message startswith "Message has reached MaxDequeueCount" | extend mailbox = "(host)") | project timestamp, mailbox'
+    query: 'union (traces | where tostring(customDimensions.event) in ("ingest.poisoned", "lifecycle.poisoned", "event.poisoned") | extend mailbox = tostring(customDimensions.mailbox)), (traces | where message startswith "Message has reached MaxDequeueCount" | extend mailbox = "(host)") | project timestamp, mailbox'
+  }
+  {
+    // GRAPH_DELIVERY=eventgrid: logged by every maintain pass while dead-letter blobs remain (shared/ops/eventgrid.py).
+    name: 'eventgrid-deadlettered'
+    displayName: 'Mail ingest: Event Grid dead-lettered Graph events'
+    description: 'Event Grid could not deliver Graph events to the app\'s queue within its retries; they are in the dead-letter container.'
+    severity: 2
+    frequency: 'PT15M'
+    window: 'PT15M'
+    queryRange: 'PT15M'
+    threshold: 0
+    dimension: 'container'
+    query: 'traces | where tostring(customDimensions.event) == "eventgrid.deadlettered" | project timestamp, container = tostring(customDimensions.container)'
   }
   {
     name: 'subscription-failed'

@@ -31,6 +31,11 @@ param httpAlwaysReady int
 @maxValue(1000)
 param maximumInstanceCount int
 param instanceMemoryMB int
+@allowed(['webhook', 'eventgrid'])
+param graphDelivery string
+param eventGridQueue string
+param eventGridPartnerTopic string
+param eventGridResourceGroup string
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -146,6 +151,13 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     STATE_CONTAINER: stateContainerName
     MAINTAIN_SCHEDULE: maintainSchedule
     MAIL_POLL_SCHEDULE: mailPollSchedule
+    // Graph's delivery channel, and with Event Grid the partner topic the notification URL names (shared/delivery.py).
+    GRAPH_DELIVERY: graphDelivery
+    EVENTGRID_QUEUE: eventGridQueue
+    EVENTGRID_PARTNER_TOPIC: eventGridPartnerTopic
+    EVENTGRID_AZURE_SUBSCRIPTION_ID: subscription().subscriptionId
+    EVENTGRID_RESOURCE_GROUP: eventGridResourceGroup
+    EVENTGRID_LOCATION: location
   }
 }
 

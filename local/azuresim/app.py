@@ -25,6 +25,7 @@ from .errors import (
     KeyVaultError,
     ServiceError,
 )
+from .eventgrid import EventGrid
 from .faults import Fault, Faults
 from .graph import LATENCY, GraphRouter, message_key
 from .graph_delta import Delta
@@ -128,7 +129,8 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     UserGrants(authority, directory, clock)
     notifier_ref: list[Notifier] = []
     delivery = Delivery(clock, lambda sub_id: notifier_ref[0].is_live(sub_id))
-    notifier = Notifier(store, clock, delivery)
+    eventgrid = EventGrid(clock)
+    notifier = Notifier(store, clock, delivery, eventgrid)
     notifier_ref.append(notifier)
     faults, log = Faults(), RequestLog()
 
@@ -144,6 +146,7 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     # Large enough for any JSON a test posts; attachments are generated, not uploaded.
     app = web.Application(middlewares=[make_middleware(faults, log, router, store)], client_max_size=64 * 1024 * 1024)
     app.add_routes(control.routes())
+    app.add_routes(eventgrid.routes())
     app.add_routes(IdentityControl(store, directory).routes())
     vault = KeyVault(store, clock, authority)
     app.add_routes(vault.routes())
@@ -155,6 +158,7 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await delivery.start()
         yield
+        await eventgrid.close()
         await delivery.close()
 
     app.cleanup_ctx.append(lifecycle)

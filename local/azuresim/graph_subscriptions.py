@@ -23,6 +23,7 @@ from aiohttp import web
 from .clock import Clock, graph_datetime_7, parse_datetime
 from .delivery import Delivery
 from .errors import GraphError
+from .eventgrid import is_eventgrid_url
 from .graph import GraphRequest, GraphRouter, send_json, split_path
 from .notifications import Notifier
 from .store import Store, Subscription
@@ -220,10 +221,14 @@ class Subscriptions:
                 "InvalidRequest",
                 "includeResourceData (rich notifications) is not supported by the simulator.",
             )
-        notification_url = check_url(body["notificationUrl"], "notificationUrl")
+        eventgrid = is_eventgrid_url(body["notificationUrl"])
         lifecycle_url = body.get("lifecycleNotificationUrl")
-        if lifecycle_url is not None:
-            lifecycle_url = check_url(lifecycle_url, "lifecycleNotificationUrl")
+        if eventgrid:
+            notification_url = str(body["notificationUrl"])
+        else:
+            notification_url = check_url(body["notificationUrl"], "notificationUrl")
+            if lifecycle_url is not None:
+                lifecycle_url = check_url(lifecycle_url, "lifecycleNotificationUrl")
         mailbox_id, folder_id = self._resource(g.own_resource(str(body["resource"])))
         if g.delegated and mailbox_id != g.claims.get("oid"):
             # "Delegated permissions can subscribe only to the signed-in user's own mailbox."
@@ -240,9 +245,13 @@ class Subscriptions:
                 raise GraphError(
                     409, "Conflict", f"Subscription Id {sub.id} already exists for the requested combination"
                 )
-        await self._validate(notification_url)
-        if lifecycle_url is not None:
-            await self._validate(lifecycle_url)
+        if eventgrid:
+            # No validation handshake: Graph creates (or reuses) the partner topic instead.
+            self.notifier.eventgrid.bind(notification_url, lifecycle_url, g.app_id, self.store.tenant_id)
+        else:
+            await self._validate(notification_url)
+            if lifecycle_url is not None:
+                await self._validate(lifecycle_url)
         sub = Subscription(
             id=str(uuid.uuid4()),
             app_id=g.app_id,
@@ -286,7 +295,10 @@ class Subscriptions:
                 "The request body must contain either expirationDateTime or notificationUrl.",
             )
         expiration = self._expiry(body["expirationDateTime"]) if "expirationDateTime" in body else None
-        if "notificationUrl" in body:
+        if "notificationUrl" in body and is_eventgrid_url(body["notificationUrl"]):
+            url = str(body["notificationUrl"])
+            self.notifier.eventgrid.bind(url, None, g.app_id, self.store.tenant_id)
+        elif "notificationUrl" in body:
             url = check_url(body["notificationUrl"], "notificationUrl")
             if url != sub.notification_url:
                 await self._validate(url)

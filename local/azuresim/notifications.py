@@ -7,16 +7,25 @@ from typing import Any
 
 from .clock import Clock, graph_datetime_7
 from .delivery import Delivery
+from .eventgrid import EventGrid, is_eventgrid_url
 from .store import Mailbox, Message, Store, Subscription
 
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 
 
 class Notifier:
-    def __init__(self, store: Store, clock: Clock, delivery: Delivery) -> None:
+    def __init__(self, store: Store, clock: Clock, delivery: Delivery, eventgrid: EventGrid) -> None:
         self.store = store
         self.clock = clock
         self.delivery = delivery
+        self.eventgrid = eventgrid
+
+    def _send(self, sub: Subscription, url: str, kind: str, item: dict[str, Any], copies: int | None) -> int:
+        """To the webhook, or published to the Event Grid partner topic the URL names."""
+        if is_eventgrid_url(url):
+            count = copies if copies is not None else (self.delivery.duplicates if kind == "change" else 1)
+            return self.eventgrid.publish(url, kind, item, sub.app_id, self.store.tenant_id, count)
+        return self.delivery.enqueue(url, kind, sub.id, item, copies)
 
     def live_subscriptions(self) -> list[Subscription]:
         """Expired subscriptions are deleted, as Graph does once expirationDateTime passes."""
@@ -63,7 +72,7 @@ class Notifier:
                 "clientState": sub.client_state,
                 "tenantId": self.store.tenant_id,
             }
-            queued += self.delivery.enqueue(sub.notification_url, "change", sub.id, item, copies)
+            queued += self._send(sub, sub.notification_url, "change", item, copies)
         return queued
 
     def lifecycle(self, sub: Subscription, event: str) -> None:
@@ -75,6 +84,6 @@ class Notifier:
             "clientState": sub.client_state,
             "lifecycleEvent": event,
         }
-        self.delivery.enqueue(sub.lifecycle_url, "lifecycle", sub.id, item)
+        self._send(sub, sub.lifecycle_url, "lifecycle", item, None)
         if event == "subscriptionRemoved":
             self.store.subscriptions.pop(sub.id, None)

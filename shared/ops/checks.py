@@ -216,7 +216,10 @@ class Checks:
         else:
             results.append(CheckResult("Microsoft Graph", True, f"skipped: {NO_GRAPH}"))
         results += await asyncio.gather(*(self.account(a) for a in self.settings.accounts))
-        if self.settings.uses_graph:
+        if self.settings.uses_graph and self.settings.eventgrid is not None:
+            topic = self.settings.eventgrid.partner_topic
+            results.append(CheckResult("webhooks", True, f"not used: Graph publishes to partner topic {topic}"))
+        elif self.settings.uses_graph:
             results.append(await self.webhook("webhook (notification URL)", lambda: self.settings.notification_url))
             results.append(await self.webhook("webhook (lifecycle URL)", lambda: self.settings.lifecycle_url))
         results.append(await self.blob())

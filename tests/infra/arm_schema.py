@@ -108,6 +108,22 @@ MODELS: dict[tuple[str, str], tuple[str, str, str | None]] = {
         None,
     ),
     ("Microsoft.Web/sites/host/functionKeys", "2024-04-01"): ("azure.mgmt.web.v2024_04_01.models", "KeyInfo", None),
+    ("Microsoft.Storage/storageAccounts/queueServices/queues", "2023-05-01"): (
+        "azure.mgmt.storage.v2023_05_01.models",
+        "StorageQueue",
+        None,
+    ),
+    # GRAPH_DELIVERY=eventgrid (infra/modules/eventgrid.bicep, infra/eventgrid/connect.bicep).
+    ("Microsoft.EventGrid/partnerConfigurations", "2025-02-15"): (
+        "azure.mgmt.eventgrid.models",
+        "PartnerConfiguration",
+        "azure.mgmt.eventgrid.operations._partner_configurations_operations",
+    ),
+    ("Microsoft.EventGrid/partnerTopics/eventSubscriptions", "2025-02-15"): (
+        "azure.mgmt.eventgrid.models",
+        "EventSubscription",
+        "azure.mgmt.eventgrid.operations._partner_topic_event_subscriptions_operations",
+    ),
 }
 # sites/config is one type whose body depends on its name.
 SITE_CONFIG = {"appsettings": "StringDictionary", "web": "SiteConfigResource", "logs": "SiteLogsConfig"}

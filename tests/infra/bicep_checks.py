@@ -42,6 +42,19 @@ OPERATOR_ROLES = {
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": ("Storage Queue Data Contributor", "Microsoft.Storage/storageAccounts"),
     "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": ("Key Vault Secrets Officer", "Microsoft.KeyVault/vaults"),
 }
+# Event Grid's delivery identity (modules/eventgrid.bicep, GRAPH_DELIVERY=eventgrid only): it adds messages to the
+# one queue and writes dead letters to the one container, nothing else.
+EVENTGRID_FILE = "modules/eventgrid.bicep"
+EVENTGRID_ROLES = {
+    "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": (
+        "Storage Queue Data Message Sender",
+        "Microsoft.Storage/storageAccounts/queueServices/queues",
+    ),
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": (
+        "Storage Blob Data Contributor",
+        "Microsoft.Storage/storageAccounts/blobServices/containers",
+    ),
+}
 OPERATOR_CONDITIONAL_ROLES = {
     "a4417e6f-fecd-4de8-b567-7b0420556985": ("Key Vault Certificates Officer", "Microsoft.KeyVault/vaults"),
 }
@@ -295,12 +308,15 @@ def check_roles(trees: dict[str, dict[str, Any]], infra: Path) -> list[str]:
         required, conditional = (
             (OPERATOR_ROLES, OPERATOR_CONDITIONAL_ROLES) if operator else (REQUIRED_ROLES, CONDITIONAL_ROLES)
         )
+        if res.file == EVENTGRID_FILE:
+            required, conditional = EVENTGRID_ROLES, {}
         known = required.get(guid or "") or conditional.get(guid or "")
         if guid is None or known is None:
             problems.append(f"{where}: role {guid or '(unresolved)'} is not one of the least-privilege roles")
             continue
         role_name, scope_type = known
-        (seen_operator if operator else seen).add(guid)
+        if res.file != EVENTGRID_FILE:
+            (seen_operator if operator else seen).add(guid)
         if _dig(res.body, "name", "function", "type") != "guid":
             problems.append(f"{where}: the name must come from guid()")
         scope = res.body.get("scope")

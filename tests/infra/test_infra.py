@@ -26,6 +26,7 @@ from .checkov_run import run_checkov
 OPTIONAL_SETTINGS = {
     "AzureWebJobsStorage": "the connection-string form; Azure uses AzureWebJobsStorage__* with the identity",
     "WEBSITE_HOSTNAME": "set by the platform on every Function App (WEBHOOK_BASE_URL is set anyway)",
+    "WEBSITE_SITE_NAME": "set by the platform on every Function App (EVENTGRID_PARTNER_TOPIC is set anyway)",
     "GRAPH_AUTHORITY_HOST": "defaults to https://login.microsoftonline.com, the public cloud (README)",
     "GRAPH_SCOPE": "defaults to the origin of GRAPH_API_URL + /.default; set only behind a gateway (README)",
     "GRAPH_API_URL": "defaults to https://graph.microsoft.com/v1.0 (README)",

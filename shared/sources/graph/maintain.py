@@ -63,6 +63,10 @@ async def run_pass(rt: Runtime, *, after_outage: bool = False) -> dict[str, str]
         await purge_stale_flows(rt.state, now())
     started = now()
     report = await maintain_folders(rt, after_outage=after_outage)
+    if rt.settings.eventgrid is not None:
+        from ...ops.eventgrid import report_dead_letters
+
+        await report_dead_letters(rt)
     failed = failed_folders(report)
     await _keep(rt, {"at": graph_time(started), "afterOutage": after_outage, "folders": report, "failed": len(failed)})
     return report

@@ -36,6 +36,7 @@ MAX_FIELD_CHARS = 2048
 _NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
 NO_GRAPH = f"{NO_MICROSOFT_365}: this deployment takes no Graph notifications"
+NO_WEBHOOK = "GRAPH_DELIVERY=eventgrid: Graph's notifications come through Event Grid, never to this webhook"
 
 SecretSource = Callable[[], Awaitable[bytes]]
 # (folder key, subscription id, when the call arrived) → whether that is the app's subscription for the folder
@@ -75,18 +76,23 @@ def _refuse(reason: str) -> func.HttpResponse:
     return func.HttpResponse(reason, status_code=400, mimetype="text/plain", charset="utf-8")
 
 
-def parse_collection(body: bytes) -> list[dict[str, Any]]:
-    """The `value` items of a changeNotificationCollection, or InvalidNotification."""
+def load_json(body: bytes) -> Any:
+    """The JSON of a notification body (webhook call or Event Grid event), or InvalidNotification."""
     if len(body) > MAX_BODY_BYTES:
         raise InvalidNotification("body is too large")
     try:
-        data = json.loads(body, object_pairs_hook=_unique_keys)
+        return json.loads(body, object_pairs_hook=_unique_keys)
     except _DuplicateKey as exc:
         raise InvalidNotification(f"body has a duplicate key {str(exc)[:64]!r}") from None
     except RecursionError:
         raise InvalidNotification("body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidNotification("body is not JSON") from None
+
+
+def parse_collection(body: bytes) -> list[dict[str, Any]]:
+    """The `value` items of a changeNotificationCollection, or InvalidNotification."""
+    data = load_json(body)
     items = data.get("value") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise InvalidNotification("body has no 'value' list of notifications")
@@ -255,11 +261,12 @@ async def receive(
     kind: str,
 ) -> func.HttpResponse:
     """The whole webhook: handshake, or verify and hand the accepted items to the queue output."""
-    if not settings.uses_graph:
-        # No Microsoft 365 mailbox, so no subscription of this app points here: refuse the handshake too (no
-        # subscription can be made to this URL), read no secret, queue nothing.
-        log_event(logger, "notification.refused", logging.WARNING, kind=kind, reason=NO_GRAPH)
-        return func.HttpResponse(NO_GRAPH, status_code=403, mimetype="text/plain", charset="utf-8")
+    refusal = NO_GRAPH if not settings.uses_graph else NO_WEBHOOK if settings.eventgrid is not None else None
+    if refusal is not None:
+        # No subscription of this app points here (no Microsoft 365 mailbox, or Graph delivers through Event
+        # Grid): refuse the handshake too (no subscription can be made to this URL), read no secret, queue nothing.
+        log_event(logger, "notification.refused", logging.WARNING, kind=kind, reason=refusal)
+        return func.HttpResponse(refusal, status_code=403, mimetype="text/plain", charset="utf-8")
     answer = handshake(req.params)
     if answer is not None:
         log_event(logger, "webhook.validated", kind=kind)

@@ -1,0 +1,436 @@
+"""Azure Event Grid as Graph's delivery channel: partner configuration, partner topics, and event
+subscriptions that deliver CloudEvents to a Storage queue, with Event Grid's retries and dead-lettering.
+
+What the docs say, and what this simulates:
+- A Graph subscription whose notificationUrl is `EventGrid:?azuresubscriptionid=…&resourcegroup=…&
+  partnertopic=…&location=…` (all four; the region's short name) creates the partner topic, when the
+  resource group's partner configuration authorizes the partner `MicrosoftGraphAPI` and that authorization
+  has not expired ("If this timer expires, any request from this partner to create, update or delete
+  resources in subscriber's context will fail"). Each tenant-application pair may create 10 partner topics.
+  The lifecycle URL, if Event Grid, names the same topic. There is no validation handshake.
+- A new partner topic is `NeverActivated`: events reach its event subscriptions only once it is activated
+  (`az eventgrid partner topic activate`); before that, and after deactivation, they are dropped.
+- Events are CloudEvents 1.0: `type` `Microsoft.Graph.Message{Created,Updated,Deleted}` or
+  `Microsoft.Graph.Subscription{ReauthorizationRequired,Removed,Missed}`, `source`
+  `/tenants/{tenant}/applications/{app}`, `data` the changeNotification.
+- Storage queue delivery writes one event per message, base64-encoded (as Event Grid is reported to do
+  since 2022; `messageEncoding: none` writes the JSON as it is, as older docs described).
+- Retries: 10 s, 30 s, 1 min, 5 min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h, until
+  maxDeliveryAttempts (1 to 30, default 30) or eventTimeToLiveInMinutes (1 to 1440, default 1440) runs
+  out; 400, 403 and 413 from an Azure resource are not retried. Then the event is dead-lettered to the
+  blob container, `{container}/{EVENT-SUBSCRIPTION-NAME}/{yyyy}/{M}/{d}/{H}/{guid}.json` (names upper
+  case, date parts not zero-padded), a JSON array of the event with deadLetterReason, deliveryAttempts,
+  lastDeliveryOutcome, lastHttpStatusCode, publishTime and lastDeliveryAttemptTime; without a dead-letter
+  container (or one that does not exist) it is dropped. The schedule runs on real time scaled by
+  `retry_scale` so tests finish; the time to live on the simulated clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.queue.aio import QueueClient
+
+from .clock import Clock, graph_datetime_7
+from .errors import ControlError, GraphError
+from .requestlog import log_line
+
+GRAPH_PARTNER = "MicrosoftGraphAPI"
+MAX_TOPICS_PER_APP = 10
+RETRY_SCHEDULE = (10, 30, 60, 300, 600, 1800, 3600, 10800, 21600)
+RETRY_EVERY = 43200
+NOT_RETRIED = {400, 403, 413}
+DEFAULT_AUTHORIZATION_DAYS = 7
+_REGION = re.compile(r"^[a-z][a-z0-9]{2,39}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9-]{3,50}$")
+_URL_PARAMS = ("azuresubscriptionid", "resourcegroup", "partnertopic", "location")
+CHANGE_EVENT_TYPES = {"created": "Created", "updated": "Updated", "deleted": "Deleted"}
+LIFECYCLE_EVENT_TYPES = {
+    "reauthorizationRequired": "Microsoft.Graph.SubscriptionReauthorizationRequired",
+    "subscriptionRemoved": "Microsoft.Graph.SubscriptionRemoved",
+    "missed": "Microsoft.Graph.SubscriptionMissed",
+}
+
+
+def is_eventgrid_url(url: object) -> bool:
+    return isinstance(url, str) and url[:10].lower() == "eventgrid:"
+
+
+@dataclass(frozen=True)
+class TopicRef:
+    azure_subscription_id: str
+    resource_group: str
+    name: str
+    location: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.azure_subscription_id.lower(), self.resource_group.lower(), self.name.lower())
+
+
+def parse_url(url: str, prop: str) -> TopicRef:
+    """Graph's check of an `EventGrid:` URI: every parameter once, a region short name, a valid topic name."""
+    _, _, rest = url.partition(":")
+    if not rest.startswith("?"):
+        raise GraphError(400, "InvalidRequest", f"The {prop} '{url}' is not a valid Event Grid URI.")
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(rest[1:], keep_blank_values=True):
+        if name.lower() in params:
+            raise GraphError(400, "InvalidRequest", f"The {prop} names '{name}' twice.")
+        params[name.lower()] = value
+    missing = [p for p in _URL_PARAMS if not params.get(p)]
+    if missing:
+        raise GraphError(400, "InvalidRequest", f"The {prop} lacks {', '.join(missing)}.")
+    if not _REGION.match(params["location"]):
+        raise GraphError(
+            400,
+            "InvalidRequest",
+            f"The {prop} location '{params['location']}' is not an Azure region name (such as westeurope).",
+        )
+    if not _TOPIC.match(params["partnertopic"]):
+        raise GraphError(400, "InvalidRequest", f"The {prop} partnertopic '{params['partnertopic']}' is not valid.")
+    return TopicRef(params["azuresubscriptionid"], params["resourcegroup"], params["partnertopic"], params["location"])
+
+
+@dataclass
+class EventSubscription:
+    name: str
+    connection_string: str
+    queue: str
+    dead_letter_container: str | None = None
+    max_attempts: int = 30
+    ttl_minutes: int = 1440
+    encoding: str = "base64"  # "base64" | "none"
+    included_types: tuple[str, ...] = ()
+
+
+@dataclass
+class PendingEvent:
+    event: dict[str, Any]
+    published: datetime  # simulated clock
+    attempts: int = 0
+    due: float = 0.0  # loop time
+    last_status: int | None = None
+    last_outcome: str = ""
+
+
+@dataclass
+class PartnerTopic:
+    ref: TopicRef
+    app_id: str
+    tenant_id: str
+    activation_state: str = "NeverActivated"
+    subscriptions: dict[str, EventSubscription] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "azureSubscriptionId": self.ref.azure_subscription_id,
+            "resourceGroup": self.ref.resource_group,
+            "name": self.ref.name,
+            "location": self.ref.location,
+            "source": f"/tenants/{self.tenant_id}/applications/{self.app_id}",
+            "partnerTopicFriendlyDescription": "Microsoft Graph API change notifications",
+            "activationState": self.activation_state,
+            "eventSubscriptions": sorted(self.subscriptions),
+        }
+
+
+@dataclass
+class _Outbox:
+    topic: PartnerTopic
+    subscription: EventSubscription
+    items: list[PendingEvent] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class EventGrid:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.retry_scale = 1.0
+        # (azure subscription, resource group) → when the authorization of MicrosoftGraphAPI expires
+        self.authorizations: dict[tuple[str, str], datetime] = {}
+        self.topics: dict[tuple[str, str, str], PartnerTopic] = {}
+        self.records: list[dict[str, Any]] = []
+        self._outboxes: dict[tuple[tuple[str, str, str], str], _Outbox] = {}
+
+    # -- Graph's side ---------------------------------------------------------------------------
+    def bind(self, notification_url: str, lifecycle_url: str | None, app_id: str, tenant_id: str) -> None:
+        """What Graph does on creating a subscription for an `EventGrid:` URI: the partner topic, made if new."""
+        ref = parse_url(notification_url, "notificationUrl")
+        if lifecycle_url is not None and (
+            not is_eventgrid_url(lifecycle_url) or parse_url(lifecycle_url, "lifecycleNotificationUrl").key != ref.key
+        ):
+            raise GraphError(
+                400,
+                "InvalidRequest",
+                "The lifecycleNotificationUrl must name the same partner topic as the notificationUrl.",
+            )
+        topic = self.topics.get(ref.key)
+        if topic is not None:
+            if topic.ref.location != ref.location or topic.app_id != app_id:
+                raise GraphError(400, "InvalidRequest", f"Partner topic '{ref.name}' exists for another source.")
+            return
+        expires = self.authorizations.get((ref.azure_subscription_id.lower(), ref.resource_group.lower()))
+        if expires is None or expires <= self.clock.now():
+            raise GraphError(
+                400,
+                "InvalidRequest",
+                f"Partner '{GRAPH_PARTNER}' is not authorized to create partner topics in resource group "
+                f"'{ref.resource_group}' of Azure subscription '{ref.azure_subscription_id}'.",
+            )
+        if sum(1 for t in self.topics.values() if t.app_id == app_id) >= MAX_TOPICS_PER_APP:
+            raise GraphError(400, "InvalidRequest", f"An application can create at most {MAX_TOPICS_PER_APP} topics.")
+        self.topics[ref.key] = PartnerTopic(ref, app_id, tenant_id)
+
+    def publish(self, url: str, kind: str, item: dict[str, Any], app_id: str, tenant_id: str, copies: int) -> int:
+        """Graph publishes a notification (`copies` times: at-least-once) to the topic its URL names."""
+        topic = self.topics.get(parse_url(url, "notificationUrl").key)
+        if topic is None:
+            return 0
+        event = self.cloud_event(kind, item, app_id, tenant_id)
+        if topic.activation_state != "Activated":
+            self.records.append({"topic": topic.ref.name, "outcome": "dropped", "reason": "topic not activated"})
+            return 0
+        for subscription in topic.subscriptions.values():
+            if subscription.included_types and event["type"] not in subscription.included_types:
+                continue
+            outbox = self._outbox(topic, subscription)
+            loop = asyncio.get_running_loop()
+            for _ in range(copies):
+                outbox.items.append(PendingEvent(dict(event), self.clock.now(), due=loop.time()))
+            outbox.wake.set()
+        return copies
+
+    def cloud_event(self, kind: str, item: dict[str, Any], app_id: str, tenant_id: str) -> dict[str, Any]:
+        if kind == "change":
+            event_type = f"Microsoft.Graph.Message{CHANGE_EVENT_TYPES[item['changeType']]}"
+            subject = str(item.get("resource", ""))
+        else:
+            event_type = LIFECYCLE_EVENT_TYPES[item["lifecycleEvent"]]
+            subject = f"Subscriptions/{item['subscriptionId']}"
+        return {
+            "id": str(uuid.uuid4()),
+            "type": event_type,
+            "source": f"/tenants/{tenant_id}/applications/{app_id}",
+            "subject": subject,
+            "time": graph_datetime_7(self.clock.now()),
+            "datacontenttype": "application/json",
+            "specversion": "1.0",
+            "data": item,
+        }
+
+    # -- delivery -------------------------------------------------------------------------------
+    def _outbox(self, topic: PartnerTopic, subscription: EventSubscription) -> _Outbox:
+        key = (topic.ref.key, subscription.name)
+        outbox = self._outboxes.get(key)
+        if outbox is None or outbox.subscription is not subscription:
+            outbox = self._outboxes[key] = _Outbox(topic, subscription)
+        if outbox.task is None or outbox.task.done():
+            outbox.task = asyncio.get_running_loop().create_task(self._worker(outbox))
+        return outbox
+
+    def pending(self) -> int:
+        return sum(len(o.items) for o in self._outboxes.values())
+
+    async def close(self) -> None:
+        tasks = [o.task for o in self._outboxes.values() if o.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _delay(self, attempts: int) -> float:
+        seconds = RETRY_SCHEDULE[attempts - 1] if attempts <= len(RETRY_SCHEDULE) else RETRY_EVERY
+        return seconds * self.retry_scale
+
+    async def _worker(self, outbox: _Outbox) -> None:
+        loop = asyncio.get_running_loop()
+        sub = outbox.subscription
+        async with QueueClient.from_connection_string(sub.connection_string, sub.queue) as queue:
+            while True:
+                now = loop.time()
+                due = [p for p in outbox.items if p.due <= now]
+                if not due:
+                    outbox.wake.clear()
+                    wait = min((p.due for p in outbox.items), default=now + 3600) - now
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(outbox.wake.wait(), max(wait, 0.0))
+                    continue
+                for pending in due:
+                    outbox.items.remove(pending)
+                await asyncio.gather(*(self._deliver(outbox, queue, p) for p in due))
+
+    async def _deliver(self, outbox: _Outbox, queue: QueueClient, pending: PendingEvent) -> None:
+        sub = outbox.subscription
+        pending.attempts += 1
+        text = json.dumps(pending.event, separators=(",", ":"))
+        if sub.encoding == "base64":
+            text = base64.b64encode(text.encode()).decode("ascii")
+        status: int | None
+        try:
+            await queue.send_message(text)
+            status = 201
+        except ResourceNotFoundError as exc:
+            status, pending.last_outcome = exc.status_code or 404, "QueueNotFound"
+        except HttpResponseError as exc:
+            status, pending.last_outcome = exc.status_code, type(exc).__name__
+        except (AzureError, OSError) as exc:
+            status, pending.last_outcome = None, f"{type(exc).__name__}"
+        log_line("EVENTGRID", f"queue {sub.queue}", status or 0, 0.0)
+        pending.last_status = status
+        if status == 201:
+            self.records.append({"topic": outbox.topic.ref.name, "outcome": "delivered", "id": pending.event["id"]})
+            return
+        expired = self.clock.now() - pending.published >= timedelta(minutes=sub.ttl_minutes)
+        if status in NOT_RETRIED or pending.attempts >= sub.max_attempts or expired:
+            reason = (
+                "TimeToLiveExceeded"
+                if expired
+                else "MaxDeliveryAttemptsExceeded"
+                if pending.attempts >= sub.max_attempts
+                else "DeliveryFailed"
+            )
+            await self._dead_letter(outbox, pending, reason)
+            return
+        pending.due = asyncio.get_running_loop().time() + self._delay(pending.attempts)
+        outbox.items.append(pending)
+
+    async def _dead_letter(self, outbox: _Outbox, pending: PendingEvent, reason: str) -> None:
+        sub = outbox.subscription
+        record: dict[str, Any] = {"topic": outbox.topic.ref.name, "id": pending.event["id"], "reason": reason}
+        if sub.dead_letter_container is None:
+            self.records.append({**record, "outcome": "dropped"})
+            return
+        now = self.clock.now()
+        path = f"{sub.name.upper()}/{now.year}/{now.month}/{now.day}/{now.hour}/{uuid.uuid4()}.json"
+        body = [
+            {
+                **pending.event,
+                "deadLetterReason": reason,
+                "deliveryAttempts": pending.attempts,
+                "lastDeliveryOutcome": pending.last_outcome,
+                "lastHttpStatusCode": pending.last_status or 0,
+                "publishTime": graph_datetime_7(pending.published),
+                "lastDeliveryAttemptTime": graph_datetime_7(now),
+            }
+        ]
+        try:
+            async with BlobServiceClient.from_connection_string(sub.connection_string) as blobs:
+                await blobs.get_blob_client(sub.dead_letter_container, path).upload_blob(json.dumps(body))
+        except (AzureError, OSError) as exc:
+            # "When the dead-letter destination isn't found, the dead-letter events are dropped."
+            self.records.append({**record, "outcome": "dropped", "error": type(exc).__name__})
+            return
+        self.records.append({**record, "outcome": "deadlettered", "blob": f"{sub.dead_letter_container}/{path}"})
+
+    # -- control API (what the portal, az and the infra do) ---------------------------------------
+    def routes(self) -> list[web.RouteDef]:
+        base = "/_sim/eventgrid"
+        return [
+            web.put(base + "/partnerConfigurations/{sub}/{rg}", self.put_configuration),
+            web.get(base + "/partnerConfigurations/{sub}/{rg}", self.get_configuration),
+            web.get(base + "/partnerTopics", self.list_topics),
+            web.post(base + "/partnerTopics/{sub}/{rg}/{name}/{action:activate|deactivate}", self.set_activation),
+            web.put(base + "/partnerTopics/{sub}/{rg}/{name}/eventSubscriptions/{es}", self.put_subscription),
+            web.get(base + "/records", self.list_records),
+            web.post(base + "/options", self.set_options),
+        ]
+
+    async def put_configuration(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        partners = body.get("authorizedPartnersList", [])
+        max_days = body.get("defaultMaximumExpirationTimeInDays", DEFAULT_AUTHORIZATION_DAYS)
+        if not isinstance(max_days, int) or not 1 <= max_days <= 365:
+            raise ControlError(400, "BadRequest", "defaultMaximumExpirationTimeInDays must be 1 to 365")
+        key = (request.match_info["sub"].lower(), request.match_info["rg"].lower())
+        self.authorizations.pop(key, None)
+        now = self.clock.now()
+        for partner in partners:
+            if partner.get("partnerName") != GRAPH_PARTNER:
+                continue
+            raw = partner.get("authorizationExpirationTimeInUtc")
+            expires = datetime.fromisoformat(raw) if raw else now + timedelta(days=max_days)
+            if not now < expires <= now + timedelta(days=max_days, minutes=5):
+                raise ControlError(
+                    400, "BadRequest", f"authorizationExpirationTimeInUtc must be within {max_days} days from now"
+                )
+            self.authorizations[key] = expires
+        return await self.get_configuration(request)
+
+    async def get_configuration(self, request: web.Request) -> web.Response:
+        key = (request.match_info["sub"].lower(), request.match_info["rg"].lower())
+        expires = self.authorizations.get(key)
+        partners = []
+        if expires is not None:
+            partners.append({"partnerName": GRAPH_PARTNER, "authorizationExpirationTimeInUtc": expires.isoformat()})
+        return web.json_response({"properties": {"partnerAuthorization": {"authorizedPartnersList": partners}}})
+
+    def _topic(self, request: web.Request) -> PartnerTopic:
+        info = request.match_info
+        topic = self.topics.get((info["sub"].lower(), info["rg"].lower(), info["name"].lower()))
+        if topic is None:
+            raise ControlError(404, "ResourceNotFound", f"partner topic '{info['name']}' does not exist (yet)")
+        return topic
+
+    async def list_topics(self, request: web.Request) -> web.Response:
+        return web.json_response({"value": [t.describe() for t in self.topics.values()]})
+
+    async def set_activation(self, request: web.Request) -> web.Response:
+        topic = self._topic(request)
+        topic.activation_state = "Activated" if request.match_info["action"] == "activate" else "Deactivated"
+        return web.json_response(topic.describe())
+
+    async def put_subscription(self, request: web.Request) -> web.Response:
+        topic = self._topic(request)
+        body = await request.json()
+        schema = body.get("eventDeliverySchema", "CloudEventSchemaV1_0")
+        if schema != "CloudEventSchemaV1_0":
+            raise ControlError(400, "BadRequest", "partner topics of Microsoft Graph deliver CloudEventSchemaV1_0 only")
+        attempts, ttl = body.get("maxDeliveryAttempts", 30), body.get("eventTimeToLiveInMinutes", 1440)
+        if not isinstance(attempts, int) or not 1 <= attempts <= 30:
+            raise ControlError(400, "BadRequest", "maxDeliveryAttempts must be 1 to 30")
+        if not isinstance(ttl, int) or not 1 <= ttl <= 1440:
+            raise ControlError(400, "BadRequest", "eventTimeToLiveInMinutes must be 1 to 1440")
+        encoding = body.get("messageEncoding", "base64")
+        if encoding not in ("base64", "none"):
+            raise ControlError(400, "BadRequest", "messageEncoding must be base64 or none")
+        for name in ("connectionString", "queueName"):
+            if not isinstance(body.get(name), str) or not body[name]:
+                raise ControlError(400, "BadRequest", f"{name} is required")
+        name = request.match_info["es"]
+        topic.subscriptions[name] = EventSubscription(
+            name=name,
+            connection_string=body["connectionString"],
+            queue=body["queueName"],
+            dead_letter_container=body.get("deadLetterContainer"),
+            max_attempts=attempts,
+            ttl_minutes=ttl,
+            encoding=encoding,
+            included_types=tuple(body.get("includedEventTypes") or ()),
+        )
+        return web.json_response(topic.describe())
+
+    async def list_records(self, request: web.Request) -> web.Response:
+        return web.json_response({"value": self.records, "pending": self.pending()})
+
+    async def set_options(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        scale = body.get("retryScale")
+        if not isinstance(scale, int | float) or isinstance(scale, bool) or scale <= 0:
+            raise ControlError(400, "BadRequest", "'retryScale' must be a positive number")
+        self.retry_scale = float(scale)
+        return web.json_response({"retryScale": self.retry_scale})
