@@ -606,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import-runs", type=int, default=7)
     parser.add_argument(
         "--only",
-        choices=("import", "webhook", "ingest", "imap", "maintain", "throughput"),
+        choices=("import", "webhook", "ingest", "imap", "maintain", "throughput", "headers"),
         help="run one part",
     )
     parser.add_argument("--backlog", type=int, default=1000, help="throughput: mails in the backlog")
@@ -616,6 +616,13 @@ def main(argv: list[str] | None = None) -> int:
         from local.bench_sources import bench_imap, print_imap
 
         print_imap(bench_imap())
+        print()
+        if args.only:
+            return 0
+    if args.only in (None, "headers"):
+        from local.bench_headers import bench_headers, print_headers
+
+        print_headers(bench_headers())
         print()
         if args.only:
             return 0
