@@ -6,7 +6,6 @@ container by its route; a multipart/signed IMAP mail has its signature on the ma
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,16 +14,15 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import trustme
 from azure.storage.blob import BlobServiceClient
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from local.dovecot import Dovecot
 from local.mailcheck import BlobReader, deliver, file_attachment, take_handoffs
-from local.stack import Stack, StackConfig, write_ca_bundle
+from local.stack import Stack, StackConfig
 from shared.pipeline.layout import message_key
-from tests.e2e.conftest import wait_until
+from tests.e2e.conftest import trusted_dovecot, wait_until
 from tests.e2e.test_mail_accounts import manifests, store_secret
 from tests.shared.unpack.test_trust import Issued, make_ca, make_signer, pem
 
@@ -55,14 +53,9 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def auth_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    tls = trustme.CA()
     smime_ca = make_ca("Fabrikam S/MIME CA")
     directory = tmp_path_factory.mktemp("sender-auth")
-    with Dovecot(directory / "dovecot", tls) as server, pytest.MonkeyPatch.context() as patch:
-        server.add_user(USER, PASSWORD)
-        own = directory / "mail-ca.pem"
-        tls.cert_pem.write_to_path(str(own))
-        patch.setenv("SSL_CERT_FILE", str(write_ca_bundle(directory / "bundle.pem", own, os.environ)))
+    with trusted_dovecot(directory, USER, PASSWORD) as server:
         account = (
             f"imaps://{quote(USER, safe='')}@127.0.0.1:{server.ports['imaps']}?secret={SECRET}&authserv={RECEIVER}"
         )
