@@ -619,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import-runs", type=int, default=7)
     parser.add_argument(
         "--only",
-        choices=("import", "webhook", "ingest", "imap", "maintain", "throughput", "delivery"),
+        choices=("import", "webhook", "ingest", "imap", "maintain", "throughput", "delivery", "headers"),
         help="run one part",
     )
     parser.add_argument("--backlog", type=int, default=1000, help="throughput: mails in the backlog")
@@ -636,6 +636,13 @@ def main(argv: list[str] | None = None) -> int:
         from local.bench_delivery import run as run_delivery
 
         run_delivery(args.backlog)
+        print()
+        if args.only:
+            return 0
+    if args.only in (None, "headers"):
+        from local.bench_headers import bench_headers, print_headers
+
+        print_headers(bench_headers())
         print()
         if args.only:
             return 0

@@ -285,6 +285,13 @@ def show_routes(stack: Stack) -> bool:
         routed.close()
     print(f"  {invoice.subject!r} from {invoice.sender}: route {manifest['route']}, stored in {AP_CONTAINER}/{prefix}/")
     print(f"  {junk.subject!r} from {junk.sender}: route {skipped.get('route')}, recorded, nothing stored")
+    auth = manifest.get("senderAuthentication") or {}
+    print(f"  its sender authentication (Exchange's Authentication-Results): {auth.get('result')} by {auth.get('by')}: "
+          f"spf={auth.get('spf')} dkim={auth.get('dkim')} dmarc={auth.get('dmarc')} compauth={auth.get('compauth')} "
+          f"reason={auth.get('compauthReason')}")  # fmt: skip
+    if auth.get("result") != "pass":
+        print("FAILED: the invoice's senderAuthentication is not Exchange's pass")
+        return False
     print()
     print_table(checks)
     handoffs = take_handoffs(stack)

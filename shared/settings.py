@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -136,6 +137,7 @@ class MailAccount:
     folder: str = "INBOX"  # POP3 has only the maildrop, named INBOX here
     secret: str | None = None
     auth: AccountAuth = "password"
+    authserv_id: str | None = None  # `authserv=`: whose Authentication-Results to trust (pipeline/senderauth.py)
 
     @property
     def scheme(self) -> str:
@@ -343,8 +345,14 @@ def _safe_entry(item: str) -> str:
     return shown + (slash + path.partition("?")[0].partition("#")[0] if slash else "")
 
 
+ACCOUNT_PARAMETERS = ("secret", "auth", "authserv")
+# RFC 8601's authserv-id is a MIME token (RFC 2045); in practice the receiving server's host name.
+AUTHSERV_ID = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`{|}~-]{1,255}$")
+
+
 def parse_account(item: str) -> MailAccount:
-    """`imaps://USER@HOST[:PORT][/FOLDER/PATH]?secret=NAME[&auth=xoauth2]` (also `imap`, `pop3s`, `pop3`)."""
+    """`imaps://USER@HOST[:PORT][/FOLDER/PATH]?secret=NAME[&auth=xoauth2][&authserv=ID]` (also `imap`, `pop3s`,
+    `pop3`)."""
     shown = _safe_entry(item)
 
     def bad(problem: str) -> SettingsError:
@@ -377,8 +385,8 @@ def parse_account(item: str) -> MailAccount:
         folder = "INBOX"  # RFC 3501 5.1: INBOX is case-insensitive
     query: dict[str, str] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name not in ("secret", "auth"):
-            raise bad(f"has an unknown parameter {name!r} (secret, auth)")
+        if name not in ACCOUNT_PARAMETERS:
+            raise bad(f"has an unknown parameter {name!r} ({', '.join(ACCOUNT_PARAMETERS)})")
         if name in query:
             raise bad(f"has {name} twice")
         query[name] = value.strip()
@@ -390,6 +398,9 @@ def parse_account(item: str) -> MailAccount:
         raise bad(f"names {secret!r}, which is not a Key Vault secret name")
     if auth == "password" and secret is None:
         raise bad("needs ?secret=NAME, the Key Vault secret holding the password")
+    authserv = query.get("authserv")
+    if authserv is not None and not AUTHSERV_ID.match(authserv):
+        raise bad(f"has authserv={authserv!r}, which is not an authserv-id (a host name such as mx.example.org)")
     return MailAccount(
         protocol=protocol,
         implicit_tls=implicit_tls,
@@ -399,6 +410,7 @@ def parse_account(item: str) -> MailAccount:
         folder=folder,
         secret=secret,
         auth="xoauth2" if auth == "xoauth2" else "password",
+        authserv_id=authserv.lower() if authserv else None,
     )
 
 

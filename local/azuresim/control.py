@@ -63,6 +63,22 @@ def _address(value: Any, what: str) -> EmailAddress:
     raise _bad(f"'{what}' must be an address string or {{'name', 'address'}}")
 
 
+def _text_or_none(value: Any, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise _bad(f"'{what}' must be a text")
+    return value
+
+
+def _header_fields(value: Any) -> list[tuple[str, str]]:
+    """`headers`: [{"name": ..., "value": ...}], fields the sender wrote (below Exchange's own)."""
+    fields = value or []
+    if not isinstance(fields, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("value"), str) for f in fields
+    ):
+        raise _bad('\'headers\' must be a list of {"name": text, "value": text}')
+    return [(f["name"], f["value"]) for f in fields]
+
+
 def _non_negative_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -294,6 +310,8 @@ class Control:
             attachments=[self._attachment(a, now, depth) for a in attachments],
             importance=str(spec.get("importance", "normal")).lower(),
             cc=copies,
+            authentication=_text_or_none(spec.get("authentication"), "authentication"),
+            sender_headers=_header_fields(spec.get("headers")),
         )
 
     def _seal(self, message: Message, spec: Any) -> None:

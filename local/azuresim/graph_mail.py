@@ -28,6 +28,7 @@ from .graph import (
     send_content,
     send_json,
 )
+from .headers import internet_headers
 from .mime import message_mime
 from .notifications import Notifier
 from .store import ROOT_FOLDER, Attachment, EmailAddress, Folder, Mailbox, Message, Store, change_key
@@ -265,6 +266,9 @@ class Mail:
         select = parse_list(g.option("select")) or None
         if select is not None:
             select = [s for s in select if s.lower() != "attachments"]
+            if any(s.lower() == "internetmessageheaders" for s in select):
+                # "Returned only on applying a $select query option" (the message resource).
+                body["internetMessageHeaders"] = internet_headers(message)
         body = select_fields(body, select, "microsoft.graph.message")
         expand = self._expand(g)
         if expand is not None:

@@ -111,6 +111,10 @@ class Message:
     # Per-message override of the contentBytes listing options (see SimOptions).
     content_bytes_limit: int | None = None
     content_bytes_over_limit: str | None = None
+    # What Exchange Online stamped as its Authentication-Results (None: a pass for the sender's domain), and the
+    # header fields the sender wrote beyond the usual ones (`headers.py`).
+    authentication: str | None = None
+    sender_headers: list[tuple[str, str]] = field(default_factory=list)
 
     def graph_id(self, immutable: bool) -> str:
         return self.immutable_id if immutable else self.rest_id

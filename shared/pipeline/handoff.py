@@ -87,6 +87,9 @@ def handoff_message(manifest: Mapping[str, Any], store: BlobStore, manifest_path
         "filesComplete": True,
         "files": files,
     }
+    for name in ("senderAuthentication", "signature"):  # the mail's own, when the manifest has them
+        if manifest.get(name):
+            message[name] = manifest[name]
     if _fits(message):
         return _dump(message)
     # The most files that fit, by bisection: the first `low` fit, the first `high` do not.

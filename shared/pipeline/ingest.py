@@ -65,11 +65,13 @@ async def _ingest(rt: Runtime, arrival: Arrival, mail: Mail, markers: Markers, s
         if isinstance(content, Listed)
         else RawJob(rt, arrival.mailbox, prefix, key, content)
     )
+    authentication = mail.facts.authentication
+    said = {**mail.record, "senderAuthentication": authentication.to_json()} if authentication else dict(mail.record)
     try:
         decision = decide(rt.settings.routes, await job.facts(mail.facts))
         if decision.skip:
             place = {"mailbox": arrival.mailbox, "folder": arrival.folder}
-            record = {**place, **mail.record, "receivedDateTime": graph_time(received)}
+            record = {**place, **said, "receivedDateTime": graph_time(received)}
             # Only the route's own after-ingest action applies, not the folder's.
             action = decision.after_ingest or AfterIngest()
             return await skip(markers, decision, record, received, arrival.where, lambda: mail.after_ingest(action))
@@ -78,9 +80,10 @@ async def _ingest(rt: Runtime, arrival: Arrival, mail: Mail, markers: Markers, s
         if written:
             entries = await job.store_files()
             problem = {"problem": job.problem} if job.problem else {}
+            signature = {"signature": job.signature} if job.signature else {}
             final = manifest(
                 entries, mailbox=arrival.mailbox, folder=arrival.folder, key=key, received=received,
-                decision=decision, mail={**mail.record, **problem},
+                decision=decision, mail={**said, **problem, **signature},
             )  # fmt: skip
             written, final = await write_manifest(at.store, at.manifest_path, final, at.etag, decision, entries)
     finally:

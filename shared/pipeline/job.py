@@ -154,6 +154,7 @@ class Job:
         self.unpacker: Unpacker[Entry] = Unpacker(self, rt.settings.unpack, self._keys)
         self.tags: dict[str, str] = {}  # the deciding route's blob index tags, all but `kind`
         self.problem: str | None = None  # the mail's own MIME could be read only in part (a raw mail's)
+        self.signature: dict[str, Any] | None = None  # the mail's own S/MIME signature (a raw multipart/signed)
 
     def route_to(self, decision: Decision, store: BlobStore) -> None:
         self.prefix, self.store, self.tags = decision.prefix, store, dict(decision.tags)

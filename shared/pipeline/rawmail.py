@@ -150,6 +150,7 @@ class RawJob(Job):
         entries = list(self.root.children)
         mark_incomplete([self.root])
         self.problem = self.root.problem
+        self.signature = self.root.signature  # a multipart/signed mail: its signature is the mail's, not a file's
         kept = any(e.blob for e in flatten(entries))
         if body is not None and SaveMail.wanted(self.rt.settings.save.body, kept):
             entries.insert(0, await body.commit())

@@ -28,11 +28,13 @@ from ..env import CONTAINER_NAME
 from ..errors import SettingsError
 from .layout import MAX_TAG_VALUE, MAX_TAGS, TAG_KEY, message_prefix, sanitize_name, tag_value
 from .rules import AfterIngest, Place, action_problem, parse_after_ingest
+from .senderauth import SenderAuthentication
+from .senderauth import condition as sender_authentication
 
 DEFAULT_ROUTE = "default"
 TOKENS = ("mailbox", "folder", "yyyy", "MM", "dd", "messageKey", "sender", "senderDomain", "route")
 # Tags every stored blob carries; `kind` is set per blob (file, item, manifest...).
-SYSTEM_TAGS = ("mailbox", "messageKey", "senderDomain", "route", "kind")
+SYSTEM_TAGS = ("mailbox", "messageKey", "senderDomain", "route", "kind", "senderAuth")
 MAX_ROUTE_TAGS = MAX_TAGS - len(SYSTEM_TAGS)
 # A template's length and token count, and each value's bytes, are bounded so that the prefix plus a file
 # name (at most 200 bytes) stays well inside Blob Storage's 1,024-character blob name.
@@ -41,7 +43,9 @@ MAX_TEMPLATE_TOKENS = 8
 MAX_VALUE_BYTES = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOKEN = re.compile(r"\{([^{}]*)\}")
-_MATCH_KEYS = ("mailbox", "folder", "from", "to", "subject", "attachment", "contentType", "noKeptFile")
+_MATCH_KEYS = (
+    "mailbox", "folder", "from", "to", "subject", "attachment", "contentType", "noKeptFile", "senderAuthentication",
+)  # fmt: skip
 _FILE_KEYS = ("attachment", "contentType", "noKeptFile")  # known only once the files are listed
 _ROUTE_KEYS = ("name", "match", "container", "path", "skip", "tags", "afterIngest")
 
@@ -69,6 +73,7 @@ class MailFacts:
     subject: str = ""
     attachments: tuple[Attachment, ...] = ()  # as the source lists them, links excluded
     has_kept_file: bool = False  # whether the attachment rules keep at least one file
+    authentication: SenderAuthentication | None = None  # the receiving server's verdicts (`senderauth.py`)
 
     @property
     def sender_domain(self) -> str:
@@ -214,6 +219,7 @@ def decide(routes: tuple[Route, ...], mail: MailFacts) -> Decision:
         "messageKey": mail.message_key,
         "senderDomain": tag_value(mail.sender_domain),
         "route": route.name,
+        "senderAuth": mail.authentication.result if mail.authentication else "none",
         **route.tags,
     }
     return Decision(route.name, route.container, prefix, route.skip, tags, route.after_ingest)
@@ -280,6 +286,9 @@ def _conditions(match: Any) -> tuple[Condition, ...]:
         if not isinstance(wanted, bool):
             raise ValueError("match.noKeptFile must be true or false")
         conditions.append(lambda m: m.has_kept_file is not wanted)
+    if "senderAuthentication" in match:
+        authenticated = sender_authentication(match["senderAuthentication"])
+        conditions.append(lambda m: authenticated(m.authentication))
     return tuple(conditions)
 
 

@@ -35,6 +35,7 @@ from ..pipeline.layout import parse_graph_time
 from ..pipeline.mail import Arrival, Mail, MailGone, RawMime
 from ..pipeline.routes import MailFacts
 from ..pipeline.rules import AfterIngest
+from ..pipeline.senderauth import from_receiver
 from ..settings import MailAccount
 from ..unpack.mime import MAX_HEADER_BLOCK
 from .common import Login
@@ -124,7 +125,13 @@ def _facts(account: MailAccount, key: str, header: EmailMessage, received: datet
         sender=senders[0] if senders else None,
         recipients=tuple(_addresses(header, "to", "cc")),
         subject=_text(header, "subject"),
+        authentication=from_receiver(_raw_fields(header), account.authserv_id),
     )
+
+
+def _raw_fields(header: EmailMessage) -> list[tuple[str, str]]:
+    """The header's fields as written (unfolded, not decoded), topmost first."""
+    return [(name, " ".join(str(value).split())) for name, value in header.raw_items()]
 
 
 def _mail(account: MailAccount, request: FetchRequest, header: EmailMessage) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from .trust import TrustAnchors
+
 PIPE_BATCH = 64 * 1024
 
 
@@ -49,16 +51,22 @@ class Found:
 
 @dataclass(frozen=True)
 class Signature:
-    """An S/MIME signature's verdict. The chain is not checked: there is no trust list to check it against,
-    so `valid` means the content is unchanged since the certificate named as `signer` signed it."""
+    """An S/MIME signature's verdict. `status` `valid` means only that the content is unchanged since the key of
+    the certificate named as `signer` signed it (`intact`); whether that signer is to be believed is `trusted`:
+    its chain validates to a trust anchor at the signing time (`trust.py`), `trust_reason` says why not."""
 
     status: Literal["valid", "invalid", "unverifiable"]
     reason: str
     signer: str | None = None
+    trusted: bool = False
+    trust_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        chain = "not checked: verified with the signer certificate the mail carries, not against a trust list"
-        return {"status": self.status, "reason": self.reason, "signer": self.signer, "chain": chain}
+        chain = "validated to the system's CAs and SMIME_CA_CERTIFICATES at the signing time: see trusted"
+        intact = {"valid": True, "invalid": False}.get(self.status)
+        fields = {"status": self.status, "reason": self.reason, "signer": self.signer, "chain": chain}
+        why = self.trust_reason if intact else "not judged: the signature does not show the content as signed"
+        return {**fields, "intact": intact, "trusted": self.trusted and bool(intact), "trustReason": why}
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,11 @@ class Scope(Protocol):
         ...
 
     def note(self, note: Note) -> None: ...
+
+    @property
+    def trust(self) -> TrustAnchors:
+        """Who may vouch for a signer (`trust.py`)."""
+        ...
 
     def pipe(self, parse: Callable[[Source], Awaitable[None]]) -> Pipe: ...
 

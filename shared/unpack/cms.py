@@ -130,7 +130,7 @@ async def _signed(src: Source, body: Header, scope: Scope) -> None:
         signed.native  # noqa: B018 (parsed lazily: a corrupt structure raises here)
     except ValueError as exc:
         raise BerError(f"unreadable signer information: {exc}") from None
-    scope.note(verify_signed(signed, {name: h.digest() for name, h in hashes.items()}))
+    scope.note(verify_signed(signed, {name: h.digest() for name, h in hashes.items()}, scope.trust))
 
 
 async def _recipients(src: Source, items: AsyncIterator[Header]) -> tuple[list[Any], tuple[str, ...]]:

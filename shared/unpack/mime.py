@@ -306,7 +306,7 @@ class MimeReader:
         if not signed.signature.data:
             return Signature("unverifiable", "the multipart/signed has no signature part")
         digests = {name: h.digest() for name, h in signed.hashes.items()}
-        return verify_detached(bytes(signed.signature.data), digests)
+        return verify_detached(bytes(signed.signature.data), digests, self._scope.trust)
 
     async def _end_leaf(self) -> None:
         if self._leaf is not None:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..env import read_bool, read_int, read_vault_names
+from ..errors import SettingsError
+from .trust import TrustAnchors, pem_certificates
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class UnpackOptions:
     attached_mail: bool = True
     archives: bool = True
     archive: ArchiveLimits = field(default_factory=ArchiveLimits)
+    trust: TrustAnchors = field(default_factory=TrustAnchors)  # who may vouch for an S/MIME signer
 
 
 def unpack_options_from_env(env: Mapping[str, str]) -> UnpackOptions:
@@ -45,7 +48,20 @@ def unpack_options_from_env(env: Mapping[str, str]) -> UnpackOptions:
             max_bytes=read_int(env, "ARCHIVE_MAX_BYTES", 1024**3, 1024 * 1024, 64 * 1024**3),
             max_ratio=read_int(env, "ARCHIVE_MAX_RATIO", 100, 2, 10_000),
         ),
+        trust=TrustAnchors(_ca_certificates(env)),
     )
+
+
+def _ca_certificates(env: Mapping[str, str]) -> tuple[bytes, ...]:
+    """SMIME_CA_CERTIFICATES: PEM CA certificates that vouch for S/MIME signers beside the system's CAs (in Azure,
+    the setting may be a Key Vault reference)."""
+    text = env.get("SMIME_CA_CERTIFICATES", "").strip()
+    if not text:
+        return ()
+    try:
+        return pem_certificates(text)
+    except ValueError as exc:
+        raise SettingsError("SMIME_CA_CERTIFICATES", str(exc)) from None
 
 
 def smime_certificates_from_env(env: Mapping[str, str]) -> tuple[str, ...]:

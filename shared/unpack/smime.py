@@ -2,11 +2,11 @@
 past, and opening an envelope's content-encryption key with a recipient's private key.
 
 The small CMS structures (signer infos, certificates, recipient infos) are parsed with `asn1crypto`;
-the arithmetic is `cryptography`'s. The signer's certificate comes from the CMS itself and its chain
-is not checked (there is no trust list to check it against): `valid` means the content is unchanged
-since that certificate's key signed it. RSA (PKCS#1 v1.5 and PSS) and ECDSA signatures; RSA key
-transport (PKCS#1 v1.5 and OAEP) with AES-CBC or triple-DES content encryption, what Outlook and
-Thunderbird send.
+the arithmetic is `cryptography`'s. The signer's certificate comes from the CMS itself: `valid` means the
+content is unchanged since that certificate's key signed it (intact); whether the signer is trusted is a
+separate verdict, its chain validated at the signing time (`trust.py`). RSA (PKCS#1 v1.5 and PSS) and
+ECDSA signatures; RSA key transport (PKCS#1 v1.5 and OAEP) with AES-CBC or triple-DES content encryption,
+what Outlook and Thunderbird send.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .base import Signature, UnpackError
+from .trust import TrustAnchors
 
 if TYPE_CHECKING:
     from asn1crypto import cms
@@ -97,7 +99,7 @@ def describe_identifier(identifier: Any) -> str:
     return f"subject key id {identifier.chosen.native.hex()}"
 
 
-def verify_detached(der: bytes, digests: Mapping[str, bytes]) -> Signature:
+def verify_detached(der: bytes, digests: Mapping[str, bytes], trust: TrustAnchors) -> Signature:
     """A detached signature (the second part of a multipart/signed) against the first part's digests."""
     from asn1crypto import cms
 
@@ -109,11 +111,20 @@ def verify_detached(der: bytes, digests: Mapping[str, bytes]) -> Signature:
         signed.native  # noqa: B018 (asn1crypto parses lazily: a corrupt structure raises here)
     except ValueError as exc:
         return Signature("unverifiable", f"the signature part is not a readable CMS structure: {exc}")
-    return verify_signed(signed, digests)
+    return verify_signed(signed, digests, trust)
 
 
-def verify_signed(signed: cms.SignedData, digests: Mapping[str, bytes]) -> Signature:
-    """The first signer's signature, checked with the certificate the CMS carries."""
+def _signing_time(signer: Any) -> datetime | None:
+    """The signing-time signed attribute (RFC 5652 §11.3), if the signature has one."""
+    for attribute in signer["signed_attrs"] or []:
+        if attribute["type"].native == "signing_time":
+            when = attribute["values"][0].native
+            return when if isinstance(when, datetime) else None
+    return None
+
+
+def verify_signed(signed: cms.SignedData, digests: Mapping[str, bytes], trust: TrustAnchors) -> Signature:
+    """The first signer's signature, checked with the certificate the CMS carries; its chain judged by `trust`."""
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature
 
@@ -142,7 +153,9 @@ def verify_signed(signed: cms.SignedData, digests: Mapping[str, bytes]) -> Signa
     except (UnpackError, ValueError, TypeError) as exc:
         return Signature("unverifiable", str(exc).splitlines()[0] if str(exc) else type(exc).__name__, who)
     until = cert.not_valid_after_utc.date().isoformat()
-    return Signature("valid", f"the content is as signed (certificate valid until {until})", who)
+    others = [x509.load_der_x509_certificate(c.dump()) for c in certs if c is not found[0]]
+    trusted, why = trust.judge(cert, others, _signing_time(signer))
+    return Signature("valid", f"the content is as signed (certificate valid until {until})", who, trusted, why)
 
 
 def _signed_bytes(signer: Any, digest: bytes) -> bytes | None:

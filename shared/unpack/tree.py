@@ -25,6 +25,7 @@ from .mime import MimeReader
 from .options import UnpackOptions
 from .smime import Keys
 from .tnef import TnefReader
+from .trust import TrustAnchors
 
 N = TypeVar("N")
 
@@ -95,6 +96,10 @@ class _Scope(Generic[N]):
 
     def note(self, note: Note) -> None:
         self.unpacker.handler.note(self.node, note)
+
+    @property
+    def trust(self) -> TrustAnchors:
+        return self.unpacker.options.trust
 
     def pipe(self, parse: Callable[[Source], Awaitable[None]]) -> Pipe:
         pipe = Pipe(parse)

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
+from local.dovecot import Dovecot
 from local.mailcheck import BlobReader
-from local.stack import Stack, StackConfig
+from local.stack import Stack, StackConfig, write_ca_bundle
 
 MAILBOXES = ("invoices@contoso.com", "scans@contoso.com/Inbox/Delivery notes", "ap@contoso.com")
 # Files above this are recorded as skipped; small enough that a test can send one.
@@ -82,3 +86,16 @@ def notifications_held(stack: Stack) -> Iterator[None]:
         yield
     finally:
         stack.control("POST", "/_sim/delivery", {"paused": False})
+
+
+@contextmanager
+def trusted_dovecot(directory: Path, user: str, password: str) -> Iterator[Dovecot]:
+    """Dovecot with `user`, its TLS from a test CA that the stack started inside trusts: SSL_CERT_FILE is a bundle
+    of the machine's CAs and that one while this lasts."""
+    ca = trustme.CA()
+    with Dovecot(directory / "dovecot", ca) as server, pytest.MonkeyPatch.context() as patch:
+        server.add_user(user, password)
+        own = directory / "mail-ca.pem"
+        ca.cert_pem.write_to_path(str(own))
+        patch.setenv("SSL_CERT_FILE", str(write_ca_bundle(directory / "bundle.pem", own, os.environ)))
+        yield server

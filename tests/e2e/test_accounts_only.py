@@ -4,22 +4,20 @@ WEBHOOK_BASE_URL), end to end through the dev host: mail comes in, the maintain 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
-import trustme
 from azure.storage.queue import QueueClient
 
 from local.dovecot import Dovecot
 from local.mailcheck import BlobReader
-from local.stack import Stack, StackConfig, write_ca_bundle
+from local.stack import Stack, StackConfig
 from shared.pipeline.poison import CHANGES_QUEUE, LIFECYCLE_QUEUE
 from shared.settings import parse_account
-from tests.e2e.conftest import wait_until
+from tests.e2e.conftest import trusted_dovecot, wait_until
 from tests.e2e.test_cli import cli, health
 from tests.e2e.test_mail_accounts import (
     PDF,
@@ -36,13 +34,8 @@ USER, PASSWORD, SECRET = "ap@example.org", "only-Passw0rd", "imap-only-password"
 
 @pytest.fixture(scope="module")
 def accounts_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Dovecot, str]]:
-    ca = trustme.CA()
     directory = tmp_path_factory.mktemp("accounts-only")
-    with Dovecot(directory / "dovecot", ca) as server, pytest.MonkeyPatch.context() as patch:
-        server.add_user(USER, PASSWORD)
-        own = directory / "mail-ca.pem"
-        ca.cert_pem.write_to_path(str(own))
-        patch.setenv("SSL_CERT_FILE", str(write_ca_bundle(directory / "bundle.pem", own, os.environ)))
+    with trusted_dovecot(directory, USER, PASSWORD) as server:
         url = f"imaps://{quote(USER, safe='')}@127.0.0.1:{server.ports['imaps']}?secret={SECRET}"
         config = StackConfig(
             mailboxes=(url,),

@@ -147,6 +147,7 @@ def test_tags_find_a_mail_and_a_route_without_listing(stack: Stack, blobs: BlobS
         "senderDomain": "fabrikam-ap.example",
         "route": "fabrikam-invoices",
         "kind": "file",
+        "senderAuth": "pass",  # the simulator's Exchange Online stamped a pass
         "docType": "invoice",
     }
     manifests = find(blobs, "\"route\" = 'fabrikam-invoices' AND \"kind\" = 'manifest' AND \"docType\" = 'invoice'")

@@ -85,7 +85,9 @@ def test_a_signed_invoice_arrives_as_a_file_with_its_signature_checked(stack: St
     evidence = by_name["smime.p7m"]
     assert stored(reader, evidence) == p7m["sha256"]
     assert evidence["signature"]["status"] == "valid" and "supplier@fabrikam.example" in evidence["signature"]["signer"]
-    assert evidence["signature"]["chain"].startswith("not checked")
+    # Intact, and not trusted: the simulator's signing CA is in neither the system's CAs nor SMIME_CA_CERTIFICATES.
+    assert evidence["signature"]["intact"] is True and evidence["signature"]["trusted"] is False
+    assert evidence["signature"]["trustReason"].startswith("no trusted chain at the signing time")
     invoice = by_name["Rechnung 4711.pdf"]
     assert invoice["parent"] == "smime.p7m" and stored(reader, invoice) == sha(INVOICE)
     only_listed_blobs(reader, mail.prefix, manifest)

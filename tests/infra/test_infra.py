@@ -50,6 +50,7 @@ OPTIONAL_SETTINGS = {
     "ARCHIVE_MAX_BYTES": "defaults to 1 GiB uncompressed per mail (README)",
     "ARCHIVE_MAX_RATIO": "defaults to 100 (README)",
     "SMIME_CERTIFICATES": "defaults to none: encrypted mail is stored as smime.p7m, not decrypted (README)",
+    "SMIME_CA_CERTIFICATES": "defaults to none: S/MIME signers are trusted through the system's CAs only (README)",
     "SAVE_MESSAGE": "defaults to never (README)",
     "SAVE_BODY": "defaults to never (README)",
     "AFTER_INGEST": "defaults to none, which needs only Mail.Read (README)",

@@ -610,3 +610,27 @@ async def test_requests_can_be_counted_per_message(http: httpx.AsyncClient, grap
     assert all(r["messageId"] == mail["id"] for r in mine["requests"])
     assert mine["counts"]["GET /v1.0/users/{id}/messages/{id}/attachments/{id}/$value"] == 2
     assert mine["messages"] == {mail["id"]: 5}
+
+
+async def test_internet_message_headers_come_back_only_when_selected(
+    http: httpx.AsyncClient, graph: dict[str, str]
+) -> None:
+    box = await new_mailbox(http)
+    forged = {"name": "Authentication-Results", "value": "dmarc=pass;compauth=pass reason=100"}
+    mail = await deliver(http, box["address"], authentication="spf=fail; dmarc=fail;compauth=fail reason=000",
+                         headers=[forged])  # fmt: skip
+    message = f"/v1.0/users/{box['id']}/messages/{mail['id']}"
+    plain = (await http.get(message, headers=graph)).json()
+    assert "internetMessageHeaders" not in plain  # not without $select, as Graph documents
+    picked = (await http.get(message, headers=graph, params={"$select": "subject,internetMessageHeaders"})).json()
+    names = [h["name"] for h in picked["internetMessageHeaders"]]
+    results = [h["value"] for h in picked["internetMessageHeaders"] if h["name"] == "Authentication-Results"]
+    # Exchange's own stamp above the Received: of the mail's arrival, the sender's fields below it.
+    assert results == ["spf=fail; dmarc=fail;compauth=fail reason=000", forged["value"]]
+    arrival = max(i for i, n in enumerate(names) if n == "Received")
+    assert (
+        names.index("Authentication-Results") < arrival < len(names) - 1 - names[::-1].index("Authentication-Results")
+    )
+    assert names[-3:] == ["Message-ID", "MIME-Version", "Content-Type"] and "From" in names
+    bad = await http.get(message, headers=graph, params={"$select": "internetMessageHeader"})
+    assert bad.status_code == 400

@@ -51,6 +51,11 @@ def test_schemes_ports_and_folders(url, expected):
     assert (account.protocol, account.implicit_tls, account.port, account.folder) == expected
 
 
+def test_authserv_names_whose_authentication_results_are_trusted():
+    assert parse_account("imaps://a@h?secret=s&authserv=MX.Example.org").authserv_id == "mx.example.org"
+    assert parse_account("imaps://a@h?secret=s").authserv_id is None
+
+
 def test_xoauth2_needs_no_password_secret():
     account = parse_account("imaps://ap%40contoso.com@outlook.office365.com?auth=xoauth2")
     assert account.auth == "xoauth2"
@@ -70,6 +75,9 @@ def test_xoauth2_needs_no_password_secret():
         ("imaps://a@h?secret=s&secret=t", "secret twice"),
         ("imaps://a@h?secret=s&auth=kerberos", "auth other than"),
         ("imaps://a@h?secret=s#x", "fragment"),
+        ("imaps://a@h?secret=s&authserv=mx%20one", "not an authserv-id"),
+        ("imaps://a@h?secret=s&authserv=", "not an authserv-id"),
+        ("imaps://a@h?secret=s&authserv=mx.a&authserv=mx.b", "authserv twice"),
     ],
 )
 def test_malformed_account_stops_start_up_with_one_line(env, url, needle):

@@ -27,6 +27,7 @@ from ...pipeline.layout import message_key, parse_graph_time
 from ...pipeline.mail import Arrival, ExportRefused, Listed, Mail, MailGone, Part
 from ...pipeline.routes import MailFacts
 from ...pipeline.rules import AfterIngest
+from ...pipeline.senderauth import from_exchange_online
 from ...runtime import Runtime
 from ...settings import MailboxFolder
 from .afteringest import apply_after_ingest
@@ -35,9 +36,11 @@ from .messages import ChangeMessage
 
 logger = logging.getLogger(__name__)
 
+# internetMessageHeaders come back only when selected: the receiving server's Authentication-Results, in the
+# same request (pipeline/senderauth.py; its cost is in the README's Benchmarks).
 MESSAGE_SELECT = (
     "id,subject,from,toRecipients,ccRecipients,receivedDateTime,internetMessageId,hasAttachments,parentFolderId,"
-    "isRead,categories"
+    "isRead,categories,internetMessageHeaders"
 )
 ATTACHMENT_SELECT = "id,name,contentType,size,isInline"
 # contentBytes kept in memory per file and per message; anything beyond streams from /$value.
@@ -221,7 +224,14 @@ def _facts(folder: MailboxFolder, key: str, message: dict[str, Any], received: d
         sender=_address(message.get("from")) or None,
         recipients=tuple(a for a in map(_address, recipients) if a),
         subject=str(message.get("subject") or ""),
+        authentication=from_exchange_online(_headers(message)),
     )
+
+
+def _headers(message: dict[str, Any]) -> list[tuple[str, str]]:
+    """`internetMessageHeaders` as (name, value), in the message's order."""
+    items = message.get("internetMessageHeaders") or []
+    return [(str(h.get("name") or ""), str(h.get("value") or "")) for h in items if isinstance(h, dict)]
 
 
 def _mail(message: dict[str, Any]) -> dict[str, Any]:

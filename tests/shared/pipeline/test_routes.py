@@ -77,8 +77,20 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"name": "tagval", "tags": {"supplier": "Müller"}}, "route 'tagval': tag 'supplier': the value"),
     ({"name": "tagsys", "tags": {"route": "x"}}, "route 'tagsys': tag 'route' is set by the app"),
     (
-        {"name": "many", "tags": {f"t{i}": "x" for i in range(6)}},
-        "route 'many': tags has 6 tags; a route may add at most 5",
+        {"name": "many", "tags": {f"t{i}": "x" for i in range(5)}},
+        "route 'many': tags has 5 tags; a route may add at most 4",
+    ),
+    (
+        {"name": "auth", "match": {"senderAuthentication": "softfail"}},
+        "route 'auth': match.senderAuthentication: result",
+    ),
+    (
+        {"name": "authm", "match": {"senderAuthentication": {"arc": "pass"}}},
+        "route 'authm': match.senderAuthentication has an unknown method 'arc'",
+    ),
+    (
+        {"name": "authv", "match": {"senderAuthentication": {"dmarc": []}}},
+        "route 'authv': match.senderAuthentication.dmarc",
     ),
     ({"name": "after", "afterIngest": "archive"}, "route 'after': 'archive' is not one of"),
     ({"name": "default"}, "route 'default': the name is reserved"),
@@ -255,6 +267,7 @@ def test_without_routes_the_layout_and_container_are_todays():
         "messageKey": "abcdefghijklmnop",
         "senderDomain": "fabrikam.example",
         "route": "default",
+        "senderAuth": "none",  # no receiving server's verdict known
     }
 
 

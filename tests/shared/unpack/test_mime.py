@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from shared.unpack.base import Found, Note, Pipe
 from shared.unpack.mime import MAX_LINE, MimeReader
 from shared.unpack.options import UnpackOptions
+from shared.unpack.trust import TrustAnchors
 from tests.shared.unpack.tree import Bodies, Node, unpack_attachment, unpack_mail
 
 
@@ -136,6 +137,8 @@ async def test_a_large_part_streams_through_in_bounded_memory():
 
         def pipe(self, parse: object) -> Pipe:
             raise AssertionError(parse)
+
+        trust = TrustAnchors()
 
     reader = MimeReader(Scope())
     raw = outer.as_bytes()
