@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..logs import log_event
@@ -33,8 +34,8 @@ LINK_SKIPPED = "link to a cloud file: recorded, not downloaded"
 class ListedJob(Job):
     """A listed mail's attachments: planned from the listing, each file's bytes from its content or stream."""
 
-    def __init__(self, rt: Runtime, mailbox: str, prefix: str, key: str, content: Listed) -> None:
-        super().__init__(rt, mailbox, prefix, key)
+    def __init__(self, rt: Runtime, mailbox: str, prefix: str, key: str, received: datetime, content: Listed) -> None:
+        super().__init__(rt, mailbox, prefix, key, received)
         self.content = content
         self.planned: list[tuple[Entry, Part]] = []
 
@@ -109,13 +110,13 @@ class ListedJob(Job):
         return entries + await self.save_mail(entries)
 
     async def store_file(self, entry: Entry, part: Part) -> None:
-        writer = await self.writer(entry)
+        writer = await self.file_writer(entry)
         if part.content:  # empty or missing content is never trusted: the bytes come from the stream
             await writer.write(part.content)
         else:
             existing = await self.store.stored(writer.path)
             if existing is not None:  # stored by an earlier attempt: not downloaded again
-                entry.record(existing)
+                entry.record(await writer.adopt(existing))
                 return
             async for chunk in self._opened(part):
                 await writer.write(chunk)
@@ -131,7 +132,7 @@ class ListedJob(Job):
         its blob and its unpacker from one stream, its own or the content already read."""
         assert entry.file is not None
         entry.children.clear()  # a retry extracts afresh
-        writer = await self.writer(entry) if entry.skipped is None else None
+        writer = await self.file_writer(entry) if entry.skipped is None else None
         sink = self.unpacker.attachment(
             entry, Found(entry.file, entry.content_type or ""), Extracted(self, entry, writer)
         )

@@ -61,9 +61,9 @@ async def _ingest(rt: Runtime, arrival: Arrival, mail: Mail, markers: Markers, s
     prefix = message_prefix(arrival.mailbox, received, key)
     content = mail.content
     job = (
-        ListedJob(rt, arrival.mailbox, prefix, key, content)
+        ListedJob(rt, arrival.mailbox, prefix, key, received, content)
         if isinstance(content, Listed)
-        else RawJob(rt, arrival.mailbox, prefix, key, content)
+        else RawJob(rt, arrival.mailbox, prefix, key, received, content)
     )
     try:
         decision = decide(rt.settings.routes, await job.facts(mail.facts))

@@ -21,6 +21,7 @@ import codecs
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import datetime
 from typing import IO, TYPE_CHECKING
 
 from ..unpack.base import Found, Note, Problem, Sink, UnpackError
@@ -78,8 +79,8 @@ class _Spool:
 class RawJob(Job):
     """One raw mail's files, from its MIME."""
 
-    def __init__(self, rt: Runtime, mailbox: str, prefix: str, key: str, content: RawMime) -> None:
-        super().__init__(rt, mailbox, prefix, key)
+    def __init__(self, rt: Runtime, mailbox: str, prefix: str, key: str, received: datetime, content: RawMime) -> None:
+        super().__init__(rt, mailbox, prefix, key, received)
         self.root = Entry("", "message", "message/rfc822", None)  # the mail itself; its files are its children
         self._chunks = content.chunks
         self._spool: _Spool | None = None

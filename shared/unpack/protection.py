@@ -32,7 +32,12 @@ PDF_PASSWORD = "password-protected PDF: an encryption dictionary, and no empty u
 PDF_PERMISSIONS = "encrypted PDF (an encryption dictionary); it opens without a password, its permissions restrict it"
 OFFICE_ENCRYPTED = "encrypted Office document (password)"
 ZIP_ENTRY = "encrypted zip entry (no password)"
-SMIME_NO_KEY = "S/MIME encrypted: no key in SMIME_CERTIFICATES opens it"
+SMIME_PREFIX = "S/MIME encrypted, not opened"
+
+
+def smime_not_opened(reason: str | None) -> str:
+    """An envelope no key in SMIME_CERTIFICATES opened (or one this app cannot open: AES-GCM)."""
+    return f"{SMIME_PREFIX}: {reason or 'no key'}"
 
 
 def rights_protected(name: str, content_type: str | None) -> bool:
