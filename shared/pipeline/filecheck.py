@@ -12,11 +12,12 @@ and a copy that lost a race to another mail's is deleted once the claim says so.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
 from ..logs import log_event
-from ..unpack.protection import ProtectionCheck
+from ..unpack.protection import RIGHTS_PROTECTED, SMIME_PREFIX, ProtectionCheck
 from .duplicates import Copy, Duplicates
 from .layout import metadata_value
 from .storage import BlobStore, BlobWriter, StoredBlob
@@ -48,6 +49,15 @@ class Mail(Protocol):
 
     @property
     def duplicates(self) -> Duplicates: ...
+
+
+def mail_protected(entries: Sequence[Entry]) -> str | None:
+    """Why the mail itself cannot be read: its content is one rights-protected `message.rpmsg` (IRM), or one
+    S/MIME envelope no key opens (Graph lists it as the mail's `smime.p7m`; a raw mail is that envelope)."""
+    for entry in entries:
+        if entry.protected and entry.protected.startswith((RIGHTS_PROTECTED, SMIME_PREFIX)):
+            return entry.protected
+    return None
 
 
 def skipped_as_duplicate(first: Copy) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..logs import log_event
 from .attachments import ListedJob
+from .filecheck import mail_protected
 from .job import IngestOutcome, Markers, finish, hand_off, manifest, skip, write_manifest
 from .layout import graph_time, message_prefix
 from .mail import Arrival, Listed, Mail, MailGone
@@ -77,7 +78,9 @@ async def _ingest(rt: Runtime, arrival: Arrival, mail: Mail, markers: Markers, s
         written, final, entries = at.to_write, at.manifest, []
         if written:
             entries = await job.store_files()
-            problem = {"problem": job.problem} if job.problem else {}
+            # What is said of the mail itself: its MIME read only in part, or its content unreadable (IRM, S/MIME).
+            said = {"problem": job.problem, "protected": mail_protected(entries)}
+            problem = {k: v for k, v in said.items() if v}
             final = manifest(
                 entries, mailbox=arrival.mailbox, folder=arrival.folder, key=key, received=received,
                 decision=decision, mail={**mail.record, **problem},

@@ -27,8 +27,8 @@ RPMSG_TYPES = frozenset({"application/x-microsoft-rpmsg-message"})
 HEAD_BYTES = 1024  # where a PDF's header may be (ISO 32000-1 7.5.2, as readers accept it)
 SPOOL_BYTES = 1024 * 1024
 
-RIGHTS_PROTECTED = "rights-protected mail (Purview / IRM): the content is in message.rpmsg, readable only by its recipients"
-PDF_PASSWORD = "password-protected PDF: an encryption dictionary, and no empty user password opens it"
+RIGHTS_PROTECTED = "rights-protected mail (Purview / IRM): its content is in message.rpmsg, for its recipients only"
+PDF_PASSWORD = "password-protected PDF: an encryption dictionary, and no empty user password opens it"  # noqa: S105 (a reason, no password)
 PDF_PERMISSIONS = "encrypted PDF (an encryption dictionary); it opens without a password, its permissions restrict it"
 OFFICE_ENCRYPTED = "encrypted Office document (password)"
 ZIP_ENTRY = "encrypted zip entry (no password)"
@@ -106,8 +106,7 @@ class ProtectionCheck:
 def _pdf(file: IO[bytes]) -> str | None:
     """pypdf reads the trailer (or cross-reference stream) and says whether it names an /Encrypt dictionary;
     an unreadable PDF is not protected but damaged, which is the OCR's to find."""
-    from pypdf import PdfReader
-    from pypdf import PasswordType
+    from pypdf import PasswordType, PdfReader
     from pypdf.errors import PyPdfError
 
     file.seek(0)

@@ -102,7 +102,11 @@ def job_with_store(settings: Settings, store: BlobStore, attachment: dict[str, A
         return ()
 
     rt: Any = SimpleNamespace(
-        settings=settings, attachments=store, state=store, container=lambda _: store, smime_keys=SimpleNamespace(get=no_keys)
+        settings=settings,
+        attachments=store,
+        state=store,
+        container=lambda _: store,
+        smime_keys=SimpleNamespace(get=no_keys),
     )
     return listed_job(rt, [{**attachment, "contentBytes": 0}], "invoices@contoso.com/2026/11/29/key", content)
 
