@@ -51,6 +51,7 @@ OPTIONAL_SETTINGS = {
     "SMIME_CERTIFICATES": "defaults to none: encrypted mail is stored as smime.p7m, not decrypted (README)",
     "SAVE_MESSAGE": "defaults to never (README)",
     "SAVE_BODY": "defaults to never (README)",
+    "DUPLICATES": "defaults to mark: every copy stored, later ones marked duplicateOf (README)",
     "AFTER_INGEST": "defaults to none, which needs only Mail.Read (README)",
     "AFTER_INGEST_BY_MAILBOX": "defaults to no per-mailbox override (README)",
     "RECONCILE_MINUTES": "defaults to an hourly delta reconciliation (README)",

@@ -94,7 +94,7 @@ async def test_skip_racing_mails_leave_exactly_one_blob(store: BlobStore):
 
 
 async def test_a_record_whose_blob_is_gone_is_taken_over(store: BlobStore):
-    first, _ = await put(mail(store, "k1"), "a.pdf")
+    await put(mail(store, "k1"), "a.pdf")
     await store.delete("k1/a.pdf")
     second, _ = await put(mail(store, "k2"), "a.pdf")
     assert second.duplicate_of is None
@@ -126,7 +126,7 @@ async def test_protection_goes_to_entry_tag_and_metadata_and_a_retry_reads_it_ba
     buffer = io.BytesIO()
     pdf.write(buffer)
     m = mail(store, "k9")
-    entry, writer = await put(m, "locked.pdf", buffer.getvalue())
+    entry, _ = await put(m, "locked.pdf", buffer.getvalue())
     assert entry.protected and entry.protected.startswith("password-protected PDF")
     assert (await store.tags("k9/locked.pdf"))["protected"] == "true"
     existing = await store.stored("k9/locked.pdf")
