@@ -17,6 +17,7 @@ Encrypted zip entries and S/MIME envelopes no key opens are known to their reade
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 from typing import IO
 
@@ -109,6 +110,8 @@ def _pdf(file: IO[bytes]) -> str | None:
     from pypdf import PasswordType, PdfReader
     from pypdf.errors import PyPdfError
 
+    # pypdf warns of every flaw it reads past (a missing %EOF): the check's answer is all that matters here.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     file.seek(0)
     try:
         reader = PdfReader(file)
