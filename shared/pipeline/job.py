@@ -405,7 +405,7 @@ async def finish(
     """The `done/` marker (after the after-ingest actions), the outcome and its log line."""
     at = graph_time(datetime.now(UTC))
     await markers.mark(markers.done, {"prefix": decision.prefix, "route": decision.route, "at": at})
-    stored = [e for e in flatten(entries) if e.sha256]
+    stored = [e for e in flatten(entries) if e.blob]  # a skipped duplicate has its sha256, not a blob
     outcome = IngestOutcome(
         "ingested" if written else "duplicate",
         len(stored),
