@@ -15,6 +15,8 @@
 6. Throughput and latency: a backlog of 1,000 small mails drained (one and two dev hosts, one and ten
    mailboxes) beside Graph's per-mailbox bound; notification-to-blob p50/p99 at a steady 5 mails/s;
    one 100 MB file beside a bare copy; the webhook's own CPU per notification item, in process.
+7. The duplicate lookup (local/bench_duplicates.py): Blob Storage requests, bytes and time it adds per mail,
+   under each DUPLICATES mode, for new files and for files stored before.
 """
 
 from __future__ import annotations
@@ -619,12 +621,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import-runs", type=int, default=7)
     parser.add_argument(
         "--only",
-        choices=("import", "webhook", "ingest", "imap", "maintain", "throughput", "delivery", "headers"),
+        choices=("import", "webhook", "ingest", "imap", "maintain", "throughput", "delivery", "headers", "duplicates"),
         help="run one part",
     )
     parser.add_argument("--backlog", type=int, default=1000, help="throughput: mails in the backlog")
     parser.add_argument("--folders", type=int, nargs="*", default=[1, 100, 1000], help="maintain: folder counts")
     args = parser.parse_args(argv)
+    if args.only in (None, "duplicates"):
+        from local.bench_duplicates import bench_duplicates, print_duplicates
+
+        print_duplicates(bench_duplicates())
+        print()
+        if args.only:
+            return 0
     if args.only in (None, "imap"):
         from local.bench_sources import bench_imap, print_imap
 

@@ -13,6 +13,11 @@ Then routes: a supplier's invoice goes to its own container in a layout by sende
 is skipped (recorded, nothing stored), and the hand-off messages the queue received are printed: one per
 completed mail, never one for the skipped mail.
 
+Then what capture needs to trust a document: an invoice already stored arrives again, forwarded to the
+other mailbox (stored, marked `duplicateOf` the first); a password-protected PDF and a rights-protected
+(Purview / IRM) mail are marked `protected` and routed to a review container; a winmail.dat whose
+checksums fail is extracted and its files marked `damaged`.
+
 Then an IMAP account: a Dovecot server (started here, TLS from a test CA the app trusts through
 SSL_CERT_FILE, the password in Key Vault) receives an invoice with the order attached as a mail; the
 poll timer queues it, the fetch worker takes it through the same pipeline, and its files are checked by
@@ -67,6 +72,7 @@ SCANS = "scans@contoso.com"
 SCANS_FOLDER = "Inbox/Delivery notes"
 TICK = 5  # seconds between the timer's runs in the demo (15 minutes in Azure), so an outage spans one
 AP_CONTAINER = "ap-invoices"
+REVIEW_CONTAINER = "ap-review"  # documents no one can read without a password or a key, for a person to look at
 # Northwind's mail by sender domain in its own container, lottery mail skipped; all other mail as before.
 ROUTES = [
     {
@@ -77,6 +83,7 @@ ROUTES = [
         "tags": {"docType": "invoice"},
     },
     {"name": "junk", "match": {"from": "*@lottery.example"}, "skip": True},
+    {"name": "review-protected", "match": {"protected": True}, "container": REVIEW_CONTAINER},
 ]
 # The IMAP account on the demo's own Dovecot.
 IMAP_USER, IMAP_PASSWORD, IMAP_SECRET = "ap@example.org", "demo-Passw0rd", "demo-imap-password"
@@ -313,6 +320,68 @@ def show_routes(stack: Stack) -> bool:
     )
 
 
+def locked_pdf(text: str) -> bytes:
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(612, 792)
+    writer.add_metadata({"/Title": text})
+    writer.encrypt(user_password="Rechnung-2026", algorithm="AES-256")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def show_trust(stack: Stack) -> bool:
+    """One of each: a duplicate, a protected file, a protected mail, a damaged container."""
+    print()
+    print("Trust: a duplicate, a password-protected PDF, a rights-protected mail, a damaged winmail.dat ...")
+    tnef = bytearray(encode_tnef([TnefFile("Rechnung 2026-1300.pdf", "application/pdf", tiny_pdf("R 2026-1300"))]))
+    tnef[tnef.index(b"%PDF") + 12] ^= 0x20  # one object's checksum no longer holds
+    rpmsg = b"\x76\xe8\x04\x60\xc4\x11\xe3\x86" + os.urandom(2048)  # [MS-OXORMMS] 2.2.4.5 prefix
+    mails = {
+        "duplicateOf": deliver(stack, SCANS, SCANS_FOLDER, "FW: Invoice 2026-1187", [
+            file_attachment("Invoice 2026-1187.pdf", tiny_pdf("Invoice 2026-1187"), "application/pdf"),
+        ]),
+        "protected": deliver(stack, INVOICES, "Inbox", "Invoice 2026-1299 (password in a separate mail)", [
+            file_attachment("Invoice 2026-1299.pdf", locked_pdf("Invoice 2026-1299"), "application/pdf"),
+        ]),
+        "protected mail": deliver(stack, INVOICES, "Inbox", "Confidential: price list", [
+            file_attachment("message.rpmsg", rpmsg, "application/x-microsoft-rpmsg-message"),
+        ], body="Fabrikam has sent you a protected message."),
+        "damaged": deliver(stack, INVOICES, "Inbox", "Rechnung 2026-1300 from an old Outlook", [
+            file_attachment("winmail.dat", bytes(tnef), "application/ms-tnef"),
+        ]),
+    }  # fmt: skip
+    state = BlobReader(stack, "mail-ingest-state")
+    readers = {name: BlobReader(stack, name) for name in ("mail-attachments", REVIEW_CONTAINER)}
+    try:
+        found: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + 60
+        while len(found) < len(mails) and time.monotonic() < deadline:
+            for field, mail in mails.items():
+                done = state.json(f"done/{mail.mailbox}/{message_key(mail.message_id)}.json")
+                if done is not None and field not in found:
+                    container = REVIEW_CONTAINER if done["route"] == "review-protected" else "mail-attachments"
+                    found[field] = {"container": container, **(readers[container].manifest(done["prefix"]) or {})}
+            time.sleep(0.2)
+    finally:
+        state.close()
+        for reader in readers.values():
+            reader.close()
+    ok = len(found) == len(mails)
+    for field, manifest in found.items():
+        key = field.split()[0]
+        said = (
+            manifest.get(key)
+            if field == "protected mail"
+            else next((e[key] for e in manifest.get("attachments", []) if e.get(key)), None)
+        )
+        ok = ok and bool(said) and (manifest["container"] == REVIEW_CONTAINER) is field.startswith("protected")
+        print(f"  {mails[field].subject[:44]:44} route {manifest.get('route')!s:17} {key}: {json.dumps(said)[:90]}")
+    return ok
+
+
 def start_dovecot(stack_exit: ExitStack) -> tuple[Dovecot, str]:
     """Dovecot with one user, its TLS certificate from a CA the app then trusts (SSL_CERT_FILE, which the
     stack's CA bundle takes in); the account URL for MAILBOXES."""
@@ -434,9 +503,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{recorded} of {len(skipped)} inline images and links recorded, not stored.")  # fmt: skip
         delivered = complete and all(c.ok for c in checks)
         routed = show_routes(stack)
+        trusted = show_trust(stack)
         imported = import_from_imap(stack, server)
         recovered = recover_missed_mail(stack, delivery)
-        return 0 if delivered and routed and imported and recovered else 1
+        return 0 if delivered and routed and trusted and imported and recovered else 1
 
 
 if __name__ == "__main__":

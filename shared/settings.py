@@ -10,6 +10,7 @@ Each role parses its own section, with the readers of `env.py`, and `parse_setti
   AFTER_INGEST_BY_MAILBOX, and which after-ingest actions suit which place (POP3: delete only);
 - `pipeline/routes.py`: ROUTES, ROUTES_FILE (none into STATE_CONTAINER), and the routes' after-ingest actions;
 - `delivery.py`: GRAPH_DELIVERY and the Event Grid partner topic and queue (EVENTGRID_*);
+- `pipeline/duplicates.py`: DUPLICATES;
 - here: MAILBOXES (Microsoft 365 mailboxes and IMAP/POP3 account URLs), the app registration and Graph,
   webhooks, storage and containers, Key Vault, the schedules and lifetimes, INGESTED_QUEUE.
 """
@@ -38,6 +39,8 @@ from .env import (
     read_url,
 )
 from .errors import SettingsError
+from .pipeline.duplicates import Mode as DuplicatesMode
+from .pipeline.duplicates import duplicates_from_env
 from .pipeline.layout import message_key
 from .pipeline.routes import Route, check_route_actions, routes_from_env
 from .pipeline.rules import (
@@ -226,6 +229,7 @@ class Settings:
     after_ingest: AfterIngest = field(default_factory=AfterIngest)
     after_ingest_by_folder: Mapping[str, AfterIngest] = field(default_factory=dict)  # by MailboxFolder.key
     routes: tuple[Route, ...] = ()  # ROUTES or ROUTES_FILE, in order
+    duplicates: DuplicatesMode = "mark"  # DUPLICATES: mark, skip or off
     ingested_queue: str | None = "mail-ingested"  # INGESTED_QUEUE; None: no hand-off messages
     # The Functions host key the webhook routes require; Graph calls the URLs with it. Kept out of repr.
     webhook_function_key: str | None = field(default=None, repr=False)
@@ -595,6 +599,7 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
         after_ingest=after_ingest,
         after_ingest_by_folder=by_folder,
         routes=routes,
+        duplicates=duplicates_from_env(env),
         # Read here, not in pipeline/handoff.py: that imports pipeline/storage.py, which imports this module.
         ingested_queue=read_queue_name(env, "INGESTED_QUEUE", "mail-ingested"),
         graph_delivery=delivery,

@@ -12,15 +12,19 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..logs import log_event
 from ..unpack.base import Found
+from ..unpack.tree import Unpacker
 from .job import BODY_FILES, MESSAGE_FILE, Entry, Extracted, Job, attempt, body_entry, mark_incomplete, with_extension
 from .layout import sanitize_name
 from .mail import ExportRefused, Listed, Part
 from .routes import Attachment, MailFacts
 from .rules import SaveMail
+from .spool import Spool
+from .survey import Survey
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -30,13 +34,18 @@ logger = logging.getLogger(__name__)
 LINK_SKIPPED = "link to a cloud file: recorded, not downloaded"
 
 
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 class ListedJob(Job):
     """A listed mail's attachments: planned from the listing, each file's bytes from its content or stream."""
 
-    def __init__(self, rt: Runtime, mailbox: str, prefix: str, key: str, content: Listed) -> None:
-        super().__init__(rt, mailbox, prefix, key)
+    def __init__(self, rt: Runtime, mailbox: str, prefix: str, key: str, received: datetime, content: Listed) -> None:
+        super().__init__(rt, mailbox, prefix, key, received)
         self.content = content
         self.planned: list[tuple[Entry, Part]] = []
+        self._spools: list[Spool] = []
 
     def unpacks(self, entry: Entry) -> bool:
         """Whether a mail's own attachment is a container to open: even when its own file is not kept (a
@@ -78,14 +87,49 @@ class ListedJob(Job):
         """What routes look at, with the mail's files: a file counts as kept when the rules keep it, or when
         it may hold files that are."""
         documents = [entry for entry, _ in self.plan() if entry.kind != "reference"]
-        return replace(
+        facts = replace(
             facts,
             attachments=tuple(Attachment(e.name, e.content_type) for e in documents),
             has_kept_file=any(e.skipped is None or self.unpacks(e) for e in documents),
         )
+        if any(route.on_content for route in self.rt.settings.routes):
+            facts = await self.survey(facts)
+        return facts
+
+    async def survey(self, facts: MailFacts) -> MailFacts:
+        """A first reading of every file that is kept or opened (`survey.py`): a streamed one is spooled on the
+        way, and the store reads it from there rather than from the source again."""
+        survey = Survey(self.rules)
+        unpacker = Unpacker[int](survey, self.rt.settings.unpack, self._keys)
+        for index, (entry, part) in enumerate(self.planned):
+            kept = entry.skipped is None and entry.kind in ("file", "item")
+            if entry.file is None or not (kept or self.unpacks(entry)):
+                continue
+            found = Found(entry.file, entry.content_type or "")
+            sink = unpacker.attachment(1, found, survey.sink(found) if kept else None)
+            assert sink is not None
+            await survey.open(0, Found(entry.name, entry.content_type or ""), False)
+            if part.content:
+                chunks: AsyncIterator[bytes] = _once(part.content)
+            else:
+                spool = Spool()
+                self._spools.append(spool)
+                await spool.fill(self._opened(part))
+                self.planned[index] = (entry, replace(part, open=spool.read))
+                chunks = spool.read()
+            try:
+                async for chunk in chunks:
+                    await sink.write(chunk)
+                await sink.close()
+            except BaseException:
+                await unpacker.abort()
+                raise
+        return await survey.judge(facts, self.duplicates)
 
     def close(self) -> None:
-        """Nothing held: the listing's bytes go with the mail."""
+        """The spooled files of a survey; the listing's bytes go with the mail."""
+        for spool in self._spools:
+            spool.close()
 
     async def store_files(self) -> list[Entry]:
         """Every planned file, the links' URLs, then the mail's own files (SAVE_MESSAGE, SAVE_BODY)."""
@@ -109,13 +153,13 @@ class ListedJob(Job):
         return entries + await self.save_mail(entries)
 
     async def store_file(self, entry: Entry, part: Part) -> None:
-        writer = await self.writer(entry)
+        writer = await self.file_writer(entry)
         if part.content:  # empty or missing content is never trusted: the bytes come from the stream
             await writer.write(part.content)
         else:
             existing = await self.store.stored(writer.path)
             if existing is not None:  # stored by an earlier attempt: not downloaded again
-                entry.record(existing)
+                entry.record(await writer.adopt(existing))
                 return
             async for chunk in self._opened(part):
                 await writer.write(chunk)
@@ -131,7 +175,7 @@ class ListedJob(Job):
         its blob and its unpacker from one stream, its own or the content already read."""
         assert entry.file is not None
         entry.children.clear()  # a retry extracts afresh
-        writer = await self.writer(entry) if entry.skipped is None else None
+        writer = await self.file_writer(entry) if entry.skipped is None else None
         sink = self.unpacker.attachment(
             entry, Found(entry.file, entry.content_type or ""), Extracted(self, entry, writer)
         )

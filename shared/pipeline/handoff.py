@@ -41,6 +41,8 @@ VERSION = 1
 # 64 KiB per queue message, base64 included (4 bytes per 3).
 MAX_MESSAGE_BYTES = 64 * 1024
 GRACE_SECONDS = 10.0
+# What the checks found on a file (`filecheck.py`, unpack's `Damaged`), passed on when there is something.
+FILE_CHECKS = ("duplicateOf", "protected", "damaged")
 POLL_SECONDS = 0.25
 
 
@@ -68,9 +70,16 @@ def handoff_message(manifest: Mapping[str, Any], store: BlobStore, manifest_path
             "sha256": entry.get("sha256"),
             "kind": entry.get("kind"),
             **({"parent": entry["parent"]} if entry.get("parent") else {}),
+            **{k: entry[k] for k in FILE_CHECKS if entry.get(k)},
         }
         for entry in manifest.get("attachments") or []
         if entry.get("blob")
+    ]
+    # Every duplicate, stored (DUPLICATES=mark) or not (skip): a consumer that books documents skips them.
+    duplicates = [
+        {k: entry.get(k) for k in ("name", "file", "sha256", "duplicateOf")} | {"stored": bool(entry.get("blob"))}
+        for entry in manifest.get("attachments") or []
+        if entry.get("duplicateOf")
     ]
     message: dict[str, Any] = {
         "type": MESSAGE_TYPE,
@@ -86,6 +95,8 @@ def handoff_message(manifest: Mapping[str, Any], store: BlobStore, manifest_path
         "fileCount": len(files),
         "filesComplete": True,
         "files": files,
+        **({"duplicates": duplicates} if duplicates else {}),
+        **({"protected": manifest["protected"]} if manifest.get("protected") else {}),
     }
     for name in ("senderAuthentication", "signature"):  # the mail's own, when the manifest has them
         if manifest.get(name):

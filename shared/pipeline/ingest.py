@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..logs import log_event
 from .attachments import ListedJob
+from .filecheck import mail_protected
 from .job import IngestOutcome, Markers, finish, hand_off, manifest, skip, write_manifest
 from .layout import graph_time, message_prefix
 from .mail import Arrival, Listed, Mail, MailGone
@@ -61,9 +62,9 @@ async def _ingest(rt: Runtime, arrival: Arrival, mail: Mail, markers: Markers, s
     prefix = message_prefix(arrival.mailbox, received, key)
     content = mail.content
     job = (
-        ListedJob(rt, arrival.mailbox, prefix, key, content)
+        ListedJob(rt, arrival.mailbox, prefix, key, received, content)
         if isinstance(content, Listed)
-        else RawJob(rt, arrival.mailbox, prefix, key, content)
+        else RawJob(rt, arrival.mailbox, prefix, key, received, content)
     )
     authentication = mail.facts.authentication
     said = {**mail.record, "senderAuthentication": authentication.to_json()} if authentication else dict(mail.record)
@@ -79,11 +80,13 @@ async def _ingest(rt: Runtime, arrival: Arrival, mail: Mail, markers: Markers, s
         written, final, entries = at.to_write, at.manifest, []
         if written:
             entries = await job.store_files()
-            problem = {"problem": job.problem} if job.problem else {}
-            signature = {"signature": job.signature} if job.signature else {}
+            # What is said of the mail itself: its MIME read only in part, its content unreadable (IRM, S/MIME
+            # without our key), its own signature (a raw multipart/signed mail's).
+            own = {"problem": job.problem, "protected": mail_protected(entries), "signature": job.signature}
+            facts_of_mail = {k: v for k, v in own.items() if v}
             final = manifest(
                 entries, mailbox=arrival.mailbox, folder=arrival.folder, key=key, received=received,
-                decision=decision, mail={**said, **problem, **signature},
+                decision=decision, mail={**said, **facts_of_mail},
             )  # fmt: skip
             written, final = await write_manifest(at.store, at.manifest_path, final, at.etag, decision, entries)
     finally:

@@ -13,6 +13,7 @@ retry completes it, reusing what is already stored.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,9 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import IngestError, StateConflict, one_line
 from ..logs import log_event
-from ..unpack.base import Encrypted, Found, Note, Signature, Sink
+from ..unpack.base import Damaged, Encrypted, Found, Note, Signature, Sink
+from ..unpack.protection import smime_not_opened
 from ..unpack.smime import DecryptionKey
 from ..unpack.tree import Unpacker, kind_of
+from .duplicates import Duplicates
+from .filecheck import CheckedWriter
 from .handoff import HandOff
 from .layout import MANIFEST, UniqueNames, graph_time, metadata_value, sanitize_name
 from .routes import Decision
@@ -63,10 +67,15 @@ class Entry:
     signature: dict[str, Any] | None = None  # S/MIME: the signature's verdict
     encrypted: dict[str, Any] | None = None  # S/MIME: the envelope's recipients, whether it was opened
     problem: str | None = None  # a container that could not be read to the end, or only in part
+    duplicate_of: dict[str, str] | None = None  # the first copy of the same bytes (duplicates.Copy)
+    protected: str | None = None  # why it cannot be read (a password, an envelope, rights protection)
+    damaged: str | None = None  # its container (or itself) is damaged: read as far as it goes, to be checked
     children: list[Entry] = field(default_factory=list)
 
-    def record(self, stored: StoredBlob) -> None:
-        self.blob, self.size, self.sha256 = stored.path, stored.size, stored.sha256
+    def record(self, stored: StoredBlob | None) -> None:
+        """Where it was stored; None: it was not (a copy DUPLICATES=skip does not store)."""
+        if stored is not None:
+            self.blob, self.size, self.sha256 = stored.path, stored.size, stored.sha256
 
     def to_json(self) -> dict[str, Any]:
         fields = {
@@ -85,6 +94,9 @@ class Entry:
             "signature": self.signature,
             "encrypted": self.encrypted,
             "problem": self.problem,
+            "duplicateOf": self.duplicate_of,
+            "protected": self.protected,
+            "damaged": self.damaged,
         }
         return {k: v for k, v in fields.items() if v is not None}
 
@@ -143,8 +155,9 @@ class Job:
     """Stores one message's files under `prefix`, and is the unpacker's handler: every file found inside a
     container becomes an `Entry` under the container's."""
 
-    def __init__(self, rt: Runtime, mailbox: str, prefix: str, key: str) -> None:
+    def __init__(self, rt: Runtime, mailbox: str, prefix: str, key: str, received: datetime) -> None:
         self.rt = rt
+        self.received = graph_time(received)
         self.rules = rt.settings.rules
         self.mailbox = mailbox
         self.prefix = prefix
@@ -155,6 +168,10 @@ class Job:
         self.tags: dict[str, str] = {}  # the deciding route's blob index tags, all but `kind`
         self.problem: str | None = None  # the mail's own MIME could be read only in part (a raw mail's)
         self.signature: dict[str, Any] | None = None  # the mail's own S/MIME signature (a raw multipart/signed)
+
+    @functools.cached_property
+    def duplicates(self) -> Duplicates:
+        return Duplicates(self.rt.state, self.rt.container, self.rt.settings.duplicates)
 
     def route_to(self, decision: Decision, store: BlobStore) -> None:
         self.prefix, self.store, self.tags = decision.prefix, store, dict(decision.tags)
@@ -188,6 +205,10 @@ class Job:
             f"{self.prefix}/{entry.file}", content_type, self._metadata(entry), {**self.tags, "kind": entry.kind}
         )
 
+    async def file_writer(self, entry: Entry) -> CheckedWriter:
+        """A document's writer: checked for protection and duplicates as it passes (`filecheck.py`)."""
+        return CheckedWriter(self, entry, await self.writer(entry))
+
     # -- the unpacker's handler --------------------------------------------------------------------
     async def open(self, parent: Entry, found: Found, container: bool) -> tuple[Entry, Sink | None] | None:
         is_message = kind_of(found.name, found.content_type) == "message"
@@ -197,11 +218,12 @@ class Job:
         # A zip entry is named by its path as recorded (its file name is that path folded).
         entry = Entry(found.path or found.name, "file", found.content_type, None, parent=parent.file, path=found.path)
         parent.children.append(entry)
+        entry.protected, entry.damaged = found.protected, found.damaged
         entry.skipped = found.skipped or self.rules.skip_reason(name, found.content_type, found.inline, None)
         if entry.skipped is not None and not container:
             return entry, None  # recorded, read past
         entry.file = self.names.take(name)
-        writer = await self.writer(entry) if entry.skipped is None else None
+        writer = await self.file_writer(entry) if entry.skipped is None else None
         return entry, Extracted(self, entry, writer)
 
     def note(self, entry: Entry, note: Note) -> None:
@@ -216,6 +238,7 @@ class Job:
         elif isinstance(note, Encrypted):
             entry.encrypted = note.to_json()
             if not note.decrypted:
+                entry.protected = smime_not_opened(note.reason)
                 reason = note.reason or "not decrypted"
                 log_event(
                     logger,
@@ -225,6 +248,9 @@ class Job:
                     recipients=list(note.recipients),
                     reason=reason,
                 )
+        elif isinstance(note, Damaged):
+            entry.damaged = note.reason
+            log_event(logger, "unpack.damaged", logging.WARNING, **fields, reason=note.reason)
         else:
             entry.problem = note.reason
             log_event(logger, "unpack.problem", logging.WARNING, **fields, reason=note.reason)
@@ -248,7 +274,7 @@ class Extracted:
     """A file found inside a container, as it streams past: written to its blob unless a rule skips it
     (the size rules are judged once its length is known)."""
 
-    def __init__(self, job: Job, entry: Entry, writer: BlobWriter | None) -> None:
+    def __init__(self, job: Job, entry: Entry, writer: CheckedWriter | None) -> None:
         self.job = job
         self.entry = entry
         self.writer = writer
@@ -257,6 +283,7 @@ class Extracted:
     async def write(self, data: bytes) -> None:
         self.size += len(data)
         if self.writer is not None and self.size > self.job.rules.max_bytes:
+            self.writer.drop()
             self.writer = None  # over the limit: the rest is read past
         if self.writer is not None:
             await self.writer.write(data)
@@ -266,8 +293,12 @@ class Extracted:
         if self.entry.skipped is not None:
             return
         self.entry.skipped = self.job.rules.size_skip(self.size)
-        if self.entry.skipped is None and self.writer is not None:
+        if self.writer is None:
+            return
+        if self.entry.skipped is None:
             self.entry.record(await self.writer.commit())
+        else:
+            self.writer.drop()
 
 
 async def attempt(entry: Entry, work: Awaitable[None]) -> None:
@@ -375,7 +406,7 @@ async def finish(
     """The `done/` marker (after the after-ingest actions), the outcome and its log line."""
     at = graph_time(datetime.now(UTC))
     await markers.mark(markers.done, {"prefix": decision.prefix, "route": decision.route, "at": at})
-    stored = [e for e in flatten(entries) if e.sha256]
+    stored = [e for e in flatten(entries) if e.blob]  # a skipped duplicate has its sha256, not a blob
     outcome = IngestOutcome(
         "ingested" if written else "duplicate",
         len(stored),

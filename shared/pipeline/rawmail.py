@@ -16,12 +16,10 @@ size. Both names are taken before the attachments', which keeps every file's nam
 
 from __future__ import annotations
 
-import asyncio
 import codecs
-import tempfile
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import IO, TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ..unpack.base import Found, Note, Problem, Sink, UnpackError
 from ..unpack.tree import Unpacker
@@ -30,13 +28,12 @@ from .layout import sanitize_name
 from .mail import RawMime
 from .routes import Attachment, MailFacts
 from .rules import SaveMail
+from .spool import Spool
 from .storage import BlobWriter
+from .survey import Survey
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
-
-# A spooled message is held in memory up to this size, and read back in pieces of it.
-SPOOL_CHUNK = 1024 * 1024
 
 
 class _Listing:
@@ -56,33 +53,14 @@ class _Listing:
         return None
 
 
-class _Spool:
-    """The message in a temporary file, in memory up to one chunk: read as many times as needed."""
-
-    def __init__(self) -> None:
-        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_CHUNK)  # noqa: SIM115 (closed in close)
-
-    async def fill(self, chunks: AsyncIterator[bytes]) -> None:
-        async for chunk in chunks:
-            await asyncio.to_thread(self._file.write, chunk)
-
-    async def read(self) -> AsyncIterator[bytes]:
-        await asyncio.to_thread(self._file.seek, 0)
-        while piece := await asyncio.to_thread(self._file.read, SPOOL_CHUNK):
-            yield piece
-
-    def close(self) -> None:
-        self._file.close()
-
-
 class RawJob(Job):
     """One raw mail's files, from its MIME."""
 
-    def __init__(self, rt: Runtime, mailbox: str, prefix: str, key: str, content: RawMime) -> None:
-        super().__init__(rt, mailbox, prefix, key)
+    def __init__(self, rt: Runtime, mailbox: str, prefix: str, key: str, received: datetime, content: RawMime) -> None:
+        super().__init__(rt, mailbox, prefix, key, received)
         self.root = Entry("", "message", "message/rfc822", None)  # the mail itself; its files are its children
         self._chunks = content.chunks
-        self._spool: _Spool | None = None
+        self._spool: Spool | None = None
 
     def kept(self, found: Found) -> bool:
         """Whether a file of the mail is kept by the rules, or may hold files that are (as Graph's routes see it)."""
@@ -93,26 +71,35 @@ class RawJob(Job):
 
     async def facts(self, facts: MailFacts) -> MailFacts:
         """What routes look at: with the mail's own files, listed by a first reading of the spooled message,
-        when a route looks at files."""
-        if not any(route.on_files for route in self.rt.settings.routes):
+        when a route looks at files (and with `duplicate` and `protected`, when a route looks at their bytes)."""
+        routes = self.rt.settings.routes
+        on_content = any(route.on_content for route in routes)
+        if not on_content and not any(route.on_files for route in routes):
             return facts
-        self._spool = _Spool()
+        self._spool = Spool()
         await self._spool.fill(self._chunks)
         self._chunks = self._spool.read()
+        # Only a route on the files' bytes needs them hashed and their containers opened (`survey.py`).
+        survey = Survey(self.rules) if on_content else None
         listing = _Listing()
-        reader = Unpacker[None](listing, self.rt.settings.unpack).mail(None)
+        reader = (
+            Unpacker[int](survey, self.rt.settings.unpack, self._keys).mail(0)
+            if survey is not None
+            else Unpacker[None](listing, self.rt.settings.unpack).mail(None)
+        )
         try:
             async for piece in self._spool.read():
                 await reader.write(piece)
             await reader.close()
         except UnpackError:
             pass  # routes see what was listed before the damage, as the store sees what was found before it
-        files = [f for f in listing.found if f.skipped is None]
-        return replace(
+        files = [f for f in (survey or listing).found if f.skipped is None]
+        facts = replace(
             facts,
             attachments=tuple(Attachment(f.name, f.content_type) for f in files),
             has_kept_file=any(self.kept(f) for f in files),
         )
+        return await survey.judge(facts, self.duplicates) if survey is not None else facts
 
     def close(self) -> None:
         if self._spool is not None:

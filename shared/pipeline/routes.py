@@ -33,8 +33,9 @@ from .senderauth import condition as sender_authentication
 
 DEFAULT_ROUTE = "default"
 TOKENS = ("mailbox", "folder", "yyyy", "MM", "dd", "messageKey", "sender", "senderDomain", "route")
-# Tags every stored blob carries; `kind` is set per blob (file, item, manifest...).
-SYSTEM_TAGS = ("mailbox", "messageKey", "senderDomain", "route", "kind", "senderAuth")
+# Tags every stored blob carries; `kind` is set per blob (file, item, manifest...); `protected` and `duplicate`
+# only a file that is (`filecheck.py`), but the budget must hold for one that is both.
+SYSTEM_TAGS = ("mailbox", "messageKey", "senderDomain", "route", "kind", "senderAuth", "protected", "duplicate")
 MAX_ROUTE_TAGS = MAX_TAGS - len(SYSTEM_TAGS)
 # A template's length and token count, and each value's bytes, are bounded so that the prefix plus a file
 # name (at most 200 bytes) stays well inside Blob Storage's 1,024-character blob name.
@@ -45,8 +46,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOKEN = re.compile(r"\{([^{}]*)\}")
 _MATCH_KEYS = (
     "mailbox", "folder", "from", "to", "subject", "attachment", "contentType", "noKeptFile", "senderAuthentication",
+    "duplicate", "protected",
 )  # fmt: skip
 _FILE_KEYS = ("attachment", "contentType", "noKeptFile")  # known only once the files are listed
+_CONTENT_KEYS = ("duplicate", "protected")  # known only once the files' bytes have passed (`survey.py`)
 _ROUTE_KEYS = ("name", "match", "container", "path", "skip", "tags", "afterIngest")
 
 
@@ -74,6 +77,8 @@ class MailFacts:
     attachments: tuple[Attachment, ...] = ()  # as the source lists them, links excluded
     has_kept_file: bool = False  # whether the attachment rules keep at least one file
     authentication: SenderAuthentication | None = None  # the receiving server's verdicts (`senderauth.py`)
+    duplicate: bool = False  # a kept file was stored before, by another mail (DUPLICATES)
+    protected: bool = False  # a file, or the mail itself, cannot be read (a password, an envelope, IRM)
 
     @property
     def sender_domain(self) -> str:
@@ -176,6 +181,7 @@ class Route:
     tags: Mapping[str, str] = field(default_factory=dict)
     after_ingest: AfterIngest | None = None  # None: AFTER_INGEST_BY_MAILBOX, then AFTER_INGEST
     on_files: bool = False  # a condition looks at the mail's files (names, types, whether one is kept)
+    on_content: bool = False  # a condition looks at the files' bytes (duplicate, protected)
     mailboxes: tuple[str, ...] | None = None  # match.mailbox as given; None: any mailbox
 
     def matches(self, mail: MailFacts) -> bool:
@@ -289,7 +295,17 @@ def _conditions(match: Any) -> tuple[Condition, ...]:
     if "senderAuthentication" in match:
         authenticated = sender_authentication(match["senderAuthentication"])
         conditions.append(lambda m: authenticated(m.authentication))
+    for key in _CONTENT_KEYS:
+        if key in match:
+            conditions.append(_flag(key, match[key]))
     return tuple(conditions)
+
+
+def _flag(key: str, wanted: Any) -> Condition:
+    """`duplicate` or `protected`: true or false."""
+    if not isinstance(wanted, bool):
+        raise ValueError(f"match.{key} must be true or false")
+    return lambda m: bool(getattr(m, key)) is wanted
 
 
 def _media_type(content_type: str | None) -> str:
@@ -346,6 +362,7 @@ def _route(raw: Any) -> Route:
         tags=_tags(raw.get("tags", {})),
         after_ingest=parse_after_ingest(after) if after is not None else None,
         on_files=any(k in raw.get("match", {}) for k in _FILE_KEYS),
+        on_content=any(k in raw.get("match", {}) for k in _CONTENT_KEYS),
         mailboxes=_strings(raw["match"]["mailbox"], "match.mailbox") if "mailbox" in raw.get("match", {}) else None,
     )
 

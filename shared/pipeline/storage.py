@@ -8,7 +8,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StateConflict, StorageError
@@ -48,6 +48,7 @@ class StoredBlob:
     size: int
     sha256: str
     existed: bool = False  # another attempt or worker had already stored it: nothing was written
+    metadata: Mapping[str, str] = field(default_factory=dict, compare=False)  # an existing blob's, as stored
 
 
 class BlobWriter:
@@ -75,6 +76,21 @@ class BlobWriter:
         self._blocks: list[str] = []
         self._sha = hashlib.sha256()
         self.size = 0
+
+    @property
+    def digest(self) -> str:
+        """The sha256 of the bytes written so far (all of them, once the file has passed)."""
+        return self._sha.hexdigest()
+
+    def annotate(self, metadata: Mapping[str, str], tags: Mapping[str, str]) -> None:
+        """More metadata and blob index tags, set with the commit (what was learnt as the bytes passed)."""
+        self._metadata.update(metadata)
+        if tags:
+            self._tags = {**(self._tags or {}), **tags}
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(self._tags or {})
 
     async def write(self, data: bytes) -> None:
         self._sha.update(data)
@@ -150,7 +166,7 @@ async def _stored(blob: BlobClient, path: str) -> StoredBlob | None:
         async for chunk in stream.chunks():
             sha.update(chunk)
         digest = sha.hexdigest()
-    return StoredBlob(path=path, size=int(props.size), sha256=digest, existed=True)
+    return StoredBlob(path=path, size=int(props.size), sha256=digest, existed=True, metadata=dict(props.metadata or {}))
 
 
 class BlobStore:
@@ -189,6 +205,10 @@ class BlobStore:
 
     async def tags(self, path: str) -> dict[str, str]:
         return dict(await self._container.get_blob_client(path).get_blob_tags())
+
+    async def set_tags(self, path: str, tags: Mapping[str, str]) -> None:
+        """Replace the blob's index tags (Set Blob Tags sets them all)."""
+        await self._container.get_blob_client(path).set_blob_tags(dict(tags))
 
     async def upload_stream(
         self,

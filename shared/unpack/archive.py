@@ -26,6 +26,7 @@ from typing import Any
 
 from .base import Found, Problem, Refused, Scope, Sink, Source, UnpackError
 from .options import ArchiveLimits
+from .protection import ZIP_ENTRY
 
 LOCAL_HEADER = 0x04034B50
 CENTRAL_HEADER = 0x02014B50
@@ -192,11 +193,12 @@ class ZipReader:
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         reason: str | None = None
         if entry.encrypted:
-            reason = "encrypted zip entry (no password)"
+            reason = ZIP_ENTRY
         elif entry.method not in _METHODS:
             reason = f"zip compression method {entry.method} is not supported"
         if reason is not None:
-            await self._scope.found(Found(name, content_type, path=entry.path, skipped=reason))
+            protected = reason if entry.encrypted else None
+            await self._scope.found(Found(name, content_type, path=entry.path, skipped=reason, protected=protected))
             if entry.descriptor:
                 self._scope.note(Problem(f"{entry.path}: {reason}, and its end is unknown: the rest is not extracted"))
                 return False

@@ -47,6 +47,8 @@ class Found:
     path: str | None = None
     skipped: str | None = None
     whole: bool = False  # the container's whole content, not one of its parts (a raw mail's only entity)
+    protected: str | None = None  # why it cannot be read (an encrypted zip entry), known to its container
+    damaged: str | None = None  # its container is damaged: the file was read as far as it goes, to be checked
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,15 @@ class Problem:
     reason: str
 
 
-Note = Signature | Encrypted | Problem
+@dataclass(frozen=True)
+class Damaged:
+    """The container is damaged but readable (a winmail.dat whose checksums fail, which Outlook-compatible
+    readers still open): what it holds was extracted, and each file found in it is marked to be checked."""
+
+    reason: str
+
+
+Note = Signature | Encrypted | Problem | Damaged
 
 
 class Scope(Protocol):

@@ -53,6 +53,7 @@ OPTIONAL_SETTINGS = {
     "SMIME_CA_CERTIFICATES": "defaults to none: S/MIME signers are trusted through the system's CAs only (README)",
     "SAVE_MESSAGE": "defaults to never (README)",
     "SAVE_BODY": "defaults to never (README)",
+    "DUPLICATES": "defaults to mark: every copy stored, later ones marked duplicateOf (README)",
     "AFTER_INGEST": "defaults to none, which needs only Mail.Read (README)",
     "AFTER_INGEST_BY_MAILBOX": "defaults to no per-mailbox override (README)",
     "RECONCILE_MINUTES": "defaults to an hourly delta reconciliation (README)",

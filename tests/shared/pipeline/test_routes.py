@@ -72,13 +72,16 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"name": "addr", "match": {"from": "fabrikam.example"}}, "route 'addr': 'fabrikam.example' is not name@domain"),
     ({"name": "wild", "match": {"from": "bill*@x.com"}}, "route 'wild': 'bill*@x.com' is not name@domain"),
     ({"name": "kept", "match": {"noKeptFile": "yes"}}, "route 'kept': match.noKeptFile must be true or false"),
+    ({"name": "dup", "match": {"duplicate": "yes"}}, "route 'dup': match.duplicate must be true or false"),
+    ({"name": "prot", "match": {"protected": 1}}, "route 'prot': match.protected must be true or false"),
+    ({"name": "tagdup", "tags": {"duplicate": "x"}}, "route 'tagdup': tag 'duplicate' is set by the app"),
     ({"name": "skip", "skip": True, "container": "spam"}, "route 'skip': a skip route stores nothing, so container"),
     ({"name": "tagkey", "tags": {"doc type!": "x"}}, "route 'tagkey': tag name 'doc type!'"),
     ({"name": "tagval", "tags": {"supplier": "Müller"}}, "route 'tagval': tag 'supplier': the value"),
     ({"name": "tagsys", "tags": {"route": "x"}}, "route 'tagsys': tag 'route' is set by the app"),
     (
-        {"name": "many", "tags": {f"t{i}": "x" for i in range(5)}},
-        "route 'many': tags has 5 tags; a route may add at most 4",
+        {"name": "many", "tags": {f"t{i}": "x" for i in range(3)}},
+        "route 'many': tags has 3 tags; a route may add at most 2",
     ),
     (
         {"name": "auth", "match": {"senderAuthentication": "softfail"}},

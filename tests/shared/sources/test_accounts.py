@@ -276,6 +276,46 @@ async def test_a_route_on_attachment_names_reads_the_spooled_message_twice(
     assert (await ingest_fetched(third, rt)).status == "skipped"
 
 
+def raw_mail(subject: str, name: str, data: bytes, maintype: str = "application", subtype: str = "pdf") -> bytes:
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "billing@supplier.example", "ap@example.org", subject
+    mail["Date"], mail["Message-ID"] = "Fri, 20 Nov 2026 11:00:00 +0000", f"<{uuid.uuid4().hex}@supplier.example>"
+    mail.set_content("see attached")
+    mail.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return bytes(mail).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+async def test_routes_on_duplicate_and_protected_read_a_raw_mail_before_deciding(
+    env: dict[str, str], service: Any, mail_user: MailUser
+):
+    """IMAP mail as Graph mail: the same invoice again is a duplicate of the first (manifest and route), and a
+    rights-protected mail (its MIME's message.rpmsg part) is protected, the mail itself."""
+    routes = [
+        {"name": "review", "match": {"protected": True}, "container": "review"},
+        {"name": "again", "match": {"duplicate": True}, "container": "again"},
+    ]
+    rt = runtime(env, service, mail_user, ROUTES=json.dumps(routes))
+    (account,) = rt.settings.accounts
+    invoice = b"%PDF-1.7 invoice 77 " + uuid.uuid4().bytes * 40
+    mail_user.deliver(raw_mail("Invoice 77", "invoice 77.pdf", invoice))
+    mail_user.deliver(raw_mail("Reminder: invoice 77", "invoice 77.pdf", invoice))
+    rpmsg = b"\x76\xe8\x04\x60\xc4\x11\xe3\x86" + uuid.uuid4().bytes * 64
+    mail_user.deliver(raw_mail("Protected", "message.rpmsg", rpmsg, subtype="x-microsoft-rpmsg-message"))
+    first, second, third = await queued(rt, account)
+    original = await ingest_fetched(first, rt)
+    assert original.route == "default"
+    reminder = await ingest_fetched(second, rt)
+    assert reminder.route == "again"
+    found = await rt.container("again").read_json(f"{reminder.prefix}/manifest.json")
+    assert found is not None
+    (copy,) = found[0]["attachments"]
+    assert copy["duplicateOf"]["messageKey"] == original.key and copy["duplicateOf"]["container"] == rt.attachments.name
+    protected = await ingest_fetched(third, rt)
+    assert protected.route == "review"
+    found = await rt.container("review").read_json(f"{protected.prefix}/manifest.json")
+    assert found is not None and found[0]["protected"].startswith("rights-protected mail (Purview / IRM)")
+
+
 def test_received_time_prefers_the_newest_received_field(env: dict[str, str]):
     from email import policy
     from email.parser import BytesHeaderParser

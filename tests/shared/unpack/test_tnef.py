@@ -8,7 +8,7 @@ import pytest
 
 from local.azuresim.tnef import TnefFile, encode_tnef
 from shared.unpack import tnef as tnef_module
-from shared.unpack.base import Problem
+from shared.unpack.base import Damaged, Problem
 from tests.shared.unpack.tree import unpack_attachment
 
 PDF = b"%PDF-1.4 " + os.urandom(100_000)
@@ -34,13 +34,18 @@ async def test_a_title_without_a_long_name_is_read_in_the_tnef_code_page(codepag
     assert top.kept() == {name: PDF}
 
 
-async def test_a_bad_checksum_keeps_nothing_and_says_why():
-    raw = bytearray(encode_tnef([TnefFile("a.pdf", "application/pdf", PDF)]))
+async def test_a_bad_checksum_extracts_what_can_be_read_and_marks_it_damaged():
+    """Outlook-compatible readers open a winmail.dat whose checksums fail, with a warning: so does this one,
+    and says so on the container and on every file found in it."""
+    raw = bytearray(encode_tnef([TnefFile("a.pdf", "application/pdf", PDF), TnefFile("b.xlsx", "x/y", XLSX)]))
     raw[raw.index(b"%PDF") + 20] ^= 0xFF
     top = await unpack_attachment(bytes(raw), "winmail.dat", "application/ms-tnef")
-    assert top.kept() == {}
+    damaged = bytearray(PDF)
+    damaged[20] ^= 0xFF
+    assert top.kept() == {"a.pdf": bytes(damaged), "b.xlsx": XLSX}
     (note,) = top.notes
-    assert isinstance(note, Problem) and "checksum" in note.reason
+    assert isinstance(note, Damaged) and "1 TNEF object(s) fail their checksum" in note.reason
+    assert {n.found.damaged for n in top.walk() if n.found} == {note.reason}
 
 
 @pytest.mark.parametrize("raw", [b"", b"not tnef at all", encode_tnef([TnefFile("a.pdf", "x/y", PDF)])[:5000]])

@@ -25,7 +25,7 @@ def listed_job(rt: Any, attachments: list[dict[str, Any]], prefix: str = "prefix
     """The pipeline's job for a Graph message with these attachments (`contentBytes: i` → `contents[i]`)."""
     message = _Message(rt, rt.settings.mailboxes[0], "users/x/messages/y")
     listed = message.listed(ExpandedMessage({"attachments": attachments}, list(contents)))
-    return ListedJob(rt, rt.settings.mailboxes[0].mailbox, prefix, "key", listed)
+    return ListedJob(rt, rt.settings.mailboxes[0].mailbox, prefix, "key", datetime(2026, 1, 2, tzinfo=UTC), listed)
 
 
 def plan(settings: Settings, attachments: list[dict[str, Any]]) -> list[Entry]:
@@ -101,7 +101,13 @@ def job_with_store(settings: Settings, store: BlobStore, attachment: dict[str, A
     async def no_keys() -> tuple[()]:
         return ()
 
-    rt: Any = SimpleNamespace(settings=settings, attachments=store, smime_keys=SimpleNamespace(get=no_keys))
+    rt: Any = SimpleNamespace(
+        settings=settings,
+        attachments=store,
+        state=store,
+        container=lambda _: store,
+        smime_keys=SimpleNamespace(get=no_keys),
+    )
     return listed_job(rt, [{**attachment, "contentBytes": 0}], "invoices@contoso.com/2026/11/29/key", content)
 
 
