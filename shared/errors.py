@@ -23,6 +23,14 @@ class SettingsError(IngestError):
         self.name = name
 
 
+class DeploymentError(IngestError):
+    """A deployment's settings could not be read through Azure Resource Manager (the CLI's `--app`)."""
+
+
+class WebhookMismatch(IngestError):
+    """The CLI would give Graph webhook URLs other than the app's own; it refuses to create or renew."""
+
+
 class SubscriptionNotYetKnown(IngestError):
     """A verified item names a subscription its folder's record did not have when last read, too recently to
     read again: the webhook fails the call, and Graph delivers it again."""
