@@ -46,6 +46,14 @@ param maintainSchedule string = '0 */15 * * * *'
 @description('NCRONTAB schedule of the poll timer of IMAP and POP3 accounts in MAILBOXES.')
 param mailPollSchedule string = '0 * * * * *'
 
+@description('True when this environment\'s Function App exists (set by the preprovision hook): its current app settings are kept, with the azd environment\'s values over them.')
+param functionAppExists bool = false
+
+// Secure: a value is the operator's and stays out of the deployment's history, whatever it holds.
+@secure()
+@description('Base64 of a JSON object: every setting in infra/hooks/app-settings.txt that the azd environment sets (the preprovision hook makes it).')
+param appSettingsFromAzd string = ''
+
 @minValue(0)
 @maxValue(10)
 @description('Always-ready instances of the HTTP scale group, so that Graph never waits for a cold start.')
@@ -195,6 +203,8 @@ module functionApp 'modules/functionapp.bicep' = {
     stateContainerName: stateContainerName
     maintainSchedule: maintainSchedule
     mailPollSchedule: mailPollSchedule
+    keepAppSettings: functionAppExists
+    appSettingsFromAzd: empty(appSettingsFromAzd) ? {} : json(base64ToString(appSettingsFromAzd))
     httpAlwaysReady: httpAlwaysReady
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
