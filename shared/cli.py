@@ -313,6 +313,10 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"maintain: last pass {last.get('at')}, idle: {last['idle']}")
     elif last:
         lines.append(f"maintain: last pass {last.get('at')}, {last.get('failed', 0)} folder(s) failed")
+    routes = report.get("routes")
+    if routes:
+        state = f"latest version not used: {routes['problem']}" if routes["problem"] else "in use"
+        lines.append(f"routes: {routes['blob']} {state}")
     queues = ", ".join(f"{name} {count}" for name, count in report["queues"].items())
     lines.append(f"queues: {queues}")
     lines.append(f"clientState: {report['client_state']}")

@@ -27,6 +27,10 @@ class DeploymentError(IngestError):
     """A deployment's settings could not be read through Azure Resource Manager (the CLI's `--app`)."""
 
 
+class RoutesUnavailable(IngestError):
+    """ROUTES_BLOB has not been read as valid routes by this process yet: the mail waits (retried, then parked)."""
+
+
 class WebhookMismatch(IngestError):
     """The CLI would give Graph webhook URLs other than the app's own; it refuses to create or renew."""
 

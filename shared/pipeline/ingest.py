@@ -66,7 +66,7 @@ async def _ingest(rt: Runtime, arrival: Arrival, mail: Mail, markers: Markers, s
         else RawJob(rt, arrival.mailbox, prefix, key, content)
     )
     try:
-        decision = decide(rt.settings.routes, await job.facts(mail.facts))
+        decision = decide(await rt.routes(), await job.facts(mail.facts))
         if decision.skip:
             place = {"mailbox": arrival.mailbox, "folder": arrival.folder}
             record = {**place, **mail.record, "receivedDateTime": graph_time(received)}

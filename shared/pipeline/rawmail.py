@@ -94,7 +94,7 @@ class RawJob(Job):
     async def facts(self, facts: MailFacts) -> MailFacts:
         """What routes look at: with the mail's own files, listed by a first reading of the spooled message,
         when a route looks at files."""
-        if not any(route.on_files for route in self.rt.settings.routes):
+        if not any(route.on_files for route in await self.rt.routes()):
             return facts
         self._spool = _Spool()
         await self._spool.fill(self._chunks)

@@ -59,6 +59,7 @@ OPTIONAL_SETTINGS = {
     "FULL_RESYNC_HOURS": "defaults to 72: the window of a full resync after a refused delta link (README)",
     "ROUTES": "defaults to no routes: every mail in ATTACHMENTS_CONTAINER, standard layout (README, Routes)",
     "ROUTES_FILE": "defaults to none; ROUTES wins when both are set (README, Routes)",
+    "ROUTES_BLOB": "defaults to none: routes from ROUTES or ROUTES_FILE (README, Routes)",
     "INGESTED_QUEUE": "defaults to mail-ingested, a queue in the app's own storage account (README, Hand-off)",
     "TOKEN_REFRESH_HOURS": "delegated mode only; defaults to a daily refresh, well inside the 90-day limit (README)",
 }
