@@ -136,3 +136,28 @@ def test_maintain_refuses_webhook_urls_other_than_the_apps(stack: Stack, deploym
     env["WEBHOOK_FUNCTION_KEY"] = "@Microsoft.KeyVault(VaultName=kv-abc123;SecretName=webhook-function-key)"
     refused = cli(stack, "maintain", env=env)
     assert refused.returncode == 1 and "setting WEBHOOK_FUNCTION_KEY: is a Key Vault reference" in refused.stderr
+
+
+def test_check_and_status_name_a_broken_routes_blob(stack: Stack, deployment: dict[str, Any]):
+    from azure.storage.blob import BlobServiceClient
+
+    name = "config/routes-broken.json"
+    service = BlobServiceClient.from_connection_string(stack.storage_connection_string)
+    state = service.get_container_client(stack.env.get("STATE_CONTAINER", "mail-ingest-state"))
+    state.upload_blob(name, b'[{"name": "ap", "path": "{year}/{messageKey}"}]', overwrite=True)
+    site(stack, name="func-routes", ROUTES_BLOB=name)
+    group = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}"
+    principal = stack.control("GET", f"/_sim/apps/{stack.env['GRAPH_CLIENT_ID']}")["servicePrincipalId"]
+    scope = f"{group}/providers/Microsoft.Web/sites/func-routes"
+    stack.control(
+        "POST", "/_sim/arm/roleAssignments", {"principalId": principal, "role": "Contributor", "scope": scope}
+    )
+    checked = app_cli(stack, "check", app="func-routes")
+    assert checked.returncode == 1
+    assert f"routes (ROUTES_BLOB): {name}" not in checked.stdout  # failed, not counted
+    assert "path has an unknown token {year}" in checked.stdout
+    status = app_cli(stack, "status", app="func-routes")
+    assert f"routes: {name} latest version not used: route 'ap': path has an unknown token" in status.stdout
+    assert "unhealthy: " in status.stdout and f"routes ({name})" in status.stdout
+    state.upload_blob(name, b'[{"name": "ap", "container": "ap-invoices"}]', overwrite=True)
+    assert f"routes: {name} in use" in app_cli(stack, "status", app="func-routes").stdout
