@@ -46,6 +46,14 @@ param maintainSchedule string = '0 */15 * * * *'
 @description('NCRONTAB schedule of the poll timer of IMAP and POP3 accounts in MAILBOXES.')
 param mailPollSchedule string = '0 * * * * *'
 
+@description('True when this environment\'s Function App exists (set by the preprovision hook): its current app settings are kept, with the azd environment\'s values over them.')
+param functionAppExists bool = false
+
+// Secure: a value is the operator's and stays out of the deployment's history, whatever it holds.
+@secure()
+@description('Base64 of a JSON object: every setting in infra/hooks/app-settings.txt that the azd environment sets (the preprovision hook makes it).')
+param appSettingsFromAzd string = ''
+
 @minValue(0)
 @maxValue(10)
 @description('Always-ready instances of the HTTP scale group, so that Graph never waits for a cold start.')
@@ -89,6 +97,9 @@ param graphDelivery string = 'webhook'
 @description('EVENTGRID_QUEUE: the Storage queue Event Grid delivers Graph\'s events to.')
 param eventGridQueue string = 'mail-events'
 
+@description('EVENTGRID_PARTNER_TOPIC: the partner topic Graph creates and publishes to; empty: derived from the app\'s name.')
+param eventGridPartnerTopic string = ''
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -96,7 +107,7 @@ var tenantId = empty(graphTenantId) ? tenant().tenantId : graphTenantId
 var appName = '${abbrs.webSitesFunctions}${resourceToken}'
 var eventGrid = graphDelivery == 'eventgrid'
 // EVENTGRID_PARTNER_TOPIC: Graph creates it with the first subscription; names are unique per region.
-var partnerTopicName = '${appName}-mail'
+var partnerTopicName = empty(eventGridPartnerTopic) ? '${appName}-mail' : eventGridPartnerTopic
 var deadLetterContainerName = '${eventGridQueue}-deadletter'
 var deploymentContainerName = 'app-package-${take(appName, 32)}-${take(resourceToken, 7)}'
 
@@ -219,6 +230,8 @@ module functionApp 'modules/functionapp.bicep' = {
     stateContainerName: stateContainerName
     maintainSchedule: maintainSchedule
     mailPollSchedule: mailPollSchedule
+    keepAppSettings: functionAppExists
+    appSettingsFromAzd: empty(appSettingsFromAzd) ? {} : json(base64ToString(appSettingsFromAzd))
     httpAlwaysReady: httpAlwaysReady
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

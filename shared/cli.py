@@ -2,8 +2,11 @@
 
 Settings are read as the app reads them, from the environment; a local.settings.json (`--settings
 FILE`, else ./local.settings.json when there is one) adds its `Values` without overriding the
-environment. Key Vault (and Storage, when it is configured by service URI) are reached through
-DefaultAzureCredential, so on an operator's machine `az login` is the sign-in.
+environment. Against a deployment, `--app NAME --resource-group GROUP` reads the Function App's own settings
+through Azure Resource Manager instead, Key Vault references resolved (ops/deployment.py); they win over the
+environment's, and no local.settings.json is read. They are the app's settings only, never put into this process's
+environment: Key Vault (and Storage, when it is configured by service URI) are reached through
+DefaultAzureCredential, so on an operator's machine `az login` is the sign-in, not the app's identity.
 
 Exit codes: 0 done, 1 failed (a check failed, a replay failed, Azure refused), 2 usage (unknown
 mailbox or folder, bad arguments). An expected failure prints one line, never a traceback.
@@ -17,7 +20,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,9 @@ from .delivery import DEFAULT_EVENTGRID_QUEUE
 from .errors import IngestError, SettingsError, StateConflict, one_line
 from .ops.activity import ActivityStore
 from .ops.checks import CheckResult, Checks
+from .ops.deployment import PUBLIC_CLOUD, Deployment, deployment_settings
 from .ops.health import collect_status, to_json
+from .ops.webhook_guard import refuse_foreign_webhook
 from .pipeline.layout import graph_time, message_key
 from .pipeline.poison import (
     CHANGES_QUEUE,
@@ -103,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--settings", type=Path, help=f"a {LOCAL_SETTINGS} whose Values fill in what the environment lacks"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also print the app's own log events")
+    deployed = parser.add_argument_group("a deployment (its settings read through Azure Resource Manager)")
+    deployed.add_argument("--app", metavar="NAME", help="the Function App (azd: AZURE_FUNCTION_APP_NAME)")
+    deployed.add_argument("--resource-group", metavar="GROUP", help="its resource group (azd: AZURE_RESOURCE_GROUP)")
+    deployed.add_argument(
+        "--subscription", metavar="ID", help="its subscription id; default AZURE_SUBSCRIPTION_ID (azd sets it)"
+    )
+    deployed.add_argument("--management-url", default=PUBLIC_CLOUD, metavar="URL", help="Azure Resource Manager")
+    deployed.add_argument("--management-scope", metavar="SCOPE", help="its token scope; default URL + /.default")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("check", help="try token, mailbox folders, webhook, storage and Key Vault; exit 1 on a failure")
     commands.add_parser(
@@ -231,6 +244,7 @@ def render_pass(report: dict[str, str]) -> list[str]:
 
 
 async def cmd_maintain(rt: Runtime, args: argparse.Namespace) -> int:
+    await refuse_foreign_webhook(rt, settings_from_app=args.app is not None)
     report = await run_pass(rt)
     # The pass recorded each account's start if it had none: from when its polls take mail.
     for account in rt.settings.accounts:
@@ -306,6 +320,10 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"maintain: last pass {last.get('at')}, idle: {last['idle']}")
     elif last:
         lines.append(f"maintain: last pass {last.get('at')}, {last.get('failed', 0)} folder(s) failed")
+    routes = report.get("routes")
+    if routes:
+        state = f"latest version not used: {routes['problem']}" if routes["problem"] else "in use"
+        lines.append(f"routes: {routes['blob']} {state}")
     queues = ", ".join(f"{name} {count}" for name, count in report["queues"].items())
     lines.append(f"queues: {queues}")
     grid = report.get("eventgrid")
@@ -508,22 +526,49 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         await rt.aclose()
 
 
+def deployment_of(args: argparse.Namespace, environ: Mapping[str, str]) -> Deployment:
+    subscription = args.subscription or environ.get("AZURE_SUBSCRIPTION_ID", "").strip()
+    if not args.resource_group or not subscription:
+        raise UsageError("--app needs --resource-group and --subscription (or AZURE_SUBSCRIPTION_ID)")
+    if args.settings:
+        raise UsageError("--app reads the deployment's settings; --settings does not apply")
+    return Deployment(subscription, args.resource_group, args.app, args.management_url, args.management_scope)
+
+
+async def read_deployment(deployment: Deployment) -> dict[str, str]:
+    from azure.identity.aio import DefaultAzureCredential
+
+    async with DefaultAzureCredential() as credential:
+        return await deployment_settings(deployment, credential)
+
+
+def load_settings(args: argparse.Namespace, environ: MutableMapping[str, str]) -> Settings:
+    """This machine's settings (environment, local.settings.json), or with --app the deployment's over them. This
+    machine's storage connection never mixes with the deployment's: it would win over the app's service URIs."""
+    if args.app:
+        app = asyncio.run(read_deployment(deployment_of(args, environ)))
+        local = {k: v for k, v in environ.items() if not k.startswith("AzureWebJobsStorage")}
+        return parse_settings({**local, **app})
+    path = args.settings or (Path(LOCAL_SETTINGS) if Path(LOCAL_SETTINGS).is_file() else None)
+    if path is not None:
+        load_local_settings(path, environ)
+    return parse_settings(environ)
+
+
 def main(argv: list[str] | None = None, environ: MutableMapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     environ = os.environ if environ is None else environ
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
-        path = args.settings or (Path(LOCAL_SETTINGS) if Path(LOCAL_SETTINGS).is_file() else None)
-        if path is not None:
-            load_local_settings(path, environ)
         try:
-            settings = parse_settings(environ)
+            settings = load_settings(args, environ)
         except SettingsError as exc:
             if args.command != "check":
                 raise
-            print_checks(
-                [CheckResult("settings", False, str(exc), "set it in the environment or in local.settings.json")]
+            where = (
+                "on the Function App (docs/setup.md)" if args.app else "in the environment or in local.settings.json"
             )
+            print_checks([CheckResult("settings", False, str(exc), f"set it {where}")])
             return EXIT_FAILED
         return asyncio.run(run(settings, args))
     except UsageError as exc:

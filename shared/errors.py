@@ -23,6 +23,18 @@ class SettingsError(IngestError):
         self.name = name
 
 
+class DeploymentError(IngestError):
+    """A deployment's settings could not be read through Azure Resource Manager (the CLI's `--app`)."""
+
+
+class RoutesUnavailable(IngestError):
+    """ROUTES_BLOB has not been read as valid routes by this process yet: the mail waits (retried, then parked)."""
+
+
+class WebhookMismatch(IngestError):
+    """The CLI would give Graph webhook URLs other than the app's own; it refuses to create or renew."""
+
+
 class SubscriptionNotYetKnown(IngestError):
     """A verified item names a subscription its folder's record did not have when last read, too recently to
     read again: the webhook fails the call, and Graph delivers it again."""

@@ -8,9 +8,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .pipeline.routes import Route, check_route_actions, checked_routes
+from .pipeline.routes_blob import BlobRoutes
 from .pipeline.storage import BlobStore, blob_service, queue_service
 from .retry import RetryPolicy
-from .settings import Settings, get_settings
+from .settings import MailAccount, MailboxFolder, Settings, get_settings
 from .sources.graph.auth import AppTokens, ClientCredential, Tokens
 from .sources.graph.client import GraphClient
 from .sources.graph.clientstate import new_secret
@@ -41,6 +43,7 @@ class Runtime:
     subscriptions: KnownSubscriptions  # the webhook's view of which subscription each folder has
     mail_sessions: SessionPools  # signed-in IMAP and POP3 connections, per account, for the fetch worker
     folder_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # (mailbox, path) → id, for moves
+    routes_blob: BlobRoutes | None = None  # ROUTES_BLOB's routes, re-read while the app runs
     _containers: dict[str, BlobStore] = field(default_factory=dict)
     _queues_ready: set[str] = field(default_factory=set)
     _client_state_key: bytes | None = None
@@ -54,6 +57,10 @@ class Runtime:
                     value = await self.vault.get_or_create(CLIENT_STATE_SECRET, new_secret)
                     self._client_state_key = value.encode()
         return self._client_state_key
+
+    async def routes(self) -> tuple[Route, ...]:
+        """The routes in force: ROUTES_BLOB's as last read, else ROUTES or ROUTES_FILE's from start-up."""
+        return await self.routes_blob.current() if self.routes_blob is not None else self.settings.routes
 
     def container(self, name: str | None) -> BlobStore:
         """A route's container (None: ATTACHMENTS_CONTAINER), one store per container, made on first use."""
@@ -130,7 +137,21 @@ def build_runtime(settings: Settings) -> Runtime:
         smime_keys=SmimeKeys(settings, vault),
         subscriptions=KnownSubscriptions(subscription_of),
         mail_sessions=SessionPools(settings.mail_connections_per_account),
+        routes_blob=_routes_blob(settings, state),
     )
+
+
+def _routes_blob(settings: Settings, state: BlobStore) -> BlobRoutes | None:
+    if settings.routes_blob is None:
+        return None
+    places: tuple[MailboxFolder | MailAccount, ...] = (*settings.mailboxes, *settings.accounts)
+
+    def validate(text: str) -> tuple[Route, ...]:
+        routes = checked_routes("ROUTES_BLOB", text, settings.state_container)
+        check_route_actions(routes, places, "ROUTES_BLOB")
+        return routes
+
+    return BlobRoutes(state, settings.routes_blob, validate)
 
 
 _runtimes: dict[asyncio.AbstractEventLoop, Runtime] = {}

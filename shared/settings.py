@@ -8,7 +8,8 @@ Each role parses its own section, with the readers of `env.py`, and `parse_setti
   EXTRACT_ARCHIVES, ARCHIVE_*, SMIME_CERTIFICATES;
 - `pipeline/rules.py`: ATTACHMENT_*, INCLUDE_INLINE_ATTACHMENTS, SAVE_MESSAGE, SAVE_BODY, AFTER_INGEST,
   AFTER_INGEST_BY_MAILBOX, and which after-ingest actions suit which place (POP3: delete only);
-- `pipeline/routes.py`: ROUTES, ROUTES_FILE (none into STATE_CONTAINER), and the routes' after-ingest actions;
+- `pipeline/routes.py`: ROUTES, ROUTES_FILE, ROUTES_BLOB (none into STATE_CONTAINER), the routes' after-ingest
+  actions;
 - `delivery.py`: GRAPH_DELIVERY and the Event Grid partner topic and queue (EVENTGRID_*);
 - `pipeline/duplicates.py`: DUPLICATES;
 - here: MAILBOXES (Microsoft 365 mailboxes and IMAP/POP3 account URLs), the app registration and Graph,
@@ -42,7 +43,7 @@ from .errors import SettingsError
 from .pipeline.duplicates import Mode as DuplicatesMode
 from .pipeline.duplicates import duplicates_from_env
 from .pipeline.layout import message_key
-from .pipeline.routes import Route, check_route_actions, routes_from_env
+from .pipeline.routes import Route, check_route_actions, routes_blob_from_env, routes_from_env
 from .pipeline.rules import (
     AfterIngest,
     AttachmentRules,
@@ -230,6 +231,7 @@ class Settings:
     after_ingest_by_folder: Mapping[str, AfterIngest] = field(default_factory=dict)  # by MailboxFolder.key
     routes: tuple[Route, ...] = ()  # ROUTES or ROUTES_FILE, in order
     duplicates: DuplicatesMode = "mark"  # DUPLICATES: mark, skip or off
+    routes_blob: str | None = None  # ROUTES_BLOB: routes read at run time instead (Runtime.routes)
     ingested_queue: str | None = "mail-ingested"  # INGESTED_QUEUE; None: no hand-off messages
     # The Functions host key the webhook routes require; Graph calls the URLs with it. Kept out of repr.
     webhook_function_key: str | None = field(default=None, repr=False)
@@ -600,6 +602,7 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
         after_ingest_by_folder=by_folder,
         routes=routes,
         duplicates=duplicates_from_env(env),
+        routes_blob=routes_blob_from_env(env),
         # Read here, not in pipeline/handoff.py: that imports pipeline/storage.py, which imports this module.
         ingested_queue=read_queue_name(env, "INGESTED_QUEUE", "mail-ingested"),
         graph_delivery=delivery,

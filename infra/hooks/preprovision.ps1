@@ -39,6 +39,35 @@ if ([string]::IsNullOrWhiteSpace($env:WEBHOOK_FUNCTION_KEY)) {
   Write-Host 'Created WEBHOOK_FUNCTION_KEY for this environment.'
 }
 
+# Every other setting the app reads (app-settings.txt) that this environment sets goes to the app as it is: one
+# base64 JSON object, so that a value with quotes or backslashes (ROUTES is JSON) survives the parameters file.
+$chosen = [ordered]@{}
+foreach ($name in (Get-Content (Join-Path $PSScriptRoot 'app-settings.txt') | Where-Object { $_.Trim() -and -not $_.StartsWith('#') } | Sort-Object)) {
+  $value = [Environment]::GetEnvironmentVariable($name.Trim())
+  if ($value) { $chosen[$name.Trim()] = $value }
+}
+$fromAzd = if ($chosen.Count) { [Convert]::ToBase64String([Text.Encoding]::UTF8.GetBytes(($chosen | ConvertTo-Json -Compress))) } else { '' }
+if ("$($env:APP_SETTINGS_FROM_AZD)" -ne $fromAzd) {
+  azd env set APP_SETTINGS_FROM_AZD $fromAzd | Out-Null
+}
+
+# A re-provision keeps the settings the app has now (changed in the portal, say) unless this environment sets them:
+# the deployment reads them when the app exists. Without the Azure CLI that cannot be known, and they are replaced.
+$exists = 'false'
+if ($env:AZURE_FUNCTION_APP_NAME -and $env:AZURE_RESOURCE_GROUP) {
+  if (-not (Get-Command az -ErrorAction SilentlyContinue)) {
+    Write-Warning "without the Azure CLI this provision cannot keep the settings of $($env:AZURE_FUNCTION_APP_NAME) that the azd environment does not set."
+  } else {
+    $subscription = if ($env:AZURE_SUBSCRIPTION_ID) { @('--subscription', $env:AZURE_SUBSCRIPTION_ID) } else { @() }
+    az functionapp show -g $env:AZURE_RESOURCE_GROUP -n $env:AZURE_FUNCTION_APP_NAME @subscription --query id --output tsv 2>$null | Out-Null
+    if ($LASTEXITCODE -eq 0) { $exists = 'true' }
+  }
+}
+$currentExists = if ($env:AZURE_FUNCTION_APP_EXISTS) { $env:AZURE_FUNCTION_APP_EXISTS } else { 'false' }
+if ($currentExists -ne $exists) {
+  azd env set AZURE_FUNCTION_APP_EXISTS $exists | Out-Null
+}
+
 # After `azd down` this environment's Key Vault is soft-deleted, and purge protection keeps its name taken for 90 days:
 # a new vault of that name would fail. The deployment recovers it instead (createMode 'recover', its secrets with it),
 # which is what purge protection is for. Decided on every provision, since 'recover' fails when there is nothing to

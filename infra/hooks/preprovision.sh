@@ -59,6 +59,35 @@ if [ -z "${WEBHOOK_FUNCTION_KEY:-}" ]; then
   echo "Created WEBHOOK_FUNCTION_KEY for this environment."
 fi
 
+# Every other setting the app reads (app-settings.txt) that this environment sets goes to the app as it is: one
+# base64 JSON object, so that a value with quotes or backslashes (ROUTES is JSON) survives the parameters file.
+settings_list="$(dirname "$0")/app-settings.txt"
+from_azd=$(python3 - "$settings_list" <<'PY'
+import base64, json, os, sys
+names = [line.strip() for line in open(sys.argv[1], encoding="utf-8") if line.strip() and not line.startswith("#")]
+chosen = {name: os.environ[name] for name in names if os.environ.get(name, "") != ""}
+print(base64.b64encode(json.dumps(chosen, sort_keys=True).encode()).decode() if chosen else "")
+PY
+) || { echo "python3 is needed to pass the settings in $settings_list to the app" >&2; exit 1; }
+if [ "${APP_SETTINGS_FROM_AZD:-}" != "$from_azd" ]; then
+  azd env set APP_SETTINGS_FROM_AZD "$from_azd" >/dev/null
+fi
+
+# A re-provision keeps the settings the app has now (changed in the portal, say) unless this environment sets them:
+# the deployment reads them when the app exists. Without the Azure CLI that cannot be known, and they are replaced.
+exists=false
+if [ -n "${AZURE_FUNCTION_APP_NAME:-}" ] && [ -n "${AZURE_RESOURCE_GROUP:-}" ]; then
+  if ! command -v az >/dev/null 2>&1; then
+    echo "Warning: without the Azure CLI this provision cannot keep the settings of ${AZURE_FUNCTION_APP_NAME} that the azd environment does not set." >&2
+  elif az functionapp show -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_FUNCTION_APP_NAME" ${AZURE_SUBSCRIPTION_ID:+--subscription "$AZURE_SUBSCRIPTION_ID"} \
+    --query id --output tsv >/dev/null 2>&1; then
+    exists=true
+  fi
+fi
+if [ "${AZURE_FUNCTION_APP_EXISTS:-false}" != "$exists" ]; then
+  azd env set AZURE_FUNCTION_APP_EXISTS "$exists" >/dev/null
+fi
+
 # After `azd down` this environment's Key Vault is soft-deleted, and purge protection keeps its name taken for 90 days:
 # a new vault of that name would fail. The deployment recovers it instead (createMode 'recover', its secrets with it),
 # which is what purge protection is for. Decided on every provision, since 'recover' fails when there is nothing to

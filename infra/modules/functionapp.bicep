@@ -24,6 +24,10 @@ param attachmentsContainerName string
 param stateContainerName string
 param maintainSchedule string
 param mailPollSchedule string
+// True when the app exists already (the preprovision hook looked): its current settings are read and kept.
+param keepAppSettings bool
+// Every other setting the app reads that the azd environment sets (infra/hooks/app-settings.txt), by name.
+param appSettingsFromAzd object
 @minValue(0)
 param httpAlwaysReady int
 // Flex Consumption's bounds (event-driven scaling, "Limit scale-out"): the platform refuses a maximum below 40.
@@ -111,8 +115,56 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
-// The whole settings contract (shared/settings.py), secrets as Key Vault references resolved by the identity.
-// A separate resource so that WEBHOOK_BASE_URL can use the host name the site was given.
+// Defaults of the settings the template does not own; the app's or the azd environment's value replaces them.
+var defaultSettings = {
+  MAINTAIN_SCHEDULE: maintainSchedule
+  MAIL_POLL_SCHEDULE: mailPollSchedule
+}
+
+// The settings the template owns (shared/settings.py's contract): identity, storage, telemetry, the app registration,
+// secrets as Key Vault references resolved by the identity; each comes from a parameter on every provision.
+var ownedSettings = {
+  AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
+  AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // host.json telemetryMode OpenTelemetry. The app configures the exporter itself on first use (shared/ops/telemetry.py);
+  // 'true' would have the Python worker configure it at start, which a cold start pays before Graph's handshake.
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'false'
+  // The worker passes the host's trace context (traceparent) into each invocation only with this on, so the app's
+  // log lines carry the invocation's operation id; it also stops the host forwarding the worker's lines a second time.
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
+  AZURE_CLIENT_ID: identityClientId
+  GRAPH_TENANT_ID: graphTenantId
+  GRAPH_CLIENT_ID: graphClientId
+  GRAPH_CLIENT_SECRET: empty(graphClientSecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${graphClientSecretName})'
+  GRAPH_CLIENT_CERTIFICATE: graphClientCertificateName
+  GRAPH_AUTH_MODE: graphAuthMode
+  MAILBOXES: mailboxes
+  WEBHOOK_BASE_URL: 'https://${site.properties.defaultHostName}'
+  WEBHOOK_FUNCTION_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${webhookFunctionKeySecretName})'
+  KEY_VAULT_URL: keyVaultUri
+  ATTACHMENTS_CONTAINER: attachmentsContainerName
+  STATE_CONTAINER: stateContainerName
+  // Graph's delivery channel, and with Event Grid the partner topic the notification URL names (shared/delivery.py).
+  GRAPH_DELIVERY: graphDelivery
+  EVENTGRID_QUEUE: eventGridQueue
+  EVENTGRID_PARTNER_TOPIC: eventGridPartnerTopic
+  EVENTGRID_AZURE_SUBSCRIPTION_ID: subscription().subscriptionId
+  EVENTGRID_RESOURCE_GROUP: eventGridResourceGroup
+  EVENTGRID_LOCATION: location
+}
+
+// What the app has now, on a re-provision: a setting changed in the portal stays (docs/setup.md, "Settings").
+resource currentSettings 'Microsoft.Web/sites/config@2024-04-01' existing = {
+  parent: site
+  name: 'appsettings'
+}
+
+// A separate resource so that WEBHOOK_BASE_URL can use the host name the site was given. The rule, later wins:
+// the template's defaults, the app's current settings, the azd environment's (appSettingsFromAzd), the owned ones.
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   // Checks written for a site's web configuration match any sites/config resource; this one holds app settings.
   // checkov:skip=CKV_AZURE_13: app settings only; the web configuration (siteConfig) is on the site
@@ -124,41 +176,12 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   name: 'appsettings'
   // checkov:skip=CKV_AZURE_88: app settings only; the web configuration (siteConfig) is on the site
   // checkov:skip=CKV_AZURE_222: app settings only; the web configuration (siteConfig) is on the site
-  properties: {
-    AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
-    AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
-    AzureWebJobsStorage__credential: 'managedidentity'
-    AzureWebJobsStorage__clientId: identityClientId
-    APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
-    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
-    // host.json telemetryMode OpenTelemetry. The app configures the exporter itself on first use (shared/ops/telemetry.py);
-    // 'true' would have the Python worker configure it at start, which a cold start pays before Graph's handshake.
-    PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'false'
-    // The worker passes the host's trace context (traceparent) into each invocation only with this on, so the app's
-    // log lines carry the invocation's operation id; it also stops the host forwarding the worker's lines a second time.
-    PYTHON_ENABLE_OPENTELEMETRY: 'true'
-    AZURE_CLIENT_ID: identityClientId
-    GRAPH_TENANT_ID: graphTenantId
-    GRAPH_CLIENT_ID: graphClientId
-    GRAPH_CLIENT_SECRET: empty(graphClientSecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${graphClientSecretName})'
-    GRAPH_CLIENT_CERTIFICATE: graphClientCertificateName
-    GRAPH_AUTH_MODE: graphAuthMode
-    MAILBOXES: mailboxes
-    WEBHOOK_BASE_URL: 'https://${site.properties.defaultHostName}'
-    WEBHOOK_FUNCTION_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${webhookFunctionKeySecretName})'
-    KEY_VAULT_URL: keyVaultUri
-    ATTACHMENTS_CONTAINER: attachmentsContainerName
-    STATE_CONTAINER: stateContainerName
-    MAINTAIN_SCHEDULE: maintainSchedule
-    MAIL_POLL_SCHEDULE: mailPollSchedule
-    // Graph's delivery channel, and with Event Grid the partner topic the notification URL names (shared/delivery.py).
-    GRAPH_DELIVERY: graphDelivery
-    EVENTGRID_QUEUE: eventGridQueue
-    EVENTGRID_PARTNER_TOPIC: eventGridPartnerTopic
-    EVENTGRID_AZURE_SUBSCRIPTION_ID: subscription().subscriptionId
-    EVENTGRID_RESOURCE_GROUP: eventGridResourceGroup
-    EVENTGRID_LOCATION: location
-  }
+  properties: union(
+    defaultSettings,
+    keepAppSettings ? currentSettings.list().properties : {},
+    appSettingsFromAzd,
+    ownedSettings
+  )
 }
 
 // No host key here: a sites/host/functionKeys PUT goes through the Functions host, which is not running before the

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from .arm import ResourceManager
 from .clock import Clock
 from .consent import Authorize
 from .control import Control
@@ -152,6 +153,7 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     app.add_routes(vault.routes())
     app.add_routes(Certificates(store, clock, vault).routes())
     app.add_routes(authority.routes())
+    app.add_routes(ResourceManager(authority).routes())
     app.add_routes(Authorize(store, clock, directory).routes())
     app.add_routes([web.route("*", "/v1.0/{tail:.*}", router.handle)])
 

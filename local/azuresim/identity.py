@@ -26,7 +26,7 @@ from . import jose
 from .certificates import ClientAssertionError, verify_assertion
 from .directory import Directory
 from .errors import IdentityError
-from .scopes import EXCHANGE, GRAPH, RESOURCES, VAULT
+from .scopes import EXCHANGE, GRAPH, MANAGEMENT, RESOURCES, VAULT
 from .store import App, Mailbox, Store
 
 GRAPH_RESOURCE = GRAPH
@@ -325,8 +325,8 @@ class Authority:
     async def _client_credentials(self, request: web.Request, form: TokenForm, client: Client) -> dict[str, Any]:
         resource = self._resource(form.get("scope", ""), request)
         # Each resource's token carries the application permissions of that resource only.
-        if resource == VAULT_RESOURCE:
-            roles: list[str] = []
+        if resource in (VAULT_RESOURCE, MANAGEMENT):
+            roles: list[str] = []  # Azure RBAC, not app roles, decides there
         elif resource == EXCHANGE_RESOURCE:
             roles = [r for r in client.app.roles if r in EXCHANGE_ROLES]
         else:

@@ -52,6 +52,7 @@ class IdentityControl:
         registration = self.directory.registration(app.client_id)
         return {
             "clientId": app.client_id,
+            "servicePrincipalId": app.service_principal_id,
             "applicationPermissions": list(app.roles),
             "delegatedPermissions": {r: list(p) for r, p in registration.delegated.items()},
             "redirectUris": list(registration.redirect_uris),

@@ -18,6 +18,11 @@ VAULT_APP_ID = "cfa8b339-82a2-471a-a3c9-0fc0be7a4093"
 # Exchange Online: IMAP and POP with OAuth (app-only IMAP.AccessAsApp, POP.AccessAsApp).
 EXCHANGE = "https://outlook.office365.com"
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
+# Azure Resource Manager, for the operator's CLI reading a Function App's settings. It is known by two application
+# ID URIs, the classic one with its trailing slash (Azure CLI asks for that one).
+MANAGEMENT = "https://management.azure.com"
+MANAGEMENT_CLASSIC = "https://management.core.windows.net"
+MANAGEMENT_APP_ID = "797f4846-ba00-4fd7-ba43-dac1f8f63013"
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
 
 # The delegated permissions each simulated resource knows (the ones this app family may ask for);
@@ -37,6 +42,7 @@ DELEGATED_PERMISSIONS: dict[str, tuple[str, ...]] = {
     ),
     VAULT: ("user_impersonation",),
     EXCHANGE: ("IMAP.AccessAsUser.All", "POP.AccessAsUser.All"),
+    MANAGEMENT: ("user_impersonation",),
 }
 # The resources the simulated tenant knows, by application ID URI or by app id. Like Entra ID, it knows no
 # other: a scope naming the simulator's own host is refused, so the app must be told the resource (GRAPH_SCOPE).
@@ -47,6 +53,9 @@ RESOURCES = {
     VAULT_APP_ID: VAULT,
     EXCHANGE: EXCHANGE,
     EXCHANGE_APP_ID: EXCHANGE,
+    MANAGEMENT: MANAGEMENT,
+    MANAGEMENT_CLASSIC: MANAGEMENT,
+    MANAGEMENT_APP_ID: MANAGEMENT,
 }
 
 

@@ -208,6 +208,18 @@ class Checks:
 
         return await _run("Key Vault read and write", read_write, lambda _: ROLE_HINTS["vault"])
 
+    async def routes(self) -> CheckResult:
+        async def readable() -> str:
+            blob = self.rt.routes_blob
+            assert blob is not None
+            await blob.refresh(now=True)
+            if blob.problem:
+                raise ValueError(blob.problem)
+            return f"{len(await blob.current())} route(s) from {blob.store.name}/{blob.name}"
+
+        hint = "fix the blob; until then the last good routes stay (a new instance without them holds its mail)"
+        return await _run("routes (ROUTES_BLOB)", readable, lambda _: hint)
+
     async def all(self) -> list[CheckResult]:
         results: list[CheckResult] = []
         if self.settings.uses_graph:
@@ -223,5 +235,7 @@ class Checks:
             results.append(await self.webhook("webhook (notification URL)", lambda: self.settings.notification_url))
             results.append(await self.webhook("webhook (lifecycle URL)", lambda: self.settings.lifecycle_url))
         results.append(await self.blob())
+        if self.rt.routes_blob is not None:
+            results.append(await self.routes())
         results.append(await self.vault())
         return results

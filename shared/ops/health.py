@@ -225,7 +225,20 @@ async def collect_status(rt: Runtime, now: datetime | None = None) -> dict[str, 
     found = await asyncio.gather(*(activities.load(a.key) for a in rt.settings.accounts))
     for account, (report_of, activity) in zip(rt.settings.accounts, zip(accounts, found, strict=True), strict=True):
         report_of["ingest"] = ingest_json(activity or Activity.of(account))
-    return add_accounts(report, accounts)
+    return await add_routes(rt, add_accounts(report, accounts))
+
+
+async def add_routes(rt: Runtime, report: dict[str, Any]) -> dict[str, Any]:
+    """ROUTES_BLOB's state, this process's view (the CLI reads the blob now): a problem makes the report unhealthy."""
+    blob = rt.routes_blob
+    if blob is None:
+        return report
+    await blob.refresh(now=True)
+    report["routes"] = {"blob": blob.name, "problem": blob.problem}
+    if blob.problem:
+        report["healthy"] = False
+        report["unhealthy"] = [*report["unhealthy"], f"routes ({blob.name})"]
+    return report
 
 
 def to_json(report: dict[str, Any]) -> str:

@@ -92,7 +92,7 @@ class ListedJob(Job):
             attachments=tuple(Attachment(e.name, e.content_type) for e in documents),
             has_kept_file=any(e.skipped is None or self.unpacks(e) for e in documents),
         )
-        if any(route.on_content for route in self.rt.settings.routes):
+        if any(route.on_content for route in await self.rt.routes()):
             facts = await self.survey(facts)
         return facts
 

@@ -69,7 +69,7 @@ async def _ingest(rt: Runtime, arrival: Arrival, mail: Mail, markers: Markers, s
     authentication = mail.facts.authentication
     said = {**mail.record, "senderAuthentication": authentication.to_json()} if authentication else dict(mail.record)
     try:
-        decision = decide(rt.settings.routes, await job.facts(mail.facts))
+        decision = decide(await rt.routes(), await job.facts(mail.facts))
         if decision.skip:
             place = {"mailbox": arrival.mailbox, "folder": arrival.folder}
             record = {**place, **said, "receivedDateTime": graph_time(received)}

@@ -72,7 +72,7 @@ class RawJob(Job):
     async def facts(self, facts: MailFacts) -> MailFacts:
         """What routes look at: with the mail's own files, listed by a first reading of the spooled message,
         when a route looks at files (and with `duplicate` and `protected`, when a route looks at their bytes)."""
-        routes = self.rt.settings.routes
+        routes = await self.rt.routes()
         on_content = any(route.on_content for route in routes)
         if not on_content and not any(route.on_files for route in routes):
             return facts

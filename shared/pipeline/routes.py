@@ -1,7 +1,8 @@
 """Routes: an ordered list of rules that send a mail to a container and a folder layout, tag it, or skip it.
 
 Configured as a JSON list, in the setting `ROUTES` or in a file that ships with the app named by `ROUTES_FILE`
-(`ROUTES` wins when both are set, so an app setting can override the shipped file without a redeployment).
+(`ROUTES` wins when both are set, so an app setting can override the shipped file without a redeployment), or in
+a blob of the state container named by `ROUTES_BLOB`, re-read while the app runs (routes_blob.py).
 Parsed and checked once at start-up (`routes_from_env`): a bad route stops start-up with one line naming the
 route and the problem. The first route whose conditions all hold decides; a mail that no route matches (and every mail
 when there are no routes) keeps the standard layout in `ATTACHMENTS_CONTAINER`, as route `default`.
@@ -398,8 +399,8 @@ APP_ROOT = Path(__file__).resolve().parents[2]
 
 def routes_from_env(env: Mapping[str, str], state_container: str) -> tuple[Route, ...]:
     """ROUTES (JSON), else the JSON file ROUTES_FILE names; ROUTES wins when both are set. The file is read
-    once, here at start-up, so that a bad route stops the app before it takes any mail. No route may write
-    into the state container, where its files could meet the app's own records."""
+    once, here at start-up, so that a bad route stops the app before it takes any mail. (ROUTES_BLOB is read
+    at run time: routes_blob.py.)"""
     name, text = "ROUTES", env.get("ROUTES", "").strip()
     if not text and env.get("ROUTES_FILE", "").strip():
         name, path = "ROUTES_FILE", APP_ROOT / env["ROUTES_FILE"].strip()
@@ -407,8 +408,12 @@ def routes_from_env(env: Mapping[str, str], state_container: str) -> tuple[Route
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeError) as exc:
             raise SettingsError(name, f"{path.name} cannot be read ({type(exc).__name__})") from None
-    if not text:
-        return ()
+    return checked_routes(name, text, state_container) if text else ()
+
+
+def checked_routes(name: str, text: str, state_container: str) -> tuple[Route, ...]:
+    """The routes of `text`, for the setting `name`. No route may write into the state container, where its files
+    could meet the app's own records."""
     try:
         routes = parse_routes(text)
     except RouteError as exc:
@@ -419,7 +424,23 @@ def routes_from_env(env: Mapping[str, str], state_container: str) -> tuple[Route
     return routes
 
 
-def check_route_actions(routes: tuple[Route, ...], places: Sequence[Place]) -> None:
+def routes_blob_from_env(env: Mapping[str, str]) -> str | None:
+    """ROUTES_BLOB: a blob in STATE_CONTAINER holding the routes, read while the app runs. Alone: with ROUTES or
+    ROUTES_FILE beside it, which routes apply would depend on a rule nobody remembers."""
+    name = env.get("ROUTES_BLOB", "").strip()
+    if not name:
+        return None
+    others = [other for other in ("ROUTES", "ROUTES_FILE") if env.get(other, "").strip()]
+    if others:
+        raise SettingsError("ROUTES_BLOB", f"is set, and so is {others[0]}: set one of them")
+    if name.startswith("/") or name.endswith("/") or len(name) > 1024 or any(ord(c) < 32 for c in name):
+        raise SettingsError(
+            "ROUTES_BLOB", f"{name!r} is not a blob name in STATE_CONTAINER, such as config/routes.json"
+        )
+    return name
+
+
+def check_route_actions(routes: tuple[Route, ...], places: Sequence[Place], setting: str = "ROUTES") -> None:
     """Each route's afterIngest suits the places it can match (`rules.action_problem`): a route without
     match.mailbox can match them all."""
     for route in routes:
@@ -432,4 +453,4 @@ def check_route_actions(routes: tuple[Route, ...], places: Sequence[Place]) -> N
             problem = action_problem(place, route.after_ingest)
             if problem:
                 hint = "" if wanted is not None else " (limit the route with match.mailbox)"
-                raise SettingsError("ROUTES", f"route {route.name!r}: {problem}{hint}")
+                raise SettingsError(setting, f"route {route.name!r}: {problem}{hint}")

@@ -257,6 +257,26 @@ class BlobStore:
         data = json.loads(raw)
         return (data if isinstance(data, dict) else {}), str(downloader.properties.etag)
 
+    async def read_if_changed(self, path: str, etag: str | None) -> tuple[bytes, str] | None:
+        """The blob's bytes and ETag, or None when its ETag is still `etag` (If-None-Match: a 304 downloads
+        nothing). ResourceNotFoundError when there is no such blob."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotModifiedError
+
+        await self._ensure()
+        blob = self._container.get_blob_client(path)
+        try:
+            if etag is None:
+                downloader = await blob.download_blob()
+            else:
+                downloader = await blob.download_blob(etag=etag, match_condition=MatchConditions.IfModified)
+            return await downloader.readall(), str(downloader.properties.etag)
+        except (ResourceNotModifiedError, ResourceModifiedError) as exc:
+            # The 304 carries x-ms-error-code ConditionNotMet, which the storage SDK raises by its code.
+            if exc.status_code == 304:
+                return None
+            raise
+
     async def write_json(
         self, path: str, data: Mapping[str, Any], etag: str | None, tags: Mapping[str, str] | None = None
     ) -> str:

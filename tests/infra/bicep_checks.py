@@ -243,12 +243,31 @@ def check_no_host_keys(trees: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
-def app_settings(trees: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The Function App's settings: the `appsettings` config resource (a literal object)."""
-    settings: dict[str, Any] = {}
+def app_settings_layers(trees: dict[str, dict[str, Any]]) -> list[Any]:
+    """The `appsettings` config resource's properties as the layers it unions, in order (later wins): a variable's
+    literal object by its value, anything else (a parameter, the current settings) as parsed."""
+    layers: list[Any] = []
     for res in of_type(trees, "Microsoft.Web/sites/config"):
-        if res.body.get("name") == "appsettings":
-            settings.update(res.properties)
+        if res.body.get("name") != "appsettings":
+            continue
+        properties = res.body.get("properties", {})
+        function = properties.get("function") if isinstance(properties, dict) else None
+        if not (isinstance(function, dict) and function.get("type") == "union"):
+            layers.append(properties)
+            continue
+        variables = trees[res.file].get("variables", {})
+        for arg in function["parameters"].values():
+            known = isinstance(arg, str) and arg in variables
+            layers.append(variables[arg]["value"] if known else arg)
+    return layers
+
+
+def app_settings(trees: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The Function App's settings the template writes: every literal object among the layers, merged."""
+    settings: dict[str, Any] = {}
+    for layer in app_settings_layers(trees):
+        if isinstance(layer, dict) and "function" not in layer and "operator" not in layer:
+            settings.update(layer)
     return settings
 
 
@@ -292,7 +311,41 @@ def check_app_settings(trees: dict[str, dict[str, Any]]) -> list[str]:
     base = settings.get("WEBHOOK_BASE_URL")
     if not (isinstance(base, str) and base.startswith("https://") and "defaultHostName" in base):
         problems.append("WEBHOOK_BASE_URL must be https://<the site's defaultHostName>")
-    return problems
+    return problems + check_settings_kept(trees)
+
+
+SITE_CONFIG = "Microsoft.Web/sites/config"
+
+
+def _is_current_settings(layer: Any, trees: dict[str, dict[str, Any]]) -> bool:
+    """`keepAppSettings ? <existing appsettings>.list().properties : {}`."""
+    operator = layer.get("operator") if isinstance(layer, dict) else None
+    if not (isinstance(operator, dict) and operator.get("type") == "conditional"):
+        return False
+    operands = operator["operands"]
+    accessor = (operands["true_value"].get("operator") or {}).get("operands", {})
+    call = ((accessor.get("operand_1") or {}).get("operator") or {}).get("operands", {})
+    existing = {(r.symbol, r.body.get("name")) for r in resources(trees) if r.existing and r.type == SITE_CONFIG}
+    return (
+        operands["condition"] == "keepAppSettings"
+        and operands["false_value"] == {}
+        and call.get("func_name") == "list"
+        and (call.get("operand_1"), "appsettings") in existing
+        and accessor.get("operand_2") == "properties"
+    )
+
+
+def check_settings_kept(trees: dict[str, dict[str, Any]]) -> list[str]:
+    """The re-provision rule (docs/setup.md): the template's defaults, then the app's current settings, then the azd
+    environment's (appSettingsFromAzd), then the settings the template owns; later wins."""
+    layers = app_settings_layers(trees)
+    current = [i for i, layer in enumerate(layers) if _is_current_settings(layer, trees)]
+    if not current:
+        return ["the app's current settings are not kept: no keepAppSettings ? <appsettings>.list().properties layer"]
+    azd = layers.index("appSettingsFromAzd") if "appSettingsFromAzd" in layers else -1
+    if not current[0] < azd < len(layers) - 1:
+        return ["app settings must union the current settings, then appSettingsFromAzd, then the owned settings"]
+    return []
 
 
 def check_roles(trees: dict[str, dict[str, Any]], infra: Path) -> list[str]:

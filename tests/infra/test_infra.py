@@ -6,6 +6,7 @@ and assert that the checks name the problem.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from .app_settings import names_from_os_environ, names_passed_with_env, settings_read_by_app
-from .bicep_checks import INFRA, REPO, app_settings, bicep_files, check_invariants, load, parse
+from .bicep_checks import INFRA, REPO, app_settings, app_settings_layers, bicep_files, check_invariants, load, parse
 from .checkov_run import run_checkov
 
 # Settings the app reads that the deployment may leave unset, each with the reason. A name the app reads is
@@ -61,8 +62,24 @@ OPTIONAL_SETTINGS = {
     "FULL_RESYNC_HOURS": "defaults to 72: the window of a full resync after a refused delta link (README)",
     "ROUTES": "defaults to no routes: every mail in ATTACHMENTS_CONTAINER, standard layout (README, Routes)",
     "ROUTES_FILE": "defaults to none; ROUTES wins when both are set (README, Routes)",
+    "ROUTES_BLOB": "defaults to none: routes from ROUTES or ROUTES_FILE (README, Routes)",
     "INGESTED_QUEUE": "defaults to mail-ingested, a queue in the app's own storage account (README, Hand-off)",
     "TOKEN_REFRESH_HOURS": "delegated mode only; defaults to a daily refresh, well inside the 90-day limit (README)",
+}
+
+# Settings the app reads that `azd env set` cannot set, each with the reason. Every other one has a way in: a
+# parameter of main.parameters.json (`${NAME}`) for those the template owns, else infra/hooks/app-settings.txt.
+NO_WAY_IN_FROM_AZD = {
+    "AzureWebJobsStorage": "the connection-string form; Azure uses AzureWebJobsStorage__* with the identity",
+    "AzureWebJobsStorage__blobServiceUri": "the deployment's own storage account",
+    "AzureWebJobsStorage__queueServiceUri": "the deployment's own storage account",
+    "KEY_VAULT_URL": "the deployment's own vault",
+    "WEBHOOK_BASE_URL": "the app's own host name, which Graph's subscriptions call",
+    "WEBSITE_HOSTNAME": "set by the platform",
+    "WEBSITE_SITE_NAME": "set by the platform: the Function App's name",
+    "EVENTGRID_AZURE_SUBSCRIPTION_ID": "the deployment's own subscription, which the partner topic is in",
+    "EVENTGRID_RESOURCE_GROUP": "the deployment's own resource group, which the partner topic is in",
+    "EVENTGRID_LOCATION": "the deployment's own region, which the partner topic is in",
 }
 
 # The scanner must keep finding these, or a refactor of shared/settings.py has defeated it.
@@ -202,8 +219,8 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "storage connection string": (
         lambda d: edit(
             d / "modules/functionapp.bicep",
-            "    AzureWebJobsStorage__credential: 'managedidentity'\n",
-            "    AzureWebJobsStorage: 'DefaultEndpointsProtocol=https'\n",
+            "  AzureWebJobsStorage__credential: 'managedidentity'\n",
+            "  AzureWebJobsStorage: 'DefaultEndpointsProtocol=https'\n",
         ),
         "AzureWebJobsStorage is set",
     ),
@@ -216,6 +233,20 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
             d / "main.bicep", "output MAILBOXES string = mailboxes", "output MAILBOXES string = graphClientSecret"
         ),
         "output MAILBOXES exposes the secure parameter graphClientSecret",
+    ),
+    "portal changes dropped": (
+        lambda d: edit(
+            d / "modules/functionapp.bicep", "keepAppSettings ? currentSettings.list().properties : {}", "{}"
+        ),
+        "the app's current settings are not kept",
+    ),
+    "azd values under the app's": (
+        lambda d: edit(
+            d / "modules/functionapp.bicep",
+            "    keepAppSettings ? currentSettings.list().properties : {},\n    appSettingsFromAzd,\n",
+            "    appSettingsFromAzd,\n    keepAppSettings ? currentSettings.list().properties : {},\n",
+        ),
+        "union the current settings, then appSettingsFromAzd, then the owned settings",
     ),
     "parameter not supplied": (
         lambda d: edit(d / "main.parameters.json", '"mailboxes": {', '"mailboxList": {'),
@@ -250,9 +281,33 @@ def test_optional_settings_are_still_read() -> None:
 
 
 def test_a_setting_missing_from_infra_is_caught(infra_copy: Path) -> None:
-    edit(infra_copy / "modules/functionapp.bicep", "    MAILBOXES: mailboxes\n", "")
+    edit(infra_copy / "modules/functionapp.bicep", "  MAILBOXES: mailboxes\n", "")
     missing = settings_read_by_app(REPO) - set(app_settings(load(infra_copy))) - set(OPTIONAL_SETTINGS)
     assert missing == {"MAILBOXES"}
+
+
+def hook_list(infra: Path = INFRA) -> set[str]:
+    lines = (infra / "hooks" / "app-settings.txt").read_text().splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
+def test_every_setting_can_be_set_with_azd_env_set() -> None:
+    parameters = set(re.findall(r"\$\{([A-Za-z_]+)", (INFRA / "main.parameters.json").read_text()))
+    owned = app_settings_layers(load(INFRA))[-1]
+    missing = settings_read_by_app(REPO) - parameters - hook_list() - set(NO_WAY_IN_FROM_AZD)
+    assert not missing, f"no way in from `azd env set`: add them to infra/hooks/app-settings.txt: {sorted(missing)}"
+    unset = set(owned) & settings_read_by_app(REPO) - set(NO_WAY_IN_FROM_AZD) - parameters
+    assert not unset, f"the template owns these but main.parameters.json passes no ${{NAME}}: {sorted(unset)}"
+
+
+def test_the_hook_passes_every_setting_the_template_does_not_own() -> None:
+    owned = set(app_settings_layers(load(INFRA))[-1])
+    assert hook_list() == settings_read_by_app(REPO) - owned - set(NO_WAY_IN_FROM_AZD)
+
+
+def test_a_new_setting_without_a_way_in_is_caught(infra_copy: Path) -> None:
+    edit(infra_copy / "hooks" / "app-settings.txt", "ROUTES\n", "")
+    assert settings_read_by_app(REPO) - hook_list(infra_copy) - set(NO_WAY_IN_FROM_AZD) >= {"ROUTES"}
 
 
 def test_settings_scanner_finds_each_form() -> None:
@@ -368,6 +423,24 @@ def test_preprovision_creates_the_webhook_key_once(tmp_path: Path) -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", key)
     subprocess.run(["sh", hook], env=env | {"WEBHOOK_FUNCTION_KEY": key}, check=True, capture_output=True)
     assert store.read_text().splitlines() == [line]
+
+
+def test_preprovision_passes_the_environments_settings_as_they_are(tmp_path: Path) -> None:
+    env, store = _fake_azd(tmp_path)
+    routes = json.dumps([{"name": "ap", "match": {"subject": "(?i)invoice\\s+\\d+"}, "path": "{yyyy}/{messageKey}"}])
+    env |= {"GRAPH_CLIENT_ID": "app", "GRAPH_CLIENT_SECRET": "secret", "MAILBOXES": "a@contoso.com"}
+    env |= {"ROUTES": routes, "MAIL_POLL_SCHEDULE": "0 */5 * * * *", "SAVE_BODY": "", "WEBHOOK_FUNCTION_KEY": "k" * 64}
+    subprocess.run(["sh", str(INFRA / "hooks" / "preprovision.sh")], env=env, check=True, capture_output=True)
+    (line,) = store.read_text().splitlines()
+    name, _, value = line.partition("=")
+    assert name == "APP_SETTINGS_FROM_AZD"
+    assert json.loads(base64.b64decode(value)) == {"MAIL_POLL_SCHEDULE": "0 */5 * * * *", "ROUTES": routes}
+    # Unchanged: not set again (azd env set on every provision would churn .azure/<env>/.env).
+    store.unlink()
+    subprocess.run(
+        ["sh", str(INFRA / "hooks" / "preprovision.sh")], env=env | {name: value}, check=True, capture_output=True
+    )
+    assert not store.exists()
 
 
 def test_preprovision_names_missing_settings(tmp_path: Path) -> None:

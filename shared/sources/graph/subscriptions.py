@@ -15,7 +15,7 @@ from ...errors import GraphConflict, GraphError, GraphNotFound, IngestError, Sta
 from ...logs import log_event, redact_text
 from ...pipeline.layout import graph_time, parse_graph_time
 from ...runtime import Runtime
-from ...settings import MIN_SUBSCRIPTION_MINUTES, MailboxFolder
+from ...settings import MIN_SUBSCRIPTION_MINUTES, MailboxFolder, Settings
 from .clientstate import make_client_state, verify_client_state
 from .folders import resolve_folder
 from .messages import LifecycleMessage
@@ -149,6 +149,12 @@ class _Creator:
         return {**found, **renewed}
 
 
+def webhook_fingerprint(settings: Settings) -> str:
+    """What a folder's record keeps of the URLs its subscription calls: a hash, so the key stays out of state."""
+    urls = f"{settings.notification_url}\n{settings.lifecycle_url}".encode()
+    return hashlib.sha256(urls).hexdigest()[:16]
+
+
 class FolderMaintainer:
     """Brings one mailbox folder's subscription to health and records it in state."""
 
@@ -204,9 +210,7 @@ class FolderMaintainer:
         return "kept"
 
     def _webhook(self) -> str:
-        settings = self.rt.settings
-        urls = f"{settings.notification_url}\n{settings.lifecycle_url}".encode()
-        return hashlib.sha256(urls).hexdigest()[:16]  # a fingerprint: the key in the URL stays out of state
+        return webhook_fingerprint(self.rt.settings)
 
     async def _bring_up(self, state: FolderState, now: datetime, *, force_new: bool, reason: str | None = None) -> str:
         """Renew (or create, with `force_new` always create) and save the record, its error too."""

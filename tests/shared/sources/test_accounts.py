@@ -64,6 +64,7 @@ class Rt:
         self.sent: list[tuple[str, dict[str, Any]]] = []
         self._service = service
         self._containers: dict[str, BlobStore] = {}
+        self.routes_blob = None  # no ROUTES_BLOB here: the routes are the settings'
 
         async def get(name: str) -> str | None:
             return password if name == "pw" else None
@@ -73,6 +74,9 @@ class Rt:
 
         self.vault = SimpleNamespace(get=get)
         self.smime_keys = SimpleNamespace(get=no_keys)
+
+    async def routes(self) -> tuple[Any, ...]:
+        return self.settings.routes
 
     def container(self, name: str | None) -> BlobStore:
         if name is None:

@@ -63,7 +63,7 @@ async def test_maintain_does_nothing_for_graph_and_records_that(rt: Any, capsys:
     (account,) = rt.settings.accounts
     cursor, _ = await CursorStore(rt.state).load(account.key)
     assert cursor is not None and cursor.started_at is not None and cursor.last_poll_at is None
-    assert await cmd_maintain(rt, argparse.Namespace()) == 0
+    assert await cmd_maintain(rt, argparse.Namespace(app=None)) == 0
     assert (await CursorStore(rt.state).load(account.key))[0] == cursor  # recorded once
     line = f"{_mark(True)} {account}: polled for mail from {cursor.window_start} on"
     assert capsys.readouterr().out == f"{line}\n{IDLE}\n"

@@ -1,0 +1,222 @@
+"""Azure Resource Manager, the few endpoints the operator's CLI uses against a deployment:
+
+- ``POST /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{name}/config/appsettings/list``:
+  a Function App's app settings (a StringDictionary: ``id``, ``name`` ``appsettings``, ``type``, ``properties``),
+  values as stored, Key Vault references unresolved (ARM returns them as written).
+- ``GET /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}``: a vault, for its
+  ``properties.vaultUri`` (here the simulator's own Key Vault).
+
+As ARM does: no bearer token is 401 ``AuthenticationFailed`` with a ``WWW-Authenticate`` challenge; a token for
+another audience 401 ``InvalidAuthenticationTokenAudience``; no ``api-version`` 400 ``MissingApiVersionParameter``; an
+unknown resource group 404 ``ResourceGroupNotFound``, an unknown resource 404 ``ResourceNotFound``; a principal
+without a role whose actions include the operation 403 ``AuthorizationFailed`` naming the action and scope. Reading
+app settings is an action (``Microsoft.Web/sites/config/list/action``) that Reader does not have.
+
+Sites, vaults and role assignments are made through the control API (``/_sim/arm/...``), as ``azd provision`` would.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from .control import _bad, _json
+from .errors import ServiceError
+from .identity import Authority, TokenError, bearer_token, origin
+from .scopes import MANAGEMENT, MANAGEMENT_CLASSIC
+
+# Built-in roles and the actions of theirs this simulator checks (Azure built-in roles reference).
+ROLE_ACTIONS: dict[str, tuple[str, ...]] = {
+    "Owner": ("*",),
+    "Contributor": ("*",),
+    "Website Contributor": ("Microsoft.Web/sites/*",),
+    "Reader": ("*/read",),
+}
+LIST_APP_SETTINGS = "Microsoft.Web/sites/config/list/action"
+READ_VAULT = "Microsoft.KeyVault/vaults/read"
+_API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+_AUDIENCES = {MANAGEMENT, f"{MANAGEMENT}/", MANAGEMENT_CLASSIC, f"{MANAGEMENT_CLASSIC}/"}
+
+
+class ArmError(ServiceError):
+    def body(self, request: web.Request) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+@dataclass
+class Site:
+    subscription: str
+    resource_group: str
+    name: str
+    app_settings: dict[str, str] = field(default_factory=dict)
+    location: str = "westeurope"
+
+    @property
+    def id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Web/sites/{self.name}"
+        )
+
+
+@dataclass(frozen=True)
+class RoleAssignment:
+    principal_id: str
+    role: str
+    scope: str  # a subscription, resource group or resource id
+
+
+def _allows(role: str, action: str) -> bool:
+    for pattern in ROLE_ACTIONS[role]:
+        if pattern == "*" or (pattern == "*/read" and action.endswith("/read")):
+            return True
+        if pattern.endswith("/*") and action.lower().startswith(pattern[:-1].lower()):
+            return True
+    return False
+
+
+class ResourceManager:
+    def __init__(self, authority: Authority) -> None:
+        self.authority = authority
+        self.sites: dict[tuple[str, str, str], Site] = {}  # (subscription, group, name), lower case
+        self.vaults: dict[tuple[str, str, str], str] = {}  # the same key → the vault's name as given
+        self.assignments: list[RoleAssignment] = []
+
+    def routes(self) -> list[web.RouteDef]:
+        site = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{name}"
+        vault = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}"
+        return [
+            web.post(f"{site}/config/appsettings/list", self.list_app_settings),
+            web.get(vault, self.get_vault),
+            web.put("/_sim/arm/sites", self.put_site),
+            web.put("/_sim/arm/vaults", self.put_vault),
+            web.post("/_sim/arm/roleAssignments", self.add_assignment),
+        ]
+
+    # -- checks, in ARM's order: token, api-version, group, resource, authorization ---------------------
+    def _caller(self, request: web.Request) -> str:
+        challenge = {
+            "WWW-Authenticate": f'Bearer authorization_uri="{origin(request)}/{self.authority.store.tenant_id}", '
+            f'error="invalid_token", error_description="The authentication failed because of missing '
+            "'Authorization' header.\""
+        }
+        token = bearer_token(request)
+        if token is None:
+            raise ArmError(
+                401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.", challenge
+            )
+        try:
+            claims = self.authority.verify(token, _AUDIENCES)
+        except TokenError as exc:
+            code = "InvalidAuthenticationTokenAudience" if "audience" in str(exc) else "InvalidAuthenticationToken"
+            raise ArmError(401, code, f"The access token is invalid: {exc}", challenge) from exc
+        if not _API_VERSION.match(request.query.get("api-version", "")):
+            if "api-version" not in request.query:
+                raise ArmError(
+                    400,
+                    "MissingApiVersionParameter",
+                    "The api-version query parameter (?api-version=) is required for all requests.",
+                )
+            raise ArmError(
+                400, "InvalidApiVersionParameter", f"The api-version '{request.query['api-version']}' is invalid."
+            )
+        return str(claims.get("oid", ""))
+
+    def _key(self, request: web.Request) -> tuple[str, str, str]:
+        sub, rg, name = (request.match_info[k].lower() for k in ("sub", "rg", "name"))
+        if not any(k[0] == sub and k[1] == rg for k in (*self.sites, *self.vaults)):
+            raise ArmError(
+                404, "ResourceGroupNotFound", f"Resource group '{request.match_info['rg']}' could not be found."
+            )
+        return sub, rg, name
+
+    def _authorize(self, principal: str, action: str, scope: str) -> None:
+        lowered = scope.lower()
+        for assignment in self.assignments:
+            inside = lowered == assignment.scope.lower() or lowered.startswith(f"{assignment.scope.lower()}/")
+            if assignment.principal_id == principal and inside and _allows(assignment.role, action):
+                return
+        raise ArmError(
+            403,
+            "AuthorizationFailed",
+            f"The client '{principal}' with object id '{principal}' does not have authorization to perform action "
+            f"'{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please "
+            "refresh your credentials.",
+        )
+
+    @staticmethod
+    def _not_found(kind: str, request: web.Request) -> ArmError:
+        return ArmError(
+            404,
+            "ResourceNotFound",
+            f"The Resource '{kind}/{request.match_info['name']}' under resource group '{request.match_info['rg']}' "
+            "was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+        )
+
+    # -- ARM -----------------------------------------------------------------------------------------
+    async def list_app_settings(self, request: web.Request) -> web.Response:
+        principal = self._caller(request)
+        site = self.sites.get(self._key(request))
+        if site is None:
+            raise self._not_found("Microsoft.Web/sites", request)
+        self._authorize(principal, LIST_APP_SETTINGS, f"{site.id}/config/appsettings")
+        return web.json_response(
+            {
+                "id": f"{site.id}/config/appsettings",
+                "name": "appsettings",
+                "type": "Microsoft.Web/sites/config",
+                "location": site.location,
+                "properties": dict(site.app_settings),
+            }
+        )
+
+    async def get_vault(self, request: web.Request) -> web.Response:
+        principal = self._caller(request)
+        key = self._key(request)
+        name = self.vaults.get(key)
+        if name is None:
+            raise self._not_found("Microsoft.KeyVault/vaults", request)
+        group = f"/subscriptions/{key[0]}/resourceGroups/{request.match_info['rg']}"
+        vault_id = f"{group}/providers/Microsoft.KeyVault/vaults/{name}"
+        self._authorize(principal, READ_VAULT, vault_id)
+        return web.json_response(
+            {
+                "id": vault_id,
+                "name": name,
+                "type": "Microsoft.KeyVault/vaults",
+                "properties": {"vaultUri": f"{origin(request)}/", "enableRbacAuthorization": True},
+            }
+        )
+
+    # -- control ---------------------------------------------------------------------------------------
+    async def put_site(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        settings = body.get("appSettings", {})
+        if not isinstance(settings, dict) or not all(isinstance(v, str) for v in settings.values()):
+            raise _bad("'appSettings' must be an object of texts")
+        site = Site(*_names(body), app_settings=dict(settings))
+        self.sites[(site.subscription.lower(), site.resource_group.lower(), site.name.lower())] = site
+        return web.json_response({"id": site.id})
+
+    async def put_vault(self, request: web.Request) -> web.Response:
+        sub, rg, name = _names(await _json(request))
+        self.vaults[(sub.lower(), rg.lower(), name.lower())] = name
+        return web.json_response({"name": name})
+
+    async def add_assignment(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        principal, role, scope = body.get("principalId"), body.get("role"), body.get("scope")
+        if not isinstance(principal, str) or not isinstance(scope, str) or role not in ROLE_ACTIONS:
+            raise _bad(f"'principalId', 'scope' and 'role' (one of {sorted(ROLE_ACTIONS)}) are required")
+        self.assignments.append(RoleAssignment(principal, role, scope))
+        return web.json_response({"principalId": principal, "role": role, "scope": scope})
+
+
+def _names(body: dict[str, Any]) -> tuple[str, str, str]:
+    sub, rg, name = (body.get(k) for k in ("subscription", "resourceGroup", "name"))
+    if not (isinstance(sub, str) and sub and isinstance(rg, str) and rg and isinstance(name, str) and name):
+        raise _bad("'subscription', 'resourceGroup' and 'name' are required")
+    return sub, rg, name
