@@ -21,6 +21,15 @@ ITEM = "#microsoft.graph.itemAttachment"
 REFERENCE = "#microsoft.graph.referenceAttachment"
 
 
+def runtime(settings: Settings, **parts: Any) -> Any:
+    """The parts of a Runtime the listed job uses; routes as the settings give them (no ROUTES_BLOB)."""
+
+    async def routes() -> Any:
+        return settings.routes
+
+    return SimpleNamespace(settings=settings, routes=routes, **parts)
+
+
 def listed_job(rt: Any, attachments: list[dict[str, Any]], prefix: str = "prefix", *contents: bytes) -> ListedJob:
     """The pipeline's job for a Graph message with these attachments (`contentBytes: i` → `contents[i]`)."""
     message = _Message(rt, rt.settings.mailboxes[0], "users/x/messages/y")
@@ -29,7 +38,7 @@ def listed_job(rt: Any, attachments: list[dict[str, Any]], prefix: str = "prefix
 
 
 def plan(settings: Settings, attachments: list[dict[str, Any]]) -> list[Entry]:
-    rt: Any = SimpleNamespace(settings=settings, attachments=None)
+    rt = runtime(settings, attachments=None)
     return [entry for entry, _ in listed_job(rt, attachments).plan()]
 
 
@@ -101,8 +110,8 @@ def job_with_store(settings: Settings, store: BlobStore, attachment: dict[str, A
     async def no_keys() -> tuple[()]:
         return ()
 
-    rt: Any = SimpleNamespace(
-        settings=settings,
+    rt = runtime(
+        settings,
         attachments=store,
         state=store,
         container=lambda _: store,
@@ -144,7 +153,7 @@ async def test_a_zip_bomb_leaves_no_blob_behind(settings: Settings, store: BlobS
 async def test_routes_see_the_sender_to_and_cc_and_whether_a_file_is_kept(env: dict[str, str]):
     env["ATTACHMENT_EXTENSIONS"] = "pdf"
     settings = parse_settings(env)
-    rt: Any = SimpleNamespace(settings=settings, attachments=None)
+    rt = runtime(settings, attachments=None)
     message = {
         "from": {"emailAddress": {"name": "Billing", "address": "billing@fabrikam.example"}},
         "toRecipients": [{"emailAddress": {"address": "ap@contoso.com"}}],
