@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from .app_settings import names_from_os_environ, names_passed_with_env, settings_read_by_app
 from .bicep_checks import INFRA, REPO, app_settings, app_settings_layers, bicep_files, check_invariants, load, parse
 from .checkov_run import run_checkov
+from .conftest import edit
 
 # Settings the app reads that the deployment may leave unset, each with the reason. A name the app reads is
 # either set by infra/modules/functionapp.bicep or listed here; nothing else passes.
@@ -89,19 +89,6 @@ CORE_SETTINGS = {"GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET", "M
 @pytest.fixture(scope="session")
 def checkov_report() -> dict[str, Any]:
     return run_checkov(INFRA)
-
-
-@pytest.fixture()
-def infra_copy(tmp_path: Path) -> Path:
-    copy = tmp_path / "infra"
-    shutil.copytree(INFRA, copy)
-    return copy
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} is not once in {path.name}"
-    path.write_text(text.replace(old, new))
 
 
 def cut_resource(path: Path, symbol: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from .bicep_checks import INFRA, check_no_host_keys, check_roles, load, parse
+from .conftest import edit
 from .platform_rules import (
     NO_ZONE_REGIONS,
     ZRS_REGIONS,
@@ -29,19 +29,6 @@ from .platform_rules import (
 )
 
 HOOKS = INFRA / "hooks"
-
-
-@pytest.fixture()
-def infra_copy(tmp_path: Path) -> Path:
-    copy = tmp_path / "infra"
-    shutil.copytree(INFRA, copy)
-    return copy
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} is not once in {path.name}"
-    path.write_text(text.replace(old, new))
 
 
 # --- storage redundancy ---------------------------------------------------------------------------------------
