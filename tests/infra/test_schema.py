@@ -11,12 +11,7 @@ import pytest
 
 from .arm_schema import MODELS, check_schema
 from .bicep_checks import INFRA, load, resources
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} is not once in {path.name}"
-    path.write_text(text.replace(old, new))
+from .conftest import edit
 
 
 def test_every_resource_matches_its_arm_model() -> None:
