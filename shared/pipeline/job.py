@@ -426,6 +426,9 @@ async def finish(
         bytes=outcome.bytes,
         skipped=sum(1 for e in flatten(entries) if e.skipped),
         duration_ms=round((time.monotonic() - started) * 1000),
+        # From the mail's arrival at its server (receivedDateTime, the newest Received:) to now: the lag of every
+        # source alike, which the workbook charts per folder and account.
+        lag_ms=max(0, round((datetime.now(UTC) - received).total_seconds() * 1000)),
     )
     return outcome
 

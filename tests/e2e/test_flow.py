@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from typing import Any
@@ -296,5 +297,8 @@ def test_the_function_key_stays_out_of_every_log(stack: Stack, reader: BlobReade
     assert stack.devhost is not None
     app_log = stack.devhost.log_file.read_text()
     assert "notification.accepted" in app_log and "ingest.done" in app_log
+    # Each ingest.done says how long after its arrival at the server the mail was stored (the workbook's lag).
+    lags = [int(m) for m in re.findall(r"ingest\.done .* lag_ms=(\d+)", app_log)]
+    assert lags and all(0 <= lag < 10 * 60 * 1000 for lag in lags)
     assert key not in app_log
     assert key not in (stack.data_dir / "azuresim" / "azuresim.log").read_text()
