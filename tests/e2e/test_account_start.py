@@ -7,20 +7,18 @@ so it surely comes after the mail (as it does in Azure when a user sends a test 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from urllib.parse import quote
 
 import pytest
-import trustme
 
 from local.dovecot import Dovecot
 from local.mailcheck import BlobReader
-from local.stack import Stack, StackConfig, write_ca_bundle
+from local.stack import Stack, StackConfig
 from shared.pipeline.layout import parse_graph_time
-from tests.e2e.conftest import wait_until
+from tests.e2e.conftest import trusted_dovecot, wait_until
 from tests.e2e.test_mail_accounts import PDF, checked, cursor_of, mail_with_attached_mail, manifests, sha, store_secret
 
 IMAP_USER, IMAP_PASSWORD, IMAP_SECRET = "new-ap@example.org", "start-Passw0rd", "imap-new-password"
@@ -38,14 +36,9 @@ class Fresh:
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fresh]:
-    ca = trustme.CA()
     directory = tmp_path_factory.mktemp("account-start")
-    with Dovecot(directory / "dovecot", ca) as server, pytest.MonkeyPatch.context() as patch:
-        server.add_user(IMAP_USER, IMAP_PASSWORD)
+    with trusted_dovecot(directory, IMAP_USER, IMAP_PASSWORD) as server:
         server.add_user(POP_USER, POP_PASSWORD)
-        own = directory / "mail-ca.pem"
-        ca.cert_pem.write_to_path(str(own))
-        patch.setenv("SSL_CERT_FILE", str(write_ca_bundle(directory / "bundle.pem", own, os.environ)))
         imap = f"imaps://{quote(IMAP_USER, safe='')}@127.0.0.1:{server.ports['imaps']}?secret={IMAP_SECRET}"
         pop = f"pop3s://{quote(POP_USER, safe='')}@127.0.0.1:{server.ports['pop3s']}?secret={POP_SECRET}"
         config = StackConfig(
