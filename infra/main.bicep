@@ -269,6 +269,7 @@ module workbook 'modules/workbook.bicep' = {
     location: location
     tags: tags
     applicationInsightsId: monitoring.outputs.applicationInsightsId
+    graphDelivery: graphDelivery
   }
 }
 

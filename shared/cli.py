@@ -231,7 +231,7 @@ def print_checks(results: list[CheckResult]) -> None:
 async def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
     counts = f"{len(rt.settings.mailboxes)} mailbox folder(s), {len(rt.settings.accounts)} account(s)"
     results = [CheckResult("settings", True, counts)]
-    results += await Checks(rt).all()
+    results += await Checks(rt, args.management_url, args.management_scope).all()
     print_checks(results)
     failed = [r for r in results if not r.ok]
     print(f"{len(results) - len(failed)} of {len(results)} checks passed")

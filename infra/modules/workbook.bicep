@@ -1,10 +1,17 @@
 // The operator's picture: an Azure Monitor workbook on Application Insights, per mailbox folder and account (mails
-// and files per hour, lag, failures, poison queues, subscription expiry, last poll). Its queries are the operations
-// guide's, word for word (tests/infra/test_kql.py checks both, and that each parses against the tables).
+// and files per hour, lag, failures, poison queues, Event Grid's parked and dead-lettered events, subscription
+// expiry, last poll). Its queries are the operations guide's, word for word (tests/infra/test_kql.py checks both,
+// and that each parses against the tables).
 param location string
 param tags object
 param applicationInsightsId string
 param displayName string = 'Mail Attachment Ingest'
+@allowed(['webhook', 'eventgrid'])
+@description('GRAPH_DELIVERY: the Event Grid chart shows with eventgrid only (the workbook\'s hidden GraphDelivery).')
+param graphDelivery string = 'webhook'
+
+// The gallery's copy opens on this Application Insights resource.
+var content = replace(loadTextContent('../workbook/mail-ingest.workbook.json'), '__APPLICATION_INSIGHTS_ID__', toLower(applicationInsightsId))
 
 // A shared workbook's name must be a GUID; one per resource group keeps a re-provision in place.
 resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
@@ -17,8 +24,7 @@ resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
     category: 'workbook'
     sourceId: toLower(applicationInsightsId)
     version: 'Notebook/1.0'
-    // The gallery's copy opens on this Application Insights resource.
-    serializedData: replace(loadTextContent('../workbook/mail-ingest.workbook.json'), '__APPLICATION_INSIGHTS_ID__', toLower(applicationInsightsId))
+    serializedData: replace(content, '__GRAPH_DELIVERY__', graphDelivery)
   }
 }
 

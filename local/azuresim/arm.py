@@ -5,6 +5,9 @@
   values as stored, Key Vault references unresolved (ARM returns them as written).
 - ``GET /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}``: a vault, for its
   ``properties.vaultUri`` (here the simulator's own Key Vault).
+- ``GET .../providers/Microsoft.EventGrid/partnerConfigurations/default``, ``.../partnerTopics/{name}`` and
+  ``.../partnerTopics/{name}/eventSubscriptions``: the simulator's Event Grid state (eventgrid.py) in the shapes
+  of the Event Grid control-plane REST API 2025-02-15.
 
 As ARM does: no bearer token is 401 ``AuthenticationFailed`` with a ``WWW-Authenticate`` challenge; a token for
 another audience 401 ``InvalidAuthenticationTokenAudience``; no ``api-version`` 400 ``MissingApiVersionParameter``; an
@@ -25,6 +28,7 @@ from aiohttp import web
 
 from .control import _bad, _json
 from .errors import ServiceError
+from .eventgrid import EventGrid, PartnerTopic
 from .identity import Authority, TokenError, bearer_token, origin
 from .scopes import MANAGEMENT, MANAGEMENT_CLASSIC
 
@@ -37,6 +41,9 @@ ROLE_ACTIONS: dict[str, tuple[str, ...]] = {
 }
 LIST_APP_SETTINGS = "Microsoft.Web/sites/config/list/action"
 READ_VAULT = "Microsoft.KeyVault/vaults/read"
+READ_PARTNER_CONFIGURATION = "Microsoft.EventGrid/partnerConfigurations/read"
+READ_PARTNER_TOPIC = "Microsoft.EventGrid/partnerTopics/read"
+READ_EVENT_SUBSCRIPTIONS = "Microsoft.EventGrid/partnerTopics/eventSubscriptions/read"
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _AUDIENCES = {MANAGEMENT, f"{MANAGEMENT}/", MANAGEMENT_CLASSIC, f"{MANAGEMENT_CLASSIC}/"}
 
@@ -79,8 +86,9 @@ def _allows(role: str, action: str) -> bool:
 
 
 class ResourceManager:
-    def __init__(self, authority: Authority) -> None:
+    def __init__(self, authority: Authority, eventgrid: EventGrid) -> None:
         self.authority = authority
+        self.eventgrid = eventgrid
         self.sites: dict[tuple[str, str, str], Site] = {}  # (subscription, group, name), lower case
         self.vaults: dict[tuple[str, str, str], str] = {}  # the same key → the vault's name as given
         self.assignments: list[RoleAssignment] = []
@@ -88,9 +96,13 @@ class ResourceManager:
     def routes(self) -> list[web.RouteDef]:
         site = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{name}"
         vault = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}"
+        grid = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.EventGrid"
         return [
             web.post(f"{site}/config/appsettings/list", self.list_app_settings),
             web.get(vault, self.get_vault),
+            web.get(grid + "/partnerConfigurations/{name:default}", self.get_partner_configuration),
+            web.get(grid + "/partnerTopics/{name}", self.get_partner_topic),
+            web.get(grid + "/partnerTopics/{name}/eventSubscriptions", self.list_event_subscriptions),
             web.put("/_sim/arm/sites", self.put_site),
             web.put("/_sim/arm/vaults", self.put_vault),
             web.post("/_sim/arm/roleAssignments", self.add_assignment),
@@ -127,7 +139,8 @@ class ResourceManager:
 
     def _key(self, request: web.Request) -> tuple[str, str, str]:
         sub, rg, name = (request.match_info[k].lower() for k in ("sub", "rg", "name"))
-        if not any(k[0] == sub and k[1] == rg for k in (*self.sites, *self.vaults)):
+        groups = (*self.sites, *self.vaults, *self.eventgrid.authorizations, *self.eventgrid.topics)
+        if not any(k[0] == sub and k[1] == rg for k in groups):
             raise ArmError(
                 404, "ResourceGroupNotFound", f"Resource group '{request.match_info['rg']}' could not be found."
             )
@@ -189,6 +202,48 @@ class ResourceManager:
                 "type": "Microsoft.KeyVault/vaults",
                 "properties": {"vaultUri": f"{origin(request)}/", "enableRbacAuthorization": True},
             }
+        )
+
+    def _group_id(self, request: web.Request) -> str:
+        return f"/subscriptions/{request.match_info['sub']}/resourceGroups/{request.match_info['rg']}"
+
+    async def get_partner_configuration(self, request: web.Request) -> web.Response:
+        principal = self._caller(request)
+        sub, rg, _ = self._key(request)
+        config_id = f"{self._group_id(request)}/providers/Microsoft.EventGrid/partnerConfigurations/default"
+        self._authorize(principal, READ_PARTNER_CONFIGURATION, config_id)
+        authorization = self.eventgrid.partner_authorization(sub, rg)
+        if authorization is None:
+            raise self._not_found("Microsoft.EventGrid/partnerConfigurations", request)
+        return web.json_response(
+            {
+                "id": config_id,
+                "name": "default",
+                "type": "Microsoft.EventGrid/partnerConfigurations",
+                "location": "global",
+                "properties": {"partnerAuthorization": authorization, "provisioningState": "Succeeded"},
+            }
+        )
+
+    def _partner_topic(self, request: web.Request, action: str) -> tuple[str, PartnerTopic]:
+        principal = self._caller(request)
+        key = self._key(request)
+        topic_id = f"{self._group_id(request)}/providers/Microsoft.EventGrid/partnerTopics/{request.match_info['name']}"
+        self._authorize(principal, action, topic_id)
+        topic = self.eventgrid.topics.get(key)
+        if topic is None:
+            raise self._not_found("Microsoft.EventGrid/partnerTopics", request)
+        return topic_id, topic
+
+    async def get_partner_topic(self, request: web.Request) -> web.Response:
+        topic_id, topic = self._partner_topic(request, READ_PARTNER_TOPIC)
+        return web.json_response({"id": topic_id, **topic.arm()})
+
+    async def list_event_subscriptions(self, request: web.Request) -> web.Response:
+        topic_id, topic = self._partner_topic(request, READ_EVENT_SUBSCRIPTIONS)
+        storage_group = self._group_id(request)
+        return web.json_response(
+            {"value": [s.arm(f"{topic_id}/eventSubscriptions", storage_group) for s in topic.subscriptions.values()]}
         )
 
     # -- control ---------------------------------------------------------------------------------------

@@ -115,6 +115,29 @@ class EventSubscription:
     encoding: str = "base64"  # "base64" | "none"
     included_types: tuple[str, ...] = ()
 
+    def arm(self, parent_id: str, storage_group: str) -> dict[str, Any]:
+        """As ARM lists it: the Storage queue destination by the account's resource id (here in the topic's group)."""
+        parts = dict(p.split("=", 1) for p in self.connection_string.split(";") if "=" in p)
+        account = f"{storage_group}/providers/Microsoft.Storage/storageAccounts/{parts.get('AccountName', '')}"
+        return {
+            "id": f"{parent_id}/{self.name}",
+            "name": self.name,
+            "type": "Microsoft.EventGrid/partnerTopics/eventSubscriptions",
+            "properties": {
+                "provisioningState": "Succeeded",
+                "destination": {
+                    "endpointType": "StorageQueue",
+                    "properties": {"resourceId": account, "queueName": self.queue},
+                },
+                "filter": {"includedEventTypes": list(self.included_types) or None},
+                "eventDeliverySchema": "CloudEventSchemaV1_0",
+                "retryPolicy": {
+                    "maxDeliveryAttempts": self.max_attempts,
+                    "eventTimeToLiveInMinutes": self.ttl_minutes,
+                },
+            },
+        }
+
 
 @dataclass
 class PendingEvent:
@@ -146,6 +169,21 @@ class PartnerTopic:
             "eventSubscriptions": sorted(self.subscriptions),
         }
 
+    def arm(self) -> dict[str, Any]:
+        """As ARM describes the partner topic (without its id, which the caller knows)."""
+        return {
+            "name": self.ref.name,
+            "type": "Microsoft.EventGrid/partnerTopics",
+            "location": self.ref.location,
+            "properties": {
+                "source": f"/tenants/{self.tenant_id}/applications/{self.app_id}",
+                "partnerTopicFriendlyDescription": "Microsoft Graph API change notifications",
+                "activationState": self.activation_state,
+                "provisioningState": "Succeeded",
+                "eventTypeInfo": {"kind": "Inline"},
+            },
+        }
+
 
 @dataclass
 class _Outbox:
@@ -162,6 +200,8 @@ class EventGrid:
         self.retry_scale = 1.0
         # (azure subscription, resource group) → when the authorization of MicrosoftGraphAPI expires
         self.authorizations: dict[tuple[str, str], datetime] = {}
+        # (azure subscription, resource group) → the partner configuration's defaultMaximumExpirationTimeInDays
+        self.configurations: dict[tuple[str, str], int] = {}
         self.topics: dict[tuple[str, str, str], PartnerTopic] = {}
         self.records: list[dict[str, Any]] = []
         self._outboxes: dict[tuple[tuple[str, str, str], str], _Outbox] = {}
@@ -358,6 +398,7 @@ class EventGrid:
             raise ControlError(400, "BadRequest", "defaultMaximumExpirationTimeInDays must be 1 to 365")
         key = (request.match_info["sub"].lower(), request.match_info["rg"].lower())
         self.authorizations.pop(key, None)
+        self.configurations[key] = max_days
         now = self.clock.now()
         for partner in partners:
             if partner.get("partnerName") != GRAPH_PARTNER:
@@ -371,13 +412,22 @@ class EventGrid:
             self.authorizations[key] = expires
         return await self.get_configuration(request)
 
-    async def get_configuration(self, request: web.Request) -> web.Response:
-        key = (request.match_info["sub"].lower(), request.match_info["rg"].lower())
+    def partner_authorization(self, subscription: str, group: str) -> dict[str, Any] | None:
+        """The group's `partnerAuthorization` as ARM shows it, or None without a partner configuration."""
+        key = (subscription.lower(), group.lower())
+        if key not in self.configurations:
+            return None
         expires = self.authorizations.get(key)
         partners = []
         if expires is not None:
-            partners.append({"partnerName": GRAPH_PARTNER, "authorizationExpirationTimeInUtc": expires.isoformat()})
-        return web.json_response({"properties": {"partnerAuthorization": {"authorizedPartnersList": partners}}})
+            when = graph_datetime_7(expires)
+            partners.append({"partnerName": GRAPH_PARTNER, "authorizationExpirationTimeInUtc": when})
+        return {"defaultMaximumExpirationTimeInDays": self.configurations[key], "authorizedPartnersList": partners}
+
+    async def get_configuration(self, request: web.Request) -> web.Response:
+        authorization = self.partner_authorization(request.match_info["sub"], request.match_info["rg"])
+        partners = {"authorizedPartnersList": []} if authorization is None else authorization
+        return web.json_response({"properties": {"partnerAuthorization": partners}})
 
     def _topic(self, request: web.Request) -> PartnerTopic:
         info = request.match_info

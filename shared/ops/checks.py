@@ -15,12 +15,15 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from ..errors import AuthError, GraphAuthError, GraphNotFound, SettingsError, one_line
+from .. import clock
+from ..errors import AuthError, DeploymentError, GraphAuthError, GraphNotFound, SettingsError, one_line
 from ..logs import redact_url
 from ..runtime import Runtime
 from ..settings import NO_MICROSOFT_365, MailAccount, MailboxFolder
 from ..sources.graph.folders import resolve_folder, user_path
 from ..vault import CLIENT_STATE_SECRET
+from . import eventgrid_azure as eg
+from .deployment import EVENTGRID_API_VERSION, PUBLIC_CLOUD, Deployment, ResourceManager
 
 CHECK_SECRET = "ingest-check"  # noqa: S105 (a secret's name, not a secret)
 NO_GRAPH = f"{NO_MICROSOFT_365} (token, mailbox folders and webhooks are not used)"
@@ -122,12 +125,27 @@ async def validation_handshake(url: str, limit: float = VALIDATION_TIMEOUT) -> s
     return f"echoed the token in {ms} ms"
 
 
-class Checks:
-    """The checklist against one runtime (settings already parsed)."""
+def _arm_hint(command: str, group: str) -> Callable[[Exception], str]:
+    def hint(exc: Exception) -> str:
+        if isinstance(exc, DeploymentError):
+            return (
+                f"sign in (`az login`, or AZURE_* variables) as someone with Reader on resource group {group}, "
+                "and check --management-url"
+            )
+        return command
 
-    def __init__(self, rt: Runtime) -> None:
+    return hint
+
+
+class Checks:
+    """The checklist against one runtime (settings already parsed). `management_url` and `management_scope`: Azure
+    Resource Manager, read with the operator's sign-in (as `--app` does) for the Azure side of Event Grid."""
+
+    def __init__(self, rt: Runtime, management_url: str = PUBLIC_CLOUD, management_scope: str | None = None) -> None:
         self.rt = rt
         self.settings = rt.settings
+        self.management_url = management_url
+        self.management_scope = management_scope
 
     async def token(self) -> list[CheckResult]:
         if self.settings.auth_mode == "application":
@@ -178,6 +196,40 @@ class Checks:
     async def webhook(self, name: str, url: Callable[[], str]) -> CheckResult:
         """`url` is read inside the check: without WEBHOOK_BASE_URL it fails there, with its hint."""
         return await _run(name, lambda: validation_handshake(url()), _webhook_hint(url))
+
+    async def eventgrid(self) -> list[CheckResult]:
+        """The partner configuration, the partner topic and its event subscription, as ARM describes them."""
+        from azure.identity.aio import DefaultAzureCredential
+
+        target = self.settings.eventgrid
+        assert target is not None
+        where = Deployment(
+            target.azure_subscription_id, target.resource_group, "", self.management_url, self.management_scope
+        )
+        topic = eg.topic_path(target)
+
+        async with DefaultAzureCredential() as credential, httpx.AsyncClient(timeout=60) as http:
+            arm = ResourceManager(where, credential, http)
+
+            async def authorized() -> str:
+                configuration = await arm.resource(eg.CONFIGURATION, EVENTGRID_API_VERSION)
+                return eg.authorization_verdict(configuration, target, clock.now())
+
+            async def activated() -> str:
+                return eg.activation_verdict(await arm.resource(topic, EVENTGRID_API_VERSION), target)
+
+            async def subscribed() -> str:
+                listing = await arm.resource(f"{topic}/eventSubscriptions", EVENTGRID_API_VERSION)
+                return eg.subscription_verdict(listing, target)
+
+            group = target.resource_group
+            return [
+                await _run(
+                    "Event Grid partner authorization", authorized, _arm_hint(eg.authorize_command(target), group)
+                ),
+                await _run("Event Grid partner topic", activated, _arm_hint(eg.activate_command(target), group)),
+                await _run("Event Grid event subscription", subscribed, _arm_hint(eg.subscribe_command(target), group)),
+            ]
 
     async def blob(self) -> CheckResult:
         async def write_read_delete() -> str:
@@ -231,6 +283,7 @@ class Checks:
         if self.settings.uses_graph and self.settings.eventgrid is not None:
             topic = self.settings.eventgrid.partner_topic
             results.append(CheckResult("webhooks", True, f"not used: Graph publishes to partner topic {topic}"))
+            results += await self.eventgrid()
         elif self.settings.uses_graph:
             results.append(await self.webhook("webhook (notification URL)", lambda: self.settings.notification_url))
             results.append(await self.webhook("webhook (lifecycle URL)", lambda: self.settings.lifecycle_url))

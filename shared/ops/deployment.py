@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 PUBLIC_CLOUD = "https://management.azure.com"
 WEB_API_VERSION = "2024-04-01"  # the version infra/modules/functionapp.bicep deploys with
 VAULT_API_VERSION = "2023-07-01"
+EVENTGRID_API_VERSION = "2025-02-15"  # the version infra/modules/eventgrid.bicep deploys with
 # The host's and the platform's settings (instance, deployment, telemetry export with the managed identity, the
 # Python worker's switches), and the identity-based storage connection's choice of that identity.
 HOST_PREFIXES = ("FUNCTIONS_", "WEBSITE_", "SCM_", "APPLICATIONINSIGHTS_", "PYTHON_", "AzureWebJobs")
@@ -80,7 +81,7 @@ def _refusal(response: httpx.Response) -> str:
 
 
 class ResourceManager:
-    """The two ARM requests, with one token for the operator."""
+    """The few ARM requests the CLI makes, with one token for the operator."""
 
     def __init__(self, deployment: Deployment, credential: AsyncTokenCredential, http: httpx.AsyncClient) -> None:
         self.deployment = deployment
@@ -91,6 +92,19 @@ class ResourceManager:
         token = await self.credential.get_token(self.deployment.scope)
         headers = {"Authorization": f"Bearer {token.token}"}
         return await self.http.request(method, url, params={"api-version": api_version}, headers=headers)
+
+    async def resource(self, path: str, api_version: str) -> dict[str, Any] | None:
+        """A resource of the group (`path` after `/providers/`) as ARM describes it, or None when ARM answers 404."""
+        response = await self._call("GET", f"{self.deployment.group_url()}/providers/{path}", api_version)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            where = f"resource group {self.deployment.resource_group}"
+            raise DeploymentError(f"Azure Resource Manager refused {path} in {where}: {_refusal(response)}")
+        body: Any = response.json()
+        if not isinstance(body, dict):
+            raise DeploymentError(f"Azure Resource Manager answered {path} with no JSON object")
+        return body
 
     async def app_settings(self) -> dict[str, str]:
         d = self.deployment

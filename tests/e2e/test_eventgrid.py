@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
-from local.eventgrid import DEAD_LETTER_CONTAINER, EVENT_SUBSCRIPTION
+from local.eventgrid import DEAD_LETTER_CONTAINER, EVENT_SUBSCRIPTION, authorize_graph
 from local.mailcheck import BlobReader, Delivered, deliver, file_attachment, subscriptions, take_handoffs
 from local.stack import Stack, StackConfig
 from shared.pipeline.layout import graph_time, message_key
@@ -323,3 +324,64 @@ def test_undeliverable_events_are_dead_lettered(eg: Stack):
         assert "dead letters in mail-events-deadletter:" in cli(eg, "status").stdout
     finally:
         eg.connect_eventgrid()
+
+
+def grid_check(stack: Stack) -> subprocess.CompletedProcess[str]:
+    """`check` in eventgrid mode, reading ARM (the simulator's) with the operator's sign-in, as `--app` does."""
+    arm = ("--management-url", stack.sim_url, "--management-scope", "https://management.azure.com/.default")
+    return cli(stack, *arm, "check")
+
+
+@pytest.fixture
+def reader_role(eg: Stack) -> None:
+    principal = eg.control("GET", f"/_sim/apps/{eg.env['GRAPH_CLIENT_ID']}")["servicePrincipalId"]
+    env = eg.env
+    group = f"/subscriptions/{env['EVENTGRID_AZURE_SUBSCRIPTION_ID']}/resourceGroups/{env['EVENTGRID_RESOURCE_GROUP']}"
+    eg.control("POST", "/_sim/arm/roleAssignments", {"principalId": principal, "role": "Reader", "scope": group})
+
+
+def test_check_reads_the_azure_side_authorized_and_activated(eg: Stack, reader_role: None):
+    done = grid_check(eg)
+    assert done.returncode == 0, done.stdout + done.stderr
+    topic = eg.env["EVENTGRID_PARTNER_TOPIC"]
+    assert "✓ Event Grid partner authorization: MicrosoftGraphAPI authorized until" in done.stdout
+    assert f"✓ Event Grid partner topic: partner topic {topic} activated" in done.stdout
+    assert f"✓ Event Grid event subscription: event subscription {EVENT_SUBSCRIPTION} delivers to queue" in done.stdout
+
+
+def test_check_names_the_activate_command_for_a_topic_not_activated(eg: Stack, reader_role: None):
+    env = eg.env
+    eg.control("POST", f"{topic_path(eg)}/deactivate", None)
+    try:
+        done = grid_check(eg)
+    finally:
+        eg.control("POST", f"{topic_path(eg)}/activate", None)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"partner topic {env['EVENTGRID_PARTNER_TOPIC']} is Deactivated" in done.stdout
+    command = (
+        f"az eventgrid partner topic activate --subscription {env['EVENTGRID_AZURE_SUBSCRIPTION_ID']} "
+        f"--resource-group {env['EVENTGRID_RESOURCE_GROUP']} --name {env['EVENTGRID_PARTNER_TOPIC']}"
+    )
+    assert f"    fix: {command}\n" in done.stdout
+    assert "✓ Event Grid partner authorization" in done.stdout and "authorize --" not in done.stdout
+
+
+def test_check_names_the_authorize_command_once_the_authorization_expired(eg: Stack, reader_role: None):
+    env = eg.env
+    group = f"{env['EVENTGRID_AZURE_SUBSCRIPTION_ID']}/{env['EVENTGRID_RESOURCE_GROUP']}"
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    partner = {"partnerName": "MicrosoftGraphAPI", "authorizationExpirationTimeInUtc": soon}
+    eg.control("PUT", f"/_sim/eventgrid/partnerConfigurations/{group}", {"authorizedPartnersList": [partner]})
+    try:
+        time.sleep(2.5)
+        done = grid_check(eg)
+    finally:
+        authorize_graph(eg.control, env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "MicrosoftGraphAPI's authorization expired" in done.stdout
+    command = (
+        f"az eventgrid partner configuration authorize --subscription {env['EVENTGRID_AZURE_SUBSCRIPTION_ID']} "
+        f"--resource-group {env['EVENTGRID_RESOURCE_GROUP']} --partner-name MicrosoftGraphAPI"
+    )
+    assert f"    fix: {command}\n" in done.stdout
+    assert "✓ Event Grid partner topic" in done.stdout

@@ -100,3 +100,22 @@ def test_the_workbook_has_the_operators_picture() -> None:
     assert "output AZURE_WORKBOOK_URL string" in (INFRA / "main.bicep").read_text()
     for hook in ("postprovision.sh", "postprovision.ps1"):
         assert "AZURE_WORKBOOK_URL" in (INFRA / "hooks" / hook).read_text(), hook
+
+
+def test_the_event_grid_chart_shows_in_eventgrid_deployments_only() -> None:
+    """Parked (`event.poisoned`) and dead-lettered (`eventgrid.deadlettered`) events, behind the hidden GraphDelivery
+    parameter, which workbook.bicep fills with main.bicep's graphDelivery."""
+    data = json.loads(WORKBOOK.read_text())
+    (item,) = [i for i in data["items"] if i["name"] == "eventgrid"]
+    assert '"event.poisoned", "eventgrid.deadlettered"' in item["content"]["query"]
+    assert item["conditionalVisibility"] == {
+        "parameterName": "GraphDelivery",
+        "comparison": "isEqualTo",
+        "value": "eventgrid",
+    }
+    (parameter,) = [p for p in data["items"][1]["content"]["parameters"] if p["name"] == "GraphDelivery"]
+    assert parameter["value"] == "__GRAPH_DELIVERY__" and parameter["isHiddenWhenLocked"]
+    workbook = (INFRA / "modules" / "workbook.bicep").read_text()
+    assert "replace(content, '__GRAPH_DELIVERY__', graphDelivery)" in workbook
+    module = parse(INFRA / "main.bicep")["modules"]["workbook"]
+    assert "graphDelivery" in json.dumps(module), module

@@ -83,3 +83,25 @@ async def test_reading_settings_needs_a_role_with_the_list_action(
         "location": "westeurope",
         "properties": SETTINGS,  # references as written: the platform resolves them for the app, not for ARM
     }
+
+
+async def test_event_grid_reads_answer_arm_shapes_and_404(
+    http: httpx.AsyncClient, sim: SimulatorProcess, principal: str
+) -> None:
+    grid = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.EventGrid"
+    version = {"api-version": "2025-02-15"}
+    headers = await arm(http, sim)
+    await grant(http, principal, "Reader", f"/subscriptions/{SUB}/resourceGroups/{GROUP}")
+    missing = await http.get(f"{grid}/partnerConfigurations/default", params=version, headers=headers)
+    assert missing.status_code == 404 and error(missing) == "ResourceNotFound"
+    body = {"authorizedPartnersList": [{"partnerName": "MicrosoftGraphAPI"}], "defaultMaximumExpirationTimeInDays": 30}
+    assert (await http.put(f"/_sim/eventgrid/partnerConfigurations/{SUB}/{GROUP}", json=body)).status_code == 200
+    found = await http.get(f"{grid}/partnerConfigurations/default", params=version, headers=headers)
+    assert found.status_code == 200, found.text
+    authorization = found.json()["properties"]["partnerAuthorization"]
+    assert authorization["defaultMaximumExpirationTimeInDays"] == 30
+    (partner,) = authorization["authorizedPartnersList"]
+    assert partner["partnerName"] == "MicrosoftGraphAPI" and partner["authorizationExpirationTimeInUtc"].endswith("Z")
+    for path in ("partnerTopics/absent-mail", "partnerTopics/absent-mail/eventSubscriptions"):
+        topic = await http.get(f"{grid}/{path}", params=version, headers=headers)
+        assert topic.status_code == 404 and error(topic) == "ResourceNotFound"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.cli import _mark, cmd_check, cmd_maintain, cmd_unsubscribe, render_status
+from shared.cli import _mark, build_parser, cmd_check, cmd_maintain, cmd_unsubscribe, render_status
 from shared.ops.checks import Checks
 from shared.ops.health import collect_status
 from shared.pipeline.storage import queue_service
@@ -49,7 +49,7 @@ async def test_check_skips_the_graph_checks_with_one_line_saying_why(rt: Any, ca
     assert all(r.ok for r in results), results
     assert results[0].detail.startswith("skipped: no Microsoft 365 mailbox in MAILBOXES (token, mailbox folders")
     assert "graph-client-state-key" not in results[-1].detail  # the clientState key is Graph's
-    assert await cmd_check(rt, argparse.Namespace()) == 0
+    assert await cmd_check(rt, build_parser().parse_args(["check"])) == 0
     out = capsys.readouterr().out
     assert "settings: 0 mailbox folder(s), 1 account(s)" in out and "5 of 5 checks passed" in out
     assert "webhook (" not in out and "token (" not in out  # no such check line
