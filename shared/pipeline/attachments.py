@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -21,7 +21,7 @@ from ..unpack.tree import Unpacker
 from .job import BODY_FILES, MESSAGE_FILE, Entry, Extracted, Job, attempt, body_entry, mark_incomplete, with_extension
 from .layout import sanitize_name
 from .mail import ExportRefused, Listed, Part
-from .routes import Attachment, MailFacts
+from .routes import Attachment, MailFacts, Route
 from .rules import SaveMail
 from .spool import Spool
 from .survey import Survey
@@ -83,8 +83,8 @@ class ListedJob(Job):
         self.planned = planned
         return planned
 
-    async def facts(self, facts: MailFacts) -> MailFacts:
-        """What routes look at, with the mail's files: a file counts as kept when the rules keep it, or when
+    async def facts(self, facts: MailFacts, routes: Sequence[Route]) -> MailFacts:
+        """What `routes` look at, with the mail's files: a file counts as kept when the rules keep it, or when
         it may hold files that are."""
         documents = [entry for entry, _ in self.plan() if entry.kind != "reference"]
         facts = replace(
@@ -92,7 +92,7 @@ class ListedJob(Job):
             attachments=tuple(Attachment(e.name, e.content_type) for e in documents),
             has_kept_file=any(e.skipped is None or self.unpacks(e) for e in documents),
         )
-        if any(route.on_content for route in await self.rt.routes()):
+        if any(route.on_content for route in routes):
             facts = await self.survey(facts)
         return facts
 

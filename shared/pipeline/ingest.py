@@ -69,7 +69,8 @@ async def _ingest(rt: Runtime, arrival: Arrival, mail: Mail, markers: Markers, s
     authentication = mail.facts.authentication
     said = {**mail.record, "senderAuthentication": authentication.to_json()} if authentication else dict(mail.record)
     try:
-        decision = decide(await rt.routes(), await job.facts(mail.facts))
+        routes = await rt.routes()  # once per mail: a routes blob that changes meanwhile takes the next mail
+        decision = decide(routes, await job.facts(mail.facts, routes))
         if decision.skip:
             place = {"mailbox": arrival.mailbox, "folder": arrival.folder}
             record = {**place, **said, "receivedDateTime": graph_time(received)}

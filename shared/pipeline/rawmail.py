@@ -17,6 +17,7 @@ size. Both names are taken before the attachments', which keeps every file's nam
 from __future__ import annotations
 
 import codecs
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ from ..unpack.tree import Unpacker
 from .job import BODY_FILES, MESSAGE_FILE, Entry, Job, body_entry, flatten, mark_incomplete
 from .layout import sanitize_name
 from .mail import RawMime
-from .routes import Attachment, MailFacts
+from .routes import Attachment, MailFacts, Route
 from .rules import SaveMail
 from .spool import Spool
 from .storage import BlobWriter
@@ -69,10 +70,9 @@ class RawJob(Job):
             self.unpacker.kind(found, 1) is not None
         )
 
-    async def facts(self, facts: MailFacts) -> MailFacts:
-        """What routes look at: with the mail's own files, listed by a first reading of the spooled message,
+    async def facts(self, facts: MailFacts, routes: Sequence[Route]) -> MailFacts:
+        """What `routes` look at: with the mail's own files, listed by a first reading of the spooled message,
         when a route looks at files (and with `duplicate` and `protected`, when a route looks at their bytes)."""
-        routes = await self.rt.routes()
         on_content = any(route.on_content for route in routes)
         if not on_content and not any(route.on_files for route in routes):
             return facts

@@ -22,12 +22,8 @@ REFERENCE = "#microsoft.graph.referenceAttachment"
 
 
 def runtime(settings: Settings, **parts: Any) -> Any:
-    """The parts of a Runtime the listed job uses; routes as the settings give them (no ROUTES_BLOB)."""
-
-    async def routes() -> Any:
-        return settings.routes
-
-    return SimpleNamespace(settings=settings, routes=routes, **parts)
+    """The parts of a Runtime the listed job uses."""
+    return SimpleNamespace(settings=settings, **parts)
 
 
 def listed_job(rt: Any, attachments: list[dict[str, Any]], prefix: str = "prefix", *contents: bytes) -> ListedJob:
@@ -163,7 +159,7 @@ async def test_routes_see_the_sender_to_and_cc_and_whether_a_file_is_kept(env: d
     when = datetime(2026, 3, 7, tzinfo=UTC)
 
     async def facts(attachments: list[dict[str, Any]]) -> Any:
-        return await listed_job(rt, attachments).facts(_facts(settings.mailboxes[0], "key", message, when))
+        return await listed_job(rt, attachments).facts(_facts(settings.mailboxes[0], "key", message, when), ())
 
     found = await facts([{"@odata.type": FILE, "id": "1", "name": "notes.docx", "size": 10}])
     assert (found.sender, found.recipients, found.subject) == (
