@@ -23,8 +23,6 @@ set to `none`, or an encoding applied twice) is decoded here, so neither form pa
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import re
 from collections.abc import Mapping
@@ -51,7 +49,6 @@ LIFECYCLE_TYPES = {
 _SOURCE = re.compile(r"^/tenants/([^/]+)/applications/([^/]+)$", re.IGNORECASE)
 # The changeNotification properties the checks read, by their lower-cased name.
 _CHANGE_FIELDS = ("subscriptionId", "tenantId", "clientState", "changeType", "resource", "lifecycleEvent")
-_BASE64 = re.compile(rb"^[A-Za-z0-9+/]+={0,2}$")
 
 
 @dataclass(frozen=True)
@@ -62,19 +59,6 @@ class GraphEvent:
     kind: str
     item: dict[str, Any]
     application_id: str
-
-
-def decode_body(body: bytes) -> bytes:
-    """The event JSON: the body itself, or the body base64-decoded when it is base64 (never JSON's first byte)."""
-    text = body.strip()
-    if text[:1] in (b"{", b"["):
-        return text
-    if _BASE64.match(text):
-        try:
-            return base64.b64decode(text, validate=True).strip()
-        except (binascii.Error, ValueError):
-            pass
-    raise InvalidNotification("queue message is neither a JSON event nor base64 of one")
 
 
 def _text(value: Any, name: str) -> str:
@@ -109,8 +93,9 @@ def _item(data: Mapping[str, Any], tenant: str) -> dict[str, Any]:
 
 
 def parse_event(body: bytes) -> GraphEvent:
-    """A Graph CloudEvent from a queue message body, or InvalidNotification (the event can never be taken)."""
-    event = load_json(decode_body(body))
+    """A Graph CloudEvent from a queue message's JSON (queuetext.decode), or InvalidNotification (the event
+    can never be taken)."""
+    event = load_json(body)
     if not isinstance(event, dict):
         raise InvalidNotification("event is not a JSON object (one CloudEvent per queue message)")
     if event.get("specversion") != SPEC_VERSION:

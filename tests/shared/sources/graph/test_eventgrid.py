@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 from shared.errors import InvalidNotification
 from shared.settings import Settings
 from shared.sources.graph.clientstate import make_client_state
-from shared.sources.graph.eventgrid import decode_body, parse_event, verify_event
+from shared.sources.graph.eventgrid import parse_event, verify_event
 from shared.sources.graph.known_subscriptions import Holding
 from shared.sources.graph.messages import parse_change, parse_lifecycle
 from shared.sources.graph.webhook import Trust
@@ -126,11 +125,3 @@ def test_malformed_events_are_refused_whole(settings: Settings, mutate, needle):
     mutate(sample)
     with pytest.raises(InvalidNotification, match=needle):
         parse_event(raw(sample))
-
-
-def test_base64_and_plain_bodies_read_alike(settings: Settings):
-    body = raw(event(settings))
-    assert decode_body(body) == body
-    assert decode_body(base64.b64encode(body)) == body
-    with pytest.raises(InvalidNotification, match="neither a JSON event nor base64"):
-        decode_body(b"%%% not an event")
