@@ -79,6 +79,9 @@ async def test_the_docs_capitalised_names_are_read(settings: Settings):
         ("Microsoft.Graph.SubscriptionReauthorizationRequired", "reauthorizationRequired"),
         ("microsoft.graph.subscriptionRemoved", "subscriptionRemoved"),
         ("Microsoft.Graph.SubscriptionMissed", "missed"),
+        # A lifecycle type no doc names is taken by its data.lifecycleEvent.
+        ("Microsoft.Graph.SubscriptionDeleted", "subscriptionRemoved"),
+        ("microsoft.graph.subscriptionMissedNotifications", "missed"),
     ],
 )
 async def test_lifecycle_events(settings: Settings, type_: str, lifecycle: str):
@@ -113,6 +116,8 @@ async def test_forged_events_are_refused(settings: Settings, source, data, why):
     [
         (lambda e: e.update(specversion="0.3"), "CloudEvent 1.0"),
         (lambda e: e.update(type="Microsoft.Graph.UserCreated"), "not a Graph mail or lifecycle event"),
+        # A subscription type without a lifecycle event in its data is no lifecycle event.
+        (lambda e: e.update(type="Microsoft.Graph.SubscriptionOther"), "not a Graph mail or lifecycle event"),
         (lambda e: e.update(source="/subscriptions/x"), "event source"),
         (lambda e: e.pop("data"), "lacks data"),
         (lambda e: e["data"].update(changeType="deleted"), "disagree"),
