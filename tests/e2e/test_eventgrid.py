@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -127,6 +128,16 @@ def graph_event(stack: Stack, sub: dict[str, Any], message_id: str, **override: 
     return event
 
 
+@contextmanager
+def graph_events_dropped(stack: Stack) -> Iterator[None]:
+    """The partner topic deactivated: Event Grid drops Graph's events, and the test queues its own."""
+    stack.control("POST", f"{topic_path(stack)}/deactivate")
+    try:
+        yield
+    finally:
+        stack.control("POST", f"{topic_path(stack)}/activate")
+
+
 def sub_for(stack: Stack, mailbox: str) -> dict[str, Any]:
     found = [s for s in subscriptions(stack) if s["resource"].startswith(f"users/{mailbox}/")]
     assert len(found) == 1, subscriptions(stack)
@@ -197,11 +208,8 @@ def test_mail_through_event_grid_lands_once_despite_duplicates(eg: Stack, reader
 
 def test_reordered_duplicate_events_written_plain_or_base64(eg: Stack, reader: BlobReader):
     take_handoffs(eg)
-    eg.control("POST", f"{topic_path(eg)}/deactivate")  # Graph's events are dropped: the test queues them
-    try:
+    with graph_events_dropped(eg):
         mails = three_mails(eg, "ap@contoso.com", "Reordered")
-    finally:
-        eg.control("POST", f"{topic_path(eg)}/activate")
     sub = sub_for(eg, "ap@contoso.com")
     events = [graph_event(eg, sub, m.message_id) for m in mails]
     # Last first, each twice, once base64 (as Event Grid writes) and once as plain JSON (as older docs say).
@@ -232,13 +240,9 @@ def test_event_grid_writing_plain_json_parks_nothing(eg: Stack, reader: BlobRead
 
 def test_an_app_message_written_before_the_upgrade_is_still_taken(eg: Stack, reader: BlobReader):
     """A change message as the app (and a host decoding base64) wrote them before messageEncoding none: base64."""
-    eg.control("POST", f"{topic_path(eg)}/deactivate")
-    try:
-        mail = deliver(eg, "ap@contoso.com", "Inbox", "Queued before the upgrade", [
-            file_attachment("before.pdf", b"%PDF-1.4 before", "application/pdf"),
-        ])  # fmt: skip
-    finally:
-        eg.control("POST", f"{topic_path(eg)}/activate")
+    with graph_events_dropped(eg):
+        pdf = file_attachment("before.pdf", b"%PDF-1.4 before", "application/pdf")
+        mail = deliver(eg, "ap@contoso.com", "Inbox", "Queued before the upgrade", [pdf])
     sub = sub_for(eg, "ap@contoso.com")
     resource = f"Users/{sub['mailboxId']}/Messages/{mail.message_id}"
     now = datetime.now(UTC).isoformat()
@@ -253,13 +257,9 @@ def test_an_app_message_written_before_the_upgrade_is_still_taken(eg: Stack, rea
 
 
 def test_forged_events_cause_no_graph_request_and_no_blob(eg: Stack, reader: BlobReader):
-    eg.control("POST", f"{topic_path(eg)}/deactivate")
-    try:
-        mail = deliver(eg, "invoices@contoso.com", "Inbox", "Forged target", [
-            file_attachment("target.pdf", b"%PDF-1.4 target", "application/pdf"),
-        ])  # fmt: skip
-    finally:
-        eg.control("POST", f"{topic_path(eg)}/activate")
+    with graph_events_dropped(eg):
+        pdf = file_attachment("target.pdf", b"%PDF-1.4 target", "application/pdf")
+        mail = deliver(eg, "invoices@contoso.com", "Inbox", "Forged target", [pdf])
     sub = sub_for(eg, "invoices@contoso.com")
     other_tenant = str(uuid.uuid4())
     forged = [
