@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("import", "webhook", "ingest", "imap", "maintain", "throughput", "delivery", "headers", "duplicates"),
         help="run one part",
     )
-    parser.add_argument("--backlog", type=int, default=1000, help="throughput: mails in the backlog")
+    parser.add_argument("--backlog", type=int, default=1000, help="throughput and delivery: mails in the backlog")
     parser.add_argument("--folders", type=int, nargs="*", default=[1, 100, 1000], help="maintain: folder counts")
     args = parser.parse_args(argv)
     if args.only in (None, "duplicates"):

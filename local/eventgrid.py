@@ -55,7 +55,7 @@ def authorize_graph(control: Control, env: Mapping[str, str]) -> None:
 
 def connect_topic(control: Control, env: Mapping[str, str], storage: str, **options: Any) -> Any:
     """Activate the partner topic Graph created, and deliver its events to EVENTGRID_QUEUE (the postprovision
-    hook's step in Azure). `options`: maxDeliveryAttempts, eventTimeToLiveInMinutes, messageEncoding."""
+    hook's step in Azure). `options`: maxDeliveryAttempts, eventTimeToLiveInMinutes."""
     with BlobServiceClient.from_connection_string(storage) as blobs, contextlib.suppress(ResourceExistsError):
         blobs.create_container(DEAD_LETTER_CONTAINER)
     path = _topic_path(env)

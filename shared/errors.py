@@ -48,6 +48,10 @@ class QueueMessageError(IngestError):
     """A queue message this app cannot read; retrying will not help."""
 
 
+class UnreadableQueueMessage(QueueMessageError):
+    """A queue message that is neither JSON nor base64 of JSON (shared/queuetext.py): parked at once."""
+
+
 class GraphError(IngestError):
     """Microsoft Graph answered with an error, or could not be reached."""
 

@@ -71,7 +71,7 @@ class Runtime:
         return self._containers[name]
 
     async def send_queue_message(self, queue: str, text: str) -> None:
-        """Send as the Functions host reads it (host.json: messageEncoding base64); the queue is made if new."""
+        """Send base64 of the text, as every writer in this app does (queuetext.py); the queue is made if new."""
         from azure.core.exceptions import ResourceExistsError
         from azure.storage.queue import TextBase64EncodePolicy
 

@@ -38,12 +38,28 @@ async def _holds(folder_key: str, subscription_id: str, arrived: float) -> Holdi
     return await get_runtime().subscriptions.holds(folder_key, subscription_id, arrived)
 
 
+class _Encoded(func.Out[list[str]]):
+    """A queue output binding whose messages are written as the app writes every queue message (base64:
+    queuetext.for_output), whatever host.json's messageEncoding."""
+
+    def __init__(self, out: func.Out[list[str]]) -> None:
+        self._out = out
+
+    def set(self, val: list[str]) -> None:
+        from .queuetext import for_output
+
+        self._out.set(for_output(val))
+
+    def get(self) -> list[str]:
+        return self._out.get()
+
+
 async def notifications(req: func.HttpRequest, out: func.Out[list[str]]) -> func.HttpResponse:
-    return await receive(req, out, verify_changes, get_settings(), _secret, _holds, "notifications")
+    return await receive(req, _Encoded(out), verify_changes, get_settings(), _secret, _holds, "notifications")
 
 
 async def lifecycle(req: func.HttpRequest, out: func.Out[list[str]]) -> func.HttpResponse:
-    return await receive(req, out, verify_lifecycle, get_settings(), _secret, _holds, "lifecycle")
+    return await receive(req, _Encoded(out), verify_lifecycle, get_settings(), _secret, _holds, "lifecycle")
 
 
 def _about(body: bytes) -> dict[str, str]:
@@ -74,24 +90,44 @@ def _about(body: bytes) -> dict[str, str]:
     return fields
 
 
-async def _queued(msg: func.QueueMessage, queue: str, events: tuple[str, str], work: Awaitable[object]) -> None:
-    """Run the work; on failure log `events[0]`, and on the last delivery park the message and log `events[1]`."""
-    from .pipeline.poison import max_dequeue_count, park
+async def _park_now(msg: func.QueueMessage, queue: str, body: bytes, reason: str, event: str) -> None:
+    """Park a message no delivery could ever take, with its reason, on its first delivery."""
+    from .pipeline.poison import park
     from .runtime import get_runtime
 
+    await park(get_runtime(), queue, body, reason, msg.dequeue_count or 0)
+    log_event(logger, event, logging.ERROR, queue_message=msg.id, reason=reason)
+
+
+async def _queued(
+    msg: func.QueueMessage, queue: str, events: tuple[str, str], work: Callable[[bytes], Awaitable[object]]
+) -> None:
+    """Run the work on the message's JSON (queuetext.py: plain or base64); on failure log `events[0]`, and on
+    the last delivery park the message and log `events[1]`. A message that is neither is parked at once."""
+    from .errors import UnreadableQueueMessage
+    from .hostqueues import max_dequeue_count
+    from .pipeline.poison import park
+    from .queuetext import decode
+    from .runtime import get_runtime
+
+    failed, poisoned = events
     try:
-        await work
+        body = decode(msg.get_body())
+    except UnreadableQueueMessage as exc:
+        await _park_now(msg, queue, msg.get_body(), one_line(exc), poisoned)
+        return
+    try:
+        await work(body)
     except Exception as exc:
         reason = one_line(exc)
         count = msg.dequeue_count or 0
-        about = _about(msg.get_body())
-        failed, poisoned = events
+        about = _about(body)
         log_event(logger, failed, logging.ERROR, queue_message=msg.id, dequeue_count=count, reason=reason, **about)
         if count < max_dequeue_count():
             raise  # the queue delivers it again after the visibility timeout
         # The last delivery: park it with its reason and let the host delete the original. Should
         # parking fail, the error propagates and the host moves the bare message to poison itself.
-        await park(get_runtime(), queue, msg.get_body(), reason, count)
+        await park(get_runtime(), queue, body, reason, count)
         log_event(logger, poisoned, logging.ERROR, queue_message=msg.id, reason=reason, **about)
 
 
@@ -100,15 +136,15 @@ async def _queued(msg: func.QueueMessage, queue: str, events: tuple[str, str], w
 Reading = tuple["Place | None", "ChangeMessage | None", Callable[[], Awaitable["IngestOutcome"]]]
 
 
-async def _ingesting(msg: func.QueueMessage, queue: str, read: Callable[[Runtime], Reading]) -> None:
+async def _ingesting(msg: func.QueueMessage, queue: str, read: Callable[[Runtime, bytes], Reading]) -> None:
     """One mail's ingest, its outcome or failure in its folder's (or account's) activity record."""
+    from .hostqueues import max_dequeue_count
     from .ops import activity
-    from .pipeline.poison import max_dequeue_count
     from .runtime import get_runtime
 
-    async def work() -> None:
+    async def work(body: bytes) -> None:
         rt = get_runtime()
-        where, change, run = read(rt)
+        where, change, run = read(rt, body)
         try:
             outcome = await run()
         except Exception as exc:
@@ -121,7 +157,7 @@ async def _ingesting(msg: func.QueueMessage, queue: str, read: Callable[[Runtime
         if where is not None:
             await activity.record(rt.state, activity.ingested(where, change, outcome, datetime.now(UTC)))
 
-    await _queued(msg, queue, ("ingest.failed", "ingest.poisoned"), work())
+    await _queued(msg, queue, ("ingest.failed", "ingest.poisoned"), work)
 
 
 async def ingest(msg: func.QueueMessage) -> None:
@@ -129,8 +165,8 @@ async def ingest(msg: func.QueueMessage) -> None:
     from .sources.graph.ingest import ingest_change
     from .sources.graph.messages import parse_change
 
-    def read(rt: Runtime) -> Reading:
-        change = parse_change(msg.get_body())
+    def read(rt: Runtime, body: bytes) -> Reading:
+        change = parse_change(body)
         return rt.settings.folder_by_key(change.folder_key), change, lambda: ingest_change(change, rt)
 
     await _ingesting(msg, CHANGES_QUEUE, read)
@@ -141,8 +177,8 @@ async def fetch(msg: func.QueueMessage) -> None:
     from .sources.accounts import ingest_fetched
     from .sources.fetch import FetchRequest
 
-    def read(rt: Runtime) -> Reading:
-        request = FetchRequest.parse(msg.get_body())
+    def read(rt: Runtime, body: bytes) -> Reading:
+        request = FetchRequest.parse(body)
         return rt.settings.account_by_key(request.account), None, lambda: ingest_fetched(request, rt)
 
     await _ingesting(msg, FETCH_QUEUE, read)
@@ -153,8 +189,6 @@ async def graph_event(msg: func.QueueMessage, changes: func.Out[list[str]], even
     the webhook queues it (a change to `mail-changes`, a lifecycle event to `mail-lifecycle`). A forged event
     is dropped; one that can never be read is parked at once, with its reason."""
     from .errors import InvalidNotification
-    from .pipeline.poison import park
-    from .runtime import get_runtime
     from .sources.graph.eventgrid import parse_event, verify_event
     from .sources.graph.known_subscriptions import now
     from .sources.graph.webhook import Trust
@@ -162,20 +196,18 @@ async def graph_event(msg: func.QueueMessage, changes: func.Out[list[str]], even
     settings = get_settings()
     queue = settings.eventgrid.queue if settings.eventgrid is not None else DEFAULT_EVENTGRID_QUEUE
     arrived = now()
-    try:
-        event = parse_event(msg.get_body())
-    except InvalidNotification as exc:
-        reason = f"not a Graph event: {exc}"
-        await park(get_runtime(), queue, msg.get_body(), reason, msg.dequeue_count or 0)
-        log_event(logger, "event.poisoned", logging.ERROR, queue_message=msg.id, reason=reason)
-        return
 
-    async def work() -> None:
+    async def work(body: bytes) -> None:
+        try:
+            event = parse_event(body)
+        except InvalidNotification as exc:
+            await _park_now(msg, queue, body, f"not a Graph event: {exc}", "event.poisoned")
+            return
         verdict = await verify_event(event, Trust(settings, await _secret(), _holds, arrived))
         if verdict.messages:
-            (changes if event.kind == "change" else events).set(verdict.messages)
+            _Encoded(changes if event.kind == "change" else events).set(verdict.messages)
 
-    await _queued(msg, queue, ("event.failed", "event.poisoned"), work())
+    await _queued(msg, queue, ("event.failed", "event.poisoned"), work)
 
 
 async def lifecycle_event(msg: func.QueueMessage) -> None:
@@ -183,10 +215,10 @@ async def lifecycle_event(msg: func.QueueMessage) -> None:
     from .sources.graph.messages import parse_lifecycle
     from .sources.graph.subscriptions import handle_lifecycle
 
-    async def work() -> None:
-        await handle_lifecycle(parse_lifecycle(msg.get_body()), get_runtime())
+    async def work(body: bytes) -> None:
+        await handle_lifecycle(parse_lifecycle(body), get_runtime())
 
-    await _queued(msg, LIFECYCLE_QUEUE, ("lifecycle.failed", "lifecycle.poisoned"), work())
+    await _queued(msg, LIFECYCLE_QUEUE, ("lifecycle.failed", "lifecycle.poisoned"), work)
 
 
 async def maintain(past_due: bool = False) -> dict[str, str]:
@@ -221,7 +253,7 @@ async def poll_fan_out(out: func.Out[list[str]]) -> None:
 
     settings = get_settings()
     if settings.accounts:
-        out.set(await fan_out(get_runtime().state, settings, now()))
+        _Encoded(out).set(await fan_out(get_runtime().state, settings, now()))
 
 
 async def poll(msg: func.QueueMessage) -> None:
@@ -231,7 +263,7 @@ async def poll(msg: func.QueueMessage) -> None:
     from .runtime import get_runtime
     from .sources.jobs import run_poll
 
-    async def work() -> None:
-        await run_poll(get_runtime(), msg.get_body())
+    async def work(body: bytes) -> None:
+        await run_poll(get_runtime(), body)
 
-    await _queued(msg, POLL_QUEUE, ("poll.failed", "poll.poisoned"), work())
+    await _queued(msg, POLL_QUEUE, ("poll.failed", "poll.poisoned"), work)

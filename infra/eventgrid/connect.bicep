@@ -21,16 +21,8 @@ resource toQueue 'Microsoft.EventGrid/partnerTopics/eventSubscriptions@2025-02-1
   name: 'mail-events-queue'
   properties: {
     eventDeliverySchema: 'CloudEventSchemaV1_0'
-    filter: {
-      includedEventTypes: [
-        'Microsoft.Graph.MessageCreated'
-        'Microsoft.Graph.MessageUpdated'
-        'Microsoft.Graph.MessageDeleted'
-        'Microsoft.Graph.SubscriptionReauthorizationRequired'
-        'Microsoft.Graph.SubscriptionRemoved'
-        'Microsoft.Graph.SubscriptionMissed'
-      ]
-    }
+    // No event type filter: the topic carries only this app's subscriptions' events, and the docs name no type
+    // for removed or missed subscriptions (shared/sources/graph/eventgrid.py); the app checks every event.
     retryPolicy: {
       maxDeliveryAttempts: 30
       eventTimeToLiveInMinutes: 1440

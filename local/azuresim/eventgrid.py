@@ -13,15 +13,22 @@ What the docs say, and what this simulates:
 - Events are CloudEvents 1.0: `type` `Microsoft.Graph.Message{Created,Updated,Deleted}` or
   `Microsoft.Graph.Subscription{ReauthorizationRequired,Removed,Missed}`, `source`
   `/tenants/{tenant}/applications/{app}`, `data` the changeNotification.
-- Storage queue delivery writes one event per message, base64-encoded (as Event Grid is reported to do
-  since 2022; `messageEncoding: none` writes the JSON as it is, as older docs described).
+- Storage queue delivery writes one event per message, base64 of its UTF-8 JSON: what Microsoft's own SDK
+  samples decode (azure-sdk-for-python consume_cloud_events_from_storage_queue.py, azure-sdk-for-java
+  ReceiveEventsFromEventHandler.java) and what is reported since 2022 (MicrosoftDocs/azure-docs#102923).
+  The Event Grid API has no setting for it. Older docs and 2021 reports said plain JSON: the test-only
+  option `testOnlyPlainQueueMessages` writes that instead, so the app is tested against both.
 - Retries: 10 s, 30 s, 1 min, 5 min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h, until
   maxDeliveryAttempts (1 to 30, default 30) or eventTimeToLiveInMinutes (1 to 1440, default 1440) runs
   out; 400, 403 and 413 from an Azure resource are not retried. Then the event is dead-lettered to the
   blob container, `{container}/{EVENT-SUBSCRIPTION-NAME}/{yyyy}/{M}/{d}/{H}/{guid}.json` (names upper
-  case, date parts not zero-padded), a JSON array of the event with deadLetterReason, deliveryAttempts,
-  lastDeliveryOutcome, lastHttpStatusCode, publishTime and lastDeliveryAttemptTime; without a dead-letter
-  container (or one that does not exist) it is dropped. The schedule runs on real time scaled by
+  case, date parts not zero-padded: as observed in MicrosoftDocs/azure-docs#33395; the docs give no path), a
+  JSON array of events (Azure-Samples/event-grid-dotnet-handle-deadlettered-events), each a CloudEvent with
+  the extension attributes the docs show for the CloudEvents 1.0 schema: `deadletterreason`,
+  `deliveryattempts`, `lastdeliveryoutcome` (the docs' values: NotFound, Unauthorized, Forbidden, BadRequest,
+  PayloadTooLarge, Busy, TimedOut, SocketError) and `publishtime` ("Delivery event formats" in Azure Event
+  Grid, "Event Grid message delivery and retry"); without a dead-letter container (or one that does not
+  exist) it is dropped. The schedule runs on real time scaled by
   `retry_scale` so tests finish; the time to live on the simulated clock.
 """
 
@@ -52,10 +59,22 @@ MAX_TOPICS_PER_APP = 10
 RETRY_SCHEDULE = (10, 30, 60, 300, 600, 1800, 3600, 10800, 21600)
 RETRY_EVERY = 43200
 NOT_RETRIED = {400, 403, 413}
+# lastDeliveryOutcome for a status the destination answered ("Event Grid message delivery and retry").
+DELIVERY_OUTCOMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 413: "PayloadTooLarge"}
 DEFAULT_AUTHORIZATION_DAYS = 7
 _REGION = re.compile(r"^[a-z][a-z0-9]{2,39}$")
 _TOPIC = re.compile(r"^[A-Za-z0-9-]{3,50}$")
 _URL_PARAMS = ("azuresubscriptionid", "resourcegroup", "partnertopic", "location")
+# What the control API's event subscription takes: the ARM properties it stands for, flattened.
+SUBSCRIPTION_FIELDS = {
+    "connectionString",
+    "queueName",
+    "deadLetterContainer",
+    "eventDeliverySchema",
+    "maxDeliveryAttempts",
+    "eventTimeToLiveInMinutes",
+    "includedEventTypes",
+}
 CHANGE_EVENT_TYPES = {"created": "Created", "updated": "Updated", "deleted": "Deleted"}
 LIFECYCLE_EVENT_TYPES = {
     "reauthorizationRequired": "Microsoft.Graph.SubscriptionReauthorizationRequired",
@@ -112,7 +131,6 @@ class EventSubscription:
     dead_letter_container: str | None = None
     max_attempts: int = 30
     ttl_minutes: int = 1440
-    encoding: str = "base64"  # "base64" | "none"
     included_types: tuple[str, ...] = ()
 
     def arm(self, parent_id: str, storage_group: str) -> dict[str, Any]:
@@ -198,6 +216,8 @@ class EventGrid:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.retry_scale = 1.0
+        # Test-only: queue messages as plain JSON, as older docs described, instead of base64.
+        self.plain_queue_messages = False
         # (azure subscription, resource group) → when the authorization of MicrosoftGraphAPI expires
         self.authorizations: dict[tuple[str, str], datetime] = {}
         # (azure subscription, resource group) → the partner configuration's defaultMaximumExpirationTimeInDays
@@ -318,18 +338,19 @@ class EventGrid:
         sub = outbox.subscription
         pending.attempts += 1
         text = json.dumps(pending.event, separators=(",", ":"))
-        if sub.encoding == "base64":
+        if not self.plain_queue_messages:
             text = base64.b64encode(text.encode()).decode("ascii")
         status: int | None
         try:
             await queue.send_message(text)
             status = 201
         except ResourceNotFoundError as exc:
-            status, pending.last_outcome = exc.status_code or 404, "QueueNotFound"
+            status, pending.last_outcome = exc.status_code or 404, "NotFound"
         except HttpResponseError as exc:
-            status, pending.last_outcome = exc.status_code, type(exc).__name__
-        except (AzureError, OSError) as exc:
-            status, pending.last_outcome = None, f"{type(exc).__name__}"
+            status = exc.status_code
+            pending.last_outcome = DELIVERY_OUTCOMES.get(status or 0, "Busy")
+        except (AzureError, OSError):
+            status, pending.last_outcome = None, "SocketError"
         log_line("EVENTGRID", f"queue {sub.queue}", status or 0, 0.0)
         pending.last_status = status
         if status == 201:
@@ -360,12 +381,10 @@ class EventGrid:
         body = [
             {
                 **pending.event,
-                "deadLetterReason": reason,
-                "deliveryAttempts": pending.attempts,
-                "lastDeliveryOutcome": pending.last_outcome,
-                "lastHttpStatusCode": pending.last_status or 0,
-                "publishTime": graph_datetime_7(pending.published),
-                "lastDeliveryAttemptTime": graph_datetime_7(now),
+                "deadletterreason": reason,
+                "deliveryattempts": pending.attempts,
+                "lastdeliveryoutcome": pending.last_outcome,
+                "publishtime": graph_datetime_7(pending.published),
             }
         ]
         try:
@@ -455,9 +474,10 @@ class EventGrid:
             raise ControlError(400, "BadRequest", "maxDeliveryAttempts must be 1 to 30")
         if not isinstance(ttl, int) or not 1 <= ttl <= 1440:
             raise ControlError(400, "BadRequest", "eventTimeToLiveInMinutes must be 1 to 1440")
-        encoding = body.get("messageEncoding", "base64")
-        if encoding not in ("base64", "none"):
-            raise ControlError(400, "BadRequest", "messageEncoding must be base64 or none")
+        unknown = sorted(set(body) - SUBSCRIPTION_FIELDS)
+        if unknown:
+            # As ARM refuses a property the API lacks (messageEncoding, for one: Event Grid has no such setting).
+            raise ControlError(400, "BadRequest", f"unknown event subscription properties: {', '.join(unknown)}")
         for name in ("connectionString", "queueName"):
             if not isinstance(body.get(name), str) or not body[name]:
                 raise ControlError(400, "BadRequest", f"{name} is required")
@@ -469,7 +489,6 @@ class EventGrid:
             dead_letter_container=body.get("deadLetterContainer"),
             max_attempts=attempts,
             ttl_minutes=ttl,
-            encoding=encoding,
             included_types=tuple(body.get("includedEventTypes") or ()),
         )
         return web.json_response(topic.describe())
@@ -478,9 +497,21 @@ class EventGrid:
         return web.json_response({"value": self.records, "pending": self.pending()})
 
     async def set_options(self, request: web.Request) -> web.Response:
+        """Simulator controls: `retryScale` (the retry schedule's speed), and the test-only
+        `testOnlyPlainQueueMessages` (queue messages as plain JSON instead of base64)."""
         body = await request.json()
-        scale = body.get("retryScale")
-        if not isinstance(scale, int | float) or isinstance(scale, bool) or scale <= 0:
-            raise ControlError(400, "BadRequest", "'retryScale' must be a positive number")
-        self.retry_scale = float(scale)
-        return web.json_response({"retryScale": self.retry_scale})
+        unknown = sorted(set(body) - {"retryScale", "testOnlyPlainQueueMessages"})
+        if unknown or not body:
+            raise ControlError(400, "BadRequest", "options are retryScale and testOnlyPlainQueueMessages")
+        if "retryScale" in body:
+            scale = body["retryScale"]
+            if not isinstance(scale, int | float) or isinstance(scale, bool) or scale <= 0:
+                raise ControlError(400, "BadRequest", "'retryScale' must be a positive number")
+            self.retry_scale = float(scale)
+        if "testOnlyPlainQueueMessages" in body:
+            if not isinstance(body["testOnlyPlainQueueMessages"], bool):
+                raise ControlError(400, "BadRequest", "'testOnlyPlainQueueMessages' must be true or false")
+            self.plain_queue_messages = body["testOnlyPlainQueueMessages"]
+        return web.json_response(
+            {"retryScale": self.retry_scale, "testOnlyPlainQueueMessages": self.plain_queue_messages}
+        )

@@ -13,9 +13,9 @@ the state container says so, and a retry that finds the mail complete looks ther
 
 A crash between sending and the record sends the message again: at least once, never lost.
 
-The message is base64-encoded, as the Functions queue trigger expects by default (host.json
-`messageEncoding`). A Storage queue message holds at most 64 KiB: a mail with very many files lists as many
-as fit, says `filesComplete: false`, and the manifest has the rest.
+The message is base64-encoded, as the Functions queue trigger expects by default and as the app writes every
+queue message (shared/queuetext.py). A Storage queue message holds at most 64 KiB: a mail with very many files
+lists as many as fit, says `filesComplete: false`, and the manifest has the rest.
 """
 
 from __future__ import annotations

@@ -6,15 +6,13 @@ would only be in a log line. Parking it here first keeps the reason with it, for
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..errors import QueueMessageError
+from ..queuetext import decode
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -23,31 +21,15 @@ CHANGES_QUEUE = "mail-changes"
 LIFECYCLE_QUEUE = "mail-lifecycle"
 POLL_QUEUE = "mail-poll"  # one message per IMAP or POP3 account folder and poll timer tick
 FETCH_QUEUE = "mail-fetch"  # one message per new IMAP or POP3 mail found by a poll
-# host.json's queues.maxDequeueCount, which an app setting can override (as the host reads it).
-HOST_OVERRIDE = "AzureFunctionsJobHost__extensions__queues__maxDequeueCount"
-HOST_DEFAULT = 5
-HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
 
 def poison_queue(queue: str) -> str:
     return f"{queue}-poison"
 
 
-@lru_cache(maxsize=1)
-def max_dequeue_count() -> int:
-    """The delivery after which the host gives a message up, as the host itself configures it."""
-    raw = os.environ.get(HOST_OVERRIDE, "").strip()
-    if raw.isdigit():
-        return int(raw)
-    try:
-        host = json.loads(HOST_JSON.read_text())
-        return int(host["extensions"]["queues"]["maxDequeueCount"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return HOST_DEFAULT
-
-
 def poisoned(queue: str, body: bytes, reason: str, dequeue_count: int) -> dict[str, Any]:
-    """The parked message: the original (as JSON when it is JSON), and why it was given up."""
+    """The parked message: the original as the worker read it (as JSON when it is JSON), and why it was
+    given up."""
     text = body.decode("utf-8", "replace")
     original: Any
     try:
@@ -83,11 +65,11 @@ class Parked:
 
 
 def _text(content: object) -> str:
-    """A message's text: base64 as the app and the host write it (host.json messageEncoding), or plain."""
+    """A message's text as a worker reads it (queuetext.py: JSON, or base64 of JSON), else as it is."""
     raw = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
     try:
-        return base64.b64decode(raw, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
+        return decode(raw.encode("utf-8")).decode("utf-8")
+    except (QueueMessageError, UnicodeDecodeError):
         return raw
 
 

@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ import httpx
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
-from azure.storage.queue import QueueClient
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from local.eventgrid import DEAD_LETTER_CONTAINER, EVENT_SUBSCRIPTION, authorize_graph
 from local.mailcheck import BlobReader, Delivered, deliver, file_attachment, subscriptions, take_handoffs
@@ -27,6 +28,7 @@ from local.stack import Stack, StackConfig
 from shared.pipeline.layout import graph_time, message_key
 from shared.pipeline.poison import CHANGES_QUEUE, LIFECYCLE_QUEUE, Parked, unwrap
 from shared.settings import MailboxFolder
+from shared.sources.graph.messages import ChangeMessage
 from shared.sources.graph.state import FolderState
 
 from .conftest import wait_until
@@ -126,6 +128,16 @@ def graph_event(stack: Stack, sub: dict[str, Any], message_id: str, **override: 
     return event
 
 
+@contextmanager
+def graph_events_dropped(stack: Stack) -> Iterator[None]:
+    """The partner topic deactivated: Event Grid drops Graph's events, and the test queues its own."""
+    stack.control("POST", f"{topic_path(stack)}/deactivate")
+    try:
+        yield
+    finally:
+        stack.control("POST", f"{topic_path(stack)}/activate")
+
+
 def sub_for(stack: Stack, mailbox: str) -> dict[str, Any]:
     found = [s for s in subscriptions(stack) if s["resource"].startswith(f"users/{mailbox}/")]
     assert len(found) == 1, subscriptions(stack)
@@ -196,39 +208,58 @@ def test_mail_through_event_grid_lands_once_despite_duplicates(eg: Stack, reader
 
 def test_reordered_duplicate_events_written_plain_or_base64(eg: Stack, reader: BlobReader):
     take_handoffs(eg)
-    eg.control("POST", f"{topic_path(eg)}/deactivate")  # Graph's events are dropped: the test queues them
-    try:
+    with graph_events_dropped(eg):
         mails = three_mails(eg, "ap@contoso.com", "Reordered")
-    finally:
-        eg.control("POST", f"{topic_path(eg)}/activate")
     sub = sub_for(eg, "ap@contoso.com")
     events = [graph_event(eg, sub, m.message_id) for m in mails]
-    # Last first, each twice, once base64 (as Event Grid writes) and once as plain JSON.
+    # Last first, each twice, once base64 (as Event Grid writes) and once as plain JSON (as older docs say).
     for event in reversed(events):
         put_event(eg, event)
         put_event(eg, event, encoded=False)
     for mail in mails:
         wait_for_manifest(reader, mail)
     drained(eg, "the events to be taken")
-    # The plain copies cannot pass host.json's base64 decoding: the host moved them, untouched, to the poison
-    # queue. replay-poison sends them back as the host reads them, and they are taken too (no second ingest).
-    wait_until(lambda: queue_length(eg, "mail-events-poison") == len(mails), 30, "the plain copies parked")
-    replay = cli(eg, "replay-poison", "--queue", "events")
-    assert replay.returncode == 0 and f"{len(mails)} message(s) moved back onto {EVENTS}" in replay.stdout
-    drained(eg, "the replayed events to be taken")
+    # host.json's messageEncoding none: the host passes both forms on, and the worker reads both; none is parked.
     assert queue_length(eg, "mail-events-poison") == 0
     keys = sorted(h["messageKey"] for h in take_handoffs(eg))
     assert keys == sorted(message_key(m.message_id) for m in mails), "each mail handed off exactly once"
 
 
-def test_forged_events_cause_no_graph_request_and_no_blob(eg: Stack, reader: BlobReader):
-    eg.control("POST", f"{topic_path(eg)}/deactivate")
+def test_event_grid_writing_plain_json_parks_nothing(eg: Stack, reader: BlobReader):
+    """The other form through Graph and Event Grid themselves (the simulator's test-only switch)."""
+    eg.control("POST", "/_sim/eventgrid/options", {"testOnlyPlainQueueMessages": True})
     try:
-        mail = deliver(eg, "invoices@contoso.com", "Inbox", "Forged target", [
-            file_attachment("target.pdf", b"%PDF-1.4 target", "application/pdf"),
-        ])  # fmt: skip
+        mails = three_mails(eg, "invoices@contoso.com", "Plain")
+        for mail in mails:
+            wait_for_manifest(reader, mail)
     finally:
-        eg.control("POST", f"{topic_path(eg)}/activate")
+        eg.control("POST", "/_sim/eventgrid/options", {"testOnlyPlainQueueMessages": False})
+    drained(eg, "the plain events to be taken")
+    assert queue_length(eg, "mail-events-poison") == 0
+
+
+def test_an_app_message_written_before_the_upgrade_is_still_taken(eg: Stack, reader: BlobReader):
+    """A change message as the app (and a host decoding base64) wrote them before messageEncoding none: base64."""
+    with graph_events_dropped(eg):
+        pdf = file_attachment("before.pdf", b"%PDF-1.4 before", "application/pdf")
+        mail = deliver(eg, "ap@contoso.com", "Inbox", "Queued before the upgrade", [pdf])
+    sub = sub_for(eg, "ap@contoso.com")
+    resource = f"Users/{sub['mailboxId']}/Messages/{mail.message_id}"
+    now = datetime.now(UTC).isoformat()
+    change = ChangeMessage(MailboxFolder("ap@contoso.com").key, sub["id"], "created", mail.message_id, resource, now)
+    with QueueClient.from_connection_string(
+        eg.storage_connection_string, CHANGES_QUEUE, message_encode_policy=TextBase64EncodePolicy()
+    ) as client:
+        client.send_message(change.to_json())
+    wait_for_manifest(reader, mail)
+    drained(eg, "the change to be taken")
+    assert queue_length(eg, f"{CHANGES_QUEUE}-poison") == 0
+
+
+def test_forged_events_cause_no_graph_request_and_no_blob(eg: Stack, reader: BlobReader):
+    with graph_events_dropped(eg):
+        pdf = file_attachment("target.pdf", b"%PDF-1.4 target", "application/pdf")
+        mail = deliver(eg, "invoices@contoso.com", "Inbox", "Forged target", [pdf])
     sub = sub_for(eg, "invoices@contoso.com")
     other_tenant = str(uuid.uuid4())
     forged = [
@@ -282,19 +313,35 @@ def test_reauthorization_and_removal_through_event_grid(eg: Stack):
     assert recreated.subscription_id in {s["id"] for s in subscriptions(eg)}
 
 
+def parked_in(stack: Stack, poison: str) -> list[Parked]:
+    try:
+        with QueueClient.from_connection_string(stack.storage_connection_string, poison) as client:
+            return [unwrap(m.id, None, m.content, m.inserted_on) for m in client.peek_messages(max_messages=32)]
+    except ResourceNotFoundError:
+        return []
+
+
 def test_a_poison_event_is_parked_with_its_reason(eg: Stack):
     put_event(eg, {"specversion": "1.0", "id": "x", "type": "Contoso.Other", "source": "/x", "data": {}})
     poison = "mail-events-poison"
 
-    def parked() -> list[Parked]:
-        try:
-            with QueueClient.from_connection_string(eg.storage_connection_string, poison) as client:
-                return [unwrap(m.id, None, m.content, m.inserted_on) for m in client.peek_messages(max_messages=32)]
-        except ResourceNotFoundError:
-            return []
+    def event_x() -> list[Parked]:
+        return [p for p in parked_in(eg, poison) if p.original.startswith("{") and json.loads(p.original)["id"] == "x"]
 
-    found = wait_until(lambda: [p for p in parked() if json.loads(p.original)["id"] == "x"], 30, "the parked event")
+    found = wait_until(event_x, 30, "the parked event")
     assert found[0].reason is not None and found[0].reason.startswith("not a Graph event: event source is not")
+
+
+@pytest.mark.parametrize("queue_name", [EVENTS, CHANGES_QUEUE])
+def test_a_message_neither_json_nor_base64_of_json_is_parked_at_once(eg: Stack, queue_name: str):
+    text = f"neither JSON nor base64 {uuid.uuid4()}"
+    with queue(eg, queue_name) as client:
+        client.send_message(text)
+    found = wait_until(
+        lambda: [p for p in parked_in(eg, f"{queue_name}-poison") if p.original == text], 30, "the parked message"
+    )
+    assert found[0].reason == "UnreadableQueueMessage: queue message is neither JSON nor base64 of JSON"
+    drained(eg, "the message to be taken")
 
 
 def test_undeliverable_events_are_dead_lettered(eg: Stack):
@@ -318,7 +365,9 @@ def test_undeliverable_events_are_dead_lettered(eg: Stack):
         assert names[0].startswith(f"{EVENT_SUBSCRIPTION.upper()}/")
         letters = json.loads(container.download_blob(names[0]).readall())
         assert letters[0]["type"] == "Microsoft.Graph.MessageCreated"
-        assert letters[0]["deadLetterReason"] == "MaxDeliveryAttemptsExceeded" and letters[0]["deliveryAttempts"] == 2
+        # The CloudEvents 1.0 schema's dead-letter attributes ("Event Grid message delivery and retry").
+        assert letters[0]["deadletterreason"] == "MaxDeliveryAttemptsExceeded" and letters[0]["deliveryattempts"] == 2
+        assert letters[0]["lastdeliveryoutcome"] == "NotFound" and letters[0]["publishtime"]
         status = cli(eg, "status", "--json")
         assert json.loads(status.stdout)["eventgrid"]["deadLettered"] >= 1
         assert "dead letters in mail-events-deadletter:" in cli(eg, "status").stdout

@@ -4,27 +4,33 @@ Graph publishes each change notification to the partner topic as a CloudEvent wh
 changeNotification (`subscriptionId`, `clientState`, `changeType`, `resource`, `resourceData.id`,
 `tenantId`), whose `source` is `/tenants/{tenant}/applications/{app}` and whose `type` names the change
 (`Microsoft.Graph.MessageCreated`, `…Updated`, `…Deleted`; Azure Event Grid, "Microsoft Outlook events").
-Lifecycle events come to the same topic (`Microsoft.Graph.SubscriptionReauthorizationRequired`, and for
-removal and missed notifications `…SubscriptionRemoved`, `…SubscriptionMissed`), `data.lifecycleEvent`
-naming the event as in a webhook's lifecycle notification. The docs' Outlook example writes some names
-capitalised (`ChangeType`, `resourceData.Id`): names are matched without regard to case, and a name given
-twice in different cases refuses the event.
+The docs' Outlook example writes some names capitalised (`ChangeType`, `resourceData.Id`): names are
+matched without regard to case, and a name given twice in different cases refuses the event.
+
+Lifecycle events come to the same topic. The docs name one type, `microsoft.graph.subscriptionReauthorizationRequired`
+("Receive Microsoft Graph API change events through Azure Event Grid"; Microsoft's Event Grid sample writes it
+`Microsoft.Graph.SubscriptionReauthorizationRequired`), hence types are compared without regard to case. No doc
+names a type for removed or missed subscriptions: `…SubscriptionRemoved` and `…SubscriptionMissed` are our
+inference, and any other `microsoft.graph.subscription…` type is taken by its `data.lifecycleEvent`, which names
+the event as a webhook's lifecycle notification does. The maintain timer covers both anyway (a removed
+subscription is recreated when renewing it answers 404; missed changes come back with the delta).
 
 Each event is checked as the webhook checks an item (webhook.py: tenant, clientState in constant time,
 the subscription the folder's record names), so a forged event queued by anyone with access to the queue
 causes no Graph request and no blob; an accepted one becomes the same queue message the webhook would
 have queued.
 
-The queue message's encoding: Event Grid writes the event JSON into the message, base64-encoded as
-reported since 2022 (MicrosoftDocs/azure-docs#102923; older docs said plain text); host.json's
-`messageEncoding: base64` decodes that before the function runs. A body that is still base64 (a host
-set to `none`, or an encoding applied twice) is decoded here, so neither form parks a good event.
+The queue message's encoding. Event Grid writes the event's JSON base64-encoded: Microsoft's SDK samples that
+read Event Grid's Storage queue messages decode base64 (azure-sdk-for-python consume_cloud_events_from_storage_queue.py,
+azure-sdk-for-java ReceiveEventsFromEventHandler.java), as reported since 2022 (MicrosoftDocs/azure-docs#102923);
+the quickstart's note (and 2021 reports, azure-webjobs-sdk#2667) say plain text, and the Event Grid API has no
+setting to choose. A Functions host decoding base64 moves a plain message to the poison queue at once, before
+any code runs (azure-sdk-for-net#18326), so host.json sets `messageEncoding: none` and the worker reads either
+form (shared/queuetext.py); every message the app writes stays base64.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import re
 from collections.abc import Mapping
@@ -48,10 +54,10 @@ LIFECYCLE_TYPES = {
     "microsoft.graph.subscriptionremoved": "subscriptionRemoved",
     "microsoft.graph.subscriptionmissed": "missed",
 }
+LIFECYCLE_PREFIX = "microsoft.graph.subscription"
 _SOURCE = re.compile(r"^/tenants/([^/]+)/applications/([^/]+)$", re.IGNORECASE)
 # The changeNotification properties the checks read, by their lower-cased name.
 _CHANGE_FIELDS = ("subscriptionId", "tenantId", "clientState", "changeType", "resource", "lifecycleEvent")
-_BASE64 = re.compile(rb"^[A-Za-z0-9+/]+={0,2}$")
 
 
 @dataclass(frozen=True)
@@ -62,19 +68,6 @@ class GraphEvent:
     kind: str
     item: dict[str, Any]
     application_id: str
-
-
-def decode_body(body: bytes) -> bytes:
-    """The event JSON: the body itself, or the body base64-decoded when it is base64 (never JSON's first byte)."""
-    text = body.strip()
-    if text[:1] in (b"{", b"["):
-        return text
-    if _BASE64.match(text):
-        try:
-            return base64.b64decode(text, validate=True).strip()
-        except (binascii.Error, ValueError):
-            pass
-    raise InvalidNotification("queue message is neither a JSON event nor base64 of one")
 
 
 def _text(value: Any, name: str) -> str:
@@ -109,8 +102,9 @@ def _item(data: Mapping[str, Any], tenant: str) -> dict[str, Any]:
 
 
 def parse_event(body: bytes) -> GraphEvent:
-    """A Graph CloudEvent from a queue message body, or InvalidNotification (the event can never be taken)."""
-    event = load_json(decode_body(body))
+    """A Graph CloudEvent from a queue message's JSON (queuetext.decode), or InvalidNotification (the event
+    can never be taken)."""
+    event = load_json(body)
     if not isinstance(event, dict):
         raise InvalidNotification("event is not a JSON object (one CloudEvent per queue message)")
     if event.get("specversion") != SPEC_VERSION:
@@ -134,6 +128,8 @@ def parse_event(body: bytes) -> GraphEvent:
         item.setdefault("lifecycleEvent", LIFECYCLE_TYPES[event_type])
         if item["lifecycleEvent"] != LIFECYCLE_TYPES[event_type]:
             raise InvalidNotification("event type and data.lifecycleEvent disagree")
+    elif event_type.startswith(LIFECYCLE_PREFIX) and item.get("lifecycleEvent") in LIFECYCLE_TYPES.values():
+        kind = "lifecycle"  # a lifecycle type no doc names: its data says which event it is
     else:
         raise InvalidNotification(f"event type {event_type[:80]!r} is not a Graph mail or lifecycle event")
     return GraphEvent(event_id, kind, item, source.group(2))
