@@ -112,3 +112,17 @@ if [ "${GRAPH_DELIVERY:-webhook}" = "eventgrid" ] && command -v az >/dev/null 2>
   az provider register --namespace Microsoft.EventGrid --wait ${AZURE_SUBSCRIPTION_ID:+--subscription "$AZURE_SUBSCRIPTION_ID"} \
     || echo "Could not register Microsoft.EventGrid; run: az provider register --namespace Microsoft.EventGrid" >&2
 fi
+
+# MALWARE_SCANNING=true: Defender for Storage (Microsoft.Security) and the topic it publishes to (Microsoft.EventGrid).
+# A deployment registers the providers of the resources it declares, but Defender's own (its scanner, the system topic
+# it listens to uploads with) come after; registering first makes the first provision work.
+case "${MALWARE_SCANNING:-false}" in
+  [Tt]rue)
+    if command -v az >/dev/null 2>&1; then
+      for namespace in Microsoft.Security Microsoft.EventGrid; do
+        az provider register --namespace "$namespace" --wait ${AZURE_SUBSCRIPTION_ID:+--subscription "$AZURE_SUBSCRIPTION_ID"} \
+          || echo "Could not register $namespace; run: az provider register --namespace $namespace" >&2
+      done
+    fi
+    ;;
+esac
