@@ -208,8 +208,9 @@ def _typespec_type(models: ModuleType, annotation: Any) -> tuple[str, frozenset[
     simple = {bool: "bool", int: "int", float: "float", str: "str"}
     if annotation in simple:
         return simple[annotation], None
-    if isinstance(annotation, type) and getattr(models, annotation.__name__, None) is annotation:
-        return annotation.__name__, None
+    name = getattr(annotation, "__name__", "")
+    if isinstance(annotation, type) and getattr(models, name, None) is annotation:
+        return name, None
     return "object", None
 
 
@@ -234,7 +235,7 @@ def model_schema(models: ModuleType, cls: type) -> Obj:
     validation: dict[str, dict[str, Any]] = {}
     for klass in reversed(inspect.getmro(cls)):
         validation.update(getattr(klass, "_validation", {}) or {})
-    for attr, spec in cls._attribute_map.items():  # type: ignore[attr-defined]
+    for attr, spec in cls._attribute_map.items():
         if spec["key"] == "":
             root.open = True
             continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ def test_the_delivery_identity_holds_two_narrow_roles() -> None:
         assert principal["operator"]["operands"]["operand_1"] == "delivery"  # delivery.properties.principalId
 
 
-BREAKAGES = {
+BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "queue role on the account": (
         lambda d: edit(d / DEFENDER_FILE, "  scope: queue\n", "  scope: storage\n"),
         "Storage Queue Data Message Sender must be scoped to a Microsoft.Storage/storageAccounts/queueServices/queues",
