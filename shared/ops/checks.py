@@ -227,9 +227,8 @@ class Checks:
 
             async def scanning() -> str:
                 setting = await arm.resource(dfs.setting_path(target), dfs.DEFENDER_API_VERSION)
-                detail, topic_id = dfs.setting_verdict(setting, target)
-                topic.append(topic_id)
-                return detail
+                topic.extend(filter(None, [dfs.named_topic(setting)]))  # checked even when the setting is wrong
+                return dfs.setting_verdict(setting, target)[0]
 
             async def provisioned() -> str:
                 return dfs.topic_verdict(await arm.resource_by_id(named_topic(), EVENTGRID_API_VERSION), named_topic())

@@ -47,6 +47,13 @@ def _properties(resource: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def named_topic(setting: Mapping[str, Any] | None) -> str | None:
+    """The resource id of the custom topic the setting publishes to, whatever else it says."""
+    scanning = _properties(setting).get("malwareScanning") or {}
+    topic = scanning.get("scanResultsEventGridTopicResourceId")
+    return topic if isinstance(topic, str) and topic.startswith("/subscriptions/") and TOPIC_TYPE in topic else None
+
+
 def setting_verdict(setting: Mapping[str, Any] | None, target: DefenderTarget) -> tuple[str, str]:
     """The detail and the topic's resource id of a setting that scans and publishes, or ValueError saying why not."""
     account = f"storage account {target.storage_account}"
@@ -62,8 +69,8 @@ def setting_verdict(setting: Mapping[str, Any] | None, target: DefenderTarget) -
     on_upload = scanning.get("onUpload") or {}
     if on_upload.get("isEnabled") is not True:
         raise ValueError(f"on-upload malware scanning is off on {account}")
-    topic = scanning.get("scanResultsEventGridTopicResourceId")
-    if not (isinstance(topic, str) and topic.startswith("/subscriptions/") and TOPIC_TYPE in topic):
+    topic = named_topic(setting)
+    if topic is None:
         raise ValueError(f"Defender sends the scan results of {account} to no Event Grid topic")
     cap = on_upload.get("capGBPerMonth")
     limit = "no monthly cap" if cap in (None, -1) else f"cap {cap} GB a month"
