@@ -304,6 +304,7 @@ module workbook 'modules/workbook.bicep' = {
     tags: tags
     applicationInsightsId: monitoring.outputs.applicationInsightsId
     graphDelivery: graphDelivery
+    malwareScanning: malwareScanning
   }
 }
 

@@ -189,3 +189,24 @@ def test_preprovision_registers_defenders_providers_when_on(tmp_path: Path, valu
     assert all("--subscription sub" in c for c in registered)
     ps1 = (INFRA / "hooks" / "preprovision.ps1").read_text()
     assert "$env:MALWARE_SCANNING -eq 'true'" in ps1 and "'Microsoft.Security', 'Microsoft.EventGrid'" in ps1
+
+
+def test_the_verdicts_chart_shows_with_scanning_only() -> None:
+    """The workbook's malware chart counts the app's three events per day, behind the hidden MalwareScanning
+    parameter that workbook.bicep fills from main.bicep's malwareScanning (`defender` or `off`)."""
+    data = json.loads((INFRA / "workbook" / "mail-ingest.workbook.json").read_text())
+    (item,) = [i for i in data["items"] if i["name"] == "malware"]
+    assert '("malware.verdict", "malware.quarantined", "malware.unscanned")' in item["content"]["query"]
+    assert "bin(timestamp, 1d)" in item["content"]["query"]
+    assert item["conditionalVisibility"] == {
+        "parameterName": "MalwareScanning",
+        "comparison": "isEqualTo",
+        "value": "defender",
+    }
+    (parameter,) = [p for p in data["items"][1]["content"]["parameters"] if p["name"] == "MalwareScanning"]
+    assert parameter["value"] == "__MALWARE_SCANNING__" and parameter["isHiddenWhenLocked"]
+    bicep = (INFRA / "modules" / "workbook.bicep").read_text()
+    assert "'__MALWARE_SCANNING__', malwareScanning ? 'defender' : 'off')" in bicep
+    assert (
+        parse(INFRA / "main.bicep")["modules"]["workbook"]["config"]["params"]["malwareScanning"] == "malwareScanning"
+    )
