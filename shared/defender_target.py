@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .delivery import AZURE_SUBSCRIPTION, RESOURCE_GROUP
+from .delivery import AZURE_SUBSCRIPTION, RESOURCE_GROUP, read_matching
 from .env import read_queue_name
 from .errors import SettingsError
 
 DEFAULT_SCAN_QUEUE = "scan-results"
+NEEDED_WITH = "MALWARE_SCANNING=defender"
 SCANNING_MODES = ("off", "defender")
 # Storage account names: 3 to 24 lower-case letters and digits.
 STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
@@ -34,15 +35,6 @@ class DefenderTarget:
     resource_group: str
     storage_account: str
     queue: str
-
-
-def _deployment(env: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise SettingsError(name, "required with MALWARE_SCANNING=defender (the infra sets it)")
-    if not pattern.match(value):
-        raise SettingsError(name, f"must be {what}, got {value!r}")
-    return value
 
 
 def _storage_account(env: Mapping[str, str]) -> str:
@@ -66,8 +58,12 @@ def defender_target_from_env(env: Mapping[str, str]) -> DefenderTarget | None:
     if mode == "off":
         return None
     return DefenderTarget(
-        azure_subscription_id=_deployment(env, "EVENTGRID_AZURE_SUBSCRIPTION_ID", AZURE_SUBSCRIPTION, "a GUID").lower(),
-        resource_group=_deployment(env, "EVENTGRID_RESOURCE_GROUP", RESOURCE_GROUP, "a resource group name"),
+        azure_subscription_id=read_matching(
+            env, "EVENTGRID_AZURE_SUBSCRIPTION_ID", AZURE_SUBSCRIPTION, "a GUID", needed_with=NEEDED_WITH
+        ).lower(),
+        resource_group=read_matching(
+            env, "EVENTGRID_RESOURCE_GROUP", RESOURCE_GROUP, "a resource group name", needed_with=NEEDED_WITH
+        ),
         storage_account=_storage_account(env),
         queue=read_queue_name(env, "MALWARE_SCAN_QUEUE", DEFAULT_SCAN_QUEUE) or DEFAULT_SCAN_QUEUE,
     )

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..defender_target import DefenderTarget
+from .eventgrid_azure import storage_queue
 
 DEFENDER_API_VERSION = "2025-06-01"  # the version infra/modules/defender.bicep deploys with
 SCAN_RESULT_EVENT = "Microsoft.Security.MalwareScanningResult"
@@ -87,14 +88,6 @@ def topic_verdict(topic: Mapping[str, Any] | None, topic_id: str) -> str:
     return f"topic {name} provisioned"
 
 
-def _destination(subscription: Mapping[str, Any]) -> Mapping[str, Any]:
-    properties = _properties(subscription)
-    destination = properties.get("destination") or (properties.get("deliveryWithResourceIdentity") or {}).get(
-        "destination"
-    )
-    return destination if isinstance(destination, Mapping) else {}
-
-
 def _carries_scan_results(subscription: Mapping[str, Any]) -> bool:
     types = (_properties(subscription).get("filter") or {}).get("includedEventTypes")
     return not types or SCAN_RESULT_EVENT in types  # no filter: every event type
@@ -103,11 +96,8 @@ def _carries_scan_results(subscription: Mapping[str, Any]) -> bool:
 def subscription_verdict(listing: Mapping[str, Any] | None, target: DefenderTarget, topic_id: str) -> str:
     subscriptions = [s for s in (listing or {}).get("value") or [] if isinstance(s, Mapping)]
     for subscription in subscriptions:
-        destination = _destination(subscription)
-        queue = (destination.get("properties") or {}).get("queueName")
-        if str(destination.get("endpointType", "")).lower() != "storagequeue" or queue != target.queue:
-            continue
-        if not _carries_scan_results(subscription):
+        queue = storage_queue(subscription)
+        if queue != target.queue or not _carries_scan_results(subscription):
             continue
         state = _properties(subscription).get("provisioningState")
         if state != "Succeeded":
