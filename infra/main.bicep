@@ -229,6 +229,10 @@ module malwareScan 'modules/defender.bicep' = if (malwareScanning) {
     queueName: malwareScanQueue
     deadLetterContainerName: scanDeadLetterContainerName
     quarantineContainerName: quarantineContainerName
+    unscannedContainerNames: [
+      stateContainerName
+      deploymentContainerName
+    ]
     capGBPerMonth: malwareScanningCapGBPerMonth
   }
 }

@@ -16,6 +16,8 @@ param identityName string
 param queueName string
 param deadLetterContainerName string
 param quarantineContainerName string
+@description('Containers of the account that hold no mail content (app state, the deployment package): not scanned.')
+param unscannedContainerNames array
 @minValue(-1)
 @description('Defender\'s capGBPerMonth: scanning stops for the rest of the calendar month after this many GB; -1 is no cap.')
 param capGBPerMonth int
@@ -176,6 +178,17 @@ resource defender 'Microsoft.Security/defenderForStorageSettings@2025-06-01' = {
       onUpload: {
         isEnabled: true
         capGBPerMonth: capGBPerMonth
+        // Only mail content is scanned (and billed): not the app's state, the package, the host's own blobs, nor the
+        // quarantined and dead-lettered blobs, which already have their verdict. Routes may write to any other
+        // container, so the filter excludes rather than lists. A trailing '/' keeps 'x-state' from excluding 'x-state2'.
+        filters: {
+          excludeBlobsWithPrefix: [for name in concat(unscannedContainerNames, [
+            'azure-webjobs-hosts'
+            'azure-webjobs-secrets'
+            quarantineContainerName
+            deadLetterContainerName
+          ]): '${name}/']
+        }
       }
       scanResultsEventGridTopicResourceId: topic.id
       // The verdict also as blob index tags on each file (Microsoft's default, stated so that it stays on).

@@ -287,6 +287,9 @@ def resolve(value: Any, scope: Scope, depth: int = 0) -> list[tuple[Any, ...]]:
         if value in scope.symbols:
             return [("unknown",)]
         return [("literal", value)]
+    if isinstance(value, dict) and set(value) >= {"loop_type", "config"}:
+        # A property's `[for x in ...: <item>]`: an array whose every element is the item expression.
+        return [("literal", [value["config"]])]
     if _is_expression(value):
         op = value.get("operator") or {}
         operands = op.get("operands") or {}

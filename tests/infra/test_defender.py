@@ -203,3 +203,24 @@ def test_the_verdicts_chart_shows_with_scanning_only() -> None:
     assert (
         parse(INFRA / "main.bicep")["modules"]["workbook"]["config"]["params"]["malwareScanning"] == "malwareScanning"
     )
+
+
+def test_only_mail_content_is_scanned() -> None:
+    """The on-upload filter excludes the containers without mail (state, package, the host's, the quarantine, the
+    dead letters), each with a trailing '/', and never the attachments container: routes may add others."""
+    onupload = parse(INFRA / DEFENDER_FILE)["resources"]["defender"]["config"]["properties"]["malwareScanning"][
+        "onUpload"
+    ]
+    prefixes = onupload["filters"]["excludeBlobsWithPrefix"]
+    assert prefixes["config"] == "${name}/"
+    listed = prefixes["loop_type"]["detail"]["array_name"]["function"]["parameters"]
+    assert listed["arg_1"] == "unscannedContainerNames"
+    assert set(listed["arg_2"]) == {
+        "azure-webjobs-hosts",
+        "azure-webjobs-secrets",
+        "quarantineContainerName",
+        "deadLetterContainerName",
+    }
+    module = parse(INFRA / "main.bicep")["modules"]["malwareScan"]["config"]["config"]
+    given = module["params"]["unscannedContainerNames"]
+    assert given == ["stateContainerName", "deploymentContainerName"]

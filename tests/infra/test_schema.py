@@ -95,6 +95,11 @@ PLANTED: dict[str, tuple[Callable[[Path], None], str]] = {
         DEFENDER
         + "properties.malwareScanning.blobScanResultsOptions: 'indexTags' is not one of ['blobindextags', 'none']",
     ),
+    "wrong type in a property's for-expression": (
+        lambda d: edit(d / "modules/defender.bicep", "]): '${name}/']", "]): 5]"),
+        DEFENDER
+        + "properties.malwareScanning.onUpload.filters.excludeBlobsWithPrefix[0]: expected string (str), got number 5",
+    ),
     "wrong type on the topic": (
         lambda d: edit(d / "modules/defender.bicep", "disableLocalAuth: true", "disableLocalAuth: 'yes'"),
         TOPIC + "properties.disableLocalAuth: expected bool (bool), got string 'yes'",
