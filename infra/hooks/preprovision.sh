@@ -117,6 +117,7 @@ fi
 # A deployment registers the providers of the resources it declares, but Defender's own (its scanner, the system topic
 # it listens to uploads with) come after; registering first makes the first provision work.
 case "${MALWARE_SCANNING:-false}" in
+  [Ff]alse) ;;
   [Tt]rue)
     if command -v az >/dev/null 2>&1; then
       for namespace in Microsoft.Security Microsoft.EventGrid; do
@@ -124,5 +125,10 @@ case "${MALWARE_SCANNING:-false}" in
           || echo "Could not register $namespace; run: az provider register --namespace $namespace" >&2
       done
     fi
+    ;;
+  *)
+    # The azd value is the template's bool; the app setting it becomes is `defender` or `off`.
+    echo "MALWARE_SCANNING must be true or false for azd (the app then gets defender or off), not '$MALWARE_SCANNING'" >&2
+    exit 1
     ;;
 esac

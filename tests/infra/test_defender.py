@@ -180,8 +180,19 @@ def test_preprovision_registers_defenders_providers_when_on(tmp_path: Path, valu
     expected = ["Microsoft.Security", "Microsoft.EventGrid"] if value == "true" else []
     assert [c.split()[4] for c in registered] == expected
     assert all("--subscription sub" in c for c in registered)
+    refused = subprocess.run(
+        ["sh", str(INFRA / "hooks" / "preprovision.sh")],
+        env=env | {"MALWARE_SCANNING": "defender"},
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1 and "MALWARE_SCANNING must be true or false for azd" in refused.stderr
     ps1 = (INFRA / "hooks" / "preprovision.ps1").read_text()
-    assert "$env:MALWARE_SCANNING -eq 'true'" in ps1 and "'Microsoft.Security', 'Microsoft.EventGrid'" in ps1
+    assert (
+        "-notin @('true', 'false')" in ps1
+        and "$env:MALWARE_SCANNING -eq 'true'" in ps1
+        and "'Microsoft.Security', 'Microsoft.EventGrid'" in ps1
+    )
 
 
 def test_the_verdicts_chart_shows_with_scanning_only() -> None:
