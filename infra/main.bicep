@@ -100,6 +100,19 @@ param eventGridQueue string = 'mail-events'
 @description('EVENTGRID_PARTNER_TOPIC: the partner topic Graph creates and publishes to; empty: derived from the app\'s name.')
 param eventGridPartnerTopic string = ''
 
+@description('Microsoft Defender for Storage on-upload malware scanning of the app\'s storage account (MALWARE_SCANNING=defender): $0.15 per GB scanned plus the per-account plan (docs/setup.md).')
+param malwareScanning bool = false
+
+@minValue(-1)
+@description('Defender\'s capGBPerMonth: no scanning for the rest of a calendar month after this many GB; -1 is no cap.')
+param malwareScanningCapGBPerMonth int = 100
+
+@description('MALWARE_SCAN_QUEUE: the Storage queue Event Grid delivers Defender\'s scan results to.')
+param malwareScanQueue string = 'scan-results'
+
+@description('QUARANTINE_CONTAINER: where the app moves a file Defender found malicious.')
+param quarantineContainerName string = 'quarantine'
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -109,6 +122,7 @@ var eventGrid = graphDelivery == 'eventgrid'
 // EVENTGRID_PARTNER_TOPIC: Graph creates it with the first subscription; names are unique per region.
 var partnerTopicName = empty(eventGridPartnerTopic) ? '${appName}-mail' : eventGridPartnerTopic
 var deadLetterContainerName = '${eventGridQueue}-deadletter'
+var scanDeadLetterContainerName = '${malwareScanQueue}-deadletter'
 var deploymentContainerName = 'app-package-${take(appName, 32)}-${take(resourceToken, 7)}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-07-01' = {
@@ -203,6 +217,26 @@ module eventGridAccess 'modules/eventgrid.bicep' = if (eventGrid) {
   }
 }
 
+module malwareScan 'modules/defender.bicep' = if (malwareScanning) {
+  name: 'defender'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    topicName: '${abbrs.eventGridDomainsTopics}scan-${resourceToken}'
+    identityName: '${abbrs.managedIdentityUserAssignedIdentities}scan-${resourceToken}'
+    queueName: malwareScanQueue
+    deadLetterContainerName: scanDeadLetterContainerName
+    quarantineContainerName: quarantineContainerName
+    unscannedContainerNames: [
+      stateContainerName
+      deploymentContainerName
+    ]
+    capGBPerMonth: malwareScanningCapGBPerMonth
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   scope: rg
@@ -239,6 +273,9 @@ module functionApp 'modules/functionapp.bicep' = {
     eventGridQueue: eventGridQueue
     eventGridPartnerTopic: partnerTopicName
     eventGridResourceGroup: rg.name
+    malwareScanning: malwareScanning
+    malwareScanQueue: malwareScanQueue
+    quarantineContainerName: quarantineContainerName
   }
   // The app starts with its roles in place: storage, Key Vault references and telemetry work from the first run.
   dependsOn: [
@@ -259,6 +296,7 @@ module alerts 'modules/alerts.bicep' = {
     mailboxes: mailboxes
     notificationSilenceHours: notificationSilenceHours
     functionFailureThreshold: functionFailureThreshold
+    malwareScanning: malwareScanning
   }
 }
 
@@ -270,6 +308,7 @@ module workbook 'modules/workbook.bicep' = {
     tags: tags
     applicationInsightsId: monitoring.outputs.applicationInsightsId
     graphDelivery: graphDelivery
+    malwareScanning: malwareScanning
   }
 }
 
@@ -293,3 +332,7 @@ output EVENTGRID_QUEUE string = eventGridQueue
 output EVENTGRID_PARTNER_TOPIC string = partnerTopicName
 output EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainerName
 output EVENTGRID_DELIVERY_IDENTITY_ID string = eventGrid ? eventGridAccess!.outputs.identityId : ''
+// MALWARE_SCANNING=defender: where Defender's verdicts go (docs/setup.md, "Malware scanning (optional)").
+output MALWARE_SCAN_QUEUE string = malwareScanQueue
+output MALWARE_SCAN_TOPIC_ID string = malwareScanning ? malwareScan!.outputs.topicId : ''
+output MALWARE_SCAN_DEADLETTER_CONTAINER string = malwareScanning ? scanDeadLetterContainerName : ''

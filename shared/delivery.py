@@ -67,10 +67,18 @@ def _delivery(env: Mapping[str, str]) -> GraphDelivery:
     raise SettingsError("GRAPH_DELIVERY", f"must be webhook or eventgrid, got {mode!r}")
 
 
-def _matching(env: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str, default: str = "") -> str:
+def read_matching(
+    env: Mapping[str, str],
+    name: str,
+    pattern: re.Pattern[str],
+    what: str,
+    default: str = "",
+    needed_with: str = "GRAPH_DELIVERY=eventgrid",
+) -> str:
+    """A setting the infra sets from the deployment (its subscription, group, region), checked against `pattern`."""
     value = env.get(name, "").strip() or default
     if not value:
-        raise SettingsError(name, "required with GRAPH_DELIVERY=eventgrid (the infra sets it)")
+        raise SettingsError(name, f"required with {needed_with} (the infra sets it)")
     if not pattern.match(value):
         raise SettingsError(name, f"must be {what}, got {value!r}")
     return value
@@ -89,16 +97,18 @@ def graph_delivery_from_env(env: Mapping[str, str]) -> tuple[GraphDelivery, Even
         return mode, None
     target = EventGridTarget(
         queue=queue,
-        partner_topic=_matching(
+        partner_topic=read_matching(
             env,
             "EVENTGRID_PARTNER_TOPIC",
             PARTNER_TOPIC,
             "3 to 50 letters, digits and hyphens",
             _default_topic(env),
         ),
-        azure_subscription_id=_matching(env, "EVENTGRID_AZURE_SUBSCRIPTION_ID", AZURE_SUBSCRIPTION, "a GUID").lower(),
-        resource_group=_matching(env, "EVENTGRID_RESOURCE_GROUP", RESOURCE_GROUP, "a resource group name"),
-        location=_matching(
+        azure_subscription_id=read_matching(
+            env, "EVENTGRID_AZURE_SUBSCRIPTION_ID", AZURE_SUBSCRIPTION, "a GUID"
+        ).lower(),
+        resource_group=read_matching(env, "EVENTGRID_RESOURCE_GROUP", RESOURCE_GROUP, "a resource group name"),
+        location=read_matching(
             env, "EVENTGRID_LOCATION", REGION, "a region's short name such as westeurope, not its display name"
         ),
     )

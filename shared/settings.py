@@ -11,6 +11,7 @@ Each role parses its own section, with the readers of `env.py`, and `parse_setti
 - `pipeline/routes.py`: ROUTES, ROUTES_FILE, ROUTES_BLOB (none into STATE_CONTAINER), the routes' after-ingest
   actions;
 - `delivery.py`: GRAPH_DELIVERY and the Event Grid partner topic and queue (EVENTGRID_*);
+- `defender_target.py`: MALWARE_SCANNING and MALWARE_SCAN_QUEUE as far as `check` needs them;
 - `pipeline/duplicates.py`: DUPLICATES;
 - here: MAILBOXES (Microsoft 365 mailboxes and IMAP/POP3 account URLs), the app registration and Graph,
   webhooks, storage and containers, Key Vault, the schedules and lifetimes, INGESTED_QUEUE.
@@ -27,6 +28,7 @@ from functools import cached_property, lru_cache
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from .defender_target import DefenderTarget, defender_target_from_env
 from .delivery import EventGridTarget, GraphDelivery, graph_delivery_from_env
 from .env import (
     VAULT_NAME,
@@ -240,6 +242,7 @@ class Settings:
     mail_connections_per_account: int = 4  # signed-in connections per account and instance (sources/pool.py)
     graph_delivery: GraphDelivery = "webhook"  # GRAPH_DELIVERY (delivery.py)
     eventgrid: EventGridTarget | None = None  # with GRAPH_DELIVERY=eventgrid: the partner topic and queue
+    defender: DefenderTarget | None = None  # with MALWARE_SCANNING=defender: what `check` reads in Azure
 
     @property
     def uses_graph(self) -> bool:
@@ -607,6 +610,7 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
         ingested_queue=read_queue_name(env, "INGESTED_QUEUE", "mail-ingested"),
         graph_delivery=delivery,
         eventgrid=eventgrid,
+        defender=defender_target_from_env(env),
     )
 
 

@@ -7,7 +7,8 @@ import ast
 import re
 from pathlib import Path
 
-from tests.infra.bicep_checks import INFRA, parse
+from tests.infra.bicep_checks import INFRA
+from tests.infra.kql_check import alert_rules as kql_alert_rules
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "operations.md"
@@ -51,9 +52,25 @@ def logged_events(*, exact: bool = False) -> set[str]:
     return events
 
 
+# Events an alert reads that the app side logs in a branch not merged here yet, each with where it comes from. Each
+# entry must still be unlogged (test_pending_events_are_not_logged_yet), so the merge that logs it removes it.
+PENDING_EVENTS = {
+    "malware.unscanned": "MALWARE_SCANNING=defender's hand-off (issue 20 part 4, the app side's branch)",
+}
+
+
 def alert_rules() -> list[dict[str, str]]:
-    rules: list[dict[str, str]] = parse(INFRA / "modules" / "alerts.bicep")["variables"]["rules"]["value"]
-    return rules
+    """Every rule, those made only with a setting too (kql_check.alert_rules)."""
+    return kql_alert_rules(INFRA)
+
+
+def _named(rule: dict[str, str]) -> set[str]:
+    return set(re.findall(r'"([a-z]+\.[a-z_]+)"', rule["query"])) - set(PENDING_EVENTS)
+
+
+def test_pending_events_are_not_logged_yet() -> None:
+    logged = logged_events() & set(PENDING_EVENTS)
+    assert not logged, f"logged now: remove them from PENDING_EVENTS: {sorted(logged)}"
 
 
 def test_logged_events_are_found() -> None:
@@ -65,7 +82,7 @@ def test_logged_events_are_found() -> None:
 def test_every_event_the_alerts_read_is_logged() -> None:
     events = logged_events()
     for rule in alert_rules():
-        named = set(re.findall(r'"([a-z]+\.[a-z_]+)"', rule["query"]))
+        named = _named(rule)
         assert named <= events, f"alert {rule['name']} reads events nothing logs: {sorted(named - events)}"
         if "customDimensions.mailbox" in rule["query"]:
             assert rule["dimension"] == "mailbox"
@@ -82,7 +99,7 @@ def test_every_event_the_doc_names_is_logged() -> None:
 def test_the_doc_documents_every_event_the_alerts_read() -> None:
     table = {m for m in re.findall(r"^\| `([a-z]+\.[a-z_]+)` \|", DOC.read_text(), flags=re.MULTILINE)}
     for rule in alert_rules():
-        assert set(re.findall(r'"([a-z]+\.[a-z_]+)"', rule["query"])) <= table
+        assert _named(rule) <= table
 
 
 def test_the_doc_documents_every_event_the_app_logs() -> None:

@@ -112,3 +112,23 @@ if [ "${GRAPH_DELIVERY:-webhook}" = "eventgrid" ] && command -v az >/dev/null 2>
   az provider register --namespace Microsoft.EventGrid --wait ${AZURE_SUBSCRIPTION_ID:+--subscription "$AZURE_SUBSCRIPTION_ID"} \
     || echo "Could not register Microsoft.EventGrid; run: az provider register --namespace Microsoft.EventGrid" >&2
 fi
+
+# MALWARE_SCANNING=true: Defender for Storage (Microsoft.Security) and the topic it publishes to (Microsoft.EventGrid).
+# A deployment registers the providers of the resources it declares, but Defender's own (its scanner, the system topic
+# it listens to uploads with) come after; registering first makes the first provision work.
+case "${MALWARE_SCANNING:-false}" in
+  [Ff]alse) ;;
+  [Tt]rue)
+    if command -v az >/dev/null 2>&1; then
+      for namespace in Microsoft.Security Microsoft.EventGrid; do
+        az provider register --namespace "$namespace" --wait ${AZURE_SUBSCRIPTION_ID:+--subscription "$AZURE_SUBSCRIPTION_ID"} \
+          || echo "Could not register $namespace; run: az provider register --namespace $namespace" >&2
+      done
+    fi
+    ;;
+  *)
+    # The azd value is the template's bool; the app setting it becomes is `defender` or `off`.
+    echo "MALWARE_SCANNING must be true or false for azd (the app then gets defender or off), not '$MALWARE_SCANNING'" >&2
+    exit 1
+    ;;
+esac

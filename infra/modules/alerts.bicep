@@ -14,6 +14,8 @@ param mailboxes string
 param notificationSilenceHours int
 @minValue(0)
 param functionFailureThreshold int
+@description('MALWARE_SCANNING=defender: the malware-unscanned rule exists only then.')
+param malwareScanning bool = false
 
 resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(alertEmail)) {
   name: actionGroupName
@@ -37,7 +39,7 @@ var actions = empty(alertEmail) ? [] : [actionGroup.id]
 // KQL verbatim string of MAILBOXES (a double quote is doubled); the query takes the mailbox before the first '/'.
 var mailboxesLiteral = '@"${replace(mailboxes, '"', '""')}"'
 
-var rules = [
+var alwaysRules = [
   {
     name: 'poisoned'
     displayName: 'Mail ingest: message parked in a poison queue'
@@ -47,6 +49,7 @@ var rules = [
     window: 'PT5M'
     queryRange: 'PT5M'
     threshold: 0
+    periods: 1
     dimension: 'mailbox'
     // The app's event, and the host's own line for a message it moves (covers both queues).
     query: 'union (traces | where tostring(customDimensions.event) in ("ingest.poisoned", "lifecycle.poisoned", "event.poisoned") | extend mailbox = tostring(customDimensions.mailbox)), (traces | where message startswith "Message has reached MaxDequeueCount" | extend mailbox = "(host)") | project timestamp, mailbox'
@@ -61,6 +64,7 @@ var rules = [
     window: 'PT15M'
     queryRange: 'PT15M'
     threshold: 0
+    periods: 1
     dimension: 'container'
     query: 'traces | where tostring(customDimensions.event) == "eventgrid.deadlettered" | project timestamp, container = tostring(customDimensions.container)'
   }
@@ -73,6 +77,7 @@ var rules = [
     window: 'PT15M'
     queryRange: 'PT15M'
     threshold: 0
+    periods: 1
     dimension: 'mailbox'
     query: 'traces | where tostring(customDimensions.event) == "subscription.failed" | project timestamp, mailbox = tostring(customDimensions.mailbox)'
   }
@@ -85,6 +90,7 @@ var rules = [
     window: 'PT15M'
     queryRange: 'PT15M'
     threshold: 0
+    periods: 1
     dimension: 'mailbox'
     query: 'traces | where tostring(customDimensions.event) == "auth.needs_consent" | project timestamp, mailbox = tostring(customDimensions.mailbox)'
   }
@@ -98,6 +104,7 @@ var rules = [
     // Two days of data (the longest a log alert reads); the query keeps the last N hours of them.
     queryRange: 'P2D'
     threshold: 0
+    periods: 1
     dimension: 'mailbox'
     query: 'let seen = traces | where timestamp > ago(${notificationSilenceHours}h) and tostring(customDimensions.event) == "notification.accepted" | distinct mailbox = tolower(tostring(customDimensions.mailbox)); print raw = ${mailboxesLiteral} | mv-expand entry = split(raw, ",") to typeof(string) | where entry !contains "://" | extend mailbox = tolower(trim(@"\\s+", tostring(split(entry, "/")[0]))) | where isnotempty(mailbox) | distinct mailbox | join kind=leftanti seen on mailbox | extend timestamp = now() | project timestamp, mailbox'
   }
@@ -110,6 +117,7 @@ var rules = [
     window: 'PT30M'
     queryRange: 'PT30M'
     threshold: 2
+    periods: 1
     dimension: 'account'
     query: 'traces | where tostring(customDimensions.event) == "source.poll_failed" | project timestamp, account = tostring(customDimensions.account)'
   }
@@ -122,10 +130,34 @@ var rules = [
     window: 'PT15M'
     queryRange: 'PT15M'
     threshold: functionFailureThreshold
+    periods: 1
     dimension: 'function'
     query: 'union (requests | where success == false | project timestamp, function = operation_Name), (exceptions | project timestamp, function = operation_Name)'
   }
 ]
+
+// MALWARE_SCANNING=defender. "Persists" is unscanned hand-offs in two consecutive 30-minute windows: one alone is a
+// file Defender could not scan (a password-protected PDF is `Not scanned`, the mail is handed off marked), which the
+// hand-off message already says; the same in the next window too means no verdicts arrive (scanning off, the cap
+// reached, the topic or its subscription broken) and a person must look.
+var malwareRules = [
+  {
+    name: 'malware-unscanned'
+    displayName: 'Mail ingest: mails handed off without malware verdicts'
+    description: 'Mails were handed off with files that have no Defender verdict (none within MALWARE_SCAN_TIMEOUT_MINUTES, or Not scanned), in two consecutive 30-minute windows.'
+    severity: 2
+    frequency: 'PT30M'
+    window: 'PT30M'
+    // Two windows of data, the default range of a two-period rule.
+    queryRange: 'PT1H'
+    threshold: 0
+    periods: 2
+    dimension: 'mailbox'
+    query: 'traces | where tostring(customDimensions.event) == "malware.unscanned" | project timestamp, mailbox = tostring(customDimensions.mailbox)'
+  }
+]
+
+var rules = concat(alwaysRules, malwareScanning ? malwareRules : [])
 
 resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
   for rule in rules: {
@@ -159,9 +191,10 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
                 ]
               }
             ]
+            // Every one of the rule's consecutive windows must fail.
             failingPeriods: {
-              numberOfEvaluationPeriods: 1
-              minFailingPeriodsToAlert: 1
+              numberOfEvaluationPeriods: rule.periods
+              minFailingPeriodsToAlert: rule.periods
             }
           }
         ]

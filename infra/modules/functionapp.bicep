@@ -40,6 +40,10 @@ param graphDelivery string
 param eventGridQueue string
 param eventGridPartnerTopic string
 param eventGridResourceGroup string
+// MALWARE_SCANNING=defender: infra/modules/defender.bicep made the queue and the quarantine container.
+param malwareScanning bool
+param malwareScanQueue string
+param quarantineContainerName string
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -155,6 +159,10 @@ var ownedSettings = {
   EVENTGRID_AZURE_SUBSCRIPTION_ID: subscription().subscriptionId
   EVENTGRID_RESOURCE_GROUP: eventGridResourceGroup
   EVENTGRID_LOCATION: location
+  // Defender's verdicts before hand-off: the queue Event Grid delivers them to, and where a malicious file goes.
+  MALWARE_SCANNING: malwareScanning ? 'defender' : 'off'
+  MALWARE_SCAN_QUEUE: malwareScanQueue
+  QUARANTINE_CONTAINER: quarantineContainerName
 }
 
 // What the app has now, on a re-provision: a setting changed in the portal stays (docs/setup.md, "Settings").

@@ -9,6 +9,8 @@ param displayName string = 'Mail Attachment Ingest'
 @allowed(['webhook', 'eventgrid'])
 @description('GRAPH_DELIVERY: the Event Grid chart shows with eventgrid only (the workbook\'s hidden GraphDelivery).')
 param graphDelivery string = 'webhook'
+@description('MALWARE_SCANNING on: the malware verdicts chart shows (the workbook\'s hidden MalwareScanning).')
+param malwareScanning bool = false
 
 // The gallery's copy opens on this Application Insights resource.
 var content = replace(loadTextContent('../workbook/mail-ingest.workbook.json'), '__APPLICATION_INSIGHTS_ID__', toLower(applicationInsightsId))
@@ -24,7 +26,7 @@ resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
     category: 'workbook'
     sourceId: toLower(applicationInsightsId)
     version: 'Notebook/1.0'
-    serializedData: replace(content, '__GRAPH_DELIVERY__', graphDelivery)
+    serializedData: replace(replace(content, '__GRAPH_DELIVERY__', graphDelivery), '__MALWARE_SCANNING__', malwareScanning ? 'defender' : 'off')
   }
 }
 

@@ -8,6 +8,8 @@
 - ``GET .../providers/Microsoft.EventGrid/partnerConfigurations/default``, ``.../partnerTopics/{name}`` and
   ``.../partnerTopics/{name}/eventSubscriptions``: the simulator's Event Grid state (eventgrid.py) in the shapes
   of the Event Grid control-plane REST API 2025-02-15.
+- Defender for Storage's setting on a storage account and Event Grid custom topics with their event subscriptions
+  (MALWARE_SCANNING=defender): arm_defender.py.
 
 As ARM does: no bearer token is 401 ``AuthenticationFailed`` with a ``WWW-Authenticate`` challenge; a token for
 another audience 401 ``InvalidAuthenticationTokenAudience``; no ``api-version`` 400 ``MissingApiVersionParameter``; an
@@ -22,12 +24,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
+from .arm_base import ArmError, control_names
+from .arm_defender import EVENTGRID_API_VERSION as TOPIC_API_VERSION
+from .arm_defender import (
+    READ_DEFENDER_SETTING,
+    READ_TOPIC,
+    READ_TOPIC_SUBSCRIPTIONS,
+    SECURITY_API_VERSION,
+    DefenderResources,
+)
 from .control import _bad, _json
-from .errors import ServiceError
 from .eventgrid import EventGrid, PartnerTopic
 from .identity import Authority, TokenError, bearer_token, origin
 from .scopes import MANAGEMENT, MANAGEMENT_CLASSIC
@@ -46,11 +55,6 @@ READ_PARTNER_TOPIC = "Microsoft.EventGrid/partnerTopics/read"
 READ_EVENT_SUBSCRIPTIONS = "Microsoft.EventGrid/partnerTopics/eventSubscriptions/read"
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _AUDIENCES = {MANAGEMENT, f"{MANAGEMENT}/", MANAGEMENT_CLASSIC, f"{MANAGEMENT_CLASSIC}/"}
-
-
-class ArmError(ServiceError):
-    def body(self, request: web.Request) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
 
 
 @dataclass
@@ -92,17 +96,25 @@ class ResourceManager:
         self.sites: dict[tuple[str, str, str], Site] = {}  # (subscription, group, name), lower case
         self.vaults: dict[tuple[str, str, str], str] = {}  # the same key → the vault's name as given
         self.assignments: list[RoleAssignment] = []
+        self.defender = DefenderResources()
 
     def routes(self) -> list[web.RouteDef]:
         site = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{name}"
         vault = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}"
         grid = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.EventGrid"
+        account = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{name}"
         return [
             web.post(f"{site}/config/appsettings/list", self.list_app_settings),
             web.get(vault, self.get_vault),
             web.get(grid + "/partnerConfigurations/{name:default}", self.get_partner_configuration),
             web.get(grid + "/partnerTopics/{name}", self.get_partner_topic),
             web.get(grid + "/partnerTopics/{name}/eventSubscriptions", self.list_event_subscriptions),
+            web.get(
+                f"{account}/providers/Microsoft.Security/defenderForStorageSettings/{{setting}}", self.get_defender
+            ),
+            web.get(grid + "/topics/{name}", self.get_topic),
+            web.get(grid + "/topics/{name}/eventSubscriptions", self.list_topic_subscriptions),
+            *self.defender.routes(),
             web.put("/_sim/arm/sites", self.put_site),
             web.put("/_sim/arm/vaults", self.put_vault),
             web.post("/_sim/arm/roleAssignments", self.add_assignment),
@@ -139,7 +151,13 @@ class ResourceManager:
 
     def _key(self, request: web.Request) -> tuple[str, str, str]:
         sub, rg, name = (request.match_info[k].lower() for k in ("sub", "rg", "name"))
-        groups = (*self.sites, *self.vaults, *self.eventgrid.authorizations, *self.eventgrid.topics)
+        groups = (
+            *self.sites,
+            *self.vaults,
+            *self.eventgrid.authorizations,
+            *self.eventgrid.topics,
+            *self.defender.groups(),
+        )
         if not any(k[0] == sub and k[1] == rg for k in groups):
             raise ArmError(
                 404, "ResourceGroupNotFound", f"Resource group '{request.match_info['rg']}' could not be found."
@@ -246,18 +264,53 @@ class ResourceManager:
             {"value": [s.arm(f"{topic_id}/eventSubscriptions", storage_group) for s in topic.subscriptions.values()]}
         )
 
+    # -- MALWARE_SCANNING=defender (arm_defender.py) ----------------------------------------------------
+    async def get_defender(self, request: web.Request) -> web.Response:
+        principal = self._caller(request)
+        DefenderResources.require_version(request, SECURITY_API_VERSION, "defenderForStorageSettings")
+        key = self._key(request)
+        if request.match_info["setting"] != "current":
+            raise ArmError(400, "InvalidResourceName", "The setting name must be 'current'.")
+        account_id = (
+            f"{self._group_id(request)}/providers/Microsoft.Storage/storageAccounts/{request.match_info['name']}"
+        )
+        setting_id = f"{account_id}/providers/Microsoft.Security/defenderForStorageSettings/current"
+        self._authorize(principal, READ_DEFENDER_SETTING, setting_id)
+        setting = self.defender.setting(key, account_id)
+        if setting is None:
+            raise self._not_found("Microsoft.Security/defenderForStorageSettings", request)
+        return web.json_response(setting)
+
+    def _custom_topic(self, request: web.Request, action: str) -> tuple[tuple[str, str, str], str]:
+        principal = self._caller(request)
+        DefenderResources.require_version(request, TOPIC_API_VERSION, "topics")
+        key = self._key(request)
+        topic_id = f"{self._group_id(request)}/providers/Microsoft.EventGrid/topics/{request.match_info['name']}"
+        self._authorize(principal, action, topic_id)
+        if key not in self.defender.topics:
+            raise self._not_found("Microsoft.EventGrid/topics", request)
+        return key, topic_id
+
+    async def get_topic(self, request: web.Request) -> web.Response:
+        key, topic_id = self._custom_topic(request, READ_TOPIC)
+        return web.json_response(self.defender.topic(key, topic_id))
+
+    async def list_topic_subscriptions(self, request: web.Request) -> web.Response:
+        key, topic_id = self._custom_topic(request, READ_TOPIC_SUBSCRIPTIONS)
+        return web.json_response({"value": self.defender.subscriptions(key, topic_id)})
+
     # -- control ---------------------------------------------------------------------------------------
     async def put_site(self, request: web.Request) -> web.Response:
         body = await _json(request)
         settings = body.get("appSettings", {})
         if not isinstance(settings, dict) or not all(isinstance(v, str) for v in settings.values()):
             raise _bad("'appSettings' must be an object of texts")
-        site = Site(*_names(body), app_settings=dict(settings))
+        site = Site(*control_names(body), app_settings=dict(settings))
         self.sites[(site.subscription.lower(), site.resource_group.lower(), site.name.lower())] = site
         return web.json_response({"id": site.id})
 
     async def put_vault(self, request: web.Request) -> web.Response:
-        sub, rg, name = _names(await _json(request))
+        sub, rg, name = control_names(await _json(request))
         self.vaults[(sub.lower(), rg.lower(), name.lower())] = name
         return web.json_response({"name": name})
 
@@ -268,10 +321,3 @@ class ResourceManager:
             raise _bad(f"'principalId', 'scope' and 'role' (one of {sorted(ROLE_ACTIONS)}) are required")
         self.assignments.append(RoleAssignment(principal, role, scope))
         return web.json_response({"principalId": principal, "role": role, "scope": scope})
-
-
-def _names(body: dict[str, Any]) -> tuple[str, str, str]:
-    sub, rg, name = (body.get(k) for k in ("subscription", "resourceGroup", "name"))
-    if not (isinstance(sub, str) and sub and isinstance(rg, str) and rg and isinstance(name, str) and name):
-        raise _bad("'subscription', 'resourceGroup' and 'name' are required")
-    return sub, rg, name

@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -22,8 +23,12 @@ from ..runtime import Runtime
 from ..settings import NO_MICROSOFT_365, MailAccount, MailboxFolder
 from ..sources.graph.folders import resolve_folder, user_path
 from ..vault import CLIENT_STATE_SECRET
+from . import defender_azure as dfs
 from . import eventgrid_azure as eg
 from .deployment import EVENTGRID_API_VERSION, PUBLIC_CLOUD, Deployment, ResourceManager
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
 
 CHECK_SECRET = "ingest-check"  # noqa: S105 (a secret's name, not a secret)
 NO_GRAPH = f"{NO_MICROSOFT_365} (token, mailbox folders and webhooks are not used)"
@@ -197,19 +202,58 @@ class Checks:
         """`url` is read inside the check: without WEBHOOK_BASE_URL it fails there, with its hint."""
         return await _run(name, lambda: validation_handshake(url()), _webhook_hint(url))
 
+    def _arm(
+        self, subscription: str, group: str, http: httpx.AsyncClient, credential: AsyncTokenCredential
+    ) -> ResourceManager:
+        where = Deployment(subscription, group, "", self.management_url, self.management_scope)
+        return ResourceManager(where, credential, http)
+
+    async def defender(self) -> list[CheckResult]:
+        """Defender for Storage's setting on the account, the topic it publishes to and the event subscription that
+        delivers to MALWARE_SCAN_QUEUE, as ARM describes them."""
+        from azure.identity.aio import DefaultAzureCredential
+
+        target = self.settings.defender
+        assert target is not None
+        topic: list[str] = []  # the setting's topic, once read: the other two checks need it
+
+        def named_topic() -> str:
+            if not topic:
+                raise ValueError("Defender's setting names no topic to look at")
+            return topic[0]
+
+        async with DefaultAzureCredential() as credential, httpx.AsyncClient(timeout=60) as http:
+            arm = self._arm(target.azure_subscription_id, target.resource_group, http, credential)
+
+            async def scanning() -> str:
+                setting = await arm.resource(dfs.setting_path(target), dfs.DEFENDER_API_VERSION)
+                topic.extend(filter(None, [dfs.named_topic(setting)]))  # checked even when the setting is wrong
+                return dfs.setting_verdict(setting, target)[0]
+
+            async def provisioned() -> str:
+                return dfs.topic_verdict(await arm.resource_by_id(named_topic(), EVENTGRID_API_VERSION), named_topic())
+
+            async def subscribed() -> str:
+                listing = await arm.resource_by_id(f"{named_topic()}/eventSubscriptions", EVENTGRID_API_VERSION)
+                return dfs.subscription_verdict(listing, target, named_topic())
+
+            hint = _arm_hint(dfs.provision_command(target), target.resource_group)
+            return [
+                await _run("Defender for Storage malware scanning", scanning, hint),
+                await _run("Defender scan results topic", provisioned, hint),
+                await _run("Defender scan results event subscription", subscribed, hint),
+            ]
+
     async def eventgrid(self) -> list[CheckResult]:
         """The partner configuration, the partner topic and its event subscription, as ARM describes them."""
         from azure.identity.aio import DefaultAzureCredential
 
         target = self.settings.eventgrid
         assert target is not None
-        where = Deployment(
-            target.azure_subscription_id, target.resource_group, "", self.management_url, self.management_scope
-        )
         topic = eg.topic_path(target)
 
         async with DefaultAzureCredential() as credential, httpx.AsyncClient(timeout=60) as http:
-            arm = ResourceManager(where, credential, http)
+            arm = self._arm(target.azure_subscription_id, target.resource_group, http, credential)
 
             async def authorized() -> str:
                 configuration = await arm.resource(eg.CONFIGURATION, EVENTGRID_API_VERSION)
@@ -287,6 +331,8 @@ class Checks:
         elif self.settings.uses_graph:
             results.append(await self.webhook("webhook (notification URL)", lambda: self.settings.notification_url))
             results.append(await self.webhook("webhook (lifecycle URL)", lambda: self.settings.lifecycle_url))
+        if self.settings.defender is not None:
+            results += await self.defender()
         results.append(await self.blob())
         if self.rt.routes_blob is not None:
             results.append(await self.routes())

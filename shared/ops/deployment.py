@@ -95,15 +95,24 @@ class ResourceManager:
 
     async def resource(self, path: str, api_version: str) -> dict[str, Any] | None:
         """A resource of the group (`path` after `/providers/`) as ARM describes it, or None when ARM answers 404."""
-        response = await self._call("GET", f"{self.deployment.group_url()}/providers/{path}", api_version)
+        where = f"{path} in resource group {self.deployment.resource_group}"
+        return await self._read(f"{self.deployment.group_url()}/providers/{path}", api_version, where)
+
+    async def resource_by_id(self, resource_id: str, api_version: str) -> dict[str, Any] | None:
+        """A resource by its full id (`/subscriptions/...`), which another resource named; None when ARM answers 404."""
+        if not resource_id.startswith("/subscriptions/"):
+            raise DeploymentError(f"{resource_id!r} is no Azure resource id")
+        return await self._read(f"{self.deployment.management_url.rstrip('/')}{resource_id}", api_version, resource_id)
+
+    async def _read(self, url: str, api_version: str, where: str) -> dict[str, Any] | None:
+        response = await self._call("GET", url, api_version)
         if response.status_code == 404:
             return None
         if response.status_code != 200:
-            where = f"resource group {self.deployment.resource_group}"
-            raise DeploymentError(f"Azure Resource Manager refused {path} in {where}: {_refusal(response)}")
+            raise DeploymentError(f"Azure Resource Manager refused {where}: {_refusal(response)}")
         body: Any = response.json()
         if not isinstance(body, dict):
-            raise DeploymentError(f"Azure Resource Manager answered {path} with no JSON object")
+            raise DeploymentError(f"Azure Resource Manager answered {where} with no JSON object")
         return body
 
     async def app_settings(self) -> dict[str, str]:

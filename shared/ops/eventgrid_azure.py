@@ -96,20 +96,24 @@ def activation_verdict(topic: Mapping[str, Any] | None, target: EventGridTarget)
     return f"partner topic {target.partner_topic} activated"
 
 
-def _destination(subscription: Mapping[str, Any]) -> Mapping[str, Any]:
+def storage_queue(subscription: Mapping[str, Any]) -> str | None:
+    """The Storage queue an event subscription delivers to, directly or with a managed identity; None for another
+    kind of destination. Shared with Defender's check (defender_azure.py)."""
     properties = subscription.get("properties") or {}
     destination = properties.get("destination") or (properties.get("deliveryWithResourceIdentity") or {}).get(
         "destination"
     )
-    return destination if isinstance(destination, Mapping) else {}
+    if not isinstance(destination, Mapping) or str(destination.get("endpointType", "")).lower() != "storagequeue":
+        return None
+    queue = (destination.get("properties") or {}).get("queueName")
+    return queue if isinstance(queue, str) else None
 
 
 def subscription_verdict(listing: Mapping[str, Any] | None, target: EventGridTarget) -> str:
     subscriptions = [s for s in (listing or {}).get("value") or [] if isinstance(s, Mapping)]
     for subscription in subscriptions:
-        destination = _destination(subscription)
-        queue = (destination.get("properties") or {}).get("queueName")
-        if str(destination.get("endpointType", "")).lower() != "storagequeue" or queue != target.queue:
+        queue = storage_queue(subscription)
+        if queue != target.queue:
             continue
         state = (subscription.get("properties") or {}).get("provisioningState")
         if state not in (None, "Succeeded"):

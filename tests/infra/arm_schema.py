@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import sys
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -124,6 +125,29 @@ MODELS: dict[tuple[str, str], tuple[str, str, str | None]] = {
         "EventSubscription",
         "azure.mgmt.eventgrid.operations._partner_topic_event_subscriptions_operations",
     ),
+    # MALWARE_SCANNING=defender (infra/modules/defender.bicep).
+    ("Microsoft.EventGrid/topics", "2025-02-15"): (
+        "azure.mgmt.eventgrid.models",
+        "Topic",
+        "azure.mgmt.eventgrid.operations._topics_operations",
+    ),
+    ("Microsoft.EventGrid/topics/eventSubscriptions", "2025-02-15"): (
+        "azure.mgmt.eventgrid.models",
+        "EventSubscription",
+        "azure.mgmt.eventgrid.operations._topic_event_subscriptions_operations",
+    ),
+    # The newest stable version. No Python SDK speaks it: azure-mgmt-security 7.0.0 has this type at 2022-12-01-preview
+    # only, 8.0.0b2 at 2025-09-01-preview, whose models are 2025-06-01's (azure-rest-api-specs, stable/2025-06-01/
+    # defenderForStorageSettings.json) plus what NOT_IN_VERSION takes away again.
+    ("Microsoft.Security/defenderForStorageSettings", "2025-06-01"): (
+        "azure.mgmt.security.models",
+        "DefenderForStorageSetting",
+        None,
+    ),
+}
+# Fields a pinned model has that the API version the Bicep uses does not, by (models module, model class).
+NOT_IN_VERSION: dict[tuple[str, str], tuple[str, ...]] = {
+    ("azure.mgmt.security.models", "MalwareScanningProperties"): ("automatedResponse",),
 }
 # sites/config is one type whose body depends on its name.
 SITE_CONFIG = {"appsettings": "StringDictionary", "web": "SiteConfigResource", "logs": "SiteLogsConfig"}
@@ -170,12 +194,48 @@ def _enum(models: ModuleType, cls: type, attr: str) -> frozenset[str] | None:
     return None
 
 
+def _typespec_type(models: ModuleType, annotation: Any) -> tuple[str, frozenset[str] | None]:
+    """A TypeSpec-generated model's field annotation as the msrest type string the checker reads, with its enum."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Union:
+        enums = [a for a in args if isinstance(a, type) and hasattr(a, "__members__")]
+        if enums:
+            return "str", frozenset(str(m.value).lower() for m in enums[0].__members__.values())
+        return _typespec_type(models, args[0]) if len(args) == 1 else ("object", None)
+    if typing.get_origin(annotation) is list:
+        inner, _ = _typespec_type(models, args[0])
+        return f"[{inner}]", None
+    simple = {bool: "bool", int: "int", float: "float", str: "str"}
+    if annotation in simple:
+        return simple[annotation], None
+    name = getattr(annotation, "__name__", "")
+    if isinstance(annotation, type) and getattr(models, name, None) is annotation:
+        return name, None
+    return "object", None
+
+
+def _typespec_schema(models: ModuleType, cls: type) -> Obj:
+    """TypeSpec-generated models (azure-mgmt-* 8+): rest fields with JSON names and visibility, no flattening."""
+    cls()  # the rest fields are gathered on the first instance
+    namespace = vars(sys.modules[cls.__module__])
+    hints = typing.get_type_hints(cls, globalns=namespace, localns={"_models": models})
+    root = Obj()
+    for attr, rest in cls._attr_to_rest_field.items():  # type: ignore[attr-defined]
+        type_, enum = _typespec_type(models, hints.get(attr))
+        root.fields[rest._rest_name] = Field(type_, list(rest._visibility or []) == ["read"], enum)
+    for name in NOT_IN_VERSION.get((models.__name__, cls.__name__), ()):
+        root.fields.pop(name, None)
+    return root
+
+
 def model_schema(models: ModuleType, cls: type) -> Obj:
+    if not hasattr(cls, "_attribute_map"):
+        return _typespec_schema(models, cls)
     root = Obj()
     validation: dict[str, dict[str, Any]] = {}
     for klass in reversed(inspect.getmro(cls)):
         validation.update(getattr(klass, "_validation", {}) or {})
-    for attr, spec in cls._attribute_map.items():  # type: ignore[attr-defined]
+    for attr, spec in cls._attribute_map.items():
         if spec["key"] == "":
             root.open = True
             continue
@@ -227,6 +287,9 @@ def resolve(value: Any, scope: Scope, depth: int = 0) -> list[tuple[Any, ...]]:
         if value in scope.symbols:
             return [("unknown",)]
         return [("literal", value)]
+    if isinstance(value, dict) and set(value) >= {"loop_type", "config"}:
+        # A property's `[for x in ...: <item>]`: an array whose every element is the item expression.
+        return [("literal", [value["config"]])]
     if _is_expression(value):
         op = value.get("operator") or {}
         operands = op.get("operands") or {}
@@ -389,12 +452,30 @@ def _bodies(res: Resource, raw: dict[str, Any], scope: Scope) -> Iterator[Scope]
         yield scope
         return
     detail = loop.get("detail") or {}
-    array = scope.variables.get(str(detail.get("array_name")))
-    if not isinstance(array, list):
+    array = _elements(scope.variables.get(str(detail.get("array_name"))), scope)
+    if array is None:
         yield scope
         return
     for element in array:
         yield Scope(scope.params, scope.variables, scope.symbols, {**scope.loop, detail["item_name"]: element})
+
+
+def _elements(value: Any, scope: Scope, depth: int = 0) -> list[Any] | None:
+    """Every element an array can hold: a literal, a variable, `concat(...)` of those, both branches of `c ? a : b`."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str) and value in scope.variables and depth < 10:
+        return _elements(scope.variables[value], scope, depth + 1)
+    function = value.get("function") if isinstance(value, dict) else None
+    operator = value.get("operator") if isinstance(value, dict) else None
+    if isinstance(function, dict) and function.get("type") == "concat":
+        parts = [_elements(arg, scope, depth + 1) for arg in function["parameters"].values()]
+    elif isinstance(operator, dict) and operator.get("type") == "conditional":
+        operands = operator["operands"]
+        parts = [_elements(operands[k], scope, depth + 1) for k in ("true_value", "false_value")]
+    else:
+        return None
+    return None if any(p is None for p in parts) else [item for part in parts for item in part or []]
 
 
 MODELS_WEB_CONFIG = ("Microsoft.Web/sites/config", "2024-04-01")

@@ -55,6 +55,10 @@ EVENTGRID_ROLES = {
         "Microsoft.Storage/storageAccounts/blobServices/containers",
     ),
 }
+# Defender's verdicts (modules/defender.bicep, malwareScanning only): Event Grid delivers them with an identity of
+# its own that holds the same two narrow roles, on the scan queue and its dead-letter container.
+DEFENDER_FILE = "modules/defender.bicep"
+DELIVERY_ROLES = {EVENTGRID_FILE: EVENTGRID_ROLES, DEFENDER_FILE: EVENTGRID_ROLES}
 OPERATOR_CONDITIONAL_ROLES = {
     "a4417e6f-fecd-4de8-b567-7b0420556985": ("Key Vault Certificates Officer", "Microsoft.KeyVault/vaults"),
 }
@@ -361,14 +365,14 @@ def check_roles(trees: dict[str, dict[str, Any]], infra: Path) -> list[str]:
         required, conditional = (
             (OPERATOR_ROLES, OPERATOR_CONDITIONAL_ROLES) if operator else (REQUIRED_ROLES, CONDITIONAL_ROLES)
         )
-        if res.file == EVENTGRID_FILE:
-            required, conditional = EVENTGRID_ROLES, {}
+        if res.file in DELIVERY_ROLES:
+            required, conditional = DELIVERY_ROLES[res.file], {}
         known = required.get(guid or "") or conditional.get(guid or "")
         if guid is None or known is None:
             problems.append(f"{where}: role {guid or '(unresolved)'} is not one of the least-privilege roles")
             continue
         role_name, scope_type = known
-        if res.file != EVENTGRID_FILE:
+        if res.file not in DELIVERY_ROLES:
             (seen_operator if operator else seen).add(guid)
         if _dig(res.body, "name", "function", "type") != "guid":
             problems.append(f"{where}: the name must come from guid()")
@@ -428,6 +432,50 @@ def check_alerts(trees: dict[str, dict[str, Any]]) -> list[str]:
     return problems
 
 
+SCAN_RESULT_EVENT = "Microsoft.Security.MalwareScanningResult"
+
+
+def check_malware_scanning(trees: dict[str, dict[str, Any]]) -> list[str]:
+    """Defender's setting scans on upload and publishes to the topic, which takes no key and whose subscription
+    delivers the scan results to a Storage queue with the delivery identity, dead-lettering with it too."""
+    problems = []
+    where = f"{DEFENDER_FILE}:"
+    settings = of_type(trees, "Microsoft.Security/defenderForStorageSettings")
+    if not settings:
+        return [f"{where} no Microsoft.Security/defenderForStorageSettings"]
+    topics = {r.symbol for r in of_type(trees, "Microsoft.EventGrid/topics")}
+    for setting in settings:
+        props = setting.properties
+        if setting.body.get("name") != "current":
+            problems.append(f"{where} the Defender setting must be named 'current'")
+        if props.get("isEnabled") is not True or _dig(props, "malwareScanning", "onUpload", "isEnabled") is not True:
+            problems.append(f"{where} Defender and its on-upload malware scanning must be enabled")
+        if props.get("overrideSubscriptionLevelSettings") is not True:
+            problems.append(f"{where} overrideSubscriptionLevelSettings must be true (a per-account custom topic)")
+        topic = _dig(props, "malwareScanning", "scanResultsEventGridTopicResourceId", "operator", "operands")
+        if not (isinstance(topic, dict) and topic.get("operand_1") in topics and topic.get("operand_2") == "id"):
+            problems.append(f"{where} scanResultsEventGridTopicResourceId must be the topic's id")
+    for topic_res in of_type(trees, "Microsoft.EventGrid/topics"):
+        if topic_res.properties.get("disableLocalAuth") is not True:
+            problems.append(f"{where} topic {topic_res.symbol}: disableLocalAuth must be true")
+    subscriptions = of_type(trees, "Microsoft.EventGrid/topics/eventSubscriptions")
+    if not subscriptions:
+        problems.append(f"{where} no event subscription delivers the scan results")
+    for sub in subscriptions:
+        props = sub.properties
+        if _dig(props, "filter", "includedEventTypes") != [SCAN_RESULT_EVENT]:
+            problems.append(f"{where} event subscription {sub.symbol} must include {SCAN_RESULT_EVENT} only")
+        if props.get("destination") is not None or props.get("deadLetterDestination") is not None:
+            problems.append(f"{where} event subscription {sub.symbol} must deliver and dead-letter with the identity")
+        delivery = props.get("deliveryWithResourceIdentity") or {}
+        if _dig(delivery, "destination", "endpointType") != "StorageQueue":
+            problems.append(f"{where} event subscription {sub.symbol} must deliver to a Storage queue")
+        dead = _dig(props, "deadLetterWithResourceIdentity", "deadLetterDestination", "endpointType")
+        if dead != "StorageBlob":
+            problems.append(f"{where} event subscription {sub.symbol} must dead-letter to a blob container")
+    return problems
+
+
 def check_parameters_file(infra: Path) -> list[str]:
     """main.parameters.json gives every required parameter of main.bicep, and nothing main.bicep lacks."""
     params = parse(infra / "main.bicep").get("parameters") or {}
@@ -467,6 +515,7 @@ def check_invariants(infra: Path) -> list[str]:
         + check_app_settings(trees)
         + check_roles(trees, infra)
         + check_alerts(trees)
+        + check_malware_scanning(trees)
         + check_parameters_file(infra)
         + check_outputs(infra)
     )

@@ -70,11 +70,18 @@ def _bicep_unescape(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), m.group(0)), text)
 
 
+def alert_rules(infra: Path) -> list[dict[str, Any]]:
+    """Every rule of alerts.bicep: the entries of each variable that lists rules (those always made, and those
+    made with a setting, such as MALWARE_SCANNING's)."""
+    variables = parse(infra / "modules" / "alerts.bicep")["variables"].values()
+    lists = [v["value"] for v in variables if isinstance(v["value"], list)]
+    return [rule for rules in lists for rule in rules if isinstance(rule, dict) and "query" in rule]
+
+
 def alert_queries(infra: Path) -> list[Query]:
-    tree = parse(infra / "modules" / "alerts.bicep")
     return [
         Query(f"alert {rule['name']}", _fill(rule["name"], _bicep_unescape(rule["query"])))
-        for rule in tree["variables"]["rules"]["value"]
+        for rule in alert_rules(infra)
     ]
 
 

@@ -21,6 +21,7 @@ from .app_settings import names_from_os_environ, names_passed_with_env, settings
 from .bicep_checks import INFRA, REPO, app_settings, app_settings_layers, bicep_files, check_invariants, load, parse
 from .checkov_run import run_checkov
 from .conftest import edit
+from .test_defender import DEFENDER_BREAKAGES
 
 # Settings the app reads that the deployment may leave unset, each with the reason. A name the app reads is
 # either set by infra/modules/functionapp.bicep or listed here; nothing else passes.
@@ -240,6 +241,9 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
         "main.parameters.json does not set the required parameter mailboxes",
     ),
 }
+
+
+BREAKAGES |= DEFENDER_BREAKAGES
 
 
 @pytest.mark.parametrize("breakage", list(BREAKAGES))

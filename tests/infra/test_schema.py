@@ -29,6 +29,8 @@ def test_every_resource_type_is_checked() -> None:
 SITE = "modules/functionapp.bicep: site (Microsoft.Web/sites@2024-04-01): "
 STORAGE = "modules/storage.bicep: storage (Microsoft.Storage/storageAccounts@2023-05-01): "
 RULES = "modules/alerts.bicep: alertRules (Microsoft.Insights/scheduledQueryRules@2023-12-01): "
+DEFENDER = "modules/defender.bicep: defender (Microsoft.Security/defenderForStorageSettings@2025-06-01): "
+TOPIC = "modules/defender.bicep: topic (Microsoft.EventGrid/topics@2025-02-15): "
 PLANTED: dict[str, tuple[Callable[[Path], None], str]] = {
     "miscased name": (
         lambda d: edit(d / "modules/storage.bicep", "allowSharedKeyAccess: false", "allowSharedKeyaccess: false"),
@@ -64,8 +66,47 @@ PLANTED: dict[str, tuple[Callable[[Path], None], str]] = {
         RULES + "properties.criteria.allOf[0].timeAggregation: 'Sum' is not one of",
     ),
     "not a duration, from a loop variable": (
-        lambda d: edit(d / "modules/alerts.bicep", "    window: 'PT30M'\n", "    window: '30 minutes'\n"),
+        lambda d: edit(
+            d / "modules/alerts.bicep",
+            "    window: 'PT30M'\n    queryRange: 'PT30M'\n",
+            "    window: '30 minutes'\n    queryRange: 'PT30M'\n",
+        ),
         RULES + "properties.windowSize: '30 minutes' is not an ISO 8601 duration",
+    ),
+    "miscased name, TypeSpec model": (
+        lambda d: edit(d / "modules/defender.bicep", "capGBPerMonth: capGBPerMonth", "capGbPerMonth: capGBPerMonth"),
+        DEFENDER + "properties.malwareScanning.onUpload.capGbPerMonth: unknown property (the model spells it "
+        "capGBPerMonth)",
+    ),
+    "property of a later API version": (
+        lambda d: edit(
+            d / "modules/defender.bicep",
+            "      blobScanResultsOptions: 'blobIndexTags'\n",
+            "      blobScanResultsOptions: 'blobIndexTags'\n      automatedResponse: 'BlobSoftDelete'\n",
+        ),
+        DEFENDER + "properties.malwareScanning.automatedResponse: unknown property",
+    ),
+    "value outside a TypeSpec enum": (
+        lambda d: edit(
+            d / "modules/defender.bicep",
+            "blobScanResultsOptions: 'blobIndexTags'",
+            "blobScanResultsOptions: 'indexTags'",
+        ),
+        DEFENDER
+        + "properties.malwareScanning.blobScanResultsOptions: 'indexTags' is not one of ['blobindextags', 'none']",
+    ),
+    "wrong type in a property's for-expression": (
+        lambda d: edit(d / "modules/defender.bicep", "]): '${name}/']", "]): 5]"),
+        DEFENDER
+        + "properties.malwareScanning.onUpload.filters.excludeBlobsWithPrefix[0]: expected string (str), got number 5",
+    ),
+    "wrong type on the topic": (
+        lambda d: edit(d / "modules/defender.bicep", "disableLocalAuth: true", "disableLocalAuth: 'yes'"),
+        TOPIC + "properties.disableLocalAuth: expected bool (bool), got string 'yes'",
+    ),
+    "not a duration, in the conditional rules": (
+        lambda d: edit(d / "modules/alerts.bicep", "queryRange: 'PT1H'", "queryRange: '1 hour'"),
+        RULES + "properties.overrideQueryTimeRange: '1 hour' is not an ISO 8601 duration",
     ),
     "API version no model is pinned for": (
         lambda d: edit(
