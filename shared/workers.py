@@ -178,6 +178,32 @@ async def graph_event(msg: func.QueueMessage, changes: func.Out[list[str]], even
     await _queued(msg, queue, ("event.failed", "event.poisoned"), work())
 
 
+async def malware_verdict(msg: func.QueueMessage) -> None:
+    """A Defender for Storage scan result from MALWARE_SCAN_QUEUE: recorded, and the mail settled when it was its
+    last verdict. A foreign event (another type, account or container, an old eTag) is dropped; one that can
+    never be read is parked at once, with its reason."""
+    from .errors import QueueMessageError
+    from .pipeline.malware.event import Foreign
+    from .pipeline.malware.worker import receive
+    from .pipeline.poison import park
+    from .runtime import get_runtime
+
+    queue = get_settings().malware.queue
+
+    async def work() -> None:
+        rt = get_runtime()
+        try:
+            await receive(rt, msg.get_body())
+        except Foreign as exc:
+            log_event(logger, "malware.dropped", logging.WARNING, queue_message=msg.id, reason=str(exc))
+        except QueueMessageError as exc:
+            reason = f"not a scan result: {exc}"
+            await park(rt, queue, msg.get_body(), reason, msg.dequeue_count or 0)
+            log_event(logger, "malware.poisoned", logging.ERROR, queue_message=msg.id, reason=reason)
+
+    await _queued(msg, queue, ("malware.failed", "malware.poisoned"), work())
+
+
 async def lifecycle_event(msg: func.QueueMessage) -> None:
     from .runtime import get_runtime
     from .sources.graph.messages import parse_lifecycle
@@ -193,7 +219,12 @@ async def maintain(past_due: bool = False) -> dict[str, str]:
     from .runtime import get_runtime
     from .sources.graph.maintain import raise_if_failed, run_pass
 
-    report = await run_pass(get_runtime(), after_outage=past_due)
+    rt = get_runtime()
+    report = await run_pass(rt, after_outage=past_due)
+    if rt.settings.malware.enabled:
+        from .pipeline.malware.worker import sweep
+
+        await sweep(rt)  # mails past MALWARE_SCAN_TIMEOUT_MINUTES handed off as unscanned
     raise_if_failed(report)
     return report
 

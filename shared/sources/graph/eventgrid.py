@@ -23,16 +23,15 @@ set to `none`, or an encoding applied twice) is decoded here, so neither form pa
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import InvalidNotification
+from ...errors import InvalidNotification, QueueMessageError
 from ...logs import log_event
+from ...queuetext import decode_event_body
 from .webhook import Trust, Verdict, load_json, verify_changes, verify_lifecycle
 
 logger = logging.getLogger(__name__)
@@ -51,7 +50,6 @@ LIFECYCLE_TYPES = {
 _SOURCE = re.compile(r"^/tenants/([^/]+)/applications/([^/]+)$", re.IGNORECASE)
 # The changeNotification properties the checks read, by their lower-cased name.
 _CHANGE_FIELDS = ("subscriptionId", "tenantId", "clientState", "changeType", "resource", "lifecycleEvent")
-_BASE64 = re.compile(rb"^[A-Za-z0-9+/]+={0,2}$")
 
 
 @dataclass(frozen=True)
@@ -65,16 +63,11 @@ class GraphEvent:
 
 
 def decode_body(body: bytes) -> bytes:
-    """The event JSON: the body itself, or the body base64-decoded when it is base64 (never JSON's first byte)."""
-    text = body.strip()
-    if text[:1] in (b"{", b"["):
-        return text
-    if _BASE64.match(text):
-        try:
-            return base64.b64decode(text, validate=True).strip()
-        except (binascii.Error, ValueError):
-            pass
-    raise InvalidNotification("queue message is neither a JSON event nor base64 of one")
+    """The event JSON, plain or base64 (`queuetext.py`); InvalidNotification when it is neither."""
+    try:
+        return decode_event_body(body)
+    except QueueMessageError as exc:
+        raise InvalidNotification(str(exc)) from None
 
 
 def _text(value: Any, name: str) -> str:
