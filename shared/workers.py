@@ -183,7 +183,7 @@ async def malware_verdict(msg: func.QueueMessage) -> None:
     last verdict. A foreign event (another type, account or container, an old eTag) is dropped; one that can
     never be read is parked at once, with its reason."""
     from .errors import QueueMessageError
-    from .pipeline.malware.event import Foreign
+    from .pipeline.malware.event import Foreign, Ignored
     from .pipeline.malware.worker import receive
     from .pipeline.poison import park
     from .runtime import get_runtime
@@ -194,6 +194,8 @@ async def malware_verdict(msg: func.QueueMessage) -> None:
         rt = get_runtime()
         try:
             await receive(rt, msg.get_body())
+        except Ignored as exc:
+            log_event(logger, "malware.ignored", logging.DEBUG, queue_message=msg.id, reason=str(exc))
         except Foreign as exc:
             log_event(logger, "malware.dropped", logging.WARNING, queue_message=msg.id, reason=str(exc))
         except QueueMessageError as exc:

@@ -111,7 +111,8 @@ class Defender:
         async for container in blobs.list_containers():
             client = blobs.get_container_client(container.name)
             async for blob in client.list_blobs():
-                found[(container.name, blob.name)] = (str(blob.etag), str(blob.blob_type), int(blob.size or 0))
+                kind = str(getattr(blob.blob_type, "value", blob.blob_type))  # BlobType is a str enum
+                found[(container.name, blob.name)] = (str(blob.etag), kind, int(blob.size or 0))
         return found
 
     async def _watch(self, account: Protected) -> None:
@@ -127,7 +128,7 @@ class Defender:
                     if account.seen.get(key) == etag:
                         continue
                     account.seen[key] = etag
-                    if not self.scanning or "BlockBlob" not in blob_type:
+                    if not self.scanning or blob_type != "BlockBlob":
                         continue
                     task = asyncio.get_running_loop().create_task(self._scan(account, blobs, key, etag, size))
                     self._scans.add(task)
