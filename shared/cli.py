@@ -332,6 +332,13 @@ def render_status(report: dict[str, Any]) -> str:
             f"event grid: partner topic {grid['partnerTopic']} → queue {grid['queue']}; "
             f"dead letters in {grid['deadLetterContainer']}: {grid['deadLettered']}"
         )
+    scan = report.get("malware")
+    if scan:
+        oldest = f", oldest {scan['oldestAwaitingSeconds']} s" if scan["awaiting"] else ""
+        lines.append(
+            f"malware verdicts: queue {scan['queue']}; {scan['awaiting']} mail(s) awaiting{oldest}, "
+            f"{scan['overdue']} past {scan['timeoutMinutes']:g} min; quarantine {scan['quarantineContainer']}"
+        )
     lines.append(f"clientState: {report['client_state']}")
     lines.append("healthy" if report["healthy"] else f"unhealthy: {', '.join(report['unhealthy'])}")
     return "\n".join(lines)
