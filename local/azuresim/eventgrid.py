@@ -534,9 +534,9 @@ class EventGrid:
         encoding = body.get("messageEncoding", "base64")
         if encoding not in ("base64", "none"):
             raise ControlError(400, "BadRequest", "messageEncoding must be base64 or none")
-        for name in ("connectionString", "queueName"):
-            if not isinstance(body.get(name), str) or not body[name]:
-                raise ControlError(400, "BadRequest", f"{name} is required")
+        for required in ("connectionString", "queueName"):
+            if not isinstance(body.get(required), str) or not body[required]:
+                raise ControlError(400, "BadRequest", f"{required} is required")
         return EventSubscription(
             name=name,
             connection_string=body["connectionString"],
