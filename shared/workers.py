@@ -218,15 +218,15 @@ async def lifecycle_event(msg: func.QueueMessage) -> None:
 
 
 async def maintain(past_due: bool = False) -> dict[str, str]:
+    from .pipeline.malware.worker import sweep
     from .runtime import get_runtime
     from .sources.graph.maintain import raise_if_failed, run_pass
 
     rt = get_runtime()
     report = await run_pass(rt, after_outage=past_due)
-    if rt.settings.malware.enabled:
-        from .pipeline.malware.worker import sweep
-
-        await sweep(rt)  # mails past MALWARE_SCAN_TIMEOUT_MINUTES handed off as unscanned
+    # Mails past MALWARE_SCAN_TIMEOUT_MINUTES handed off as unscanned; also after scanning was turned off (one
+    # listing of the state container's `malware/awaiting/` when nothing waits).
+    await sweep(rt)
     raise_if_failed(report)
     return report
 
