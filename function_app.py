@@ -9,6 +9,7 @@ import azure.functions as func
 
 from shared import workers
 from shared.delivery import DEFAULT_EVENTGRID_QUEUE
+from shared.pipeline.malware.options import DEFAULT_QUEUE as DEFAULT_SCAN_QUEUE
 from shared.pipeline.poison import CHANGES_QUEUE, FETCH_QUEUE, LIFECYCLE_QUEUE, POLL_QUEUE
 from shared.settings import DEFAULT_MAIL_POLL_SCHEDULE, get_settings
 
@@ -21,6 +22,8 @@ MAINTAIN_SCHEDULE = os.environ.get("MAINTAIN_SCHEDULE", "0 */15 * * * *")
 MAIL_POLL_SCHEDULE = os.environ.get("MAIL_POLL_SCHEDULE", DEFAULT_MAIL_POLL_SCHEDULE)
 # The Storage queue Event Grid delivers Graph's events to (GRAPH_DELIVERY=eventgrid).
 EVENTGRID_QUEUE = os.environ.get("EVENTGRID_QUEUE", "").strip() or DEFAULT_EVENTGRID_QUEUE
+# The Storage queue Event Grid delivers Defender for Storage's scan results to (MALWARE_SCANNING=defender).
+MALWARE_SCAN_QUEUE = os.environ.get("MALWARE_SCAN_QUEUE", "").strip() or DEFAULT_SCAN_QUEUE
 
 # Every HTTP route needs a function key unless it says otherwise; Graph calls the webhooks with the
 # host key `graphwebhook` in their URL (`?code=`), which the app reads as WEBHOOK_FUNCTION_KEY.
@@ -61,6 +64,12 @@ async def lifecycle(msg: func.QueueMessage) -> None:
 @app.queue_output(arg_name="events", queue_name=LIFECYCLE_QUEUE, connection=STORAGE)
 async def graph_events(msg: func.QueueMessage, changes: func.Out[list[str]], events: func.Out[list[str]]) -> None:
     await workers.graph_event(msg, changes, events)
+
+
+# Defender for Storage's malware verdicts: a mail's hand-off waits until each file it stored has one.
+@app.queue_trigger(arg_name="msg", queue_name=MALWARE_SCAN_QUEUE, connection=STORAGE)
+async def malware_verdicts(msg: func.QueueMessage) -> None:
+    await workers.malware_verdict(msg)
 
 
 @app.timer_trigger(arg_name="timer", schedule=MAINTAIN_SCHEDULE, run_on_startup=False, use_monitor=True)

@@ -18,6 +18,10 @@ other mailbox (stored, marked `duplicateOf` the first); a password-protected PDF
 (Purview / IRM) mail are marked `protected` and routed to a review container; a winmail.dat whose
 checksums fail is extracted and its files marked `damaged`.
 
+Then malware verdicts (MALWARE_SCANNING=defender, the simulator's Defender for Storage scanning every upload):
+a clean invoice is handed off after its verdict, the EICAR test file is moved to the quarantine container and
+the rest of its mail handed off marked, and a zip Defender cannot open is handed off marked unscanned.
+
 Then an IMAP account: a Dovecot server (started here, TLS from a test CA the app trusts through
 SSL_CERT_FILE, the password in Key Vault) receives an invoice with the order attached as a mail; the
 poll timer queues it, the fetch worker takes it through the same pipeline, and its files are checked by
@@ -48,6 +52,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from local.azuresim.defender import eicar
 from local.azuresim.runner import secret_client
 from local.azuresim.tnef import TnefFile, encode_tnef
 from local.dovecot import Dovecot
@@ -80,7 +85,7 @@ ROUTES = [
         "match": {"from": ["*@northwind.example", "*@*.northwind.example"]},
         "container": AP_CONTAINER,
         "path": "{senderDomain}/{yyyy}/{MM}/{messageKey}",
-        "tags": {"docType": "invoice"},
+        # No tags of its own: with MALWARE_SCANNING=defender Defender's two need the room (docs/trust.md).
     },
     {"name": "junk", "match": {"from": "*@lottery.example"}, "skip": True},
     {"name": "review-protected", "match": {"protected": True}, "container": REVIEW_CONTAINER},
@@ -301,7 +306,7 @@ def show_routes(stack: Stack) -> bool:
         return False
     print()
     print_table(checks)
-    handoffs = take_handoffs(stack)
+    handoffs = wait_for_handoffs(stack, [invoice])
     print()
     print(f"Hand-off messages received on mail-ingested ({len(handoffs)}, one per completed mail):")
     for message in handoffs:
@@ -318,6 +323,62 @@ def show_routes(stack: Stack) -> bool:
         and ids.count(message_key(invoice.message_id)) == 1
         and message_key(junk.message_id) not in ids
     )
+
+
+def wait_for_handoffs(stack: Stack, mails: list[Delivered], timeout: float = 60) -> list[dict[str, Any]]:
+    """Hand-off messages taken off the queue until each of `mails` has one (they come once their files' malware
+    verdicts are in)."""
+    wanted = {message_key(m.message_id) for m in mails}
+    taken: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while not wanted <= {m["id"] for m in taken} and time.monotonic() < deadline:
+        taken += take_handoffs(stack)
+        time.sleep(0.2)
+    return taken
+
+
+def show_malware(stack: Stack) -> bool:
+    """MALWARE_SCANNING=defender: a clean invoice, one with the EICAR test file (quarantined), and a zip Defender
+    cannot open (Not Scanned: handed off unscanned). Each hand-off comes after the verdicts."""
+    print()
+    print("Malware verdicts (Defender for Storage, simulated): clean, malicious, not scanned ...")
+    secret = {
+        "path": "secret.pdf",
+        "contentBase64": file_attachment("", tiny_pdf("Price list"), "")["contentBase64"],
+        "encrypted": True,
+    }
+    mails = {
+        "clean": deliver(stack, INVOICES, "Inbox", "Invoice 2026-1400", [
+            file_attachment("Invoice 2026-1400.pdf", tiny_pdf("Invoice 2026-1400"), "application/pdf"),
+        ]),
+        "malicious": deliver(stack, INVOICES, "Inbox", "Invoice 2026-1401 (and a test virus)", [
+            file_attachment("Invoice 2026-1401.pdf", tiny_pdf("Invoice 2026-1401"), "application/pdf"),
+            file_attachment("eicar.txt", eicar(), "text/plain"),
+        ]),
+        "unscanned": deliver(stack, INVOICES, "Inbox", "Price list (zip, password in a separate mail)", [
+            {"name": "price list.zip", "kind": "file", "contentType": "application/zip", "zip": {"entries": [secret]}},
+        ]),
+    }  # fmt: skip
+    handoffs = {m["id"]: m for m in wait_for_handoffs(stack, list(mails.values()))}
+    ok = True
+    for expected, mail in mails.items():
+        message = handoffs.get(message_key(mail.message_id))
+        if message is None:
+            print(f"  FAILED: no hand-off for {mail.subject!r}")
+            ok = False
+            continue
+        status = message["malwareScan"]["status"]
+        ok = ok and status == expected
+        print(f"  {mail.subject[:46]:46} malwareScan {status}")
+        for file in message["files"]:
+            scan = file["malwareScan"]
+            print(f"      handed off   {file['name']:24} {scan.get('result') or '-'}  {scan.get('reason') or ''}"[:118])
+        for file in message.get("quarantined", []):
+            scan = file["malwareScan"]
+            where = (scan.get("quarantine") or {}).get("container")
+            print(f"      quarantined  {file['name']:24} {','.join(scan['threats'])} → container {where}")
+            ok = ok and where == "quarantine"
+    return ok
 
 
 def locked_pdf(text: str) -> bytes:
@@ -472,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ROUTES": json.dumps(ROUTES),
                 "MAIL_POLL_SCHEDULE": "*/2 * * * * *",
                 "GRAPH_DELIVERY": delivery,
+                "MALWARE_SCANNING": "defender",
             },
         )
         stack = running.enter_context(Stack(config))
@@ -504,9 +566,10 @@ def main(argv: list[str] | None = None) -> int:
         delivered = complete and all(c.ok for c in checks)
         routed = show_routes(stack)
         trusted = show_trust(stack)
+        scanned = show_malware(stack)
         imported = import_from_imap(stack, server)
         recovered = recover_missed_mail(stack, delivery)
-        return 0 if delivered and routed and trusted and imported and recovered else 1
+        return 0 if delivered and routed and trusted and scanned and imported and recovered else 1
 
 
 if __name__ == "__main__":

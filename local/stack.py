@@ -23,7 +23,7 @@ from typing import Any
 import certifi
 import httpx
 
-from local import eventgrid
+from local import eventgrid, malware
 from local.azuresim.runner import SimulatorProcess, start_simulator
 from local.azurite import Azurite
 from local.devhost.keys import HostKeys, new_key, write_keys
@@ -202,6 +202,8 @@ class Stack:
             self._create_mailboxes()
             if eventgrid.uses_eventgrid(self.env):
                 eventgrid.authorize_graph(self.control, self.env)
+            if malware.uses_defender(self.env):
+                malware.connect_defender(self.control, self.env, storage)
             if not self.config.devhost:
                 return self
             port = self.config.devhost_port or free_port()
@@ -269,7 +271,8 @@ class Stack:
             }
         )
         env.update(self.config.app_settings)
-        if eventgrid.uses_eventgrid(env):
+        if eventgrid.uses_eventgrid(env) or malware.uses_defender(env):
+            # The deployment's subscription, group and region, which the infra sets in every deployment.
             env = {**eventgrid.LOCAL_SETTINGS, **env}
         return env
 

@@ -29,12 +29,14 @@ import httpx
 
 from .delivery import DEFAULT_EVENTGRID_QUEUE
 from .errors import IngestError, SettingsError, StateConflict, one_line
+from .logs import redact_url
 from .ops.activity import ActivityStore
 from .ops.checks import CheckResult, Checks
 from .ops.deployment import PUBLIC_CLOUD, Deployment, deployment_settings
 from .ops.health import collect_status, to_json
 from .ops.webhook_guard import refuse_foreign_webhook
 from .pipeline.layout import graph_time, message_key
+from .pipeline.malware.options import DEFAULT_QUEUE as DEFAULT_SCAN_QUEUE
 from .pipeline.poison import (
     CHANGES_QUEUE,
     FETCH_QUEUE,
@@ -62,6 +64,7 @@ QUEUES = {
     "poll": POLL_QUEUE,
     "fetch": FETCH_QUEUE,
     "events": DEFAULT_EVENTGRID_QUEUE,  # EVENTGRID_QUEUE when set: Graph's events through Event Grid
+    "scans": DEFAULT_SCAN_QUEUE,  # MALWARE_SCAN_QUEUE when set: Defender's scan results
 }
 TIMER_NOTE = (
     "note: the maintain timer creates subscriptions again for folders still in MAILBOXES; "
@@ -332,6 +335,13 @@ def render_status(report: dict[str, Any]) -> str:
             f"event grid: partner topic {grid['partnerTopic']} → queue {grid['queue']}; "
             f"dead letters in {grid['deadLetterContainer']}: {grid['deadLettered']}"
         )
+    scan = report.get("malware")
+    if scan:
+        oldest = f", oldest {scan['oldestAwaitingSeconds']} s" if scan["awaiting"] else ""
+        lines.append(
+            f"malware verdicts: queue {scan['queue']}; {scan['awaiting']} mail(s) awaiting{oldest}, "
+            f"{scan['overdue']} past {scan['timeoutMinutes']:g} min; quarantine {scan['quarantineContainer']}"
+        )
     lines.append(f"clientState: {report['client_state']}")
     lines.append("healthy" if report["healthy"] else f"unhealthy: {', '.join(report['unhealthy'])}")
     return "\n".join(lines)
@@ -408,6 +418,8 @@ def describe(settings: Settings, parked: Parked) -> str:
             about = f"{where} message {message_key(str(data['message_id']))}"
         elif data.get("event"):
             about = f"{where} lifecycle {data['event']}"
+        elif isinstance(data.get("data"), dict) and data["data"].get("blobUri"):
+            about = f"scan result for {redact_url(str(data['data']['blobUri']))}"
     reason = parked.reason or "no reason recorded (moved by the host)"
     return f"{about} (parked {parked.failed_at or '-'}): {reason}"
 
@@ -415,6 +427,7 @@ def describe(settings: Settings, parked: Parked) -> str:
 async def cmd_replay(rt: Runtime, args: argparse.Namespace) -> int:
     eventgrid = rt.settings.eventgrid
     queue = eventgrid.queue if args.queue == "events" and eventgrid is not None else QUEUES[args.queue]
+    queue = rt.settings.malware.queue if args.queue == "scans" else queue
     if args.dry_run:
         parked, count = await peek_parked(rt, queue)
         for item in parked:

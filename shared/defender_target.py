@@ -5,8 +5,8 @@ event subscription delivers it to the Storage queue MALWARE_SCAN_QUEUE (infra/mo
 is the one the app stores in (AzureWebJobsStorage); the subscription and resource group are the deployment's own,
 which the infra sets as EVENTGRID_AZURE_SUBSCRIPTION_ID and EVENTGRID_RESOURCE_GROUP in every deployment.
 
-The app's side of MALWARE_SCANNING (the verdict worker, quarantine, hand-off waiting) reads its settings in its own
-module; this reads only what the check needs, with the same names and values (issue 20's contract).
+MALWARE_SCANNING and MALWARE_SCAN_QUEUE are parsed once, with the app's other scanning settings, in
+`pipeline/malware/options.py`; this adds only where `check` finds Defender in Azure.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .delivery import AZURE_SUBSCRIPTION, RESOURCE_GROUP, read_matching
-from .env import read_queue_name
 from .errors import SettingsError
+from .pipeline.malware.options import MalwareScanning
 
-DEFAULT_SCAN_QUEUE = "scan-results"
 NEEDED_WITH = "MALWARE_SCANNING=defender"
-SCANNING_MODES = ("off", "defender")
 # Storage account names: 3 to 24 lower-case letters and digits.
 STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 
@@ -38,24 +36,28 @@ class DefenderTarget:
 
 
 def _storage_account(env: Mapping[str, str]) -> str:
-    """The account of AzureWebJobsStorage: `AccountName=` of a connection string, else the blob endpoint's host."""
+    """The account of AzureWebJobsStorage: a connection string's `AccountName=` (Azurite's for
+    `UseDevelopmentStorage=true`) or its `BlobEndpoint`'s host, else the identity-based blob endpoint's host."""
     connection = env.get("AzureWebJobsStorage", "").strip()
-    parts = dict(p.split("=", 1) for p in connection.split(";") if "=" in p)
-    name = parts.get("AccountName") or (
-        urlsplit(env.get("AzureWebJobsStorage__blobServiceUri", "").strip()).hostname or ""
-    )
-    name = name.split(".")[0].lower()
+    parts = {k.strip().lower(): v.strip() for k, v in (p.split("=", 1) for p in connection.split(";") if "=" in p)}
+    if parts.get("usedevelopmentstorage", "").lower() == "true":
+        name = "devstoreaccount1"
+    else:
+        endpoint = parts.get("blobendpoint") or env.get("AzureWebJobsStorage__blobServiceUri", "").strip()
+        url = urlsplit(endpoint)
+        host = url.hostname or ""
+        # Azurite's endpoints name the account in the path (http://127.0.0.1:10000/devstoreaccount1).
+        local = host == "localhost" or host.replace(".", "").isdigit()
+        name = parts.get("accountname") or (url.path.strip("/").split("/")[0] if local else host.split(".")[0])
+    name = name.lower()
     if not STORAGE_ACCOUNT.match(name):
         raise SettingsError("AzureWebJobsStorage", "names no storage account for Defender to scan")
     return name
 
 
-def defender_target_from_env(env: Mapping[str, str]) -> DefenderTarget | None:
+def defender_target_from_env(env: Mapping[str, str], scanning: MalwareScanning) -> DefenderTarget | None:
     """None with MALWARE_SCANNING=off (the default); with `defender`, what `check` reads in Azure."""
-    mode = env.get("MALWARE_SCANNING", "").strip().lower() or "off"
-    if mode not in SCANNING_MODES:
-        raise SettingsError("MALWARE_SCANNING", f"must be off or defender, got {mode!r}")
-    if mode == "off":
+    if not scanning.enabled:
         return None
     return DefenderTarget(
         azure_subscription_id=read_matching(
@@ -65,5 +67,5 @@ def defender_target_from_env(env: Mapping[str, str]) -> DefenderTarget | None:
             env, "EVENTGRID_RESOURCE_GROUP", RESOURCE_GROUP, "a resource group name", needed_with=NEEDED_WITH
         ),
         storage_account=_storage_account(env),
-        queue=read_queue_name(env, "MALWARE_SCAN_QUEUE", DEFAULT_SCAN_QUEUE) or DEFAULT_SCAN_QUEUE,
+        queue=scanning.queue,
     )

@@ -9,7 +9,8 @@ settings.py composes them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from .errors import SettingsError
@@ -68,17 +69,31 @@ def read_url(env: Mapping[str, str], name: str, default: str | None, *, https: b
     return value.rstrip("/")
 
 
-def read_int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+_N = TypeVar("_N", int, float)
+
+
+def _read_bounded(
+    env: Mapping[str, str], name: str, default: _N, low: _N, high: _N, parse: Callable[[str], _N], what: str
+) -> _N:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise SettingsError(name, f"must be a whole number, got {raw!r}") from None
+        raise SettingsError(name, f"must be {what}, got {raw!r}") from None
     if not low <= value <= high:
         raise SettingsError(name, f"must be between {low} and {high}, got {value}")
     return value
+
+
+def read_int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    return _read_bounded(env, name, default, low, high, int, "a whole number")
+
+
+def read_number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    """A decimal number (`0.5`), within bounds; tests set minutes as fractions."""
+    return _read_bounded(env, name, default, low, high, float, "a number")
 
 
 def read_bool(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .pipeline.malware.options import check_tag_room
 from .pipeline.routes import Route, check_route_actions, checked_routes
 from .pipeline.routes_blob import BlobRoutes
 from .pipeline.storage import BlobStore, blob_service, queue_service
@@ -149,6 +150,7 @@ def _routes_blob(settings: Settings, state: BlobStore) -> BlobRoutes | None:
     def validate(text: str) -> tuple[Route, ...]:
         routes = checked_routes("ROUTES_BLOB", text, settings.state_container)
         check_route_actions(routes, places, "ROUTES_BLOB")
+        check_tag_room(routes, settings.malware, "ROUTES_BLOB")
         return routes
 
     return BlobRoutes(state, settings.routes_blob, validate)

@@ -13,6 +13,7 @@ Each role parses its own section, with the readers of `env.py`, and `parse_setti
 - `delivery.py`: GRAPH_DELIVERY and the Event Grid partner topic and queue (EVENTGRID_*);
 - `defender_target.py`: MALWARE_SCANNING and MALWARE_SCAN_QUEUE as far as `check` needs them;
 - `pipeline/duplicates.py`: DUPLICATES;
+- `pipeline/malware/options.py`: MALWARE_SCANNING, MALWARE_SCAN_*, QUARANTINE_CONTAINER, and the routes' tag room;
 - here: MAILBOXES (Microsoft 365 mailboxes and IMAP/POP3 account URLs), the app registration and Graph,
   webhooks, storage and containers, Key Vault, the schedules and lifetimes, INGESTED_QUEUE.
 """
@@ -45,6 +46,7 @@ from .errors import SettingsError
 from .pipeline.duplicates import Mode as DuplicatesMode
 from .pipeline.duplicates import duplicates_from_env
 from .pipeline.layout import message_key
+from .pipeline.malware.options import MalwareScanning, check_tag_room, malware_scanning_from_env
 from .pipeline.routes import Route, check_route_actions, routes_blob_from_env, routes_from_env
 from .pipeline.rules import (
     AfterIngest,
@@ -242,6 +244,7 @@ class Settings:
     mail_connections_per_account: int = 4  # signed-in connections per account and instance (sources/pool.py)
     graph_delivery: GraphDelivery = "webhook"  # GRAPH_DELIVERY (delivery.py)
     eventgrid: EventGridTarget | None = None  # with GRAPH_DELIVERY=eventgrid: the partner topic and queue
+    malware: MalwareScanning = field(default_factory=MalwareScanning)  # MALWARE_SCANNING and its settings
     defender: DefenderTarget | None = None  # with MALWARE_SCANNING=defender: what `check` reads in Azure
 
     @property
@@ -564,6 +567,10 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
     check_after_ingest(after_ingest, by_folder, places)
     check_route_actions(routes, places)
     delivery, eventgrid = graph_delivery_from_env(env)
+    attachments_container = read_container(env, "ATTACHMENTS_CONTAINER", "mail-attachments")
+    taken = {state_container: "STATE_CONTAINER", attachments_container: "ATTACHMENTS_CONTAINER"}
+    malware = malware_scanning_from_env(env, taken)
+    check_tag_room(routes, malware)
     return Settings(
         tenant_id=tenant_id,
         client_id=client_id,
@@ -580,7 +587,7 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
         webhook_base_url=webhook_base,
         webhook_function_key=env.get("WEBHOOK_FUNCTION_KEY", "").strip() or None,
         storage=_storage(env),
-        attachments_container=read_container(env, "ATTACHMENTS_CONTAINER", "mail-attachments"),
+        attachments_container=attachments_container,
         state_container=state_container,
         key_vault_url=read_url(env, "KEY_VAULT_URL", None),
         key_vault_verify_challenge_resource=read_bool(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
@@ -610,7 +617,8 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
         ingested_queue=read_queue_name(env, "INGESTED_QUEUE", "mail-ingested"),
         graph_delivery=delivery,
         eventgrid=eventgrid,
-        defender=defender_target_from_env(env),
+        malware=malware,
+        defender=defender_target_from_env(env, malware),
     )
 
 

@@ -210,6 +210,30 @@ async def graph_event(msg: func.QueueMessage, changes: func.Out[list[str]], even
     await _queued(msg, queue, ("event.failed", "event.poisoned"), work)
 
 
+async def malware_verdict(msg: func.QueueMessage) -> None:
+    """A Defender for Storage scan result from MALWARE_SCAN_QUEUE: recorded, and the mail settled when it was its
+    last verdict. A foreign event (another type, account or container, an old eTag) is dropped; one that can
+    never be read is parked at once, with its reason."""
+    from .errors import QueueMessageError
+    from .pipeline.malware.event import Foreign, Ignored
+    from .pipeline.malware.worker import receive
+    from .runtime import get_runtime
+
+    queue = get_settings().malware.queue
+
+    async def work(body: bytes) -> None:
+        try:
+            await receive(get_runtime(), body)
+        except Ignored as exc:
+            log_event(logger, "malware.ignored", logging.DEBUG, queue_message=msg.id, reason=str(exc))
+        except Foreign as exc:
+            log_event(logger, "malware.dropped", logging.WARNING, queue_message=msg.id, reason=str(exc))
+        except QueueMessageError as exc:
+            await _park_now(msg, queue, body, f"not a scan result: {exc}", "malware.poisoned")
+
+    await _queued(msg, queue, ("malware.failed", "malware.poisoned"), work)
+
+
 async def lifecycle_event(msg: func.QueueMessage) -> None:
     from .runtime import get_runtime
     from .sources.graph.messages import parse_lifecycle
@@ -222,10 +246,15 @@ async def lifecycle_event(msg: func.QueueMessage) -> None:
 
 
 async def maintain(past_due: bool = False) -> dict[str, str]:
+    from .pipeline.malware.worker import sweep
     from .runtime import get_runtime
     from .sources.graph.maintain import raise_if_failed, run_pass
 
-    report = await run_pass(get_runtime(), after_outage=past_due)
+    rt = get_runtime()
+    report = await run_pass(rt, after_outage=past_due)
+    # Mails past MALWARE_SCAN_TIMEOUT_MINUTES handed off as unscanned; also after scanning was turned off (one
+    # listing of the state container's `malware/awaiting/` when nothing waits).
+    await sweep(rt)
     raise_if_failed(report)
     return report
 

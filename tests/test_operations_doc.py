@@ -52,25 +52,13 @@ def logged_events(*, exact: bool = False) -> set[str]:
     return events
 
 
-# Events an alert reads that the app side logs in a branch not merged here yet, each with where it comes from. Each
-# entry must still be unlogged (test_pending_events_are_not_logged_yet), so the merge that logs it removes it.
-PENDING_EVENTS = {
-    "malware.unscanned": "MALWARE_SCANNING=defender's hand-off (issue 20 part 4, the app side's branch)",
-}
-
-
 def alert_rules() -> list[dict[str, str]]:
     """Every rule, those made only with a setting too (kql_check.alert_rules)."""
     return kql_alert_rules(INFRA)
 
 
 def _named(rule: dict[str, str]) -> set[str]:
-    return set(re.findall(r'"([a-z]+\.[a-z_]+)"', rule["query"])) - set(PENDING_EVENTS)
-
-
-def test_pending_events_are_not_logged_yet() -> None:
-    logged = logged_events() & set(PENDING_EVENTS)
-    assert not logged, f"logged now: remove them from PENDING_EVENTS: {sorted(logged)}"
+    return set(re.findall(r'"([a-z]+\.[a-z_]+)"', rule["query"]))
 
 
 def test_logged_events_are_found() -> None:

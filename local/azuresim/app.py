@@ -15,6 +15,7 @@ from .arm import ResourceManager
 from .clock import Clock
 from .consent import Authorize
 from .control import Control
+from .defender import Defender
 from .delegated import UserGrants
 from .delivery import Delivery
 from .directory import Directory
@@ -148,6 +149,8 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     app = web.Application(middlewares=[make_middleware(faults, log, router, store)], client_max_size=64 * 1024 * 1024)
     app.add_routes(control.routes())
     app.add_routes(eventgrid.routes())
+    defender = Defender(clock, eventgrid)
+    app.add_routes(defender.routes())
     app.add_routes(IdentityControl(store, directory).routes())
     vault = KeyVault(store, clock, authority)
     app.add_routes(vault.routes())
@@ -160,6 +163,7 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await delivery.start()
         yield
+        await defender.close()
         await eventgrid.close()
         await delivery.close()
 

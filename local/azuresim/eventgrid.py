@@ -30,6 +30,8 @@ What the docs say, and what this simulates:
   Grid, "Event Grid message delivery and retry"); without a dead-letter container (or one that does not
   exist) it is dropped. The schedule runs on real time scaled by
   `retry_scale` so tests finish; the time to live on the simulated clock.
+- Custom topics (`Microsoft.EventGrid/topics`, input schema EventGridSchema) take a publisher's events, such as
+  Defender for Storage's scan results (`defender.py`), and deliver them through the same machinery.
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ DELIVERY_OUTCOMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 4
 DEFAULT_AUTHORIZATION_DAYS = 7
 _REGION = re.compile(r"^[a-z][a-z0-9]{2,39}$")
 _TOPIC = re.compile(r"^[A-Za-z0-9-]{3,50}$")
+_TOPIC_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.EventGrid/topics/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
 _URL_PARAMS = ("azuresubscriptionid", "resourcegroup", "partnertopic", "location")
 # What the control API's event subscription takes: the ARM properties it stands for, flattened.
 SUBSCRIPTION_FIELDS = {
@@ -204,8 +210,28 @@ class PartnerTopic:
 
 
 @dataclass
+class CustomTopic:
+    """A custom topic (Microsoft.EventGrid/topics) in the Event Grid event schema: what Defender for Storage
+    publishes its scan results to. Its subscriptions deliver that schema as it is."""
+
+    ref: TopicRef
+    subscriptions: dict[str, EventSubscription] = field(default_factory=dict)
+
+    @property
+    def resource_id(self) -> str:
+        ref = self.ref
+        return (
+            f"/subscriptions/{ref.azure_subscription_id}/resourceGroups/{ref.resource_group}"
+            f"/providers/Microsoft.EventGrid/topics/{ref.name}"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.resource_id, "location": self.ref.location, "eventSubscriptions": sorted(self.subscriptions)}
+
+
+@dataclass
 class _Outbox:
-    topic: PartnerTopic
+    topic: PartnerTopic | CustomTopic
     subscription: EventSubscription
     items: list[PendingEvent] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -223,6 +249,7 @@ class EventGrid:
         # (azure subscription, resource group) → the partner configuration's defaultMaximumExpirationTimeInDays
         self.configurations: dict[tuple[str, str], int] = {}
         self.topics: dict[tuple[str, str, str], PartnerTopic] = {}
+        self.custom_topics: dict[tuple[str, str, str], CustomTopic] = {}
         self.records: list[dict[str, Any]] = []
         self._outboxes: dict[tuple[tuple[str, str, str], str], _Outbox] = {}
 
@@ -274,6 +301,23 @@ class EventGrid:
             outbox.wake.set()
         return copies
 
+    def custom_topic(self, resource_id: str) -> CustomTopic | None:
+        """The custom topic an ARM resource id names (case-insensitive, as ARM ids are)."""
+        match = _TOPIC_ID.match(resource_id)
+        if match is None:
+            return None
+        return self.custom_topics.get((match["sub"].lower(), match["rg"].lower(), match["name"].lower()))
+
+    def publish_custom(self, topic: CustomTopic, event: dict[str, Any]) -> None:
+        """A publisher's event (Event Grid event schema) to each of the topic's subscriptions that takes its type."""
+        loop = asyncio.get_running_loop()
+        for subscription in topic.subscriptions.values():
+            if subscription.included_types and event["eventType"] not in subscription.included_types:
+                continue
+            outbox = self._outbox(topic, subscription)
+            outbox.items.append(PendingEvent(dict(event), self.clock.now(), due=loop.time()))
+            outbox.wake.set()
+
     def cloud_event(self, kind: str, item: dict[str, Any], app_id: str, tenant_id: str) -> dict[str, Any]:
         if kind == "change":
             event_type = f"Microsoft.Graph.Message{CHANGE_EVENT_TYPES[item['changeType']]}"
@@ -293,7 +337,7 @@ class EventGrid:
         }
 
     # -- delivery -------------------------------------------------------------------------------
-    def _outbox(self, topic: PartnerTopic, subscription: EventSubscription) -> _Outbox:
+    def _outbox(self, topic: PartnerTopic | CustomTopic, subscription: EventSubscription) -> _Outbox:
         key = (topic.ref.key, subscription.name)
         outbox = self._outboxes.get(key)
         if outbox is None or outbox.subscription is not subscription:
@@ -405,6 +449,8 @@ class EventGrid:
             web.get(base + "/partnerTopics", self.list_topics),
             web.post(base + "/partnerTopics/{sub}/{rg}/{name}/{action:activate|deactivate}", self.set_activation),
             web.put(base + "/partnerTopics/{sub}/{rg}/{name}/eventSubscriptions/{es}", self.put_subscription),
+            web.put(base + "/topics/{sub}/{rg}/{name}", self.put_custom_topic),
+            web.put(base + "/topics/{sub}/{rg}/{name}/eventSubscriptions/{es}", self.put_custom_subscription),
             web.get(base + "/records", self.list_records),
             web.post(base + "/options", self.set_options),
         ]
@@ -469,6 +515,36 @@ class EventGrid:
         schema = body.get("eventDeliverySchema", "CloudEventSchemaV1_0")
         if schema != "CloudEventSchemaV1_0":
             raise ControlError(400, "BadRequest", "partner topics of Microsoft Graph deliver CloudEventSchemaV1_0 only")
+        name = request.match_info["es"]
+        topic.subscriptions[name] = self._subscription(name, body)
+        return web.json_response(topic.describe())
+
+    async def put_custom_topic(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        body = await request.json()
+        if body.get("inputSchema", "EventGridSchema") != "EventGridSchema":
+            raise ControlError(400, "BadRequest", "this simulator's custom topics take the EventGridSchema")
+        location = body.get("location", "")
+        if not isinstance(location, str) or not _REGION.match(location):
+            raise ControlError(400, "BadRequest", "location must be a region's short name such as westeurope")
+        ref = TopicRef(info["sub"], info["rg"], info["name"], location)
+        topic = self.custom_topics.setdefault(ref.key, CustomTopic(ref))
+        return web.json_response(topic.describe())
+
+    async def put_custom_subscription(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        topic = self.custom_topics.get((info["sub"].lower(), info["rg"].lower(), info["name"].lower()))
+        if topic is None:
+            raise ControlError(404, "ResourceNotFound", f"topic '{info['name']}' does not exist")
+        body = await request.json()
+        if body.get("eventDeliverySchema", "EventGridSchema") != "EventGridSchema":
+            raise ControlError(400, "BadRequest", "a topic in the EventGridSchema delivers that schema here")
+        name = info["es"]
+        topic.subscriptions[name] = self._subscription(name, body)
+        return web.json_response(topic.describe())
+
+    def _subscription(self, name: str, body: dict[str, Any]) -> EventSubscription:
+        """An event subscription's Storage queue destination and delivery policy, checked as Event Grid does."""
         attempts, ttl = body.get("maxDeliveryAttempts", 30), body.get("eventTimeToLiveInMinutes", 1440)
         if not isinstance(attempts, int) or not 1 <= attempts <= 30:
             raise ControlError(400, "BadRequest", "maxDeliveryAttempts must be 1 to 30")
@@ -478,11 +554,10 @@ class EventGrid:
         if unknown:
             # As ARM refuses a property the API lacks (messageEncoding, for one: Event Grid has no such setting).
             raise ControlError(400, "BadRequest", f"unknown event subscription properties: {', '.join(unknown)}")
-        for name in ("connectionString", "queueName"):
-            if not isinstance(body.get(name), str) or not body[name]:
-                raise ControlError(400, "BadRequest", f"{name} is required")
-        name = request.match_info["es"]
-        topic.subscriptions[name] = EventSubscription(
+        for required in ("connectionString", "queueName"):
+            if not isinstance(body.get(required), str) or not body[required]:
+                raise ControlError(400, "BadRequest", f"{required} is required")
+        return EventSubscription(
             name=name,
             connection_string=body["connectionString"],
             queue=body["queueName"],
@@ -491,7 +566,6 @@ class EventGrid:
             ttl_minutes=ttl,
             included_types=tuple(body.get("includedEventTypes") or ()),
         )
-        return web.json_response(topic.describe())
 
     async def list_records(self, request: web.Request) -> web.Response:
         return web.json_response({"value": self.records, "pending": self.pending()})

@@ -22,7 +22,7 @@ from ..sources.graph.maintain import last_pass
 from ..sources.graph.state import FolderState, StateStore
 from ..sources.status import accounts_status, add_accounts
 from ..vault import CLIENT_STATE_SECRET
-from . import eventgrid
+from . import eventgrid, malware
 from .activity import Activity, ActivityStore
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ async def queue_counts(rt: Runtime) -> dict[str, int]:
             return 0
         return int(props.approximate_message_count or 0)
 
-    names = (*QUEUES, *eventgrid.queues(rt))
+    names = (*QUEUES, *eventgrid.queues(rt), *malware.queues(rt))
     names = (*names, rt.settings.ingested_queue) if rt.settings.ingested_queue else names
     counts = await asyncio.gather(*(count(name) for name in names))
     return dict(zip(names, counts, strict=True))
@@ -220,6 +220,9 @@ async def collect_status(rt: Runtime, now: datetime | None = None) -> dict[str, 
     found_eventgrid = await eventgrid.status(rt)
     if found_eventgrid is not None:
         report["eventgrid"] = found_eventgrid
+    scanning = await malware.status(rt, now)
+    if scanning is not None:
+        report["malware"] = scanning
     accounts = await accounts_status(rt.state, rt.settings.accounts, now)
     activities = ActivityStore(rt.state)
     found = await asyncio.gather(*(activities.load(a.key) for a in rt.settings.accounts))

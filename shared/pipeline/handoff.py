@@ -42,7 +42,7 @@ VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
 GRACE_SECONDS = 10.0
 # What the checks found on a file (`filecheck.py`, unpack's `Damaged`), passed on when there is something.
-FILE_CHECKS = ("duplicateOf", "protected", "damaged")
+FILE_CHECKS = ("duplicateOf", "protected", "damaged", "malwareScan")
 POLL_SECONDS = 0.25
 
 
@@ -81,6 +81,12 @@ def handoff_message(manifest: Mapping[str, Any], store: BlobStore, manifest_path
         for entry in manifest.get("attachments") or []
         if entry.get("duplicateOf")
     ]
+    # MALWARE_SCANNING: the files moved to the quarantine are not handed off, only named.
+    quarantined = [
+        {k: entry.get(k) for k in ("name", "file", "sha256")} | {"malwareScan": entry["malwareScan"]}
+        for entry in manifest.get("attachments") or []
+        if (entry.get("malwareScan") or {}).get("status") == "malicious"
+    ]
     message: dict[str, Any] = {
         "type": MESSAGE_TYPE,
         "version": VERSION,
@@ -97,6 +103,8 @@ def handoff_message(manifest: Mapping[str, Any], store: BlobStore, manifest_path
         "files": files,
         **({"duplicates": duplicates} if duplicates else {}),
         **({"protected": manifest["protected"]} if manifest.get("protected") else {}),
+        **({"malwareScan": manifest["malwareScan"]} if manifest.get("malwareScan") else {}),
+        **({"quarantined": quarantined} if quarantined else {}),
     }
     for name in ("senderAuthentication", "signature"):  # the mail's own, when the manifest has them
         if manifest.get(name):

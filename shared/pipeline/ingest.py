@@ -1,7 +1,8 @@
 """One mail through the pipeline, in order and once, whatever its source:
 
-done? → open the mail (the source) → route → store (unpack, rules; manifest last) → hand-off →
-after-ingest (the source) → `done/` marker.
+done? → open the mail (the source) → route → store (unpack, rules; manifest last) → hand-off (or, with
+MALWARE_SCANNING=defender, the mail recorded as awaiting its verdicts: `malware/`) → after-ingest (the source) →
+`done/` marker.
 
 A source hands over an `Arrival` and a way to open the mail (`mail.py`); everything else is here or in
 the modules this one calls (`attachments.py` or `rawmail.py` by the content's shape, `job.py` for the
@@ -24,6 +25,7 @@ from .filecheck import mail_protected
 from .job import IngestOutcome, Markers, finish, hand_off, manifest, skip, write_manifest
 from .layout import graph_time, message_prefix
 from .mail import Arrival, Listed, Mail, MailGone
+from .malware.records import pending_scan, stored_files
 from .rawmail import RawJob
 from .routes import decide
 from .rules import AfterIngest
@@ -89,6 +91,8 @@ async def _ingest(rt: Runtime, arrival: Arrival, mail: Mail, markers: Markers, s
                 entries, mailbox=arrival.mailbox, folder=arrival.folder, key=key, received=received,
                 decision=decision, mail={**said, **facts_of_mail},
             )  # fmt: skip
+            if rt.settings.malware.enabled and stored_files(final):
+                final["malwareScan"] = pending_scan(datetime.now(UTC))  # until every file has its verdict
             written, final = await write_manifest(at.store, at.manifest_path, final, at.etag, decision, entries)
     finally:
         job.close()

@@ -31,6 +31,8 @@ from .duplicates import Duplicates
 from .filecheck import CheckedWriter
 from .handoff import HandOff
 from .layout import MANIFEST, UniqueNames, graph_time, metadata_value, sanitize_name
+from .malware.records import is_pending
+from .malware.settle import await_verdicts
 from .routes import Decision
 from .storage import BlobStore, BlobWriter, StoredBlob
 
@@ -385,7 +387,12 @@ async def write_manifest(
 
 
 async def hand_off(rt: Runtime, final: Mapping[str, Any], store: BlobStore, path: str, *, written: bool) -> None:
-    """The "mail ingested" message (INGESTED_QUEUE), before the after-ingest actions."""
+    """The "mail ingested" message (INGESTED_QUEUE), before the after-ingest actions. A mail whose files await
+    their malware verdicts is recorded as awaiting instead; once settled, the verdict worker hands it off."""
+    if final.get("malwareScan") is not None:
+        if is_pending(final):
+            await await_verdicts(rt, final, store, path)
+        return
     if rt.settings.ingested_queue:
         queue = rt.settings.ingested_queue
         send = HandOff(rt.state, lambda text: rt.send_queue_message(queue, text), queue)

@@ -20,6 +20,19 @@ if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueServiceClient
 
 BLOCK_SIZE = 4 * 1024 * 1024
+COPY_POLLS = 120
+COPY_POLL_SECONDS = 0.5
+
+
+def bare_etag(etag: str) -> str:
+    """An ETag without its quotes (the SDK's `"0x8D…"`, an event's `0x8D…`)."""
+    return etag.strip().removeprefix("W/").strip('"')
+
+
+@dataclass(frozen=True)
+class BlobFacts:
+    etag: str
+    metadata: Mapping[str, str]
 
 
 def blob_service(storage: StorageSettings, credential: AsyncTokenCredential | None) -> BlobServiceClient:
@@ -223,6 +236,41 @@ class BlobStore:
         async for chunk in chunks:
             await writer.write(chunk)
         return await writer.commit()
+
+    async def properties(self, path: str) -> BlobFacts | None:
+        """The blob's ETag (unquoted, as Event Grid events carry it) and metadata; None when there is none."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        await self._ensure()
+        try:
+            props = await self._container.get_blob_client(path).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return BlobFacts(bare_etag(str(props.etag)), dict(props.metadata or {}))
+
+    async def copy_in(self, source_url: str, path: str, tags: Mapping[str, str]) -> None:
+        """A server-side copy of a blob of the same account to `path` (metadata copied, `tags` set), waited for.
+        Gone already is fine when the copy exists: a retry of a move that copied before."""
+        import asyncio
+
+        from azure.core.exceptions import ResourceNotFoundError
+
+        await self._ensure()
+        blob = self._container.get_blob_client(path)
+        try:
+            await blob.start_copy_from_url(source_url, tags=dict(tags) or None)
+        except ResourceNotFoundError:
+            if await self.properties(path) is None:
+                raise
+            return
+        for _ in range(COPY_POLLS):  # same-account copies usually finish at once
+            status = (await blob.get_blob_properties()).copy.status
+            if status == "success":
+                return
+            if status in ("failed", "aborted"):
+                raise StorageError(f"copy to {path} {status}")
+            await asyncio.sleep(COPY_POLL_SECONDS)
+        raise StorageError(f"copy to {path} did not finish")
 
     async def names(self, prefix: str) -> list[str]:
         await self._ensure()

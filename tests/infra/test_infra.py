@@ -26,6 +26,10 @@ from .test_defender import DEFENDER_BREAKAGES
 # Settings the app reads that the deployment may leave unset, each with the reason. A name the app reads is
 # either set by infra/modules/functionapp.bicep or listed here; nothing else passes.
 OPTIONAL_SETTINGS = {
+    "MALWARE_SCANNING": "defaults to off; the infra sets defender with its malwareScanning parameter (issue 20 part 4)",
+    "MALWARE_SCAN_QUEUE": "defaults to scan-results, the queue the infra makes for Defender's scan results",
+    "MALWARE_SCAN_TIMEOUT_MINUTES": "defaults to 30 minutes (README)",
+    "QUARANTINE_CONTAINER": "defaults to quarantine, the container the infra makes when scanning is on",
     "AzureWebJobsStorage": "the connection-string form; Azure uses AzureWebJobsStorage__* with the identity",
     "WEBSITE_HOSTNAME": "set by the platform on every Function App (WEBHOOK_BASE_URL is set anyway)",
     "WEBSITE_SITE_NAME": "set by the platform on every Function App (EVENTGRID_PARTNER_TOPIC is set anyway)",

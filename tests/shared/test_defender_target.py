@@ -7,6 +7,7 @@ import pytest
 
 from shared.defender_target import DefenderTarget, defender_target_from_env
 from shared.errors import SettingsError
+from shared.pipeline.malware.options import malware_scanning_from_env
 
 SUB = "8F1C2A4E-5B6D-4E7F-9A0B-1C2D3E4F5A6B"
 DEPLOYED = {
@@ -17,15 +18,23 @@ DEPLOYED = {
 }
 
 
+def _target(env: dict[str, str]) -> DefenderTarget | None:
+    # As parse_settings reads it: the scanning section first (mode, queue), then where Defender is.
+    return defender_target_from_env(env, malware_scanning_from_env(env, {}))
+
+
 def test_off_unless_defender() -> None:
-    assert defender_target_from_env({}) is None
-    assert defender_target_from_env({"MALWARE_SCANNING": " Off "}) is None
+    assert _target({}) is None
+    assert _target({"MALWARE_SCANNING": " Off "}) is None
 
 
 def test_defender_in_a_deployment_and_with_a_connection_string() -> None:
-    assert defender_target_from_env(DEPLOYED) == DefenderTarget(SUB.lower(), "rg-mail", "stabc123", "scan-results")
+    assert _target(DEPLOYED) == DefenderTarget(SUB.lower(), "rg-mail", "stabc123", "scan-results")
     local = {**DEPLOYED, "MALWARE_SCAN_QUEUE": "verdicts", "AzureWebJobsStorage": "AccountName=devstoreaccount1;x=y"}
-    assert defender_target_from_env(local) == DefenderTarget(SUB.lower(), "rg-mail", "devstoreaccount1", "verdicts")
+    assert _target(local) == DefenderTarget(SUB.lower(), "rg-mail", "devstoreaccount1", "verdicts")
+    for storage in ("UseDevelopmentStorage=true", "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;x=y"):
+        found = _target({**DEPLOYED, "AzureWebJobsStorage": storage})
+        assert found is not None and found.storage_account == "devstoreaccount1"
 
 
 @pytest.mark.parametrize(
@@ -40,5 +49,5 @@ def test_defender_in_a_deployment_and_with_a_connection_string() -> None:
 )
 def test_a_broken_setting_is_named(change: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError) as caught:
-        defender_target_from_env({**DEPLOYED, **change})
+        _target({**DEPLOYED, **change})
     assert caught.value.name == named and "\n" not in str(caught.value)
