@@ -98,11 +98,11 @@ def placeholders(text: str, keys: list[str]) -> str:
 
 def normalised(value: Any, keys: list[str]) -> Any:
     """A manifest with what differs from run to run replaced by placeholders."""
-    if isinstance(value, dict) and "signature" in value and "size" in value:
-        # A signed mail's size follows its signer's certificate, made afresh for each run.
-        return normalised({**value, "size": "<bytes>"}, keys)
     if isinstance(value, dict):
-        return {k: VOLATILE[k] if k in VOLATILE else normalised(v, keys) for k, v in value.items()}
+        out = {k: VOLATILE[k] if k in VOLATILE else normalised(v, keys) for k, v in value.items()}
+        if "signature" in out and "size" in out:
+            out["size"] = "<bytes>"  # a signed mail's size follows its signer's certificate, made afresh each run
+        return out
     if isinstance(value, list):
         return [normalised(item, keys) for item in value]
     if isinstance(value, str):
