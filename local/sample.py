@@ -53,10 +53,11 @@ class Sample:
 
 def signed_mail(stack: Stack) -> Delivered:
     """A signed invoice with a zip of scans and a signature logo: Graph lists it as one smime.p7m, and the
-    invoice, the zip, the scan inside the zip and the skipped logo come out of it."""
+    invoice, the zip, the scan inside the zip and the skipped logo come out of it. Its files are the demo's only
+    copies (a file the demo stored before would be marked `duplicateOf`)."""
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
-        zipped.writestr(zipfile.ZipInfo("Scans/scan-0001.pdf", ZIP_TIME), tiny_pdf("Scan 1"))
+        zipped.writestr(zipfile.ZipInfo("Scans/scan-0001.pdf", ZIP_TIME), tiny_pdf("Delivery scan 1"))
     return deliver(stack, MAILBOX, "Inbox", "Invoice 2026-1210 with the delivery scans", [
         file_attachment("Invoice 2026-1210.pdf", tiny_pdf("Invoice 2026-1210"), "application/pdf"),
         file_attachment("scans-2026-12.zip", archive.getvalue(), "application/zip"),
