@@ -1,4 +1,4 @@
-"""`make bench`: figures for the README. Prints tables; asserts nothing about time.
+"""`make bench`: figures for docs/proof.md. Prints tables; asserts nothing about time.
 
 1. Cold start of the handshake path: the import time of `function_app` in a fresh interpreter
    (what a cold instance pays before it can answer Graph's validation request).

@@ -258,4 +258,4 @@ def print_imap(figures: dict[str, Any]) -> None:
         f"  fetch (pooled connections, as now):   {drain['pooled_seconds']:>7.1f} s, {drain['pooled_fetched']} read, "
         f"{drain['pooled_logins']} sign-in(s)"
     )
-    print("  (before the pool, the fetch worker signed in once per message: 32.1 s in the README's run)")
+    print("  (before the pool, the fetch worker signed in once per message: 32.1 s in the run docs/proof.md shows)")

@@ -22,6 +22,9 @@ Then malware verdicts (MALWARE_SCANNING=defender, the simulator's Defender for S
 a clean invoice is handed off after its verdict, the EICAR test file is moved to the quarantine container and
 the rest of its mail handed off marked, and a zip Defender cannot open is handed off marked unscanned.
 
+Then the README's sample of what lands in storage (local/sample.py): the blob tree of a signed mail with a zip
+and an inline logo and of a routed mail, and the first one's manifest.
+
 Then an IMAP account: a Dovecot server (started here, TLS from a test CA the app trusts through
 SSL_CERT_FILE, the password in Key Vault) receives an invoice with the order attached as a mail; the
 poll timer queues it, the fetch worker takes it through the same pipeline, and its files are checked by
@@ -44,7 +47,6 @@ import sys
 import tempfile
 import time
 import zipfile
-import zlib
 from contextlib import ExitStack
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -66,9 +68,12 @@ from local.mailcheck import (
     file_attachment,
     generated_attachment,
     take_handoffs,
+    tiny_pdf,
+    tiny_png,
     wait_for_manifests,
     with_parts,
 )
+from local.sample import manifest_text, store_sample
 from local.stack import Stack, StackConfig, write_ca_bundle
 from shared.pipeline.layout import message_key
 
@@ -92,31 +97,6 @@ ROUTES = [
 ]
 # The IMAP account on the demo's own Dovecot.
 IMAP_USER, IMAP_PASSWORD, IMAP_SECRET = "ap@example.org", "demo-Passw0rd", "demo-imap-password"
-
-
-def tiny_pdf(text: str) -> bytes:
-    body = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
-        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(body), body),
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    for number, obj in enumerate(objects, 1):
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, obj)
-    out += b"trailer << /Root 1 0 R >>\n%%EOF\n"
-    return bytes(out)
-
-
-def tiny_png(width: int = 64, height: int = 32) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data)
-        return len(data).to_bytes(4, "big") + kind + data + crc.to_bytes(4, "big")
-
-    rows = b"".join(b"\x00" + bytes((x * 4) % 256 for x in range(width)) * 3 for _ in range(height))
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x02\x00\x00\x00"
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 def forwarded_invoice() -> dict[str, object]:
@@ -512,6 +492,19 @@ def import_from_imap(stack: Stack, server: Dovecot) -> bool:
     return ok
 
 
+def show_sample(stack: Stack) -> bool:
+    """The README's "What lands in storage", from this run: a signed mail with a zip and a logo, and a routed mail."""
+    print()
+    print("What lands in storage (the README's sample; dates, keys and hashes as placeholders) ...")
+    sample = store_sample(stack)
+    if sample is None:
+        print("FAILED: the sample mails were not finished; see .stack/devhost.log")
+        return False
+    print(sample.tree)
+    print(manifest_text(sample.manifest))
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="make demo")
     parser.add_argument(
@@ -567,9 +560,10 @@ def main(argv: list[str] | None = None) -> int:
         routed = show_routes(stack)
         trusted = show_trust(stack)
         scanned = show_malware(stack)
+        sampled = show_sample(stack)
         imported = import_from_imap(stack, server)
         recovered = recover_missed_mail(stack, delivery)
-        return 0 if delivered and routed and trusted and scanned and imported and recovered else 1
+        return 0 if delivered and routed and trusted and scanned and sampled and imported and recovered else 1
 
 
 if __name__ == "__main__":

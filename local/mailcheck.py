@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -290,3 +291,28 @@ def deliver_while_app_is_down(
     time.sleep(max(0.0, down_at_least - (time.monotonic() - started)))
     stack.devhost.start()
     return mails, sum(int(d.get("count") or 1) for d in dropped)
+
+
+def tiny_pdf(text: str) -> bytes:
+    body = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(body), body),
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    for number, obj in enumerate(objects, 1):
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, obj)
+    out += b"trailer << /Root 1 0 R >>\n%%EOF\n"
+    return bytes(out)
+
+
+def tiny_png(width: int = 64, height: int = 32) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return len(data).to_bytes(4, "big") + kind + data + crc.to_bytes(4, "big")
+
+    rows = b"".join(b"\x00" + bytes((x * 4) % 256 for x in range(width)) * 3 for _ in range(height))
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x02\x00\x00\x00"
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")

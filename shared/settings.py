@@ -1,6 +1,6 @@
 """Settings from environment variables, parsed once into a typed object.
 
-The names are a contract (README, infra). A missing or malformed setting raises SettingsError,
+The names are a contract (docs/configuration.md, infra). A missing or malformed setting raises SettingsError,
 whose text is one line naming the setting.
 
 Each role parses its own section, with the readers of `env.py`, and `parse_settings` composes them:

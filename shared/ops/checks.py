@@ -85,8 +85,9 @@ def _graph_hint(folder: MailboxFolder) -> Callable[[Exception], str]:
             )
         if isinstance(exc, GraphAuthError):
             return (
-                "grant the application permission Mail.Read (admin consent), and include this mailbox "
-                "in the Exchange Online RBAC scope for the app"
+                "include this mailbox in the app's Exchange Online RBAC for Applications scope, or (for every "
+                "mailbox of the tenant) grant the application permission Mail.Read with admin consent: "
+                "docs/setup.md, step 4"
             )
         if isinstance(exc, AuthError):
             return _token_hint(exc)

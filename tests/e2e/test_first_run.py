@@ -2,8 +2,9 @@
 
 - The azd postdeploy hook (infra/hooks/postdeploy.sh) against a freshly started app whose timer is a
   year away: one maintain pass through the host's admin endpoint, what it did printed per folder.
-- The README's local run, followed literally: local.settings.json from the example, the dev host started
-  from the app's folder, `python -m shared.cli maintain`, subscriptions at Graph.
+- The local run of docs/setup.md ("Running the app on your machine against a real tenant"), followed
+  literally: local.settings.json from the example, the dev host started from the app's folder,
+  `python -m shared.cli maintain`, subscriptions at Graph.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def test_readme_local_run_subscribes_with_one_command(tmp_path: Path, user_endpo
             "AzureWebJobsStorage": stack.env["AzureWebJobsStorage"],
             "MAILBOXES": ",".join(MAILBOXES),
             "WEBHOOK_BASE_URL": f"http://127.0.0.1:{port}",  # what a tunnel in front of the port would forward
-            "WEBHOOK_FUNCTION_KEY": secrets.token_urlsafe(32),  # any long random string, as the README says
+            "WEBHOOK_FUNCTION_KEY": secrets.token_urlsafe(32),  # any long random string, as docs/setup.md says
             "MAINTAIN_SCHEDULE": NEVER,
             # Endpoints other than Microsoft's, as the settings table allows.
             **{k: stack.env[k] for k in ("GRAPH_AUTHORITY_HOST", "GRAPH_API_URL", "GRAPH_SCOPE")},

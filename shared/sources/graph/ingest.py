@@ -37,7 +37,7 @@ from .messages import ChangeMessage
 logger = logging.getLogger(__name__)
 
 # internetMessageHeaders come back only when selected: the receiving server's Authentication-Results, in the
-# same request (pipeline/senderauth.py; its cost is in the README's Benchmarks).
+# same request (pipeline/senderauth.py; its cost is in docs/proof.md, Benchmarks).
 MESSAGE_SELECT = (
     "id,subject,from,toRecipients,ccRecipients,receivedDateTime,internetMessageId,hasAttachments,parentFolderId,"
     "isRead,categories,internetMessageHeaders"
