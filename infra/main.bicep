@@ -101,7 +101,11 @@ param eventGridQueue string = 'mail-events'
 param eventGridPartnerTopic string = ''
 
 @description('Microsoft Defender for Storage on-upload malware scanning of the app\'s storage account (MALWARE_SCANNING=defender): $0.15 per GB scanned plus the per-account plan (docs/setup.md).')
-param malwareScanning bool = false
+@allowed(['off', 'defender'])
+param malwareScanning string = 'off'
+
+// The app setting's own values (MALWARE_SCANNING), so the azd variable of the same name takes the same words.
+var scanning = malwareScanning == 'defender'
 
 @minValue(-1)
 @description('Defender\'s capGBPerMonth: no scanning for the rest of a calendar month after this many GB; -1 is no cap.')
@@ -217,7 +221,7 @@ module eventGridAccess 'modules/eventgrid.bicep' = if (eventGrid) {
   }
 }
 
-module malwareScan 'modules/defender.bicep' = if (malwareScanning) {
+module malwareScan 'modules/defender.bicep' = if (scanning) {
   name: 'defender'
   scope: rg
   params: {
@@ -273,7 +277,7 @@ module functionApp 'modules/functionapp.bicep' = {
     eventGridQueue: eventGridQueue
     eventGridPartnerTopic: partnerTopicName
     eventGridResourceGroup: rg.name
-    malwareScanning: malwareScanning
+    malwareScanning: scanning
     malwareScanQueue: malwareScanQueue
     quarantineContainerName: quarantineContainerName
   }
@@ -296,7 +300,7 @@ module alerts 'modules/alerts.bicep' = {
     mailboxes: mailboxes
     notificationSilenceHours: notificationSilenceHours
     functionFailureThreshold: functionFailureThreshold
-    malwareScanning: malwareScanning
+    malwareScanning: scanning
   }
 }
 
@@ -308,7 +312,7 @@ module workbook 'modules/workbook.bicep' = {
     tags: tags
     applicationInsightsId: monitoring.outputs.applicationInsightsId
     graphDelivery: graphDelivery
-    malwareScanning: malwareScanning
+    malwareScanning: scanning
   }
 }
 
@@ -334,5 +338,5 @@ output EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainerName
 output EVENTGRID_DELIVERY_IDENTITY_ID string = eventGrid ? eventGridAccess!.outputs.identityId : ''
 // MALWARE_SCANNING=defender: where Defender's verdicts go (docs/setup.md, "Malware scanning (optional)").
 output MALWARE_SCAN_QUEUE string = malwareScanQueue
-output MALWARE_SCAN_TOPIC_ID string = malwareScanning ? malwareScan!.outputs.topicId : ''
-output MALWARE_SCAN_DEADLETTER_CONTAINER string = malwareScanning ? scanDeadLetterContainerName : ''
+output MALWARE_SCAN_TOPIC_ID string = scanning ? malwareScan!.outputs.topicId : ''
+output MALWARE_SCAN_DEADLETTER_CONTAINER string = scanning ? scanDeadLetterContainerName : ''

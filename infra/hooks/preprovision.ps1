@@ -95,15 +95,15 @@ if ($env:GRAPH_DELIVERY -eq 'eventgrid' -and (Get-Command az -ErrorAction Silent
   if ($LASTEXITCODE) { Write-Host 'Could not register Microsoft.EventGrid; run: az provider register --namespace Microsoft.EventGrid' }
 }
 
-# MALWARE_SCANNING=true: Defender for Storage (Microsoft.Security) and the topic it publishes to (Microsoft.EventGrid).
+# MALWARE_SCANNING=defender: Defender for Storage (Microsoft.Security) and the topic it publishes to (Microsoft.EventGrid).
 # A deployment registers the providers of the resources it declares, but Defender's own (its scanner, the system topic
 # it listens to uploads with) come after; registering first makes the first provision work.
-if ($env:MALWARE_SCANNING -and $env:MALWARE_SCANNING -notin @('true', 'false')) {
-  # The azd value is the template's bool; the app setting it becomes is `defender` or `off`.
-  Write-Error "MALWARE_SCANNING must be true or false for azd (the app then gets defender or off), not '$($env:MALWARE_SCANNING)'"
+if ($env:MALWARE_SCANNING -and $env:MALWARE_SCANNING -cnotin @('off', 'defender')) {
+  # The app setting's values, as the template's parameter allows them (lower case: Bicep's @allowed is exact).
+  Write-Error "MALWARE_SCANNING must be off or defender, not '$($env:MALWARE_SCANNING)' (azd env set MALWARE_SCANNING defender)"
   exit 1
 }
-if ($env:MALWARE_SCANNING -eq 'true' -and (Get-Command az -ErrorAction SilentlyContinue)) {
+if ($env:MALWARE_SCANNING -ceq 'defender' -and (Get-Command az -ErrorAction SilentlyContinue)) {
   $subscription = if ($env:AZURE_SUBSCRIPTION_ID) { @('--subscription', $env:AZURE_SUBSCRIPTION_ID) } else { @() }
   foreach ($namespace in @('Microsoft.Security', 'Microsoft.EventGrid')) {
     az provider register --namespace $namespace --wait @subscription

@@ -113,12 +113,12 @@ if [ "${GRAPH_DELIVERY:-webhook}" = "eventgrid" ] && command -v az >/dev/null 2>
     || echo "Could not register Microsoft.EventGrid; run: az provider register --namespace Microsoft.EventGrid" >&2
 fi
 
-# MALWARE_SCANNING=true: Defender for Storage (Microsoft.Security) and the topic it publishes to (Microsoft.EventGrid).
+# MALWARE_SCANNING=defender: Defender for Storage (Microsoft.Security) and the topic it publishes to (Microsoft.EventGrid).
 # A deployment registers the providers of the resources it declares, but Defender's own (its scanner, the system topic
 # it listens to uploads with) come after; registering first makes the first provision work.
-case "${MALWARE_SCANNING:-false}" in
-  [Ff]alse) ;;
-  [Tt]rue)
+case "${MALWARE_SCANNING:-off}" in
+  off) ;;
+  defender)
     if command -v az >/dev/null 2>&1; then
       for namespace in Microsoft.Security Microsoft.EventGrid; do
         az provider register --namespace "$namespace" --wait ${AZURE_SUBSCRIPTION_ID:+--subscription "$AZURE_SUBSCRIPTION_ID"} \
@@ -127,8 +127,8 @@ case "${MALWARE_SCANNING:-false}" in
     fi
     ;;
   *)
-    # The azd value is the template's bool; the app setting it becomes is `defender` or `off`.
-    echo "MALWARE_SCANNING must be true or false for azd (the app then gets defender or off), not '$MALWARE_SCANNING'" >&2
+    # The app setting's values, as the template's parameter allows them (lower case: Bicep's @allowed is exact).
+    echo "MALWARE_SCANNING must be off or defender, not '$MALWARE_SCANNING' (azd env set MALWARE_SCANNING defender)" >&2
     exit 1
     ;;
 esac

@@ -37,9 +37,9 @@ def setting_path(target: DefenderTarget) -> str:
 def provision_command(target: DefenderTarget) -> str:
     # The template owns all three (setting, topic, subscription): provisioning again repairs whichever is wrong.
     return (
-        "azd env set MALWARE_SCANNING true && azd provision (infra/modules/defender.bicep); see it with `az resource "
-        f"show --ids /subscriptions/{target.azure_subscription_id}/resourceGroups/{target.resource_group}/providers/"
-        f"{setting_path(target)}`"
+        "azd env set MALWARE_SCANNING defender && azd provision (infra/modules/defender.bicep); see it with "
+        f"`az resource show --ids /subscriptions/{target.azure_subscription_id}/resourceGroups/{target.resource_group}"
+        f"/providers/{setting_path(target)}`"
     )
 
 

@@ -68,7 +68,8 @@ def test_check_names_defender_off_then_passes_once_provisioned(stack: Stack, sca
         "✗ Defender for Storage malware scanning: ValueError: Defender for Storage is not enabled on storage account"
     )
     assert f"{failed} {name}\n" in off.stdout
-    assert "    fix: azd env set MALWARE_SCANNING true && azd provision (infra/modules/defender.bicep)" in off.stdout
+    fix = "    fix: azd env set MALWARE_SCANNING defender && azd provision (infra/modules/defender.bicep)"
+    assert fix in off.stdout
     assert "✗ Defender scan results topic: ValueError: Defender's setting names no topic to look at" in off.stdout
 
     defender_setting(stack)
@@ -101,7 +102,7 @@ def test_check_names_a_failed_subscription_and_scanning_turned_off(stack: Stack,
         in done.stdout
     )
     assert "scan-results is Failed" in done.stdout
-    assert done.stdout.count("    fix: azd env set MALWARE_SCANNING true && azd provision") == 2
+    assert done.stdout.count("    fix: azd env set MALWARE_SCANNING defender && azd provision") == 2
 
 
 def test_a_webhook_deployment_without_scanning_reads_no_defender(stack: Stack, deployment: dict[str, Any]):

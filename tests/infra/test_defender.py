@@ -39,21 +39,21 @@ def _mentions(value: Any, name: str) -> bool:
 
 def test_the_parameter_is_off_by_default_and_comes_from_azd() -> None:
     main = parse(INFRA / "main.bicep")["parameters"]
-    assert main["malwareScanning"]["type"] == "bool" and main["malwareScanning"]["default"] is False
+    assert main["malwareScanning"]["type"] == "string" and main["malwareScanning"]["default"] == "off"
+    # The app setting's own values, so `azd env set MALWARE_SCANNING defender` means what the settings table says.
+    assert {"type": "allowed", "argument": ["off", "defender"]} in main["malwareScanning"]["decorators"]
     assert main["malwareScanningCapGBPerMonth"]["type"] == "int"
     given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
-    assert given["malwareScanning"] == {"value": "${MALWARE_SCANNING=false}"}
+    assert given["malwareScanning"] == {"value": "${MALWARE_SCANNING=off}"}
     assert given["malwareScanningCapGBPerMonth"]["value"].startswith("${MALWARE_SCANNING_CAP_GB_PER_MONTH=")
 
 
 def test_only_defenders_module_depends_on_the_parameter() -> None:
     modules = parse(INFRA / "main.bicep")["modules"]
-    conditional = {
-        symbol for symbol, m in modules.items() if _mentions(m["config"].get("condition"), "malwareScanning")
-    }
+    conditional = {symbol for symbol, m in modules.items() if _mentions(m["config"].get("condition"), "scanning")}
     assert conditional == {"malwareScan"}
     assert modules["malwareScan"]["detail"]["path"] == DEFENDER_FILE
-    assert modules["malwareScan"]["config"]["condition"] == "malwareScanning"
+    assert modules["malwareScan"]["config"]["condition"] == "scanning"
 
 
 def test_on_adds_exactly_defenders_resources() -> None:
@@ -104,7 +104,7 @@ def test_the_alert_rule_comes_with_the_parameter_only() -> None:
     assert rule["periods"] == 2 and (rule["window"], rule["queryRange"]) == ("PT30M", "PT1H")
     assert '"malware.unscanned"' in rule["query"]
     main = parse(INFRA / "main.bicep")["modules"]["alerts"]["config"]["params"]
-    assert main["malwareScanning"] == "malwareScanning"
+    assert main["malwareScanning"] == "scanning"
 
 
 def test_the_delivery_identity_holds_two_narrow_roles() -> None:
@@ -165,7 +165,7 @@ def _fake(bin_dir: Path, name: str, log: Path) -> None:
     script.chmod(0o755)
 
 
-@pytest.mark.parametrize("value", ["true", "false"])
+@pytest.mark.parametrize("value", ["defender", "off"])
 def test_preprovision_registers_defenders_providers_when_on(tmp_path: Path, value: str) -> None:
     bin_dir, log = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()
@@ -177,20 +177,20 @@ def test_preprovision_registers_defenders_providers_when_on(tmp_path: Path, valu
     subprocess.run(["sh", str(INFRA / "hooks" / "preprovision.sh")], env=env, check=True, capture_output=True)
     calls = log.read_text().splitlines() if log.exists() else []
     registered = [c for c in calls if c.startswith("az provider register")]
-    expected = ["Microsoft.Security", "Microsoft.EventGrid"] if value == "true" else []
+    expected = ["Microsoft.Security", "Microsoft.EventGrid"] if value == "defender" else []
     assert [c.split()[4] for c in registered] == expected
     assert all("--subscription sub" in c for c in registered)
     refused = subprocess.run(
         ["sh", str(INFRA / "hooks" / "preprovision.sh")],
-        env=env | {"MALWARE_SCANNING": "defender"},
+        env=env | {"MALWARE_SCANNING": "true"},
         capture_output=True,
         text=True,
     )
-    assert refused.returncode == 1 and "MALWARE_SCANNING must be true or false for azd" in refused.stderr
+    assert refused.returncode == 1 and "MALWARE_SCANNING must be off or defender" in refused.stderr
     ps1 = (INFRA / "hooks" / "preprovision.ps1").read_text()
     assert (
-        "-notin @('true', 'false')" in ps1
-        and "$env:MALWARE_SCANNING -eq 'true'" in ps1
+        "-cnotin @('off', 'defender')" in ps1
+        and "$env:MALWARE_SCANNING -ceq 'defender'" in ps1
         and "'Microsoft.Security', 'Microsoft.EventGrid'" in ps1
     )
 
@@ -211,9 +211,7 @@ def test_the_verdicts_chart_shows_with_scanning_only() -> None:
     assert parameter["value"] == "__MALWARE_SCANNING__" and parameter["isHiddenWhenLocked"]
     bicep = (INFRA / "modules" / "workbook.bicep").read_text()
     assert "'__MALWARE_SCANNING__', malwareScanning ? 'defender' : 'off')" in bicep
-    assert (
-        parse(INFRA / "main.bicep")["modules"]["workbook"]["config"]["params"]["malwareScanning"] == "malwareScanning"
-    )
+    assert parse(INFRA / "main.bicep")["modules"]["workbook"]["config"]["params"]["malwareScanning"] == "scanning"
 
 
 def test_only_mail_content_is_scanned() -> None:

@@ -110,5 +110,5 @@ def test_a_missing_or_unprovisioned_subscription_is_named() -> None:
 
 def test_the_fix_provisions_and_shows_the_setting() -> None:
     command = dfs.provision_command(TARGET)
-    assert command.startswith("azd env set MALWARE_SCANNING true && azd provision")
+    assert command.startswith("azd env set MALWARE_SCANNING defender && azd provision")
     assert f"az resource show --ids {GROUP}/providers/Microsoft.Storage/storageAccounts/stabc123/providers/" in command
