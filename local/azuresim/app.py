@@ -156,7 +156,7 @@ def build(tenant_id: str, client_id: str, client_secret: str) -> Simulator:
     app.add_routes(vault.routes())
     app.add_routes(Certificates(store, clock, vault).routes())
     app.add_routes(authority.routes())
-    app.add_routes(ResourceManager(authority, eventgrid).routes())
+    app.add_routes(ResourceManager(authority, eventgrid, defender).routes())
     app.add_routes(Authorize(store, clock, directory).routes())
     app.add_routes([web.route("*", "/v1.0/{tail:.*}", router.handle)])
 

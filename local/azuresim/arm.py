@@ -37,6 +37,7 @@ from .arm_defender import (
     DefenderResources,
 )
 from .control import _bad, _json
+from .defender import Defender
 from .eventgrid import EventGrid, PartnerTopic
 from .identity import Authority, TokenError, bearer_token, origin
 from .scopes import MANAGEMENT, MANAGEMENT_CLASSIC
@@ -90,13 +91,13 @@ def _allows(role: str, action: str) -> bool:
 
 
 class ResourceManager:
-    def __init__(self, authority: Authority, eventgrid: EventGrid) -> None:
+    def __init__(self, authority: Authority, eventgrid: EventGrid, scanner: Defender | None = None) -> None:
         self.authority = authority
         self.eventgrid = eventgrid
         self.sites: dict[tuple[str, str, str], Site] = {}  # (subscription, group, name), lower case
         self.vaults: dict[tuple[str, str, str], str] = {}  # the same key → the vault's name as given
         self.assignments: list[RoleAssignment] = []
-        self.defender = DefenderResources()
+        self.defender = DefenderResources(eventgrid, scanner)
 
     def routes(self) -> list[web.RouteDef]:
         site = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{name}"
@@ -287,7 +288,7 @@ class ResourceManager:
         key = self._key(request)
         topic_id = f"{self._group_id(request)}/providers/Microsoft.EventGrid/topics/{request.match_info['name']}"
         self._authorize(principal, action, topic_id)
-        if key not in self.defender.topics:
+        if not self.defender.has_topic(key):
             raise self._not_found("Microsoft.EventGrid/topics", request)
         return key, topic_id
 

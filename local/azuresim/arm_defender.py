@@ -10,7 +10,10 @@
   subscriptions (``value``), each with its destination under ``deliveryWithResourceIdentity`` as
   infra/modules/defender.bicep creates it.
 
-Only those API versions are served: another is 400 ``NoRegisteredProviderFound`` naming the supported one, as ARM
+Where the control API below set nothing, the reads answer from the simulator's live state: the setting the
+scanner (defender.py) obeys, and the custom topics and event subscriptions Event Grid (eventgrid.py) delivers
+through, so `check` against the local stack sees what the scanner does. Only those API versions are served:
+another is 400 ``NoRegisteredProviderFound`` naming the supported one, as ARM
 answers. Token, group, resource and role checks are arm.py's. The state is set through the control API, as
 ``azd provision`` would: ``PUT /_sim/arm/defender`` (a setting's ``properties``, checked against the 2025-06-01
 model's writable names) and ``PUT /_sim/arm/topics`` (a topic, its provisioning state, its event subscriptions).
@@ -19,12 +22,16 @@ model's writable names) and ``PUT /_sim/arm/topics`` (a topic, its provisioning 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .arm_base import ArmError, control_names
 from .control import _bad, _json
+
+if TYPE_CHECKING:
+    from .defender import Defender
+    from .eventgrid import EventGrid
 
 SECURITY_API_VERSION = "2025-06-01"
 EVENTGRID_API_VERSION = "2025-02-15"
@@ -73,12 +80,19 @@ class CustomTopic:
 class DefenderResources:
     """Defender's settings by (subscription, group, account) and custom topics by (subscription, group, name)."""
 
-    def __init__(self) -> None:
+    def __init__(self, eventgrid: EventGrid | None = None, scanner: Defender | None = None) -> None:
         self.settings: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.topics: dict[tuple[str, str, str], CustomTopic] = {}
+        self.eventgrid, self.scanner = eventgrid, scanner
+
+    def _live_topics(self) -> dict[Any, Any]:
+        return self.eventgrid.custom_topics if self.eventgrid is not None else {}
 
     def groups(self) -> list[tuple[str, str, str]]:
-        return [*self.settings, *self.topics]
+        return [*self.settings, *self.topics, *self._live_topics()]
+
+    def has_topic(self, key: tuple[str, str, str]) -> bool:
+        return key in self.topics or key in self._live_topics()
 
     @staticmethod
     def require_version(request: web.Request, version: str, kind: str) -> None:
@@ -93,6 +107,8 @@ class DefenderResources:
 
     def setting(self, key: tuple[str, str, str], account_id: str) -> dict[str, Any] | None:
         properties = self.settings.get(key)
+        if properties is None and self.scanner is not None:
+            properties = self.scanner.setting(key[2])  # account names are global: the one the scanner watches
         if properties is None:
             return None
         shown = dict(properties)
@@ -109,6 +125,9 @@ class DefenderResources:
 
     def topic(self, key: tuple[str, str, str], topic_id: str) -> dict[str, Any] | None:
         topic = self.topics.get(key)
+        live = self._live_topics().get(key)
+        if topic is None and live is not None:
+            topic = CustomTopic(live.ref.location)  # one Event Grid delivers through: provisioned
         if topic is None:
             return None
         name = topic_id.rsplit("/", 1)[-1]
@@ -128,7 +147,7 @@ class DefenderResources:
         }
 
     def subscriptions(self, key: tuple[str, str, str], topic_id: str) -> list[dict[str, Any]]:
-        topic = self.topics[key]
+        topic = self.topics.get(key) or self._live_subscriptions(key, topic_id)
         return [
             {
                 "id": f"{topic_id}/providers/Microsoft.EventGrid/eventSubscriptions/{name}",
@@ -138,6 +157,22 @@ class DefenderResources:
             }
             for name, properties in topic.subscriptions.items()
         ]
+
+    def _live_subscriptions(self, key: tuple[str, str, str], topic_id: str) -> CustomTopic:
+        """The event subscriptions Event Grid delivers the topic's events through, as the control API would set them."""
+        live = self._live_topics()[key]
+        group = topic_id.split("/providers/", 1)[0]
+        topic = CustomTopic(live.ref.location)
+        for name, sub in live.subscriptions.items():
+            parts = dict(p.split("=", 1) for p in sub.connection_string.split(";") if "=" in p)
+            item = {"name": name, "storageAccount": parts.get("AccountName", ""), "queueName": sub.queue}
+            shown = _subscription({**item, "includedEventTypes": list(sub.included_types)}, group)
+            shown["retryPolicy"] = {
+                "maxDeliveryAttempts": sub.max_attempts,
+                "eventTimeToLiveInMinutes": sub.ttl_minutes,
+            }
+            topic.subscriptions[name] = shown
+        return topic
 
     # -- control ---------------------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:

@@ -99,6 +99,8 @@ class Defender:
         self.clock = clock
         self.eventgrid = eventgrid
         self.accounts: dict[str, Protected] = {}
+        # Each account's setting as last put, by lower-case name (storage account names are global): what ARM shows.
+        self.settings: dict[str, dict[str, Any]] = {}
         self.scanning = True
         self.delay_seconds = 0.5
         self.max_blob_bytes = MAX_BLOB_BYTES
@@ -223,6 +225,7 @@ class Defender:
         options = scanning.get("blobScanResultsOptions", "BlobIndexTags")
         if options not in ("BlobIndexTags", "None"):
             raise ControlError(400, "BadRequest", "blobScanResultsOptions must be BlobIndexTags or None")
+        self.settings[account_name.lower()] = props
         old = self.accounts.pop(account_name, None)
         if old is not None and old.task is not None:
             old.task.cancel()
@@ -240,6 +243,17 @@ class Defender:
         account.task = asyncio.get_running_loop().create_task(self._watch(account))
         self.accounts[account_name] = account
         return web.json_response({"account": account_name, "malwareScanning": True, "topic": topic.resource_id})
+
+    def setting(self, account: str) -> dict[str, Any] | None:
+        """The account's defenderForStorageSettings properties as this scanner obeys them: on-upload scanning shows
+        as off while the scanner is switched off (as when the monthly cap is reached)."""
+        props = self.settings.get(account.lower())
+        if props is None:
+            return None
+        scanning = dict(props.get("malwareScanning") or {})
+        on_upload = dict(scanning.get("onUpload") or {})
+        on_upload["isEnabled"] = on_upload.get("isEnabled") is True and self.scanning
+        return {**props, "malwareScanning": {**scanning, "onUpload": on_upload}}
 
     async def set_options(self, request: web.Request) -> web.Response:
         body = await request.json()

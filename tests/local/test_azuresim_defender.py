@@ -19,7 +19,10 @@ from azure.storage.queue.aio import QueueClient
 
 from local.azuresim.content import BytesContent
 from local.azuresim.defender import PASSWORD, eicar, judge
+from local.azuresim.runner import SimulatorProcess
 from local.azuresim.zips import ZipContent, ZipEntry
+
+from .test_azuresim_arm import arm, grant
 
 SUB, GROUP, TOPIC = "00000000-0000-4000-8000-0000000000d4", "rg-defender", "scan-results-topic"
 TOPIC_ID = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.EventGrid/topics/{TOPIC}"
@@ -132,3 +135,32 @@ async def test_switched_off_it_scans_nothing(account: tuple[str, str], http: htt
 async def test_settings_are_checked(http: httpx.AsyncClient, body: dict[str, Any], words: str) -> None:
     answer = await http.put("/_sim/defender/storageAccounts/other", json=body)
     assert answer.status_code == 400 and words in answer.text
+
+
+async def test_arm_shows_what_the_scanner_obeys(
+    http: httpx.AsyncClient, sim: SimulatorProcess, account: tuple[str, str]
+) -> None:
+    """`check` reads Defender through ARM: with nothing set through /_sim/arm, it sees the scanner's own setting,
+    topic and event subscription, and on-upload scanning off while the scanner is switched off."""
+    _, queue = account
+    headers = await arm(http, sim)
+    app = (await http.get(f"/_sim/apps/{sim.info['client_id']}")).json()
+    await grant(http, str(app["servicePrincipalId"]), "Reader", f"/subscriptions/{SUB}/resourceGroups/{GROUP}")
+    setting_url = (
+        f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.Storage/storageAccounts/devstoreaccount1"
+        "/providers/Microsoft.Security/defenderForStorageSettings/current"
+    )
+    security, grid = {"api-version": "2025-06-01"}, {"api-version": "2025-02-15"}
+    scanning = (await http.get(setting_url, params=security, headers=headers)).json()["properties"]["malwareScanning"]
+    assert scanning["onUpload"]["isEnabled"] is True and scanning["scanResultsEventGridTopicResourceId"] == TOPIC_ID
+    topic = (await http.get(TOPIC_ID, params=grid, headers=headers)).json()
+    assert topic["properties"]["provisioningState"] == "Succeeded" and topic["location"] == "westeurope"
+    (only,) = (await http.get(f"{TOPIC_ID}/eventSubscriptions", params=grid, headers=headers)).json()["value"]
+    destination = only["properties"]["deliveryWithResourceIdentity"]["destination"]["properties"]
+    assert destination["queueName"] == queue and destination["resourceId"].endswith("/storageAccounts/devstoreaccount1")
+    await http.post("/_sim/defender/options", json={"scanning": False})
+    try:
+        off = (await http.get(setting_url, params=security, headers=headers)).json()["properties"]["malwareScanning"]
+        assert off["onUpload"]["isEnabled"] is False
+    finally:
+        await http.post("/_sim/defender/options", json={"scanning": True})
