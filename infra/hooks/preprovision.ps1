@@ -100,7 +100,7 @@ if ($env:GRAPH_DELIVERY -eq 'eventgrid' -and (Get-Command az -ErrorAction Silent
 # it listens to uploads with) come after; registering first makes the first provision work.
 if ($env:MALWARE_SCANNING -and $env:MALWARE_SCANNING -cnotin @('off', 'defender')) {
   # The app setting's values, as the template's parameter allows them (lower case: Bicep's @allowed is exact).
-  Write-Error "MALWARE_SCANNING must be off or defender, not '$($env:MALWARE_SCANNING)' (azd env set MALWARE_SCANNING defender)"
+  Write-Error "MALWARE_SCANNING must be off or defender (lower case), not '$($env:MALWARE_SCANNING)': azd env set MALWARE_SCANNING defender (or off)"
   exit 1
 }
 if ($env:MALWARE_SCANNING -ceq 'defender' -and (Get-Command az -ErrorAction SilentlyContinue)) {

@@ -128,7 +128,7 @@ case "${MALWARE_SCANNING:-off}" in
     ;;
   *)
     # The app setting's values, as the template's parameter allows them (lower case: Bicep's @allowed is exact).
-    echo "MALWARE_SCANNING must be off or defender, not '$MALWARE_SCANNING' (azd env set MALWARE_SCANNING defender)" >&2
+    echo "MALWARE_SCANNING must be off or defender (lower case), not '$MALWARE_SCANNING': azd env set MALWARE_SCANNING defender (or off)" >&2
     exit 1
     ;;
 esac
