@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import urlencode
 
-from .env import read_queue_name
+from .env import read_choice, read_queue_name
 from .errors import SettingsError
 
 GraphDelivery = Literal["webhook", "eventgrid"]
@@ -59,12 +59,7 @@ class EventGridTarget:
 
 
 def _delivery(env: Mapping[str, str]) -> GraphDelivery:
-    mode = env.get("GRAPH_DELIVERY", "").strip().lower() or "webhook"
-    if mode == "webhook":
-        return "webhook"
-    if mode == "eventgrid":
-        return "eventgrid"
-    raise SettingsError("GRAPH_DELIVERY", f"must be webhook or eventgrid, got {mode!r}")
+    return cast(GraphDelivery, read_choice(env, "GRAPH_DELIVERY", ("webhook", "eventgrid")))
 
 
 def read_matching(

@@ -107,6 +107,14 @@ def read_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(name, f"must be true or false, got {raw!r}")
 
 
+def read_choice(env: Mapping[str, str], name: str, choices: tuple[str, str]) -> str:
+    """One of two words (any case), the first when unset: a mode such as GRAPH_DELIVERY."""
+    raw = env.get(name, "").strip().lower() or choices[0]
+    if raw in choices:
+        return raw
+    raise SettingsError(name, f"must be {choices[0]} or {choices[1]}, got {raw!r}")
+
+
 def read_list(env: Mapping[str, str], name: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
     """A comma list, lower case; `*` (or nothing) means any."""
     items: list[str] = []

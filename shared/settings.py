@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .defender_target import DefenderTarget, defender_target_from_env
@@ -35,6 +35,7 @@ from .env import (
     VAULT_NAME,
     ResolvedEnv,
     read_bool,
+    read_choice,
     read_container,
     read_int,
     read_queue_name,
@@ -490,12 +491,7 @@ def _storage(env: Mapping[str, str]) -> StorageSettings:
 
 
 def _auth_mode(env: Mapping[str, str]) -> AuthMode:
-    mode = env.get("GRAPH_AUTH_MODE", "").strip().lower() or "application"
-    if mode == "application":
-        return "application"
-    if mode == "delegated":
-        return "delegated"
-    raise SettingsError("GRAPH_AUTH_MODE", f"must be application or delegated, got {mode!r}")
+    return cast(AuthMode, read_choice(env, "GRAPH_AUTH_MODE", ("application", "delegated")))
 
 
 def _certificate_name(env: Mapping[str, str]) -> str | None:
